@@ -1,0 +1,34 @@
+# The two commands of the README are the contract: `make demo` and `make test`.
+# Both create their own virtual environment with plain venv + pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch pinned to the wheels that lie on this machine's disk; override elsewhere.
+TORCH_PIP ?= torch==2.14.1 torchvision==0.29.1
+export PYTHONHASHSEED := 0
+
+.PHONY: venv test demo bench serve clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIP)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+demo: $(VENV)/.installed
+	$(PY) -m labeler.demo
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/neurflow serve
+
+clean:
+	rm -rf $(VENV) .cache demo-out

@@ -1,0 +1,1 @@
+"""NeurFlow engine: core neurons, concepts, neuron groups and circuits."""

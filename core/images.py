@@ -1,0 +1,96 @@
+"""Image intake and patch geometry.
+
+Images are brought to the model's input the way a standard torchvision training pipeline does:
+resize the shorter side to ``input_size`` (bilinear, antialiased), centre-crop ``input_size`` square,
+scale to [0, 1], normalise with ``mean``/``std``. Patches are cut from that square, and every patch
+keeps its box in *source-image* pixels so that it can be shown, labeled and exported later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """PNG/JPEG files under ``root`` (recursively), in sorted relative-path order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} does not exist or is not a folder")
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode an image as RGB or raise ``ValueError`` saying which file and why."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot decode image {path}: {exc}; PNG and JPEG files are accepted") from None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Maps boxes in the model-input square back to source-image pixels."""
+
+    width: int
+    height: int
+    input_size: int
+
+    @property
+    def scale(self) -> float:  # source pixels per input pixel
+        return min(self.width, self.height) / self.input_size
+
+    @property
+    def offset(self) -> tuple[float, float]:  # top-left of the centre crop, in source pixels
+        side = min(self.width, self.height)
+        return (self.width - side) / 2.0, (self.height - side) / 2.0
+
+    def to_source(self, box: tuple[float, float, float, float]) -> list[int]:
+        ox, oy = self.offset
+        s = self.scale
+        x0, y0, x1, y1 = box
+        out = [round(ox + x0 * s), round(oy + y0 * s), round(ox + x1 * s), round(oy + y1 * s)]
+        out[2] = min(max(out[2], out[0] + 1), self.width)
+        out[3] = min(max(out[3], out[1] + 1), self.height)
+        return out
+
+
+class Preprocess:
+    """Resize shorter side, centre crop, normalise: the model-input tensor of one image."""
+
+    def __init__(self, input_size: int, mean, std):
+        self.input_size = int(input_size)
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """The centre-cropped square in [0, 1], shape (3, S, S)."""
+        s = self.input_size
+        w, h = image.size
+        scale = s / min(w, h)
+        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+        resized = image.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+        left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
+        square = resized.crop((left, top, left + s, top + s))
+        arr = np.asarray(square, dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean.to(pixels.device)) / self.std.to(pixels.device)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalise(self.pixels(image))
+
+
+def crop_source(path: str | Path, box: list[int], size: int | None = None) -> Image.Image:
+    """The source-image crop of an exemplar box, optionally resized to ``size`` x ``size``."""
+    crop = open_rgb(path).crop(tuple(box))
+    return crop.resize((size, size), Image.BILINEAR) if size else crop

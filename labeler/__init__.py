@@ -1,0 +1,1 @@
+"""NeurFlow labeler, evaluation, exports and the REST service."""
