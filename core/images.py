@@ -94,3 +94,51 @@ def crop_source(path: str | Path, box: list[int], size: int | None = None) -> Im
     """The source-image crop of an exemplar box, optionally resized to ``size`` x ``size``."""
     crop = open_rgb(path).crop(tuple(box))
     return crop.resize((size, size), Image.BILINEAR) if size else crop
+
+
+@dataclass
+class ImageSet:
+    """Model-input tensors of a list of images, with where each came from."""
+
+    pixels: torch.Tensor  # (N, 3, S, S), normalised
+    paths: list[str]  # relative to the data root ("" when built from tensors)
+    sizes: list[tuple[int, int]]  # source (width, height)
+    labels: list[int | None] | None = None  # optional ground-truth class per image
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.pixels.shape[-1])
+
+    def geometry(self, i: int) -> Geometry:
+        w, h = self.sizes[i]
+        return Geometry(w, h, self.input_size)
+
+    def subset(self, keep: list[int]) -> ImageSet:
+        return ImageSet(self.pixels[keep], [self.paths[i] for i in keep], [self.sizes[i] for i in keep],
+                        [self.labels[i] for i in keep] if self.labels else None)
+
+    @classmethod
+    def from_tensor(cls, pixels: torch.Tensor) -> ImageSet:
+        """Already-normalised square inputs; boxes are then in input pixels."""
+        if pixels.dim() != 4 or pixels.shape[-1] != pixels.shape[-2]:
+            raise ValueError(f"expected a (N, C, S, S) tensor of square images, got shape {tuple(pixels.shape)}")
+        s = int(pixels.shape[-1])
+        return cls(pixels, [""] * len(pixels), [(s, s)] * len(pixels))
+
+    @classmethod
+    def from_folder(cls, root: str | Path, preprocess: Preprocess) -> ImageSet:
+        """Every PNG/JPEG under ``root`` in sorted relative-path order; paths are kept relative."""
+        root = Path(root)
+        files = list_images(root)
+        if not files:
+            raise ValueError(f"no PNG or JPEG images found under {root}")
+        tensors, paths, sizes = [], [], []
+        for f in files:
+            image = open_rgb(f)
+            sizes.append(image.size)
+            tensors.append(preprocess(image))
+            paths.append(f.relative_to(root).as_posix())
+        return cls(torch.stack(tensors), paths, sizes)

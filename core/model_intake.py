@@ -1,0 +1,127 @@
+"""Model intake: architecture name + safetensors state_dict -> an eval-mode ``nn.Module``.
+
+Only safetensors are accepted for weights: they hold tensors and nothing else, so loading a user's
+file never runs code. Architecture names are ``torchvision:<name>`` (or a bare torchvision name)
+and ``timm:<name>`` (when timm is installed). Library users may also pass a built module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_arch(arch: str) -> tuple[str, str]:
+    """``"torchvision:resnet18"`` -> ("torchvision", "resnet18"); a bare name means torchvision."""
+    family, _, name = arch.partition(":")
+    if not name:
+        family, name = "torchvision", family
+    if family not in ("torchvision", "timm"):
+        raise ValueError(f"unknown architecture family {family!r} in {arch!r}; use 'torchvision:<name>' or 'timm:<name>'")
+    return family, name
+
+
+def build_architecture(arch: str, num_classes: int) -> nn.Module:
+    """An untrained instance of ``arch`` with ``num_classes`` outputs."""
+    family, name = split_arch(arch)
+    if family == "torchvision":
+        import torchvision
+
+        available = torchvision.models.list_models()
+        if name not in available:
+            close = [n for n in available if name.split("_")[0] in n][:10]
+            raise ValueError(f"unknown torchvision architecture {name!r}; similar names: {close or available[:10]}")
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("timm architectures need the 'timm' extra: pip install 'neurflow[timm]'") from None
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm architecture {name!r}; see timm.list_models()")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """None if ``state`` fits ``model`` exactly, else a message naming every conflict."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs architecture {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state))
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return None
+
+    def show(items: list[str]) -> str:
+        return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {show(unexpected)}")
+    if shapes:
+        parts.append(f"shape conflicts: {show(shapes)}")
+    return "; ".join(parts)
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"weights must be a .safetensors file (got {path.name}); pickled .pt/.pth files are not accepted")
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read safetensors file {path.name}: {exc}") from None
+
+
+def load_model(arch: str, weights: str | Path | None, num_classes: int) -> nn.Module:
+    """Build ``arch`` and load ``weights`` strictly; the model is returned in eval mode."""
+    model = build_architecture(arch, num_classes)
+    if weights is not None:
+        state = read_safetensors(weights)
+        problem = describe_mismatch(model, state)
+        if problem:
+            raise ValueError(f"weights {Path(weights).name} do not fit {arch} with {num_classes} classes: {problem}")
+        model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def list_layers(model: nn.Module, input_size: int, channels: int = 3) -> list[tuple[str, tuple[int, ...]]]:
+    """Addressable layer names (module names) with the output shape of one sample, in forward order."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, torch.Tensor) and name not in shapes:
+                shapes[name] = tuple(out.shape[1:])
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, channels, input_size, input_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(shapes.items())
