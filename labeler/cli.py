@@ -14,6 +14,7 @@ import sys
 #: ``func`` on its parsers; ``func(args) -> int`` is the exit code.
 COMMAND_MODULES = [
     "core.cli",
+    "labeler.pipeline",
 ]
 
 

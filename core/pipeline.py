@@ -1,0 +1,67 @@
+"""Run the engine from a job spec: model intake, image intake, one circuit per target class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from .circuit import Circuit, ModelInfo
+from .engine import NeurFlow
+from .images import ImageSet, Preprocess
+from .jobspec import JobSpec
+from .model_intake import load_model, sha256_file
+
+Progress = Callable[[str, int, int], None]
+
+
+def resolve(base_dir: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def circuit_path(out_dir: Path, spec: JobSpec, target: int) -> Path:
+    """``out_dir/circuit.json`` for one target class, ``out_dir/class-<c>/circuit.json`` for a list."""
+    if isinstance(spec.data.target_class, list):
+        return out_dir / f"class-{target}" / "circuit.json"
+    return out_dir / "circuit.json"
+
+
+def model_info(spec: JobSpec, weights_path: Path | None, sha256: str | None = None) -> ModelInfo:
+    m = spec.model
+    digest = sha256 or (sha256_file(weights_path) if weights_path else None)
+    return ModelInfo(arch=m.arch, weights_sha256=digest, num_classes=m.num_classes, input_size=m.input_size,
+                     mean=list(m.mean), std=list(m.std))
+
+
+def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
+             images_dir: Path | None = None, weights_path: Path | None = None) -> dict[int, Circuit]:
+    """Fit one circuit per target class of ``spec``; paths in the spec resolve against ``base_dir``.
+
+    ``model`` / ``images_dir`` / ``weights_path`` let a caller that already holds them (the service's
+    worker keeps models loaded between jobs) skip the intake.
+    """
+    weights_path = weights_path or resolve(base_dir, spec.model.weights)
+    if model is None:
+        model = load_model(spec.model.arch, weights_path, spec.model.num_classes)
+    images_dir = images_dir or resolve(base_dir, spec.data.images)
+    images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
+    info = model_info(spec, weights_path if weights_path.is_file() else None)
+    engine = NeurFlow(**spec.engine.engine_kwargs(), select=spec.data.select, progress=progress)
+    names = spec.model.class_names or []
+    circuits = {}
+    for target in spec.target_classes():
+        name = names[target] if 0 <= target < len(names) else None
+        circuits[target] = engine.fit(model, images, target, model_info=info, target_name=name)
+    return circuits
+
+
+def write_circuits(spec: JobSpec, circuits: dict[int, Circuit], out_dir: Path) -> dict[int, Path]:
+    written = {}
+    for target, circuit in circuits.items():
+        path = circuit_path(out_dir, spec, target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(circuit.to_json())
+        written[target] = path
+    return written
