@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "core.cli",
     "labeler.pipeline",
+    "core.world.cli",
 ]
 
 
