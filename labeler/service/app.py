@@ -1,0 +1,82 @@
+"""``create_app(settings)``: the Litestar application.
+
+Run it with ``neurflow serve`` or ``uvicorn --factory labeler.service.app:create_app`` (settings then
+come from ``NEURFLOW_*`` env vars and ``NEURFLOW_CONFIG``). The web process opens the database, the
+artifact store and the job manager; models load only in worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from labeler.service import errors
+from labeler.service.api import circuits, datasets, health, jobs, models
+from labeler.service.catalog import Catalog
+from labeler.service.db import Database
+from labeler.service.deps import Services, provide_owner, provide_services
+from labeler.service.jobstore import JobStore
+from labeler.service.manager import JobManager
+from labeler.service.security import auth_middleware, rate_limit
+from labeler.service.settings import Settings, load_settings
+from labeler.service.storage import ArtifactStore
+
+VERSION = "0.1.0"
+log = logging.getLogger("neurflow.service")
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    (settings.data_path / "assets").mkdir(exist_ok=True)
+    db = Database(settings.db_path)
+    catalog = Catalog(db)
+    for i, key in enumerate(settings.api_keys):
+        catalog.add_key(key, f"configured-{i}")
+    jobs_store = JobStore(db)
+    store = ArtifactStore(settings.artifact_url, cache_dir=settings.scratch_path / "cache")
+    return Services(settings=settings, db=db, catalog=catalog, jobs=jobs_store, store=store,
+                    manager=JobManager(settings, jobs_store, catalog))
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await services.manager.start()
+        try:
+            yield
+        finally:
+            await services.manager.stop()
+
+    v1 = Router(path="/v1", route_handlers=[models.build(settings), datasets.build(settings), jobs.build(settings),
+                                            circuits.build(settings)],
+                security=[{"apiKey": []}])
+    return Litestar(
+        route_handlers=[v1, health.health],
+        dependencies={"svc": Provide(provide_services, sync_to_thread=False),
+                      "owner": Provide(provide_owner, sync_to_thread=False)},
+        state=State({"services": services}),
+        lifespan=[lifespan],
+        middleware=[auth_middleware(services.catalog, settings.auth), rate_limit(settings.rate_limit_per_minute).middleware],
+        exception_handlers=errors.exception_handlers,
+        request_max_body_size=settings.max_body_kb * 1024,
+        cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_headers=["X-API-Key", "Content-Type"])
+        if settings.cors_origins else None,
+        openapi_config=OpenAPIConfig(
+            title="NeurFlow service", version=VERSION,
+            description="Upload a model and images, run NeurFlow jobs, get labeled circuits.",
+            components=Components(security_schemes={
+                "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}),
+            render_plugins=[]),
+        debug=False,
+    )
