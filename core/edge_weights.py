@@ -8,9 +8,13 @@ EPS = 1e-7
 
 
 def l1_normalise(scores: np.ndarray) -> np.ndarray:
-    """w_j = s_j / (sum |s| + eps): the weights' absolute values sum to 1 (up to eps)."""
+    """w_j = s_j / sum |s|: the absolute weights sum to exactly 1 (all zero if every score is 0).
+
+    No epsilon in the denominator: raw IG scores are often ~1e-4, where an epsilon would bias the sum.
+    """
     scores = np.asarray(scores, dtype=np.float64)
-    return scores / (np.abs(scores).sum() + EPS)
+    total = np.abs(scores).sum()
+    return scores / total if total > 0 else np.zeros_like(scores)
 
 
 def reference_rescale(scores: np.ndarray) -> np.ndarray:

@@ -64,6 +64,7 @@ def build_entry(final: Path, marker: str, build: Callable[[Path], object], *, fo
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         try:
             build(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any build output
             if final.exists():  # forced rebuild, or an incomplete leftover
                 shutil.rmtree(final)
             tmp.rename(final)

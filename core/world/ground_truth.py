@@ -7,11 +7,10 @@ The dominant part of a box is the part with the most pixels in it, provided it c
 ``MIN_PART_FRACTION`` (10 %) of the box; otherwise the box is "background" (``None``). At the default
 geometry (72 px centre square, parts on 20-28 px discs) and the engine's default granularities
 (patch sides 72, 36 and 18 source px) this means: an 18 px patch on a part is that part; a 36 px
-patch holding a whole part is that part for the circle, ring, squares, patches, diamond and cross
-(14-47 % of the patch) and for the larger triangles, stars and crescents (the smallest of those cover
-about 9.5 %); a whole-image patch holds every part at 4-12 % and is attributed only when it holds a
-large red circle. A fixed box fraction is a simple, explainable rule; a rule that changes with the
-patch size would make purities of different layers incomparable.
+patch holding a whole part is that part for every part but the smallest stars (parts cover 39 % (star)
+to 100 % (circle) of their disc, so 9.5 % to 47 % of such a patch); a whole-image patch holds every
+part at 3-12 % and is attributed only when it holds a large red circle. A fixed box fraction is a
+simple, explainable rule; one that changed with the patch size would make purities incomparable.
 
 Purity of a set of patches is the fraction of them whose dominant part is the set's majority part
 (background patches count against it). A group of a circuit that has found a planted part has purity
