@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "core.cli",
     "labeler.pipeline",
     "core.world.cli",
+    "labeler.service.cli",
 ]
 
 

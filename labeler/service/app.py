@@ -8,6 +8,7 @@ artifact store and the job manager; models load only in worker processes.
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -46,12 +47,22 @@ def build_services(settings: Settings) -> Services:
                     manager=JobManager(settings, jobs_store, catalog))
 
 
+def _warm_imports() -> None:
+    try:
+        import core.model_intake  # noqa: F401
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - an upload will report the real error
+        pass
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     services = build_services(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # import torch/torchvision now (seconds) rather than on the first model upload
+        threading.Thread(target=_warm_imports, daemon=True, name="nf-warm").start()
         await services.manager.start()
         try:
             yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from labeler.service.deps import Services
-from labeler.service.errors import Conflict, Invalid
+from labeler.service.errors import Conflict, Invalid, Unsupported
 from labeler.service.intake import check_weights, parse_descriptor, sha256_file
 from labeler.service.schemas import ModelList, ModelOut, model_out
 from labeler.service.settings import MB, Settings
@@ -47,8 +48,6 @@ def build(settings: Settings) -> type[Controller]:
                 raise Invalid("the 'weights' part must be a file upload (a .safetensors file)")
             desc = parse_descriptor(data.descriptor)
             if data.weights.filename and not data.weights.filename.lower().endswith(".safetensors"):
-                from labeler.service.errors import Unsupported
-
                 raise Unsupported(f"weights file {data.weights.filename!r} is not a .safetensors file; pickled "
                                   ".pt/.pth/.bin and TorchScript files are refused")
             record, created = await anyio.to_thread.run_sync(_ingest, svc, owner, desc, data.weights)
@@ -90,12 +89,8 @@ def _ingest(svc: Services, owner: str, desc, upload: UploadFile) -> tuple[dict, 
         key = weights_key(model_id)
         if not svc.store.exists(key):
             svc.store.put_file(key, path)
-        import os
-
         size = os.path.getsize(path)
     finally:
-        import os
-
         os.unlink(path)
     descriptor = json.loads(json.dumps({"arch": desc.arch, "num_classes": desc.num_classes,
                                         "input_size": desc.input_size, "mean": desc.mean, "std": desc.std,
