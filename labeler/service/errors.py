@@ -80,6 +80,8 @@ def _on_http_exception(_: Request, exc: HTTPException) -> Response:
             detail = f"{detail}: " + "; ".join(
                 f"{e.get('key')}: {e.get('message')}" if e.get("key") else str(e.get("message"))
                 for e in exc.extra if isinstance(e, dict))
+    if "multipart" in detail.lower():
+        detail = f"{detail}; send multipart/form-data (curl -F name=value -F file=@path)"
     if status == 413:
         detail = f"{detail}; the request body is larger than this route accepts"
     headers = dict(exc.headers or {})

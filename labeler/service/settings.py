@@ -24,7 +24,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8000
     data_dir: str = "neurflow-data"  # SQLite file, local artifact root, worker scratch
     storage_url: str | None = None  # fsspec URL of the artifact root; default <data_dir>/artifacts
-    workers: int = 1  # worker subprocesses; one per device
+    workers: int = 1  # worker subprocesses, one per device; 0 = API only (jobs wait in the queue)
     devices: list[str] | None = None  # e.g. ["cuda:0", "cuda:1"]; default "cpu" for every worker
     # security and limits
     auth: bool = True  # require X-API-Key on /v1
@@ -74,7 +74,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def device_list(self) -> list[str]:
         if self.devices:
             return list(self.devices)
-        return ["cpu"] * max(1, self.workers)
+        return ["cpu"] * max(0, self.workers)
 
 
 def _coerce_env(name: str, raw: str, annotation: Any) -> Any:

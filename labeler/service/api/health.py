@@ -21,7 +21,7 @@ async def health(svc: Services) -> Response[HealthOut]:
 
     db_ok, store_ok, queued, running = await anyio.to_thread.run_sync(probe)
     workers = svc.manager.status()
-    workers_ok = any(w["alive"] and w["state"] in ("idle", "busy") for w in workers)
+    workers_ok = not workers or any(w["alive"] and w["state"] in ("idle", "busy") for w in workers)
     ready = db_ok and store_ok and workers_ok
     from labeler.service.app import VERSION
 

@@ -1,0 +1,139 @@
+"""Helpers of the service tests: tiny datasets, job specs, a real server on loopback, problem checks."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+KEY_A = "test-key-alpha"
+KEY_B = "test-key-beta"
+DESCRIPTOR = {"arch": "resnet18", "num_classes": 3, "input_size": 32, "class_names": ["red", "green", "blue"]}
+ENGINE = {"layers": ["layer4", "layer3"], "tau": 2, "top_n": 6, "granularities": [1.0, 0.5], "ig_steps": 4,
+          "n_exemplars": 3}
+#: a job that runs for a while (cancel and kill tests stop it long before it ends)
+SLOW_ENGINE = {**ENGINE, "ig_steps": 4000, "tau": 8, "top_n": 40}
+REPO = Path(__file__).resolve().parents[3]
+
+
+def png_bytes(color: tuple[int, int, int], size: int = 40, seed: int = 0) -> bytes:
+    rng = random.Random(seed)
+    im = Image.new("RGB", (size, size), color)
+    for _ in range(40):
+        im.putpixel((rng.randrange(size), rng.randrange(size)), tuple(rng.randrange(256) for _ in range(3)))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def dataset_entries(per_class: int = 6) -> dict[str, bytes]:
+    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    return {f"{name}/{i}.png": png_bytes(colors[c], seed=10 * c + i)
+            for c, name in enumerate(("red", "green", "blue")) for i in range(per_class)}
+
+
+def job_spec(model_id: str, dataset_id: str, target=(0, 1), engine=None, labeling=None) -> dict:
+    spec = {"model": {"arch": "resnet18", "weights": model_id, "num_classes": 3, "input_size": 32},
+            "data": {"images": dataset_id, "target_class": list(target) if isinstance(target, (list, tuple)) else target,
+                     "select": "all"},
+            "engine": dict(engine or ENGINE)}
+    if labeling is not None:
+        spec["labeling"] = labeling
+    return spec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """``neurflow serve`` in a subprocess on a random loopback port."""
+
+    def __init__(self, data_dir: Path, workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.workers = workers
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 120.0) -> LiveServer:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "NEURFLOW_API_KEYS": f"{KEY_A},{KEY_B}", "PYTHONPATH": str(REPO), **self.extra_env}
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "labeler.cli", "serve", "--port", str(port), "--data-dir", str(self.data_dir),
+             "--workers", str(self.workers), "--log-level", "warning"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.read_log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server not ready within {timeout} s:\n{self.read_log()}")
+
+    def read_log(self) -> str:
+        return (self.data_dir / "server.log").read_text(errors="replace")[-4000:]
+
+    def health(self) -> dict:
+        return httpx.get(self.url + "/health", timeout=5).json()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None:
+            self.log.close()
+        self.proc = None
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def assert_problem(response: httpx.Response, status: int, contains: str | None = None) -> dict:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"], body
+    if contains:
+        assert contains.lower() in body["detail"].lower(), body["detail"]
+    return body
+
