@@ -68,6 +68,7 @@ class NeurFlow:
         order-dependent edge rescale; never one concept per neuron) for number-for-number comparison.
     select: ``"predicted"`` keeps images the model predicts as the target (the reference's choice);
         ``"all"`` keeps every image.
+    max_images: keep at most this many of the selected images (the first in the given order).
     acceptable_error_range: >= 0 enables the reference's pruning of each tau list (top-N overlap after
         cumulative masking); negative disables it (the reference's run setting).
     max_concepts: most concepts per neuron (silhouette over 2..max_concepts).
@@ -93,6 +94,7 @@ class NeurFlow:
         seed: int = 0,
         reference_compat: bool = False,
         select: str = "predicted",
+        max_images: int | None = None,
         acceptable_error_range: float = -1.0,
         max_concepts: int = 5,
         allow_single_concept: bool = False,
@@ -114,6 +116,7 @@ class NeurFlow:
         self.seed = seed
         self.reference_compat = reference_compat
         self.select = select
+        self.max_images = max_images
         self.acceptable_error_range = acceptable_error_range
         self.max_concepts = max_concepts
         self.allow_single_concept = allow_single_concept
@@ -143,6 +146,8 @@ class NeurFlow:
             raise ValueError(f"granularities must be fractions in (0, 1], got {self.granularities}")
         if not 0 < self.stride_ratio <= 1:
             raise ValueError(f"stride_ratio must be in (0, 1], got {self.stride_ratio}")
+        if self.max_images is not None and (not isinstance(self.max_images, int) or self.max_images < 1):
+            raise ValueError(f"max_images must be a positive integer or None, got {self.max_images!r}")
         if self.max_concepts < 2:
             raise ValueError("max_concepts must be at least 2")
 
@@ -152,6 +157,7 @@ class NeurFlow:
             "granularities": list(self.granularities), "stride_ratio": self.stride_ratio,
             "ig_steps": self.ig_steps, "ig_method": "gausslegendre", "ig_baseline": "zero",
             "seed": self.seed, "reference_compat": self.reference_compat, "select": self.select,
+            "max_images": self.max_images,
             "acceptable_error_range": self.acceptable_error_range, "max_concepts": self.max_concepts,
             "allow_single_concept": self.allow_single_concept, "n_exemplars": self.n_exemplars,
             "n_groups": self.n_groups, "max_groups": self.max_groups, "token_reduce": self.token_reduce,
@@ -238,16 +244,16 @@ class NeurFlow:
         self._num_classes = logits.shape[1]
         if not 0 <= target_class < self._num_classes:
             raise ValueError(f"target class {target_class} is out of range; the model has {self._num_classes} classes (0..{self._num_classes - 1})")
-        if self.select == "all":
-            return images
         preds = logits.argmax(dim=1)
-        keep = torch.nonzero(preds == target_class).flatten().tolist()
+        keep = list(range(len(images)))
+        if self.select == "predicted":
+            keep = torch.nonzero(preds == target_class).flatten().tolist()
         self._report("select", len(keep), len(images))
         if not keep:
             counts = torch.bincount(preds, minlength=self._num_classes).tolist()
             raise ValueError(f"no image is predicted as class {target_class}; predictions per class: "
                              f"{dict(enumerate(counts))}. Use select='all' or give images of that class")
-        return images.subset(keep)
+        return images.subset(keep[: self.max_images] if self.max_images else keep)
 
     def _readouts(self, access: LayerAccess, pixels: torch.Tensor, index: PatchIndex) -> dict[str, torch.Tensor]:
         """Neuron readouts of every layer for every patch (float32 on CPU), one streamed pass."""

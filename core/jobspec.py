@@ -32,6 +32,7 @@ class DataSpec(msgspec.Struct, forbid_unknown_fields=True):
     images: str  # folder searched recursively for PNG/JPEG (or a dataset id in the service)
     target_class: int | list[int]
     select: Literal["predicted", "all"] = "predicted"
+    max_images: PositiveInt | None = None  # keep at most this many selected images (sorted path order)
 
 
 class EngineSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -48,7 +48,8 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     images_dir = images_dir or resolve(base_dir, spec.data.images)
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
     info = model_info(spec, weights_path if weights_path.is_file() else None)
-    engine = NeurFlow(**spec.engine.engine_kwargs(), select=spec.data.select, progress=progress)
+    engine = NeurFlow(**spec.engine.engine_kwargs(), select=spec.data.select, max_images=spec.data.max_images,
+                      progress=progress)
     names = spec.model.class_names or []
     circuits = {}
     for target in spec.target_classes():
