@@ -171,7 +171,7 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
             loss.backward()
             optimiser.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=len(losses) // steps_per_epoch + 1)
     bar.close()
