@@ -1,0 +1,227 @@
+"""``label_circuit``: CLIP labels (and optional captions) for every group of a circuit.
+
+Steps: load the CLIP model (cached), embed the vocabulary with the template ensemble (cached), embed a
+reference pool of the run's patches, then for each group embed its patches (all member concepts' top
+patches, minus a held-out share), score the vocabulary (:mod:`labeler.scoring`) and keep the top-k.
+Captioning runs afterwards and per group: a failing group gets no caption, and every group keeps its
+CLIP labels; failures are listed in ``circuit.labeling["caption_errors"]``.
+
+What is written:
+
+* ``group.labels``: the CLIP top-k, best first, ``{text, score, source: "clip"}`` (score in nats, see
+  :mod:`labeler.scoring`), then, when a caption was summarised, one ``source: "caption"`` label whose
+  score is the same contrastive score of the summary text (so the two kinds are comparable);
+* ``group.confidence``: the calibrated confidence of ``labels[0]``;
+* ``group.caption``: ``{text, model, prompt_id, prompt_version}`` when a captioner is configured;
+* ``circuit.labeling``: provenance (CLIP model and weights hash, vocabulary, templates, score,
+  parameters) and, per group, the held-out patches that ``neurflow evaluate`` tests labels on.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.circuit import Caption, Circuit, Exemplar, Group, Label
+from labeler.clip_model import ClipModel, load_clip
+from labeler.config import LabelerConfig
+from labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
+from labeler.scoring import contrastive_scores, mean_cosine_scores, mixture, softmax, top_confidence, top_indices
+from labeler.vocabulary import Vocabulary, load_templates, load_vocabulary
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+
+
+class PatchEmbedder:
+    """CLIP embeddings of exemplar patches, computed once per patch per run."""
+
+    def __init__(self, clip: ClipModel, loader: PatchLoader, batch_size: int = 64):
+        self.clip = clip
+        self.loader = loader
+        self.batch_size = batch_size
+        self._cache: dict[PatchKey, np.ndarray] = {}
+
+    def __call__(self, patches: list[Exemplar]) -> np.ndarray:
+        missing = list({patch_key(p): p for p in patches if patch_key(p) not in self._cache}.values())
+        if missing:
+            emb = self.clip.encode_images(self.loader.crops(missing), batch_size=self.batch_size)
+            for p, e in zip(missing, emb):
+                self._cache[patch_key(p)] = e
+        if not patches:
+            return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
+        return np.stack([self._cache[patch_key(p)] for p in patches])
+
+
+class GroupScorer:
+    """Scores texts for a group's patches with the configured score against one run's reference pool."""
+
+    def __init__(self, clip: ClipModel, config: LabelerConfig, concepts: np.ndarray, reference: np.ndarray):
+        self.clip = clip
+        self.config = config
+        self.concepts = concepts
+        self.reference = reference
+        self.reference_mixture = mixture(reference, concepts, clip.logit_scale)
+
+    def scores(self, group: np.ndarray, concepts: np.ndarray | None = None) -> np.ndarray:
+        if concepts is None:
+            concepts, ref_mix = self.concepts, self.reference_mixture
+        else:
+            ref_mix = mixture(self.reference, concepts, self.clip.logit_scale)
+        if self.config.score == "mean_cosine":
+            return mean_cosine_scores(group, concepts)
+        return contrastive_scores(group, ref_mix, concepts, self.clip.logit_scale, self.config.contrast)
+
+    def confidence(self, scores: np.ndarray) -> float:
+        if self.config.score == "mean_cosine":  # CLIP's zero-shot probability of the top concept
+            return float(softmax(self.clip.logit_scale * scores).max())
+        return top_confidence(scores, self.config.confidence_temperature)
+
+
+def _group_seed(seed: int, group_id: str) -> int:
+    return (seed * 1_000_003) ^ zlib.crc32(group_id.encode())
+
+
+def _box(ex: Exemplar) -> list[int]:
+    return [ex.image, *ex.box]
+
+
+def label_circuit(
+    circuit: Circuit,
+    patches_source: str | Path,
+    config: LabelerConfig | dict,
+    progress: Progress | None = None,
+    *,
+    clip: ClipModel | None = None,
+    captioner: Any = None,
+) -> Circuit:
+    """Return a copy of ``circuit`` with labels (and captions) on every group.
+
+    ``patches_source`` is the data root the circuit's image paths are relative to (the job's
+    ``data.images`` folder). ``clip`` and ``captioner`` may be passed in to reuse loaded models;
+    otherwise they are loaded from ``config`` (CLIP through the process-wide cache).
+    """
+    config = config if isinstance(config, LabelerConfig) else LabelerConfig.from_spec(config)
+    started = time.time()
+    report = progress or (lambda stage, done, total: None)
+    circuit = copy.deepcopy(circuit)
+    vocabulary = load_vocabulary(config.vocabulary)
+    templates = load_templates(config.templates)
+    groups = [(i, g) for i, _, g in circuit.iter_groups()]
+    report("labeling: load clip", 0, 1)
+    clip = clip or load_clip(config.clip)
+    concepts = clip.vocabulary_matrix(vocabulary, templates)
+    report("labeling: load clip", 1, 1)
+    loader = PatchLoader(circuit, Path(patches_source))
+    embed = PatchEmbedder(clip, loader, config.batch_size)
+    reference = embed(reference_pool(circuit, config.reference_size, config.seed))
+    scorer = GroupScorer(clip, config, concepts, reference)
+
+    holdout: dict[str, list[list[int]]] = {}
+    group_embeddings: dict[str, np.ndarray] = {}
+    for done, (layer_index, group) in enumerate(groups):
+        patches = group_patches(circuit, layer_index, group)
+        used, held = split_holdout(patches, config.holdout, _group_seed(config.seed, group.id))
+        used = used[: config.max_patches]
+        emb = embed(used)
+        scores = scorer.scores(emb)
+        top = top_indices(scores, config.top_k)
+        group.labels = [Label(text=vocabulary.concepts[k], score=round(float(scores[k]), 5), source="clip") for k in top]
+        group.confidence = round(scorer.confidence(scores), 5)
+        group.caption = None
+        holdout[group.id] = [_box(p) for p in held]
+        group_embeddings[group.id] = emb
+        report("labeling: clip", done + 1, len(groups))
+
+    circuit.labeling = {
+        "clip": clip.describe(),
+        "vocabulary": {"name": vocabulary.name, "size": len(vocabulary), "sha256_16": vocabulary.digest},
+        "templates": list(templates),
+        "score": config.score,
+        "contrast": config.contrast,
+        "confidence": "posterior of labels[0] over the vocabulary (softmax of scores / temperature)"
+        if config.score == "contrastive"
+        else "CLIP zero-shot probability of labels[0]",
+        "confidence_temperature": config.confidence_temperature,
+        "top_k": config.top_k,
+        "max_patches": config.max_patches,
+        "reference_size": len(reference),
+        "holdout_fraction": config.holdout,
+        "seed": config.seed,
+        "holdout": holdout,
+        "config": config.to_dict(),
+    }
+    if config.captioner is not None:
+        _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report)
+    circuit.labeling["seconds"] = round(time.time() - started, 2)
+    return circuit
+
+
+# -- captions ----------------------------------------------------------------------------------
+
+
+def build_captioner(config: LabelerConfig):
+    from labeler.captioning import build_captioner as build
+
+    return build(config.captioner, device=config.clip.device)
+
+
+def _lower_groups(circuit: Circuit, group: Group, k: int) -> list[Group]:
+    edges = sorted((e for e in circuit.group_edges if e.source == group.id), key=lambda e: -abs(e.weight))
+    out = []
+    for edge in edges[:k]:
+        try:
+            out.append(circuit.group(edge.target)[1])
+        except KeyError:
+            continue
+    return out
+
+
+def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report) -> None:
+    from labeler.captioning import caption_group
+
+    spec = config.captioner
+    errors: dict[str, str] = {}
+    groups = [g for _, _, g in circuit.iter_groups()]
+    try:
+        captioner = captioner or build_captioner(config)
+    except ValueError as exc:  # a captioner that cannot even be built fails every group the same way
+        circuit.labeling["caption_errors"] = {g.id: str(exc) for g in groups}
+        circuit.labeling["captioner_error"] = str(exc)
+        log.error("captioning disabled: %s", exc)
+        return
+    unavailable = None
+    for done, group in enumerate(groups):
+        if unavailable is not None:
+            errors[group.id] = unavailable
+            continue
+        lower = _lower_groups(circuit, group, spec.lower_groups) if spec.circuit_prompt else []
+        try:
+            result = caption_group(captioner, loader, group, lower, spec)
+        except Exception as exc:  # noqa: BLE001 - one group's failure must not cost the others their labels
+            from labeler.captioning.base import CaptionerUnavailable
+
+            errors[group.id] = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, CaptionerUnavailable):
+                unavailable = f"not attempted: {exc}"  # the endpoint is down: do not wait out retries N times
+            log.warning("caption of group %s failed: %s", group.id, exc)
+            continue
+        group.caption = Caption(text=result.caption, model=captioner.name, prompt_id=result.prompt_id, prompt_version=result.prompt_version)
+        if result.label:
+            text_emb = scorer.clip.embed_concepts([result.label], circuit.labeling["templates"])
+            with_label = np.concatenate([scorer.concepts, text_emb])
+            score = float(scorer.scores(group_embeddings[group.id], with_label)[-1])
+            group.labels = [lab for lab in group.labels if lab.source != "caption"] + [
+                Label(text=result.label, score=round(score, 5), source="caption")
+            ]
+        report("labeling: captions", done + 1, len(groups))
+    circuit.labeling["captioner"] = {"model": captioner.name, "prompt": spec.prompt, "circuit_prompt": spec.circuit_prompt}
+    if errors:
+        circuit.labeling["caption_errors"] = errors

@@ -1,0 +1,148 @@
+"""Which image patches stand for a group, and where they come from.
+
+* A group's *patches* are all top patches of its member concepts (``Concept.patches``), not only the
+  five display exemplars, interleaved member by member so that a cap keeps every member represented.
+* Part of them can be *held out* (deterministically, by seed) so that labels can later be tested on
+  patches they were not made from (``neurflow evaluate``, held-out retrieval).
+* The *reference pool* is patches of the same run that are not specific to any one group: random
+  crops of the run's images at the circuit's granularities plus a sample of all concepts' top
+  patches. Contrasting a group with it keeps concepts that every patch of the run shares (the class's
+  background, the dataset's colour cast) from winning.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from core.circuit import Circuit, Exemplar, Group
+from core.images import open_rgb
+
+PatchKey = tuple[int, int, int, int, int]  # (image, x0, y0, x1, y1)
+
+
+def patch_key(ex: Exemplar) -> PatchKey:
+    x0, y0, x1, y1 = ex.box
+    return (ex.image, x0, y0, x1, y1)
+
+
+def group_patches(circuit: Circuit, layer_index: int, group: Group) -> list[Exemplar]:
+    """The group's exemplars first, then every top patch of its members, round-robin, without repeats."""
+    layer = circuit.layers[layer_index]
+    neurons = {n.id: n for n in layer.neurons}
+    lists: list[list[Exemplar]] = []
+    for member in group.members:
+        neuron = neurons.get(member.neuron)
+        concept = next((c for c in neuron.concepts if c.id == member.concept), None) if neuron else None
+        if concept is not None:
+            lists.append(list(concept.patches) or list(concept.exemplars))
+    out: list[Exemplar] = []
+    seen: set[PatchKey] = set()
+
+    def take(ex: Exemplar) -> None:
+        key = patch_key(ex)
+        if key not in seen:
+            seen.add(key)
+            out.append(ex)
+
+    for ex in group.exemplars:
+        take(ex)
+    depth = max((len(x) for x in lists), default=0)
+    for i in range(depth):
+        for patches in lists:
+            if i < len(patches):
+                take(patches[i])
+    return out
+
+
+def split_holdout(patches: list[Exemplar], fraction: float, seed: int, min_keep: int = 3) -> tuple[list[Exemplar], list[Exemplar]]:
+    """(used for labeling, held out). Display exemplars stay on the labeling side; at least ``min_keep`` are kept."""
+    n_out = int(round(len(patches) * fraction))
+    n_out = max(0, min(n_out, len(patches) - min_keep))
+    if n_out == 0:
+        return list(patches), []
+    rng = random.Random(seed)
+    order = list(range(len(patches)))
+    rng.shuffle(order)
+    held = set(order[:n_out])
+    return [p for i, p in enumerate(patches) if i not in held], [p for i, p in enumerate(patches) if i in held]
+
+
+def random_boxes(circuit: Circuit, count: int, seed: int) -> list[Exemplar]:
+    """Random square crops of the run's images at the circuit's granularities (source pixels)."""
+    if not circuit.images or count <= 0:
+        return []
+    grans = [float(g) for g in (circuit.params.get("granularities") or (1.0, 0.5, 0.25))]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        ref = rng.choice(circuit.images)
+        side = max(1, int(round(min(ref.width, ref.height) * rng.choice(grans))))
+        x0 = rng.randint(0, max(ref.width - side, 0))
+        y0 = rng.randint(0, max(ref.height - side, 0))
+        out.append(Exemplar(image=ref.id, box=[x0, y0, min(x0 + side, ref.width), min(y0 + side, ref.height)], activation=0.0))
+    return out
+
+
+def all_concept_patches(circuit: Circuit) -> list[Exemplar]:
+    seen: set[PatchKey] = set()
+    out = []
+    for layer in circuit.layers:
+        for neuron in layer.neurons:
+            for concept in neuron.concepts:
+                for ex in concept.patches or concept.exemplars:
+                    key = patch_key(ex)
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(ex)
+    return out
+
+
+def reference_pool(circuit: Circuit, size: int, seed: int) -> list[Exemplar]:
+    """Half random crops of the run's images, half a sample of all concepts' top patches."""
+    rng = random.Random(seed + 1)
+    concept_patches = all_concept_patches(circuit)
+    n_concept = min(len(concept_patches), size // 2)
+    pool = rng.sample(concept_patches, n_concept) if n_concept else []
+    return pool + random_boxes(circuit, size - n_concept, seed + 2)
+
+
+@dataclass
+class PatchLoader:
+    """Cuts exemplar patches out of the run's source images (``Circuit.images[i].path`` under ``root``)."""
+
+    circuit: Circuit
+    root: Path
+    cache_size: int = 256
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.root.is_dir():
+            raise ValueError(f"patch source {self.root} is not a folder; pass the data root the circuit's image paths are relative to")
+        self._paths = {ref.id: ref.path for ref in self.circuit.images}
+        self._images: OrderedDict[int, Image.Image] = OrderedDict()
+
+    def image(self, image_id: int) -> Image.Image:
+        if image_id in self._images:
+            self._images.move_to_end(image_id)
+            return self._images[image_id]
+        if image_id not in self._paths:
+            raise ValueError(f"exemplar refers to image {image_id}, which is not in the circuit's image list")
+        path = self.root / self._paths[image_id]
+        if not path.is_file():
+            raise ValueError(f"source image {path} of the circuit is missing; is {self.root} the data root of this run?")
+        img = open_rgb(path)  # ValueError naming the file if it cannot be decoded
+        self._images[image_id] = img
+        while len(self._images) > self.cache_size:
+            self._images.popitem(last=False)
+        return img
+
+    def crop(self, ex: Exemplar) -> Image.Image:
+        return self.image(ex.image).crop(tuple(ex.box))
+
+    def crops(self, patches: list[Exemplar]) -> list[Image.Image]:
+        return [self.crop(p) for p in patches]
