@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import signal
@@ -137,3 +138,34 @@ def assert_problem(response: httpx.Response, status: int, contains: str | None =
         assert contains.lower() in body["detail"].lower(), body["detail"]
     return body
 
+
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def write_tiny_clip(assets_dir: Path) -> dict:
+    """A random tiny open_clip model in a server's asset folder; returns a labeling section naming it."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from labeler.clip_model import register_model_config
+
+    folder = Path(assets_dir) / "tiny-clip"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    register_model_config("nf-service-test-clip", TINY_CLIP_CONFIG)
+    torch.manual_seed(0)
+    model = open_clip.create_model("nf-service-test-clip", pretrained=None)
+    save_file(model.state_dict(), str(folder / "weights.safetensors"))
+    return labeling_section()
+
+
+def labeling_section(vocabulary=("red", "green", "blue", "dots", "stripes")) -> dict:
+    return {"clip": {"model": "nf-service-test-clip", "pretrained": "tiny-clip/weights.safetensors",
+                     "model_config": "tiny-clip/config.json"},
+            "vocabulary": list(vocabulary), "templates": ["a photo of {}."], "reference_size": 8, "top_k": 3}

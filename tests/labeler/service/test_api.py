@@ -10,7 +10,19 @@ from litestar.testing import TestClient
 from labeler.service.app import create_app
 from labeler.service.settings import Settings
 
-from .helpers import KEY_A, KEY_B, assert_problem, job_spec, make_zip, png_bytes, wait_for
+from .helpers import (
+    KEY_A,
+    KEY_B,
+    assert_problem,
+    job_spec,
+    labeling_section,
+    make_zip,
+    png_bytes,
+    wait_for,
+    write_tiny_clip,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 A = {"X-API-Key": KEY_A}
 B = {"X-API-Key": KEY_B}
@@ -19,6 +31,7 @@ B = {"X-API-Key": KEY_B}
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     data = tmp_path_factory.mktemp("svc")
+    write_tiny_clip(data / "assets")
     settings = Settings(data_dir=str(data), api_keys=[KEY_A, KEY_B], max_weights_mb=60, max_dataset_mb=1,
                         max_image_mb=1, max_body_kb=64, max_zip_entries=50, sync_wait_s=60)
     with TestClient(create_app(settings), timeout=120) as c:
@@ -82,7 +95,7 @@ def test_keys_cannot_see_each_other(client, assets, objects):
 
 def test_whole_flow_in_process(client, assets, objects):
     mid, did = objects["model"]["id"], objects["dataset"]["id"]
-    r = client.post("/v1/jobs", headers=A, json=job_spec(mid, did, target=[0, 2]))
+    r = client.post("/v1/jobs", headers=A, json=job_spec(mid, did, target=[0, 2], labeling=labeling_section()))
     assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
     job_id = r.json()["id"]
     events = []
@@ -116,8 +129,24 @@ def test_whole_flow_in_process(client, assets, objects):
     assert r.status_code == 200, r.text
     result = r.json()
     assert result["target"] == 0 and result["groups"] and "ablated_logit" in result["groups"][0]
-    # the dataset can go; the finished circuit and its patches stay
-    assert_problem(client.delete(f"/v1/models/{mid}", headers=B), 404)
+    # labeled by CLIP in the job
+    labeled = [g for layer in doc["layers"] for g in layer["groups"] if g["labels"]]
+    assert labeled and labeled[0]["labels"][0]["source"] == "clip" and doc["labeling"]["clip"]
+    # relabel with another vocabulary, without rerunning the engine
+    r = client.post(f"/v1/circuits/{cid}/labels", headers=A, json={"labeling": labeling_section(("cat", "dog"))})
+    assert r.status_code == 202, r.text
+    relabel = wait_for(lambda: (j := client.get(f"/v1/jobs/{r.json()['id']}", headers=A).json())["state"]
+                       in ("succeeded", "failed") and j, 60, what="the relabel job")
+    assert relabel["state"] == "succeeded", relabel
+    new_id = relabel["result"]["circuits"][0]["id"]
+    new_doc = client.get(f"/v1/circuits/{new_id}", headers=A).json()
+    assert client.get(f"/v1/circuits/{new_id}/info", headers=A).json()["parent"] == cid
+    assert {lab["text"] for layer in new_doc["layers"] for g in layer["groups"] for lab in g["labels"]} <= {"cat", "dog"}
+    assert [layer["neurons"] for layer in new_doc["layers"]] == [layer["neurons"] for layer in doc["layers"]]
+    assert client.get(f"/v1/circuits/{new_id}/groups/{group['id']}/mosaic.png", headers=A).status_code == 200
+    # another key cannot relabel or debug this circuit
+    assert_problem(client.post(f"/v1/circuits/{cid}/labels", headers=B, json={"labeling": labeling_section()}), 404)
+    assert_problem(client.post(f"/v1/circuits/{cid}/debug", headers=B, files={"image": ("x.png", assets["image"])}), 404)
 
 
 def test_bad_inputs_are_problems(client, assets, objects):

@@ -15,15 +15,26 @@ import pytest
 
 from labeler.service.client import ApiError, Client
 
-from .helpers import KEY_A, KEY_B, SLOW_ENGINE, LiveServer, assert_problem, job_spec, wait_for
+from .helpers import (
+    KEY_A,
+    KEY_B,
+    SLOW_ENGINE,
+    LiveServer,
+    assert_problem,
+    job_spec,
+    labeling_section,
+    wait_for,
+    write_tiny_clip,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = LiveServer(tmp_path_factory.mktemp("live") / "data", workers=1,
-                     env={"NEURFLOW_CANCEL_GRACE_S": "5"}).start()
+    data = tmp_path_factory.mktemp("live") / "data"
+    write_tiny_clip(data / "assets")
+    srv = LiveServer(data, workers=1, env={"NEURFLOW_CANCEL_GRACE_S": "5"}).start()
     yield srv
     srv.stop()
 
@@ -39,7 +50,7 @@ def uploaded(server, assets):
 def test_whole_flow_over_loopback(server, assets, uploaded, tmp_path):
     mid, did = uploaded
     with Client(server.url, KEY_A) as c:
-        job = c.submit(job_spec(mid, did, target=[0, 1]))
+        job = c.submit(job_spec(mid, did, target=[0, 1], labeling=labeling_section()))
         received = []
         for event, data in c.events(job["id"]):
             received.append((time.time(), event, data))
@@ -56,11 +67,17 @@ def test_whole_flow_over_loopback(server, assets, uploaded, tmp_path):
         assert any((tmp_path / "out/class-0/mosaics").glob("*.png"))
         cid = final["result"]["circuits"][0]["id"]
         doc = c.circuit(cid)
+        assert any(g["labels"] for layer in doc["layers"] for g in layer["groups"])  # CLIP-labeled
+        assert any(ev == "progress" and d["stage"].startswith("labeling") for _, ev, d in received)
         group = next(g for layer in doc["layers"] for g in layer["groups"] if g["exemplars"])
         assert c.exemplar(cid, group["id"], 0).startswith(b"\x89PNG")
         assert c.mosaic(cid, group["id"]).startswith(b"\x89PNG")
         result = c.debug(cid, assets["image"])
         assert result["target"] == 0 and {"id", "fires", "ablated_logit"} <= set(result["groups"][0])
+        relabel = c.follow(c.relabel(cid, labeling_section(("cat", "dog")))["id"])
+        assert relabel["state"] == "succeeded", relabel
+        relabeled = c.circuit(relabel["result"]["circuits"][0]["id"])
+        assert {lab["text"] for layer in relabeled["layers"] for g in layer["groups"] for lab in g["labels"]} <= {"cat", "dog"}
     with Client(server.url, KEY_B) as other:
         with pytest.raises(ApiError) as err:
             other.circuit(cid)
