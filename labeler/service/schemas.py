@@ -91,8 +91,21 @@ class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
     labeling: dict[str, Any]
 
 
+class EvaluateOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Options of the offline evaluation (see labeler.evaluation); all optional."""
+
+    references: dict[str, list[str]] | None = None  # group id -> acceptable reference labels
+    activations: Literal["recorded", "model"] = "recorded"  # "model" runs the model on the patches
+    source: Literal["clip", "caption"] = "clip"
+    negatives: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 200
+    faithfulness_pool: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 400
+    presence_top: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    activation_top_fraction: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.2
+    seed: int = 0
+
+
 class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
-    options: dict[str, Any] = {}
+    options: EvaluateOptions = msgspec.field(default_factory=EvaluateOptions)
 
 
 class HealthOut(msgspec.Struct):

@@ -47,7 +47,6 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model_cache_size: int = 2  # models kept loaded in each worker between jobs
     sync_wait_s: float = 120.0  # default wait of /debug and /evaluate before answering 202
     pipeline: str = "labeler.pipeline:run_job"  # the job entry point, "module:function"
-    evaluator: str = "labeler.evaluation:evaluate_circuit"  # POST /v1/circuits/{id}/evaluate
     torch_threads: int = 0  # intra-op threads per worker; 0 = torch's default
 
     # -- derived paths ---------------------------------------------------------------------------

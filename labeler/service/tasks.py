@@ -154,16 +154,29 @@ def debug(job: dict[str, Any], ctx: TaskContext, progress: Progress) -> dict[str
 
 
 def evaluate(job: dict[str, Any], ctx: TaskContext, progress: Progress) -> dict[str, Any]:
-    """The labeler's offline evaluation of a labeled circuit."""
+    """The labeler's offline evaluation of a labeled circuit (held-out retrieval, faithfulness,
+    agreement with reference labels when the request gives them)."""
     from core.circuit import Circuit
+    from labeler.evaluation import EvaluationOptions, References, evaluate_circuit
 
     refs = job["spec"]["refs"]
+    opts = dict(job["spec"].get("options") or {})
     progress("loading circuit", 0, 1)
     circuit = Circuit.from_json(ctx.store.get_bytes(refs["circuit_key"] + "/circuit.json"))
     images_root = ctx.store.local_path(refs["images_key"])
-    fn = _resolve(ctx.settings.evaluator)
-    result = fn(circuit, images_root, job["spec"].get("options") or {}, progress=progress)
-    return msgspec.to_builtins(result)
+    references = opts.pop("references", None)
+    source = opts.pop("activations", "recorded")
+    activations = None
+    if source == "model":
+        from labeler.evaluation.evaluate import ModelActivations
+        from labeler.patches import PatchLoader
+
+        model = ctx.model(refs["model_id"], refs["arch"], refs["num_classes"], refs["weights_key"])
+        activations = ModelActivations(model, PatchLoader(circuit, images_root), circuit.model.input_size,
+                                       circuit.model.mean, circuit.model.std)
+    report = evaluate_circuit(circuit, images_root, References(source="request", labels=references) if references else None,
+                              activations=activations, options=EvaluationOptions(**opts), progress=progress)
+    return msgspec.to_builtins(report)
 
 
 TASKS: dict[str, Callable[[dict[str, Any], TaskContext, Progress], dict[str, Any]]] = {

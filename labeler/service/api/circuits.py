@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
+import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -195,13 +196,22 @@ def build(settings: Settings) -> type[Controller]:
         @post("/{circuit_id:str}/evaluate", summary="Offline evaluation of the circuit's labels")
         async def evaluate(self, svc: Services, owner: str, circuit_id: str, data: EvaluateIn | None = None,
                            wait: float = Parameter(default=settings.sync_wait_s, ge=0, le=600)) -> Response:
-            options = data.options if data is not None else {}
+            options = msgspec.to_builtins(data.options) if data is not None else {}
 
             def work() -> dict[str, Any]:
                 row = svc.catalog.get_circuit(owner, circuit_id)
                 _dataset_present(svc, owner, row)
+                if not any(g["label"] for layer in row["summary"]["layers"] for g in layer["groups"]):
+                    raise Conflict("this circuit has no labels; label it first (POST .../labels)")
                 refs = {"circuit_id": circuit_id, "circuit_key": row["key"], "model_id": row["model_id"],
                         "dataset_id": row["dataset_id"], "images_key": images_key(row["dataset_id"])}
+                if options.get("activations") == "model":
+                    try:
+                        model = svc.catalog.get_model(owner, row["model_id"])
+                    except NotFound:
+                        raise Conflict("the model of this circuit was deleted; use activations \"recorded\"") from None
+                    refs.update(weights_key=weights_key(row["model_id"]), arch=model["descriptor"]["arch"],
+                                num_classes=model["descriptor"]["num_classes"])
                 return svc.jobs.create(new_id("job"), owner, "evaluate", {"options": options, "refs": refs}, 1)
 
             job = await anyio.to_thread.run_sync(work)

@@ -144,6 +144,12 @@ def test_whole_flow_in_process(client, assets, objects):
     assert {lab["text"] for layer in new_doc["layers"] for g in layer["groups"] for lab in g["labels"]} <= {"cat", "dog"}
     assert [layer["neurons"] for layer in new_doc["layers"]] == [layer["neurons"] for layer in doc["layers"]]
     assert client.get(f"/v1/circuits/{new_id}/groups/{group['id']}/mosaic.png", headers=A).status_code == 200
+    # the offline evaluation of the labels
+    r = client.post(f"/v1/circuits/{cid}/evaluate", headers=A, json={"options": {"negatives": 20,
+                                                                                  "faithfulness_pool": 20}})
+    assert r.status_code == 200, r.text
+    assert isinstance(r.json(), dict) and r.json()
+    assert_problem(client.post(f"/v1/circuits/{cid}/evaluate", headers=A, json={"options": {"bogus": 1}}), 400)
     # another key cannot relabel or debug this circuit
     assert_problem(client.post(f"/v1/circuits/{cid}/labels", headers=B, json={"labeling": labeling_section()}), 404)
     assert_problem(client.post(f"/v1/circuits/{cid}/debug", headers=B, files={"image": ("x.png", assets["image"])}), 404)

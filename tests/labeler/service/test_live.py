@@ -74,6 +74,8 @@ def test_whole_flow_over_loopback(server, assets, uploaded, tmp_path):
         assert c.mosaic(cid, group["id"]).startswith(b"\x89PNG")
         result = c.debug(cid, assets["image"])
         assert result["target"] == 0 and {"id", "fires", "ablated_logit"} <= set(result["groups"][0])
+        evaluation = c.evaluate(cid, {"negatives": 20, "faithfulness_pool": 20})
+        assert isinstance(evaluation, dict) and evaluation
         relabel = c.follow(c.relabel(cid, labeling_section(("cat", "dog")))["id"])
         assert relabel["state"] == "succeeded", relabel
         relabeled = c.circuit(relabel["result"]["circuits"][0]["id"])
