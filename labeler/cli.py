@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "labeler.pipeline",
     "core.world.cli",
     "labeler.service.cli",
+    "labeler.label_cli",
 ]
 
 

@@ -73,7 +73,6 @@ class LabelerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_patches: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 64  # patches embedded per group
     reference_size: Annotated[int, msgspec.Meta(ge=8, le=20000)] = 256  # reference pool of the run
     holdout: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.2  # share of top patches kept for evaluation
-    confidence_temperature: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     batch_size: PositiveInt = 64
     seed: int = 0
     captioner: CaptionerSpec | None = None

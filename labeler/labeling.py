@@ -33,7 +33,7 @@ from core.circuit import Caption, Circuit, Exemplar, Group, Label
 from labeler.clip_model import ClipModel, load_clip
 from labeler.config import LabelerConfig
 from labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
-from labeler.scoring import contrastive_scores, mean_cosine_scores, mixture, softmax, top_confidence, top_indices
+from labeler.scoring import contrastive_scores, mean_cosine_scores, mixture, patch_agreement, per_patch_contrastive, top_indices
 from labeler.vocabulary import Vocabulary, load_templates, load_vocabulary
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,13 @@ class GroupScorer:
             return mean_cosine_scores(group, concepts)
         return contrastive_scores(group, ref_mix, concepts, self.clip.logit_scale, self.config.contrast)
 
-    def confidence(self, scores: np.ndarray) -> float:
-        if self.config.score == "mean_cosine":  # CLIP's zero-shot probability of the top concept
-            return float(softmax(self.clip.logit_scale * scores).max())
-        return top_confidence(scores, self.config.confidence_temperature)
+    def confidence(self, group: np.ndarray, top: int) -> float:
+        """Patch agreement of the top concept (see :mod:`labeler.scoring`)."""
+        if self.config.score == "mean_cosine":
+            per_patch = group @ self.concepts.T
+        else:
+            per_patch = per_patch_contrastive(group, self.reference_mixture, self.concepts, self.clip.logit_scale, self.config.contrast)
+        return patch_agreement(per_patch, top)
 
 
 def _group_seed(seed: int, group_id: str) -> int:
@@ -134,7 +137,7 @@ def label_circuit(
         scores = scorer.scores(emb)
         top = top_indices(scores, config.top_k)
         group.labels = [Label(text=vocabulary.concepts[k], score=round(float(scores[k]), 5), source="clip") for k in top]
-        group.confidence = round(scorer.confidence(scores), 5)
+        group.confidence = round(scorer.confidence(emb, int(top[0])), 5)
         group.caption = None
         holdout[group.id] = [_box(p) for p in held]
         group_embeddings[group.id] = emb
@@ -146,16 +149,14 @@ def label_circuit(
         "templates": list(templates),
         "score": config.score,
         "contrast": config.contrast,
-        "confidence": "posterior of labels[0] over the vocabulary (softmax of scores / temperature)"
-        if config.score == "contrastive"
-        else "CLIP zero-shot probability of labels[0]",
-        "confidence_temperature": config.confidence_temperature,
+        "confidence": "patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]",
         "top_k": config.top_k,
         "max_patches": config.max_patches,
         "reference_size": len(reference),
         "holdout_fraction": config.holdout,
         "seed": config.seed,
         "holdout": holdout,
+        "patches_source": str(Path(patches_source).resolve()),
         "config": config.to_dict(),
     }
     if config.captioner is not None:

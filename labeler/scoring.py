@@ -19,13 +19,14 @@ mixture over the reference pool, ``P_R(d)``. The score is a smoothed pointwise m
 * ``lambda`` (``LabelerConfig.contrast``, default 1) trades the two terms; ``lambda = 0`` is plain
   zero-shot voting.
 
-**Confidence of the top label.** With ``lambda = 1``, ``exp(score(d))`` is the likelihood ratio of
-concept ``d`` between the group and the run. Normalising the ratios over the vocabulary gives the
-posterior probability of each concept being *the* concept of the group under a uniform prior:
-``confidence = softmax(score / T)[top]``. ``T`` (``confidence_temperature``) is a calibration knob
-(temperature scaling) that ``neurflow evaluate`` lets one check and fit against ground truth. It is
-low when the vote is split between near-synonyms or unrelated concepts, high when one concept
-clearly stands out.
+**Confidence of the top label** (``Group.confidence``): the *patch agreement*, the estimated
+probability that a further top patch of the group, labeled on its own, gets the group's top label.
+Each patch used for labeling is scored alone (the same score with the group reduced to that patch);
+with ``k`` of ``n`` patches agreeing, the confidence is the posterior mean under a uniform prior,
+``(k + 1) / (n + 2)``. It is high for a group whose patches all show one concept, near the share of
+the majority for a mixed group, and low when the group's label only wins on average. It is a
+probability of something observable, so it can be checked: ``neurflow evaluate`` reports its
+ROC-AUC against label correctness and its expected calibration error.
 
 **Baseline** (``score="mean_cosine"``): the concept whose text embedding has the highest mean cosine
 similarity with the group's patches.
@@ -78,6 +79,16 @@ def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return idx[np.argsort(-scores[idx], kind="stable")]
 
 
-def top_confidence(scores: np.ndarray, temperature: float = 1.0) -> float:
-    """Posterior probability of the best-scoring concept (see module docstring)."""
-    return float(softmax(scores / temperature).max())
+def per_patch_contrastive(
+    patches: np.ndarray, reference_mixture: np.ndarray, concepts: np.ndarray, logit_scale: float, contrast: float = 1.0
+) -> np.ndarray:
+    """The contrastive score of every concept for every patch alone, shape (n, c)."""
+    eps = 1.0 / len(concepts)
+    return np.log(concept_votes(patches, concepts, logit_scale) + eps) - contrast * np.log(reference_mixture + eps)
+
+
+def patch_agreement(per_patch_scores: np.ndarray, top: int) -> float:
+    """(k + 1) / (n + 2), k = patches whose own best concept is ``top`` (see module docstring)."""
+    n = len(per_patch_scores)
+    k = int((per_patch_scores.argmax(axis=1) == top).sum()) if n else 0
+    return (k + 1) / (n + 2)

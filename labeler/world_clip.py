@@ -56,7 +56,7 @@ BACKGROUND = "plain background"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1200
+    steps: int = 800
     batch_size: int = 96
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -198,7 +198,9 @@ def train_world_clip(
     preprocess_cfg = {"size": size, "mean": list(mean), "std": list(std), "interpolation": "bicubic", "resize_mode": "shortest"}
     (out / BUNDLE_CONFIG).write_text(json.dumps({"model_cfg": WORLD_CLIP_CONFIG, "preprocess_cfg": preprocess_cfg}, indent=1))
     (out / f"{MODEL_NAME}.json").write_text(json.dumps(WORLD_CLIP_CONFIG, indent=1))
-    (out / "vocabulary.txt").write_text("# the synthetic world's parts\n" + "\n".join(data.part_names) + "\n")
+    # The labeling vocabulary: every part, and the background the run's patches share (which the
+    # contrastive score must learn to discount; the baseline falls for it).
+    (out / "vocabulary.txt").write_text("# the synthetic world's parts and its background\n" + "\n".join([*data.part_names, BACKGROUND]) + "\n")
     (out / "templates.txt").write_text("\n".join(WORLD_TEMPLATES) + "\n")
     metrics = {
         "train_config": asdict(config),
@@ -237,7 +239,7 @@ def evaluate_zero_shot(bundle_dir: str | Path, world_root: str | Path, split: st
         split = "train"
     data = _WorldCrops(world, split)
     clip = load_clip(clip_spec(bundle_dir))
-    vocab = load_vocabulary(Path(bundle_dir) / "vocabulary.txt")
+    vocab = load_vocabulary(data.part_names)  # zero-shot over the parts only
     templates = load_templates(Path(bundle_dir) / "templates.txt")
     text = clip.vocabulary_matrix(vocab, templates)
     rng = random.Random(1234)
@@ -250,22 +252,17 @@ def evaluate_zero_shot(bundle_dir: str | Path, world_root: str | Path, split: st
 
 
 def ensure_world_clip(
-    world_root: str | Path,
-    cache_dir: str | Path,
+    world_root: str | Path | None = None,
     config: TrainConfig = TrainConfig(),
     log: Callable[[str], None] | None = print,
+    *,
+    force: bool = False,
 ) -> Path:
-    """The bundle folder of a world CLIP for this world and training config, trained once and cached."""
-    from core.world.ground_truth import World
+    """The bundle folder of the world CLIP for this world and training config, trained once and
+    cached next to the world (``<world root>/world-clip-<config hash>/``); the standard cached world
+    when ``world_root`` is None."""
+    from core.world.cache import build_entry, ensure_world
 
-    world = World.load(world_root)
-    folder = Path(cache_dir) / f"world-clip-{world.config.key()}-{config.key()}"
-    if not (folder / "metrics.json").is_file():
-        tmp = folder.with_name(folder.name + ".partial")
-        train_world_clip(world_root, tmp, config, log=log)
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder
+    root = Path(world_root) if world_root is not None else ensure_world()
+    final = root / f"world-clip-{config.key()}"
+    return build_entry(final, "metrics.json", lambda tmp: train_world_clip(root, tmp, config, log=log), force=force)
