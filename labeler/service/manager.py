@@ -81,7 +81,8 @@ class JobManager:
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
-        self._settings_json = msgspec.json.encode(settings)
+        # workers run in their own folder: hand them absolute paths
+        self._settings_json = msgspec.json.encode(msgspec.structs.replace(settings, data_dir=str(settings.data_path)))
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:

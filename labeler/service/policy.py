@@ -42,8 +42,9 @@ def check_labeling(labeling: dict[str, Any], svc: Services) -> dict[str, Any]:
         config = LabelerConfig.from_spec(labeling, base_dir=roots[0])
     except ValueError as exc:
         raise Invalid(str(exc)) from None
-    named: list[tuple[str, str | None]] = [
-        ("labeling.clip.pretrained", config.clip.pretrained),
+    # Files: anything that is not a builtin name must lie in an asset folder. A bare clip.pretrained
+    # name is a pretrained tag (workers run in an empty folder, so it never reads a file).
+    files: list[tuple[str, str | None]] = [
         ("labeling.clip.model_config", config.clip.model_config),
         ("labeling.clip.model", config.clip.model[len("local-dir:"):] if config.clip.model.startswith("local-dir:") else None),
         ("labeling.vocabulary", config.vocabulary if isinstance(config.vocabulary, str)
@@ -51,14 +52,14 @@ def check_labeling(labeling: dict[str, Any], svc: Services) -> dict[str, Any]:
         ("labeling.templates", config.templates if isinstance(config.templates, str)
          and not config.templates.startswith("builtin:") else None),
     ]
+    pretrained = config.clip.pretrained
+    if pretrained and ("/" in pretrained or "\\" in pretrained or Path(pretrained).suffix or pretrained.startswith((".", "~"))):
+        files.append(("labeling.clip.pretrained", pretrained))
     cap = config.captioner
     if cap is not None and cap.backend == "transformers":
-        named.append(("labeling.captioner.model", cap.model))
-    for field, value in named:
-        if not value:
-            continue
-        looks_like_path = "/" in value or value.startswith((".", "~")) or Path(value).suffix != ""
-        if looks_like_path and not _inside(Path(value).expanduser(), roots):
+        files.append(("labeling.captioner.model", cap.model))
+    for field, value in files:
+        if value and not _inside(Path(value).expanduser(), roots):
             raise Invalid(f"{field}: {value!r} is not in the server's asset folders; put CLIP weights, model "
                           "configs and vocabularies there and name them relative to it")
     if cap is not None and cap.backend == "openai":

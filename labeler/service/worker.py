@@ -74,6 +74,10 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
     from labeler.service.tasks import TASKS, JobCancelled, TaskContext
 
     ctx = TaskContext(settings, device)
+    # run in an empty folder: a bare name in a job (a pretrained tag, say) can never open a server file
+    cwd = settings.scratch_path / f"cwd-{name}"
+    cwd.mkdir(parents=True, exist_ok=True)
+    os.chdir(cwd)
     channel.send(ev="hello", pid=os.getpid(), device=device)
     while True:
         msg = inbox.get()

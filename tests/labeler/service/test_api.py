@@ -194,6 +194,11 @@ def test_bad_inputs_are_problems(client, assets, objects):
     assert_problem(client.post("/v1/jobs", headers=A, json=wrong_arch), 422, "input_size")
     outside = job_spec(mid, did, labeling={"clip": {"model": "ViT-B-32", "pretrained": "/etc/passwd"}})
     assert_problem(client.post("/v1/jobs", headers=A, json=outside), 422, "asset folders")
+    for sneaky in ({"vocabulary": "neurflow.db"}, {"vocabulary": "../neurflow.db"}, {"templates": "/etc/hosts"},
+                   {"clip": {"model": "local-dir:/tmp", "pretrained": None}}):
+        section = {**labeling_section(), **sneaky}
+        assert_problem(client.post("/v1/jobs", headers=A, json=job_spec(mid, did, labeling=section)), 422,
+                       "asset folders")
     leak = job_spec(mid, did, labeling={"clip": {"model": "ViT-B-32", "pretrained": "openai"},
                                         "captioner": {"backend": "openai", "model": "m", "base_url": "http://evil/v1"}})
     assert_problem(client.post("/v1/jobs", headers=A, json=leak), 422, "not allowed")
