@@ -103,6 +103,12 @@ class JobStore:
             c.execute("UPDATE jobs SET state='queued', worker=NULL, error=?, stage='queued', updated_at=? "
                       "WHERE id=? AND state='running'", (reason, now(), job_id))
 
+    def release(self, job_id: str, reason: str) -> None:
+        """Give a running job back to the queue without counting the attempt (graceful shutdown)."""
+        with self.db.tx() as c:
+            c.execute("UPDATE jobs SET state='queued', worker=NULL, error=?, stage='queued', attempt=MAX(attempt-1, 0), "
+                      "updated_at=? WHERE id=? AND state='running'", (reason, now(), job_id))
+
     def request_cancel(self, owner: str, job_id: str) -> dict[str, Any]:
         with self.db.tx() as c:
             row = c.execute("SELECT state FROM jobs WHERE id=? AND owner=?", (job_id, owner)).fetchone()

@@ -10,7 +10,8 @@ private pipe and a reader thread that forwards its messages, in order, to one co
   killed and replaced.
 * Crash: when a worker dies its job is requeued while it has attempts left (``max_attempts``,
   default 2: one retry) and failed with the reason otherwise; a new worker is started.
-* Restart: jobs still ``running`` in the table at startup are requeued or failed the same way.
+* Restart: a graceful stop gives a running job back to the queue (the attempt does not count); jobs
+  still ``running`` in the table at startup (the server was killed) are requeued or failed as above.
 """
 
 from __future__ import annotations
@@ -113,8 +114,12 @@ class JobManager:
             while proc.is_alive() and time.monotonic() < deadline and handle.state != "busy":
                 await asyncio.sleep(0.05)
             if proc.is_alive():
-                proc.kill()  # a running job is requeued at the next start (see JobStore.recover)
+                proc.kill()
             await anyio.to_thread.run_sync(proc.join, 5.0)
+            if handle.state == "busy" and handle.job_id:
+                # a graceful stop does not use up an attempt: the job simply waits for the next start
+                job_id = handle.job_id
+                await anyio.to_thread.run_sync(self.jobs.release, job_id, "the server stopped; requeued")
             handle.state = "stopped"
         for task in self._tasks:
             task.cancel()

@@ -193,3 +193,31 @@ def test_job_state_machine_and_recovery(tmp_path):
     # a second connection (another thread or process) sees the same durable state
     assert JobStore(Database(tmp_path / "j.db")).get("o1", "job-b")["state"] == "cancelled"
     assert db.one("PRAGMA journal_mode")[0] == "wal"
+
+
+def test_graceful_release_keeps_the_attempt(tmp_path):
+    jobs = JobStore(Database(tmp_path / "j.db"))
+    jobs.create("job-a", "o1", "run", {}, max_attempts=1)
+    jobs.claim("job-a", "w0")
+    jobs.release("job-a", "the server stopped; requeued")
+    job = jobs.get("o1", "job-a")
+    assert job["state"] == "queued" and job["attempt"] == 0
+    assert jobs.claim("job-a", "w0") and jobs.get("o1", "job-a")["attempt"] == 1
+
+
+def test_keys_cli(tmp_path, capsys):
+    from labeler.cli import main
+
+    assert main(["keys", "create", "alice", "--data-dir", str(tmp_path)]) == 0
+    key = capsys.readouterr().out.strip()
+    from labeler.service.catalog import Catalog
+
+    catalog = Catalog(Database(tmp_path / "neurflow.db"))
+    owner = catalog.owner_for_key(key)
+    assert owner and owner.startswith("k-")
+    assert all(key.encode() not in p.read_bytes() for p in tmp_path.glob("neurflow.db*"))  # only the hash is stored
+    assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
+    assert "alice" in capsys.readouterr().out
+    assert main(["keys", "revoke", owner, "--data-dir", str(tmp_path)]) == 0
+    assert catalog.owner_for_key(key) is None
+    assert main(["keys", "revoke", "k-nope", "--data-dir", str(tmp_path)]) == 2
