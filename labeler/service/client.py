@@ -119,8 +119,9 @@ class Client:
             event, data = "message", []
             for line in r.iter_lines():
                 if line == "":
-                    if data:
-                        yield event, json.loads("\n".join(data))
+                    text = "\n".join(data)
+                    if text.strip():  # comments (keep-alives) carry an empty data field: not an event
+                        yield event, json.loads(text)
                     event, data = "message", []
                 elif line.startswith(":"):
                     continue

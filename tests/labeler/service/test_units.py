@@ -221,3 +221,20 @@ def test_keys_cli(tmp_path, capsys):
     assert main(["keys", "revoke", owner, "--data-dir", str(tmp_path)]) == 0
     assert catalog.owner_for_key(key) is None
     assert main(["keys", "revoke", "k-nope", "--data-dir", str(tmp_path)]) == 2
+
+
+def test_client_sse_parsing_skips_keepalives():
+    import httpx
+
+    from labeler.service.client import Client
+
+    stream = (b": keep-alive\r\ndata: \r\n\r\n"
+              b'id: 1\r\nevent: progress\r\ndata: {"state": "running", "done": 1}\r\n\r\n'
+              b": keep-alive\r\ndata: \r\n\r\n"
+              b'id: 2\r\nevent: end\r\ndata: {"state": "succeeded"}\r\n\r\n')
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=stream,
+                                                                   headers={"content-type": "text/event-stream"}))
+    client = Client("http://test")
+    client.http = httpx.Client(base_url="http://test", transport=transport)
+    assert list(client.events("job-x")) == [("progress", {"state": "running", "done": 1}),
+                                            ("end", {"state": "succeeded"})]
