@@ -131,7 +131,8 @@ def label_circuit(
     group_embeddings: dict[str, np.ndarray] = {}
     for done, (layer_index, group) in enumerate(groups):
         patches = group_patches(circuit, layer_index, group)
-        used, held = split_holdout(patches, config.holdout, _group_seed(config.seed, group.id))
+        exemplar_keys = {patch_key(e) for e in group.exemplars}
+        used, held = split_holdout(patches, config.holdout, _group_seed(config.seed, group.id), keep=exemplar_keys)
         used = used[: config.max_patches]
         emb = embed(used)
         scores = scorer.scores(emb)

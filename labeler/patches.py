@@ -4,10 +4,9 @@
   five display exemplars, interleaved member by member so that a cap keeps every member represented.
 * Part of them can be *held out* (deterministically, by seed) so that labels can later be tested on
   patches they were not made from (``neurflow evaluate``, held-out retrieval).
-* The *reference pool* is patches of the same run that are not specific to any one group: random
-  crops of the run's images at the circuit's granularities plus a sample of all concepts' top
-  patches. Contrasting a group with it keeps concepts that every patch of the run shares (the class's
-  background, the dataset's colour cast) from winning.
+* The *reference pool* is patches of the same run that nothing selected: random crops of the run's
+  images at the circuit's granularities. Contrasting a group with it keeps concepts that every patch
+  of the run shares (the class's background, the dataset's colour cast) from winning.
 """
 
 from __future__ import annotations
@@ -59,21 +58,27 @@ def group_patches(circuit: Circuit, layer_index: int, group: Group) -> list[Exem
     return out
 
 
-def split_holdout(patches: list[Exemplar], fraction: float, seed: int, min_keep: int = 3) -> tuple[list[Exemplar], list[Exemplar]]:
-    """(used for labeling, held out). Display exemplars stay on the labeling side; at least ``min_keep`` are kept."""
+def split_holdout(
+    patches: list[Exemplar], fraction: float, seed: int, keep: set[PatchKey] = frozenset(), min_keep: int = 3
+) -> tuple[list[Exemplar], list[Exemplar]]:
+    """(used for labeling, held out), in input order. Patches in ``keep`` (the display exemplars) are
+    never held out, and at least ``min_keep`` patches stay on the labeling side."""
     n_out = int(round(len(patches) * fraction))
     n_out = max(0, min(n_out, len(patches) - min_keep))
+    candidates = [i for i, p in enumerate(patches) if patch_key(p) not in keep]
+    n_out = min(n_out, len(candidates))
     if n_out == 0:
         return list(patches), []
     rng = random.Random(seed)
-    order = list(range(len(patches)))
-    rng.shuffle(order)
-    held = set(order[:n_out])
+    held = set(rng.sample(candidates, n_out))
     return [p for i, p in enumerate(patches) if i not in held], [p for i, p in enumerate(patches) if i in held]
 
 
 def random_boxes(circuit: Circuit, count: int, seed: int) -> list[Exemplar]:
-    """Random square crops of the run's images at the circuit's granularities (source pixels)."""
+    """Random square crops of the run's images at the circuit's granularities, in source pixels.
+
+    Like the engine's patches they lie inside the centre square that the model sees (the shorter
+    side, centred), with a side of ``granularity x`` that square's side."""
     if not circuit.images or count <= 0:
         return []
     grans = [float(g) for g in (circuit.params.get("granularities") or (1.0, 0.5, 0.25))]
@@ -81,10 +86,12 @@ def random_boxes(circuit: Circuit, count: int, seed: int) -> list[Exemplar]:
     out = []
     for _ in range(count):
         ref = rng.choice(circuit.images)
-        side = max(1, int(round(min(ref.width, ref.height) * rng.choice(grans))))
-        x0 = rng.randint(0, max(ref.width - side, 0))
-        y0 = rng.randint(0, max(ref.height - side, 0))
-        out.append(Exemplar(image=ref.id, box=[x0, y0, min(x0 + side, ref.width), min(y0 + side, ref.height)], activation=0.0))
+        square = min(ref.width, ref.height)
+        ox, oy = (ref.width - square) // 2, (ref.height - square) // 2
+        side = max(1, int(round(square * rng.choice(grans))))
+        x0 = ox + rng.randint(0, square - side)
+        y0 = oy + rng.randint(0, square - side)
+        out.append(Exemplar(image=ref.id, box=[x0, y0, x0 + side, y0 + side], activation=0.0))
     return out
 
 
@@ -103,12 +110,11 @@ def all_concept_patches(circuit: Circuit) -> list[Exemplar]:
 
 
 def reference_pool(circuit: Circuit, size: int, seed: int) -> list[Exemplar]:
-    """Half random crops of the run's images, half a sample of all concepts' top patches."""
-    rng = random.Random(seed + 1)
-    concept_patches = all_concept_patches(circuit)
-    n_concept = min(len(concept_patches), size // 2)
-    pool = rng.sample(concept_patches, n_concept) if n_concept else []
-    return pool + random_boxes(circuit, size - n_concept, seed + 2)
+    """Random crops of the run's images at the circuit's granularities: what a patch of the run looks
+    like when nothing selected it. Concept patches are left out on purpose: they are the circuit's
+    concepts by construction, and contrasting a group with them would cancel the very concepts that
+    the groups are about."""
+    return random_boxes(circuit, size, seed + 2)
 
 
 @dataclass

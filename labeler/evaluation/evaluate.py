@@ -10,7 +10,8 @@ Per group and in aggregate:
 * **activation faithfulness** (NeuronEval): over a pool of the layer's patches, the label's presence
   (a CLIP pseudo-label: the label is among the patch's ``presence_top`` best-scoring concepts) against
   the group's activation: Pearson, AUPRC, F1, IoU, with the missing-labels and extra-labels sanity
-  checks;
+  checks; the pool is the layer's concept patches, plus random crops of the run when activations
+  come from the model;
 * **calibration**: ROC-AUC of the top-label confidence against correctness, and the expected
   calibration error, where references exist.
 
@@ -45,13 +46,14 @@ class EvaluationOptions:
     source: str = "clip"  # which labels to evaluate: "clip" or "caption"
     negatives: int = 200  # random run patches ranked against each group's held-out patches
     faithfulness_pool: int = 400  # random run patches added to the layer's concept patches
-    presence_top: int = 3  # a concept is present in a patch when it ranks in the patch's top-m
+    presence_top: int = 1  # a concept is present in a patch when it ranks in the patch's top-m
     activation_top_fraction: float = 0.2  # a group is "on" for its top 20 % of the pool (F1, IoU)
     seed: int = 0
 
 
 class ActivationSource(Protocol):
     name: str
+    knows_any_patch: bool  # False: only the circuit's own top patches have a known activation
 
     def group_activation(self, circuit: Circuit, layer_index: int, group: Group, patches: list[Exemplar]) -> np.ndarray: ...
 
@@ -60,6 +62,7 @@ class RecordedActivations:
     """Activations the circuit recorded for its top patches; zero elsewhere (no model needed)."""
 
     name = "recorded"
+    knows_any_patch = False
 
     def group_activation(self, circuit, layer_index, group, patches):
         layer = circuit.layers[layer_index]
@@ -82,6 +85,7 @@ class ModelActivations:
     group's member neurons at its layer: mean over members of activation / member's pool maximum."""
 
     name = "model"
+    knows_any_patch = True
 
     def __init__(self, model: torch.nn.Module, loader: PatchLoader, input_size: int, mean, std, batch_size: int = 64):
         from core.images import Preprocess
@@ -195,7 +199,10 @@ def evaluate_circuit(
         # -- activation faithfulness -----------------------------------------------------------
         if layer_index not in pools:
             layer_keys = {patch_key(p) for n in layer.neurons for c in n.concepts for p in (c.patches or c.exemplars)}
-            pool = [p for p in concept_patches if patch_key(p) in layer_keys] + random_pool
+            pool = [p for p in concept_patches if patch_key(p) in layer_keys]
+            # Random crops only where their activation is known: a crop outside every top list may
+            # still fire a neuron, so recorded activations cannot rate it.
+            pool += random_pool if activations.knows_any_patch else []
             pools[layer_index] = (pool, embed(pool))
         pool, pool_emb = pools[layer_index]
         if len(pool) >= 8:

@@ -9,7 +9,7 @@ Activation faithfulness follows NeuronEval (Oikarinen et al., "Evaluating Neuron
 Unified Framework with Sanity Checks", 2025): compare a concept's presence over many inputs with the
 unit's activation on them. A metric is only trusted if it passes both sanity checks: dropping half
 of the concept's positives (*missing labels*) and adding as many random positives (*extra labels*)
-must each lower it. Recall fails the second check and precision the first, which is why they are
+must each lower it. Recall fails the missing-labels check and precision the extra-labels one, which is why they are
 reported only as diagnostics.
 """
 

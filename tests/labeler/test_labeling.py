@@ -1,0 +1,112 @@
+"""label_circuit on circuits whose groups are cut around the world's planted parts."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from core.circuit import Circuit
+from labeler.labeling import label_circuit
+from labeler.patches import group_patches, patch_key
+
+from .world_circuits import world_circuit
+
+CLASSES = (0, 3, 5, 6)  # together they hold 11 of the 12 class parts
+
+
+@pytest.fixture(scope="module")
+def labeled(world_clip):
+    out = {}
+    for c in CLASSES:
+        circuit, expected = world_circuit(world_clip.world, c, n_images=6, split="heldout")
+        out[c] = (circuit, expected, label_circuit(circuit, world_clip.heldout_images, world_clip.labeling()))
+    return out
+
+
+def test_group_labels_match_the_planted_parts(labeled, world_clip):
+    hits = total = 0
+    for _, expected, circuit in labeled.values():
+        for _, _, group in circuit.iter_groups():
+            if expected[group.id] is not None:
+                total += 1
+                hits += group.labels[0].text == expected[group.id]
+    print(f"group top-1 accuracy on {len(CLASSES)} classes: {hits}/{total}")
+    assert total >= 18 and hits / total >= 0.85
+
+
+def test_background_groups_are_not_named_after_a_part(labeled):
+    for _, expected, circuit in labeled.values():
+        for _, _, group in circuit.iter_groups():
+            if expected[group.id] is None:
+                assert group.labels[0].text == "plain background"
+
+
+def test_labels_are_sorted_top_k_clip_labels_with_confidence(labeled):
+    for _, _, circuit in labeled.values():
+        for _, _, group in circuit.iter_groups():
+            assert len(group.labels) == 5 and {lab.source for lab in group.labels} == {"clip"}
+            scores = [lab.score for lab in group.labels]
+            assert scores == sorted(scores, reverse=True) and len({lab.text for lab in group.labels}) == 5
+            assert 0.0 < group.confidence < 1.0
+
+
+def test_confidence_is_lower_for_mixed_groups(world_clip):
+    """A group whose patches show two different parts gets a lower patch agreement than pure ones."""
+    circuit, expected = world_circuit(world_clip.world, 0, n_images=6, split="heldout")
+    layer = circuit.layers[1]
+    a, b = layer.groups[0], layer.groups[1]
+    a.members = a.members + b.members  # the first group now holds two parts' patches
+    labeled = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling())
+    groups = labeled.layers[1].groups
+    assert groups[0].confidence < min(groups[1].confidence, groups[2].confidence)
+
+
+def test_provenance_and_holdout_are_recorded(labeled, world_clip):
+    original, _, circuit = labeled[0]
+    info = circuit.labeling
+    assert info["clip"]["model"] == "neurflow-world-clip" and len(info["clip"]["weights_sha256"]) == 64
+    assert info["vocabulary"]["size"] == 14 and info["templates"] and info["score"] == "contrastive"
+    for layer_index, _, group in original.iter_groups():
+        held = {tuple(b) for b in info["holdout"][group.id]}
+        all_patches = {patch_key(p) for p in group_patches(original, layer_index, group)}
+        assert held and held < all_patches  # some patches held out, not all
+        assert not held & {patch_key(e) for e in group.exemplars}  # display exemplars are always used
+    # the input circuit is untouched; the output round-trips through the circuit document
+    assert all(not g.labels for _, _, g in original.iter_groups())
+    again = Circuit.from_json(circuit.to_json())
+    assert again.layers[1].groups[0].labels == circuit.layers[1].groups[0].labels
+
+
+def test_progress_reports_every_group(world_clip):
+    circuit, _ = world_circuit(world_clip.world, 1, n_images=4, split="heldout")
+    seen = []
+    label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(top_k=2), progress=lambda *a: seen.append(a))
+    clip_steps = [s for s in seen if s[0] == "labeling: clip"]
+    n_groups = sum(1 for _ in circuit.iter_groups())
+    assert clip_steps[-1] == ("labeling: clip", n_groups, n_groups) and len(clip_steps) == n_groups
+
+
+def test_undecodable_image_is_a_clear_error(world_clip, tmp_path):
+    circuit, _ = world_circuit(world_clip.world, 2, n_images=4, split="heldout")
+    root = tmp_path / "images"
+    shutil.copytree(world_clip.heldout_images, root)
+    broken = root / circuit.images[0].path
+    broken.write_bytes(b"\x89PNG but not really")
+    with pytest.raises(ValueError) as info:
+        label_circuit(circuit, root, world_clip.labeling())
+    assert "cannot decode image" in str(info.value) and circuit.images[0].path.split("/")[-1] in str(info.value)
+
+
+def test_wrong_data_root_is_a_clear_error(world_clip, tmp_path):
+    circuit, _ = world_circuit(world_clip.world, 2, n_images=4, split="heldout")
+    with pytest.raises(ValueError, match="is missing; is .* the data root"):
+        label_circuit(circuit, tmp_path, world_clip.labeling())
+    with pytest.raises(ValueError, match="is not a folder"):
+        label_circuit(circuit, tmp_path / "nope", world_clip.labeling())
+
+
+def test_duplicate_ridden_vocabulary_is_rejected_before_any_work(world_clip):
+    circuit, _ = world_circuit(world_clip.world, 2, n_images=4, split="heldout")
+    with pytest.raises(ValueError, match="duplicate concept"):
+        label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(vocabulary=["red circle", "Red Circle", "blue square"]))
