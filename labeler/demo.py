@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from core.circuit import Circuit
 from core.world import ensure_world_model, score_circuit
 
 OUT = Path("demo-out")
-SERVICE_DIR = Path(".cache") / "demo-service"
+SERVICE_ROOT = Path(".cache") / "demo-service"
 DEMO_LAYERS = ["fc", "layer4.1", "layer4.0", "layer3.1", "layer3.0"]
 DEMO_CLASSES = [0, 5]
 
@@ -129,8 +130,11 @@ def main() -> int:
         labeling = labeling_section(bundle)
         print(f"world CLIP: {bundle}")
     prepared = time.time()
-    service = Service(SERVICE_DIR, [bundle] if bundle is not None else [])
-    print(f"starting the service on {service.url} (data: {SERVICE_DIR}, log: {service.log_path})")
+    # a fresh data dir per run (the service's database and artifacts); removed when the demo succeeds
+    service_dir = SERVICE_ROOT / f"run-{os.getpid()}"
+    shutil.rmtree(service_dir, ignore_errors=True)
+    service = Service(service_dir, [bundle] if bundle is not None else [])
+    print(f"starting the service on {service.url} (data: {service_dir}, log: {service.log_path})")
     bar = _ProgressBar()
     try:
         service.wait_ready()
@@ -164,6 +168,7 @@ def main() -> int:
     finally:
         bar.close()
         service.stop()
+    shutil.rmtree(service_dir, ignore_errors=True)
     report = write_report(entries, OUT / "report.html", title="NeurFlow demo: labeled circuits of the synthetic world",
                           notes=f"Job {final['id']} through the NeurFlow service; ground truth from the world's part masks.")
     print(f"\nreport: {report.resolve()}")

@@ -86,7 +86,21 @@ class JobManager:
         self._settings_json = msgspec.json.encode(msgspec.structs.replace(settings, data_dir=str(settings.data_path)))
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def _lock_data_dir(self) -> None:
+        """One job manager per data dir: a second server would requeue the first one's running jobs."""
+        import fcntl
+
+        path = self.settings.data_path / "manager.lock"
+        self._lock_file = open(path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise RuntimeError(f"another NeurFlow server is using the data dir {self.settings.data_path}; "
+                               "stop it or choose another --data-dir") from None
+
     async def start(self) -> None:
+        self._lock_data_dir()
         self._loop = asyncio.get_running_loop()
         self._events = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -128,6 +142,9 @@ class JobManager:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()
 
     def _spawn(self, handle: WorkerHandle) -> None:
         from labeler.service.worker import worker_main

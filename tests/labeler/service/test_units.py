@@ -238,3 +238,25 @@ def test_client_sse_parsing_skips_keepalives():
     client.http = httpx.Client(base_url="http://test", transport=transport)
     assert list(client.events("job-x")) == [("progress", {"state": "running", "done": 1}),
                                             ("end", {"state": "succeeded"})]
+
+
+def test_one_server_per_data_dir(tmp_path):
+    import asyncio
+
+    from labeler.service.app import build_services
+    from labeler.service.settings import Settings
+
+    settings = Settings(data_dir=str(tmp_path), workers=0)
+    first, second = build_services(settings), build_services(settings)
+
+    async def scenario() -> None:
+        await first.manager.start()
+        try:
+            with pytest.raises(RuntimeError, match="another NeurFlow server is using the data dir"):
+                await second.manager.start()
+        finally:
+            await first.manager.stop()
+        await second.manager.start()  # free again once the first one stopped
+        await second.manager.stop()
+
+    asyncio.run(scenario())
