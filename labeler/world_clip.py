@@ -142,12 +142,20 @@ def train_world_clip(
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Train the world CLIP on ``world_root``'s train split; write the bundle to ``out_dir``; return metrics."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train(world_root, out_dir, config, log)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting, not ours, applies after training
+
+
+def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
     import open_clip
     from safetensors.torch import save_file
 
     from core.world.ground_truth import World
 
-    torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     world = World.load(world_root)
