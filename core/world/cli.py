@@ -34,7 +34,7 @@ def _train(args: argparse.Namespace) -> int:
     from core.world.train import ensure_world_model, train_world_model
 
     build = train_world_model if args.force else ensure_world_model
-    model = build(args.cache_dir, progress=not args.quiet)
+    model = build(args.cache_dir, progress=not args.quiet, threads=args.threads)
     accuracy = model.heldout_accuracy
     print(f"held-out accuracy: {accuracy:.4f}" if accuracy is not None else "held-out accuracy: n/a (no heldout split)")
     print(f"trained in {model.meta['train_seconds']:.1f} s; weights {model.weights}")
@@ -60,5 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train (or reuse) the world's resnet18 and print its held-out accuracy")
     train.add_argument("--cache-dir", default=None, help="cache folder (default $NEURFLOW_CACHE or .cache/neurflow)")
     train.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
+    train.add_argument("--threads", type=int, default=None,
+                       help="torch threads while training (default: torch's); 1 is faster on a busy machine")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_train)

@@ -13,10 +13,12 @@ batches come from a seeded ``torch.Generator``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,9 +188,33 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def train_into(directory: Path, world_root: Path, train: TrainConfig, progress: bool = True) -> dict[str, Any]:
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads (None: leave torch's setting), restoring it after.
+
+    On a loaded machine two threads per process can be many times slower than one (the threads
+    spin waiting for each other), so busy callers such as the test suite ask for one.
+    """
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_into(directory: Path, world_root: Path, train: TrainConfig, progress: bool = True,
+               threads: int | None = None) -> dict[str, Any]:
     """Train on ``world_root``'s train split, evaluate on its heldout split (if any) and write
     ``model.safetensors`` and ``model.json`` into ``directory``; return the metadata."""
+    with torch_threads(threads):
+        return _train_into(directory, world_root, train, progress)
+
+
+def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress: bool) -> dict[str, Any]:
     world = World.load(world_root)
     started = time.perf_counter()
     pixels, labels = load_split(world, "train", train.input_size)
@@ -205,6 +231,7 @@ def train_into(directory: Path, world_root: Path, train: TrainConfig, progress: 
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    weights.chmod(0o644)  # safetensors writes it owner-only; the cache is shared like any build output
     meta = {
         "schema": MODEL_SCHEMA,
         "arch": ARCH,
@@ -234,12 +261,13 @@ def train_world_model(
     train: TrainConfig | None = None,
     *,
     progress: bool = True,
+    threads: int | None = None,
 ) -> WorldModel:
     """Generate the world if missing and train a model on it, replacing any cached model of the
     same config. Use :func:`ensure_world_model` to reuse the cached one."""
     world, train = world or WorldConfig(), train or TrainConfig()
     root = ensure_world(world, cache_dir, progress=progress)
-    final = build_entry(model_dir(root, train), META_FILE, lambda tmp: train_into(tmp, root, train, progress), force=True)
+    final = build_entry(model_dir(root, train), META_FILE, lambda tmp: train_into(tmp, root, train, progress, threads), force=True)
     return WorldModel.load(final, root)
 
 
@@ -249,10 +277,12 @@ def ensure_world_model(
     train: TrainConfig | None = None,
     *,
     progress: bool = True,
+    threads: int | None = None,
 ) -> WorldModel:
     """The cached model of this world and training config, trained on first use (a few minutes on
-    two CPU cores with the defaults); later calls return at once."""
+    two CPU cores with the defaults); later calls return at once. ``threads`` only applies when
+    training (see :func:`torch_threads`); it is not part of the cache key."""
     world, train = world or WorldConfig(), train or TrainConfig()
     root = ensure_world(world, cache_dir, progress=progress)
-    final = build_entry(model_dir(root, train), META_FILE, lambda tmp: train_into(tmp, root, train, progress))
+    final = build_entry(model_dir(root, train), META_FILE, lambda tmp: train_into(tmp, root, train, progress, threads))
     return WorldModel.load(final, root)

@@ -17,6 +17,7 @@ from core.world.train import TrainConfig, WorldModel, ensure_world_model, train_
 
 TINY_WORLD = WorldConfig(seed=3, image_size=(40, 36), splits={"train": 3, "heldout": 1})
 # One full batch (24 images), no flips: every step sees the same data, so the loss must fall.
+# threads=1: on a busy shared machine two torch threads are many times slower than one.
 TINY_TRAIN = TrainConfig(input_size=32, batch_size=24, epochs=100, max_steps=8, lr=2e-3, hflip=False)
 
 
@@ -24,7 +25,7 @@ TINY_TRAIN = TrainConfig(input_size=32, batch_size=24, epochs=100, max_steps=8, 
 def tiny_model(tmp_path_factory) -> tuple[WorldModel, float]:
     cache = tmp_path_factory.mktemp("cache")
     started = time.perf_counter()
-    model = ensure_world_model(cache, TINY_WORLD, TINY_TRAIN, progress=False)
+    model = ensure_world_model(cache, TINY_WORLD, TINY_TRAIN, progress=False, threads=1)
     return model, time.perf_counter() - started
 
 
@@ -63,19 +64,21 @@ def test_second_call_is_a_cache_hit(tiny_model):
     model, _ = tiny_model
     stamp = model.meta_path.stat().st_mtime_ns
     started = time.perf_counter()
-    again = ensure_world_model(model.world_root.parent, TINY_WORLD, TINY_TRAIN, progress=False)
+    again = ensure_world_model(model.world_root.parent, TINY_WORLD, TINY_TRAIN, progress=False, threads=1)
     assert time.perf_counter() - started < 1.0
     assert again.directory == model.directory and again.weights_sha256 == model.weights_sha256
     assert again.meta_path.stat().st_mtime_ns == stamp
 
 
-def test_retraining_is_deterministic_and_keeps_caller_rng(tiny_model):
+def test_retraining_is_deterministic_and_keeps_caller_state(tiny_model):
     model, _ = tiny_model
     torch.manual_seed(123)
     expected = torch.rand(3)
+    threads = torch.get_num_threads()
     torch.manual_seed(123)
-    retrained = train_world_model(model.world_root.parent, TINY_WORLD, TINY_TRAIN, progress=False)
+    retrained = train_world_model(model.world_root.parent, TINY_WORLD, TINY_TRAIN, progress=False, threads=1)
     assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads and retrained.meta["threads"] == 1
     assert retrained.directory == model.directory
     assert retrained.meta["losses"] == model.meta["losses"]
     assert retrained.weights_sha256 == model.weights_sha256
