@@ -164,6 +164,8 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
             if len(losses) >= total:
                 break
             batch = order[start:start + train.batch_size]
+            if len(batch) < 2:  # BatchNorm cannot train on a single image
+                continue
             x, y = inputs[batch], labels[batch]
             if train.hflip:
                 flip = torch.rand(len(batch), generator=generator) < 0.5
@@ -218,8 +220,8 @@ def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress:
     world = World.load(world_root)
     started = time.perf_counter()
     pixels, labels = load_split(world, "train", train.input_size)
-    if len(labels) == 0:
-        raise ValueError(f"world {world_root} has no training images")
+    if len(labels) < 2:
+        raise ValueError(f"world {world_root} has {len(labels)} training images; training needs at least 2")
     mean, std = channel_stats(pixels)
     normalise = Preprocess(train.input_size, mean, std).normalise
     model, losses = _fit(normalise(pixels), labels, len(world.classes), train, progress)

@@ -103,6 +103,13 @@ def test_cache_root_from_environment(monkeypatch, tmp_path):
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".world") and p.is_dir()]  # no temp left
 
 
+def test_empty_world_cannot_train(tmp_path):
+    empty = WorldConfig(seed=9, image_size=(32, 32), splits={"train": 0})
+    with pytest.raises(ValueError, match="at least 2"):
+        ensure_world_model(tmp_path, empty, TINY_TRAIN, progress=False, threads=1)
+    assert not list(world_dir(empty, tmp_path).glob("model-*"))  # nothing half-built left behind
+
+
 @pytest.mark.slow
 def test_reference_model_reaches_95_percent():
     """The shipped world model (trained once, then cached; a few minutes on two cores)."""
