@@ -21,7 +21,7 @@ from labeler.captioning.base import CaptionerError, CaptionRequest, mosaic
 
 
 class TransformersCaptioner:
-    def __init__(self, folder: str | Path, device: str = "cpu", max_new_tokens: int = 160, min_new_tokens: int = 0):
+    def __init__(self, folder: str | Path, device: str = "cpu", max_new_tokens: int = 160, min_new_tokens: int = 1):
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise ValueError(

@@ -1,7 +1,7 @@
 """Fixtures of the labeler tests: a small generated world and a CLIP trained on it.
 
 The world CLIP is the cached bundle of the standard world when one exists (``neurflow world-clip``
-has run), else a quick one (250 steps, about 30-60 s on two busy cores) trained on a small world.
+has run), else a quick one (400 steps, about a minute on two busy cores) trained on a small world.
 Circuits are cut from the *heldout* split, which no CLIP saw during training.
 """
 
@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in these tests may reach the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-QUICK_TRAIN = dict(steps=250, batch_size=64)
+QUICK_STEPS = 400
 
 
 @pytest.fixture(autouse=True)
@@ -71,14 +71,15 @@ def world_clip(tmp_path_factory) -> WorldClip:
         cached = _cached_standard()
         if cached is not None:
             return cached
+    import json
+
     from core.world.generate import generate_world
-    from labeler.world_clip import TrainConfig, train_world_clip
+    from labeler.world_clip import TrainConfig, ensure_world_clip
 
     root = tmp_path_factory.mktemp("world")
-    generate_world(root, n_per_class={"train": 16, "heldout": 6}, seed=0, overwrite=True)
-    bundle = root / "clip"
-    metrics = train_world_clip(root, bundle, TrainConfig(**QUICK_TRAIN), log=None)
-    return WorldClip(root, bundle, metrics)
+    generate_world(root, n_per_class={"train": 32, "heldout": 6}, seed=0, overwrite=True)
+    bundle = ensure_world_clip(root, TrainConfig(steps=QUICK_STEPS), log=None)
+    return WorldClip(root, bundle, json.loads((bundle / "metrics.json").read_text()))
 
 
 @pytest.fixture(scope="session")

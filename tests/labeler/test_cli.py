@@ -1,0 +1,67 @@
+"""`neurflow label`, `neurflow evaluate` (with --compare) and `neurflow world-clip` end to end."""
+
+from __future__ import annotations
+
+import json
+
+from labeler.cli import main
+
+from .world_circuits import world_circuit
+
+
+def test_label_then_evaluate_and_compare(world_clip, tmp_path, capsys):
+    circuit, _ = world_circuit(world_clip.world, 6, n_images=5, split="heldout")
+    raw = tmp_path / "circuit.json"
+    raw.write_text(circuit.to_json())
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["label", str(raw), "--images", str(world_clip.heldout_images), "--world-clip", str(world_clip.bundle),
+                 "--out", str(a), "--top-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "l1g0" in out and f"wrote {a}" in out
+    labeled = json.loads(a.read_text())
+    assert len(labeled["layers"][1]["groups"][0]["labels"]) == 3
+    # relabel without the engine: settings come from the previous labeling, flags override them
+    assert main(["label", str(a), "--score", "mean_cosine", "--out", str(b)]) == 0
+    relabeled = json.loads(b.read_text())
+    assert relabeled["labeling"]["score"] == "mean_cosine" and relabeled["labeling"]["top_k"] == 3
+    capsys.readouterr()
+
+    report = tmp_path / "report.json"
+    assert main(["evaluate", str(a), "--world", str(world_clip.world), "--json", str(report)]) == 0
+    table = capsys.readouterr().out
+    assert "top-1 accuracy" in table and "held-out retrieval AUC" in table
+    data = json.loads(report.read_text())
+    assert data["aggregate"]["n_with_reference"] == 6 and data["aggregate"]["top1_accuracy"] >= 5 / 6
+
+    assert main(["evaluate", str(a), "--compare", str(b), "--world", str(world_clip.world), "--json", str(report)]) == 0
+    side = capsys.readouterr().out
+    assert "a.json" in side and "b.json" in side
+    both = json.loads(report.read_text())
+    assert set(both) == {"a", "b"} and both["b"]["labeling"]["score"] == "mean_cosine"
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys, world_clip):
+    assert main(["label", str(tmp_path / "missing.json"), "--images", str(tmp_path)]) == 2
+    assert "circuit file" in capsys.readouterr().err
+    circuit, _ = world_circuit(world_clip.world, 6, n_images=3, split="heldout")
+    raw = tmp_path / "c.json"
+    raw.write_text(circuit.to_json())
+    assert main(["label", str(raw), "--images", str(world_clip.heldout_images), "--clip-model", "ViT-Nope", "--clip-pretrained", "x"]) == 2
+    assert "unknown open_clip model 'ViT-Nope'" in capsys.readouterr().err
+    assert main(["label", str(raw), "--images", str(world_clip.heldout_images)]) == 2
+    assert "no CLIP model given" in capsys.readouterr().err
+    assert main(["evaluate", str(raw), "--images", str(world_clip.heldout_images)]) == 2
+    assert "has no labels" in capsys.readouterr().err
+
+
+def test_world_clip_command_reports_zero_shot_accuracy(world_clip, capsys):
+    """The fixture's bundle was built by ensure_world_clip, so the command finds it in the cache."""
+    steps = world_clip.metrics["train_config"]["steps"]
+    assert main(["world-clip", "--world", str(world_clip.world), "--steps", str(steps)]) == 0
+    out = capsys.readouterr().out
+    assert str(world_clip.bundle) in out and "zero-shot top-1 on single-part crops" in out
+    section = json.loads(out[out.index("{"):])
+    assert section["clip"]["model"] == "neurflow-world-clip" and section["vocabulary"].endswith("vocabulary.txt")
+    metrics = world_clip.metrics
+    assert metrics["zero_shot_top1"] >= 0.85 and metrics["n_crops"] >= 100
+    assert set(metrics["per_part_top1"]) >= {"red circle", "striped patch"}
