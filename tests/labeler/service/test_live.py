@@ -178,15 +178,14 @@ def test_neurflow_submit(server, assets, tmp_path, capsys):
     from labeler.cli import main
 
     spec = {"model": {**assets["descriptor"], "weights": str(assets["weights"])},
-            "data": {"images": str(assets["images"]), "target_class": [1, 2], "select": "all"},
+            "data": {"images": str(assets["images"]), "target_class": 2, "select": "all"},
             "engine": {"layers": ["layer4", "layer3"], "tau": 2, "top_n": 6, "ig_steps": 4}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     code = main(["submit", str(tmp_path / "spec.json"), "--server", server.url, "--api-key", KEY_A,
                  "--out", str(tmp_path / "out"), "--mosaics"])
     assert code == 0
-    out = capsys.readouterr().out
-    assert "class 1:" in out and "class 2:" in out
-    doc = json.loads((tmp_path / "out/class-2/circuit.json").read_text())
+    assert "class 2:" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "out/circuit.json").read_text())  # one class: out/circuit.json, as `neurflow run`
     assert doc["target"]["class_index"] == 2
     assert main(["submit", str(tmp_path / "spec.json"), "--server", server.url, "--api-key", "wrong",
                  "--out", str(tmp_path / "x")]) == 2
