@@ -1,0 +1,52 @@
+"""``make bench`` = ``python -m bench.run``: run the bench sections one after another.
+
+Sections (``python -m bench.run SECTION [options]``; no section = all of them, in order):
+
+* ``engine``: engine speed and peak memory against the reference-structured baseline
+  (:mod:`bench.engine_speed`).
+
+A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
+registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+
+#: section name -> module (imported lazily, so one section's imports never slow another one down).
+SECTIONS: dict[str, str] = {
+    "engine": "bench.engine_speed",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", help=f"sections to run (default: all of {', '.join(SECTIONS)})")
+    modules = {name: importlib.import_module(path) for name, path in SECTIONS.items()}
+    seen: set[str] = set()
+    for module in modules.values():
+        group = argparse.ArgumentParser(add_help=False)
+        module.add_arguments(group)
+        for action in group._actions:  # shared options: add each flag once
+            if any(opt in seen for opt in action.option_strings):
+                continue
+            seen.update(action.option_strings)
+            parser._add_action(action)
+    args = parser.parse_args(argv)
+    wanted = args.sections or list(SECTIONS)
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    for name in wanted:
+        started = time.perf_counter()
+        print(f"== bench section {name}", flush=True)
+        modules[name].run_section(args)
+        print(f"== section {name} done in {time.perf_counter() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
