@@ -177,7 +177,7 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
             schedule.step()
             losses.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=len(losses) // steps_per_epoch + 1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=(len(losses) - 1) // steps_per_epoch + 1)
     bar.close()
     return model.eval(), losses
 
