@@ -171,7 +171,10 @@ class NeurFlow:
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int,
-            model_info: ModelInfo | None = None, target_name: str | None = None) -> Circuit:
+            model_info: ModelInfo | None = None, target_name: str | None = None,
+            logits: torch.Tensor | None = None) -> Circuit:
+        """Fit the circuit of ``target_class``. ``logits``: the model's outputs on ``images`` when the
+        caller already has them (one forward pass shared by several target classes)."""
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
         timings: dict[str, float] = {}
@@ -182,7 +185,9 @@ class NeurFlow:
         access = LayerAccess(model, self.layers, self.token_reduce)
         shapes = self._check_layer_order(access, images)
 
-        selected = self._select_images(model, images, target_class)
+        if logits is None:
+            logits = self.predict_logits(model, images)
+        selected = self._select_images(logits, images, target_class)
         pixels = selected.pixels.to(self.device)
         index = build_index(len(selected), selected.input_size, self.granularities, self.stride_ratio)
         timings["select"] = time.perf_counter() - clock
@@ -231,14 +236,19 @@ class NeurFlow:
                              f"{order[::-1]} (output first), got {self.layers}")
         return shapes
 
-    def _select_images(self, model: nn.Module, images: ImageSet, target_class: int) -> ImageSet:
-        logits = []
+    def predict_logits(self, model: nn.Module, images: ImageSet | torch.Tensor) -> torch.Tensor:
+        """The model's outputs on every image (float32, CPU), in batches."""
+        pixels = images.pixels if isinstance(images, ImageSet) else images
+        out = []
         with torch.no_grad():
-            for start in range(0, len(images), self.forward_batch_size):
-                logits.append(model(images.pixels[start:start + self.forward_batch_size].to(self.device)).float().cpu())
-        logits = torch.cat(logits)
-        if logits.dim() != 2:
-            raise ValueError(f"the model output has shape {tuple(logits.shape)}; a (batch, classes) output is expected")
+            for start in range(0, len(pixels), self.forward_batch_size):
+                out.append(model.eval().to(self.device)(pixels[start:start + self.forward_batch_size].to(self.device)).float().cpu())
+        return torch.cat(out)
+
+    def _select_images(self, logits: torch.Tensor, images: ImageSet, target_class: int) -> ImageSet:
+        if logits.dim() != 2 or len(logits) != len(images):
+            raise ValueError(f"the model output has shape {tuple(logits.shape)}; a (batch, classes) output for "
+                             f"each of the {len(images)} images is expected")
         if not torch.isfinite(logits).all():
             raise ValueError("the model produces non-finite outputs on these images")
         self._num_classes = logits.shape[1]

@@ -51,10 +51,11 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     engine = NeurFlow(**spec.engine.engine_kwargs(), select=spec.data.select, max_images=spec.data.max_images,
                       progress=progress)
     names = spec.model.class_names or []
+    logits = engine.predict_logits(model, images)  # one forward pass serves every target class
     circuits = {}
     for target in spec.target_classes():
         name = names[target] if 0 <= target < len(names) else None
-        circuits[target] = engine.fit(model, images, target, model_info=info, target_name=name)
+        circuits[target] = engine.fit(model, images, target, model_info=info, target_name=name, logits=logits)
     return circuits
 
 
