@@ -70,6 +70,7 @@ class LabelerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     top_k: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     score: Literal["contrastive", "mean_cosine"] = "contrastive"
     contrast: Annotated[float, msgspec.Meta(ge=0, le=2)] = 1.0  # lambda of the reference term
+    patches: Literal["all", "exemplars"] = "all"  # all member concepts' top patches, or the display exemplars only
     max_patches: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 64  # patches embedded per group
     reference_size: Annotated[int, msgspec.Meta(ge=8, le=20000)] = 256  # reference pool of the run
     holdout: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.2  # share of top patches kept for evaluation

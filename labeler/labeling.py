@@ -130,7 +130,7 @@ def label_circuit(
     holdout: dict[str, list[list[int]]] = {}
     group_embeddings: dict[str, np.ndarray] = {}
     for done, (layer_index, group) in enumerate(groups):
-        patches = group_patches(circuit, layer_index, group)
+        patches = group_patches(circuit, layer_index, group) if config.patches == "all" else list(group.exemplars)
         exemplar_keys = {patch_key(e) for e in group.exemplars}
         used, held = split_holdout(patches, config.holdout, _group_seed(config.seed, group.id), keep=exemplar_keys)
         used = used[: config.max_patches]
@@ -152,6 +152,7 @@ def label_circuit(
         "contrast": config.contrast,
         "confidence": "patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]",
         "top_k": config.top_k,
+        "patches": config.patches,
         "max_patches": config.max_patches,
         "reference_size": len(reference),
         "holdout_fraction": config.holdout,

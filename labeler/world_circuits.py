@@ -1,4 +1,5 @@
-"""Hand-built circuits over a generated world, for labeler tests that must not wait for the engine.
+"""Hand-built circuits over a generated world, for labeler tests and benchmarks that must not depend
+on the engine.
 
 Each class gets one neuron per planted part; the neuron's only concept holds square patches around
 that part in the class's images (random margins, like NeurFlow's multi-granularity crops), so the
@@ -50,10 +51,13 @@ def _background_box(world: World, rel: str, side: int, w: int, h: int, rng) -> l
 
 
 def world_circuit(
-    world_root: str | Path, class_index: int, n_images: int = 12, split: str = "train", seed: int = 0
+    world_root: str | Path, class_index: int, n_images: int = 12, split: str = "train", seed: int = 0, crop_scale: float = 1.0
 ) -> tuple[Circuit, dict[str, str | None]]:
     """A two-layer circuit for one class of the world (image paths relative to ``images/<split>``)
-    and the part each group was built around (None for the background groups)."""
+    and the part each group was built around (None for the background groups).
+
+    Patches are squares of 1.2-1.6x (upper layer) and 1.0-1.3x (lower layer) the part's box side,
+    times ``crop_scale``: larger scales give looser, background-heavy patches (a stress test)."""
     world = World.load(world_root)
     rng = random.Random(seed * 100 + class_index)
     cls = world.classes[class_index]
@@ -71,7 +75,7 @@ def world_circuit(
         for i, rel in enumerate(rels):
             if part in boxes_of[i]:
                 for s in scales:
-                    box = _square_around(boxes_of[i][part], s, images[i].width, images[i].height, rng)
+                    box = _square_around(boxes_of[i][part], s * crop_scale, images[i].width, images[i].height, rng)
                     out.append(Exemplar(image=i, box=box, activation=round(10.0 - 0.1 * len(out), 3), granularity=0.5))
         return out
 

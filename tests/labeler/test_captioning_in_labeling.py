@@ -7,7 +7,7 @@ import pytest
 from labeler.labeling import label_circuit
 
 from .fake_chat_server import FakeChatServer, free_port, reply
-from .world_circuits import world_circuit
+from labeler.world_circuits import world_circuit
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 from labeler.cli import main
 
-from .world_circuits import world_circuit
+from labeler.world_circuits import world_circuit
 
 
 def test_label_then_evaluate_and_compare(world_clip, tmp_path, capsys):

@@ -12,7 +12,7 @@ from labeler.evaluation import EvaluationOptions, evaluate_circuit, format_compa
 from labeler.evaluation.evaluate import aggregate
 from labeler.labeling import label_circuit
 
-from .world_circuits import world_circuit
+from labeler.world_circuits import world_circuit
 
 
 @pytest.fixture(scope="module")

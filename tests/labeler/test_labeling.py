@@ -10,7 +10,7 @@ from core.circuit import Circuit
 from labeler.labeling import label_circuit
 from labeler.patches import group_patches, patch_key
 
-from .world_circuits import world_circuit
+from labeler.world_circuits import world_circuit
 
 CLASSES = (0, 3, 5, 6)  # together they hold 11 of the 12 class parts
 

@@ -11,7 +11,7 @@ from labeler.config import CaptionerSpec
 from labeler.labeling import label_circuit
 
 from .tiny_vlm import build_tiny_llava
-from .world_circuits import world_circuit
+from labeler.world_circuits import world_circuit
 
 
 @pytest.fixture(scope="module")
