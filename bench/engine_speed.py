@@ -149,10 +149,7 @@ def table(results: dict[str, Any]) -> str:
     head = ("| run | ig_steps | batch | wall s | speed-up | CPU s | CPU speed-up | peak RSS MB | RSS ratio "
             "| fit MB | fit-memory ratio | core neurons per layer | same sets | mean Jaccard |")
     lines = [head, "|" + "---|" * 14]
-    for name in RUN_NAMES:
-        if name not in runs:
-            continue
-        r = runs[name]
+    for name, r in runs.items():
         counts = "/".join(str(len(r["core"][n])) for n in layers[:-1]) + f" (+{len(r['bottom_chosen'])})"
         speed = f"{base['wall_s'] / r['wall_s']:.2f}x" if base else "-"
         cpu_speed = f"{base['cpu_s'] / r['cpu_s']:.2f}x" if base else "-"
@@ -161,7 +158,7 @@ def table(results: dict[str, Any]) -> str:
         cmp_ = results["comparisons"].get(name)
         same = "-" if cmp_ is None else ("yes" if cmp_["identical"] else "no")
         jac = "-" if cmp_ is None else f"{cmp_['mean_jaccard']:.3f}"
-        lines.append(f"| {LABELS[name]} | {r['settings']['ig_steps']} | {r['settings'].get('batch_size', 8)} "
+        lines.append(f"| {LABELS.get(name, name)} | {r['settings']['ig_steps']} | {r['settings'].get('batch_size', 8)} "
                      f"| {r['wall_s']:.1f} | {speed} | {r['cpu_s']:.1f} | {cpu_speed} | {r['peak_rss_mb']:.0f} | {mem} "
                      f"| {_fit_mb(r):.0f} | {fit_mem} | {counts} | {same} | {jac} |")
     return "\n".join(lines)
@@ -185,12 +182,13 @@ def verdicts(results: dict[str, Any]) -> list[str]:
             f = _fit_mb(runs["exact"]) / _fit_mb(runs["baseline"])
             out.append(f"engine exact fit memory / baseline (peak RSS above the pre-fit RSS): {f:.2f} (target <= 0.5) "
                        f"-> {'PASS' if f <= 0.5 else 'FAIL'}")
-    for name in ("fast", "fast_alt"):
-        if "baseline" in runs and name in runs:
+    for name in runs:
+        if "baseline" in runs and name.startswith("fast") and name in cmp_:
             s = runs["baseline"]["wall_s"] / runs[name]["wall_s"]
             c = runs["baseline"]["cpu_s"] / runs[name]["cpu_s"]
             j = cmp_[name]["mean_jaccard"]
-            out.append(f"{LABELS[name]} {runs[name]['settings']}: vs baseline {s:.2f}x wall, {c:.2f}x CPU (target >= 8x) "
+            preset = {k: v for k, v in runs[name]["settings"].items() if runs["baseline"]["settings"].get(k) != v}
+            out.append(f"{LABELS.get(name, name)} {preset}: vs baseline {s:.2f}x wall, {c:.2f}x CPU (target >= 8x) "
                        f"-> {'PASS' if s >= 8 else 'FAIL'}; mean Jaccard vs exact {j:.3f} (target >= 0.9) -> "
                        f"{'PASS' if j >= 0.9 else 'FAIL'}")
     return out
@@ -281,6 +279,10 @@ def run_section(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(path: Path) -> None:
     results = json.loads(path.read_text())
+    ref = results["runs"].get("baseline") or results["runs"].get("exact")
+    for name, r in results["runs"].items():
+        if ref is not None and r is not ref:
+            results["comparisons"][name] = compare(ref, r, results["config"]["layers"])
     results["table_md"] = table(results)
     results["verdicts"] = verdicts(results)
     print(results["table_md"])
