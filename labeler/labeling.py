@@ -34,7 +34,7 @@ from labeler.clip_model import ClipModel, load_clip
 from labeler.config import LabelerConfig
 from labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
 from labeler.scoring import contrastive_scores, mean_cosine_scores, mixture, patch_agreement, per_patch_contrastive, top_indices
-from labeler.vocabulary import Vocabulary, load_templates, load_vocabulary
+from labeler.vocabulary import load_templates, load_vocabulary
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
