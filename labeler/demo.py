@@ -33,8 +33,8 @@ DEMO_CLASSES = [0, 5]
 def demo_spec(model_spec: dict, model_id: str, dataset_id: str, labeling: dict | None) -> dict:
     spec = {
         "model": {**{k: v for k, v in model_spec.items() if k != "weights"}, "weights": model_id},
-        "data": {"images": dataset_id, "target_class": DEMO_CLASSES, "select": "predicted", "max_images": 40},
-        "engine": {"layers": DEMO_LAYERS, "tau": 8, "top_n": 50, "preset": "fast", "seed": 0},
+        "data": {"images": dataset_id, "target_class": DEMO_CLASSES, "select": "predicted", "max_images": 32},
+        "engine": {"layers": DEMO_LAYERS, "tau": 6, "top_n": 50, "preset": "fast", "seed": 0},
     }
     if labeling is not None:
         spec["labeling"] = labeling

@@ -25,7 +25,8 @@ def run_job(spec: JobSpec, base_dir: Path, out_dir: Path, progress: Progress | N
     if spec.labeling is not None:
         from .config import LabelerConfig  # imported lazily: engine-only runs need no CLIP
 
-        labeler_config = LabelerConfig.from_spec(spec.labeling)  # validate before hours of engine work
+        # Validate before hours of engine work; relative paths resolve against the spec's folder.
+        labeler_config = LabelerConfig.from_spec(spec.labeling, base_dir=Path(base_dir))
     circuits = fit_spec(spec, Path(base_dir), progress=progress, model=model)
     if labeler_config is not None:
         from .labeling import label_circuit
