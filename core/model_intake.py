@@ -7,19 +7,12 @@ and ``timm:<name>`` (when timm is installed). Library users may also pass a buil
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from .hashing import sha256_file  # noqa: F401  (re-exported: model ids are weight hashes)
 
 
 def split_arch(arch: str) -> tuple[str, str]:

@@ -11,7 +11,8 @@ from .circuit import Circuit, ModelInfo
 from .engine import NeurFlow
 from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
-from .model_intake import load_model, sha256_file
+from .hashing import sha256_file
+from .model_intake import load_model
 
 Progress = Callable[[str, int, int], None]
 

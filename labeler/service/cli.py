@@ -88,32 +88,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    """SSE progress events as one tqdm bar per stage."""
+    """SSE progress events rendered like ``neurflow run``'s bars (one tqdm bar per stage)."""
 
     def __init__(self) -> None:
-        self.stage: str | None = None
-        self.bar = None
+        from labeler.pipeline import TqdmProgress
+
+        self.bars = TqdmProgress()
 
     def __call__(self, event: dict) -> None:
-        from tqdm import tqdm
-
-        stage = event.get("stage") or event.get("state")
-        if event.get("state") == "queued":
-            stage = "queued"
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=max(event.get("total") or 0, 1), desc=stage, file=sys.stderr, leave=False,
-                            dynamic_ncols=True)
-        if self.bar is not None:
-            self.bar.total = max(event.get("total") or 0, 1)
-            self.bar.n = event.get("done") or 0
-            self.bar.refresh()
+        stage = "queued" if event.get("state") == "queued" else (event.get("stage") or event.get("state"))
+        self.bars(stage, event.get("done") or 0, max(event.get("total") or 0, 1))
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self.bars.close()
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
+
+from core.hashing import sha256_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -37,14 +38,6 @@ def zip_folder(folder: str | Path) -> bytes:
         for path in files:
             zf.write(path, path.relative_to(folder).as_posix())
     return buf.getvalue()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Client:

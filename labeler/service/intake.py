@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import msgspec
+
 from PIL import Image, UnidentifiedImageError
 
 from labeler.service.errors import Invalid, TooLarge, Unsupported
@@ -126,14 +126,6 @@ def check_weights(path: str | Path, desc: ModelDescriptor) -> list[tuple[str, tu
     except Exception as exc:  # noqa: BLE001
         raise Invalid(f"{desc.arch} does not run on {desc.input_size}x{desc.input_size} inputs: {exc}") from None
     return [(name, tuple(int(d) for d in shape)) for name, shape in layers]
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- images -------------------------------------------------------------------------------------------

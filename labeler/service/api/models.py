@@ -17,7 +17,8 @@ from litestar.params import Body
 
 from labeler.service.deps import Services
 from labeler.service.errors import Conflict, Invalid, Unsupported
-from labeler.service.intake import check_weights, parse_descriptor, sha256_file
+from core.hashing import sha256_file
+from labeler.service.intake import check_weights, parse_descriptor
 from labeler.service.schemas import ModelList, ModelOut, model_out
 from labeler.service.settings import MB, Settings
 

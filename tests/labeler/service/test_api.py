@@ -60,7 +60,7 @@ def objects(client, assets):
 
 def test_model_and_dataset_resources(client, assets, objects):
     model = objects["model"]
-    from labeler.service.intake import sha256_file
+    from core.hashing import sha256_file
 
     assert model["id"] == sha256_file(assets["weights"])  # identified by the sha256 of its weights
     names = [layer["name"] for layer in model["layers"]]
