@@ -24,6 +24,14 @@ from .images import ImageSet
 from .layer_access import LayerAccess, num_channels
 
 
+def _pixels(images: ImageSet | torch.Tensor) -> torch.Tensor:
+    return images.pixels if isinstance(images, ImageSet) else images
+
+
+def _access(model: nn.Module, circuit: Circuit) -> LayerAccess:
+    return LayerAccess(model.eval(), [lay.name for lay in circuit.layers], circuit.params.get("token_reduce", "mean"))
+
+
 def _neurons_by_group(circuit: Circuit) -> dict[str, list[int]]:
     return {g.id: sorted({m.neuron for m in g.members}) for _, _, g in circuit.iter_groups()}
 
@@ -38,12 +46,10 @@ def _upper_activation(access: LayerAccess, model: nn.Module, pixels: torch.Tenso
 def group_ablation(model: nn.Module, circuit: Circuit, images: ImageSet | torch.Tensor, n_random: int = 10,
                    seed: int = 0) -> dict:
     """Per group below the class layer: effect of ablating it vs random sets of the same size."""
-    pixels = images.pixels if isinstance(images, ImageSet) else images
-    model = model.eval()
+    pixels, access = _pixels(images), _access(model, circuit)
     rng = np.random.default_rng(seed)
     target = circuit.target.class_index
     names = [lay.name for lay in circuit.layers]
-    access = LayerAccess(model, names, circuit.params.get("token_reduce", "mean"))
     base_logit = float(batched_logits(model, pixels)[:, target].mean())
     groups = _neurons_by_group(circuit)
     strongest: dict[str, tuple[str, float]] = {}
@@ -97,9 +103,8 @@ def group_ablation(model: nn.Module, circuit: Circuit, images: ImageSet | torch.
 def edge_correlation(model: nn.Module, circuit: Circuit, images: ImageSet | torch.Tensor) -> dict:
     """Correlation between group-edge weights W(U, G) and the measured drop of U's activation when G
     is ablated, over all edges of the circuit."""
-    pixels = images.pixels if isinstance(images, ImageSet) else images
+    pixels, access = _pixels(images), _access(model, circuit)
     names = [lay.name for lay in circuit.layers]
-    access = LayerAccess(model.eval(), names, circuit.params.get("token_reduce", "mean"))
     groups = _neurons_by_group(circuit)
     layer_of = {g.id: li for li, _, g in circuit.iter_groups()}
     before: dict[str, float] = {}
@@ -122,7 +127,7 @@ def edge_correlation(model: nn.Module, circuit: Circuit, images: ImageSet | torc
 def fidelity_curves(model: nn.Module, circuit: Circuit, images: ImageSet | torch.Tensor, n_random: int = 5,
                     seed: int = 0) -> dict:
     """Accuracy (fraction predicted as the target) when masking / retaining core neurons, per layer."""
-    pixels = images.pixels if isinstance(images, ImageSet) else images
+    pixels = _pixels(images)
     model = model.eval()
     rng = np.random.default_rng(seed)
     target = circuit.target.class_index
