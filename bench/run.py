@@ -4,6 +4,8 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
 
 * ``engine``: engine speed and peak memory against the reference-structured baseline
   (:mod:`bench.engine_speed`).
+* ``api``: requests per second and p50/p99 latency of the REST API's read endpoints under 32
+  concurrent clients (:mod:`bench.api_load`).
 
 A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
 registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
@@ -18,6 +20,7 @@ import time
 #: section name -> module (imported lazily, so one section's imports never slow another one down).
 SECTIONS: dict[str, str] = {
     "engine": "bench.engine_speed",
+    "api": "bench.api_load",
 }
 
 

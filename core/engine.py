@@ -78,7 +78,8 @@ class NeurFlow:
     max_groups: upper bound of the silhouette search for groups.
     token_reduce: neuron readout of (B, T, C) token layers: ``"mean"`` over tokens or ``"cls"`` token.
     batch_size: patches per Integrated-Gradients chunk (each is expanded ig_steps times).
-    forward_batch_size: patches per plain forward pass.
+    forward_batch_size: patches per plain forward pass (small batches keep the peak memory of the
+        streamed activation pass low; larger ones are not faster on CPU).
     device: torch device for the computation.
     progress: callback ``(stage, done, total)``.
     """
@@ -103,7 +104,7 @@ class NeurFlow:
         max_groups: int = 100,
         token_reduce: str = "mean",
         batch_size: int = 8,
-        forward_batch_size: int = 128,
+        forward_batch_size: int = 32,
         device: str = "cpu",
         progress: Progress | None = None,
     ):
