@@ -15,7 +15,7 @@ PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 #: Parameters of the fast preset. Validated against the exact preset by ``make bench``
 #: (mean per-layer Jaccard of core-neuron sets); see README "Speed".
-FAST_PRESET: dict[str, Any] = {"ig_steps": 8}
+FAST_PRESET: dict[str, Any] = {"ig_steps": 8, "batch_size": 16}
 
 
 class ModelSpec(msgspec.Struct, forbid_unknown_fields=True):
