@@ -31,6 +31,7 @@ from .groups import build_groups, group_edges
 from .images import ImageSet
 from .integrated_gradients import multi_target_ig
 from .layer_access import LayerAccess, readout, zero_channels
+from .memory import release_free_memory
 from .patches import PatchIndex, build_index, make_patches
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,7 @@ class NeurFlow:
                 for t, value in zip(tlist, rows):
                     found[(t, p)] = value.double().cpu().numpy()
             done += sum(len(t) for t in targets)
+            release_free_memory()  # varying-size IG tensors fragment the heap; keep RSS flat
             self._report(f"ig {upper}", done, total)
         return {i: np.stack([found[(i, int(p))] for p in rows]) for i, rows in top.items()}
 

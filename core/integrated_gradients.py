@@ -64,8 +64,11 @@ def multi_target_ig(
             grad_out = torch.zeros_like(upper)
             grad_out.view(steps, n_rows, -1)[:, rows, cols] = 1.0
             (grads,) = torch.autograd.grad(upper, scaled, grad_outputs=grad_out, retain_graph=k + 1 < n_slots)
-            grads = grads.view(steps, n_rows, *z.shape[1:])[:, rows]
-            attr = z[rows] * (weights.view(expand) * grads).sum(dim=0)
+            # Quadrature as one contraction over the steps: no step-sized temporaries (they fragment
+            # the heap and dominate peak memory when a chunk has many slots).
+            summed = torch.tensordot(weights, grads.view(steps, -1), dims=1).view(z.shape)
+            del grads
+            attr = (z * summed)[rows]
             attr = channel_mean(attr) if reduce else attr
             for pos, r in enumerate(live):
                 out[r].append(attr[pos].detach())
