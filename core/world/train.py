@@ -267,10 +267,7 @@ def train_world_model(
 ) -> WorldModel:
     """Generate the world if missing and train a model on it, replacing any cached model of the
     same config. Use :func:`ensure_world_model` to reuse the cached one."""
-    world, train = world or WorldConfig(), train or TrainConfig()
-    root = ensure_world(world, cache_dir, progress=progress)
-    final = build_entry(model_dir(root, train), META_FILE, lambda tmp: train_into(tmp, root, train, progress, threads), force=True)
-    return WorldModel.load(final, root)
+    return ensure_world_model(cache_dir, world, train, progress=progress, threads=threads, force=True)
 
 
 def ensure_world_model(
@@ -280,11 +277,13 @@ def ensure_world_model(
     *,
     progress: bool = True,
     threads: int | None = None,
+    force: bool = False,
 ) -> WorldModel:
     """The cached model of this world and training config, trained on first use (a few minutes on
-    two CPU cores with the defaults); later calls return at once. ``threads`` only applies when
-    training (see :func:`torch_threads`); it is not part of the cache key."""
+    two CPU cores with the defaults); later calls return at once (``force``: retrain anyway).
+    ``threads`` only applies when training (see :func:`torch_threads`); it is not part of the cache key."""
     world, train = world or WorldConfig(), train or TrainConfig()
     root = ensure_world(world, cache_dir, progress=progress)
-    final = build_entry(model_dir(root, train), META_FILE, lambda tmp: train_into(tmp, root, train, progress, threads))
+    final = build_entry(model_dir(root, train), META_FILE, lambda tmp: train_into(tmp, root, train, progress, threads),
+                        force=force)
     return WorldModel.load(final, root)
