@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.hashing import sha256_file
 from labeler.config import ClipSpec
 from labeler.vocabulary import Vocabulary
 
@@ -169,14 +170,6 @@ def clear_clip_cache() -> None:
         _models.clear()
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_model_config(path: str) -> dict:
     try:
         cfg = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -254,7 +247,7 @@ def _load_uncached(spec: ClipSpec) -> ClipModel:
             raise ValueError(f"clip.model {name!r}: {folder} is not an open_clip bundle folder (open_clip_config.json missing)")
         pretrained = None
         weights = sorted(folder.glob("*.safetensors"))
-        sha = _sha256(str(weights[0])) if weights else None
+        sha = sha256_file(str(weights[0])) if weights else None
     else:
         if spec.model_config:
             register_model_config(name, _read_model_config(spec.model_config))
@@ -266,7 +259,7 @@ def _load_uncached(spec: ClipSpec) -> ClipModel:
             )
         pretrained = _resolve_pretrained(name, pretrained)
         if os.path.isfile(pretrained):
-            sha = _sha256(pretrained)
+            sha = sha256_file(pretrained)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, device=spec.device, weights_only=True

@@ -29,6 +29,7 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from core.hashing import sha256_file
 from core.images import Preprocess, open_rgb
 from core.world.cache import build_entry, ensure_world
 from core.world.ground_truth import World
@@ -182,14 +183,6 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
     return model.eval(), losses
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run with ``threads`` intra-op threads (None: leave torch's setting), restoring it after.
@@ -244,7 +237,7 @@ def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress:
         "class_names": world.class_names,
         "heldout_accuracy": heldout,
         "train_seconds": round(train_seconds, 2),
-        "weights_sha256": _file_sha256(weights),
+        "weights_sha256": sha256_file(weights),
         "steps": len(losses),
         "losses": [round(v, 5) for v in losses],
         "world_version": WORLD_VERSION,
