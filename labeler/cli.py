@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "core.world.cli",
     "labeler.service.cli",
     "labeler.label_cli",
+    "labeler.exports.cli",
 ]
 
 

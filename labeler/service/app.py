@@ -20,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from labeler.service import errors
-from labeler.service.api import circuits, datasets, health, jobs, models
+from labeler.service.api import circuits, datasets, exports, health, jobs, models
 from labeler.service.catalog import Catalog
 from labeler.service.db import Database
 from labeler.service.deps import Services, provide_owner, provide_services
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await services.manager.stop()
 
     v1 = Router(path="/v1", route_handlers=[models.build(settings), datasets.build(settings), jobs.build(settings),
-                                            circuits.build(settings)],
+                                            circuits.build(settings), exports.ExportController],
                 security=[{"apiKey": []}])
     return Litestar(
         route_handlers=[v1, health.health],
