@@ -32,6 +32,7 @@ from .images import ImageSet
 from .integrated_gradients import multi_target_ig
 from .layer_access import LayerAccess, readout, zero_channels
 from .memory import release_free_memory
+from .sparse_backward import one_channel_backward
 from .patches import PatchIndex, build_index, make_patches
 
 log = logging.getLogger(__name__)
@@ -328,7 +329,10 @@ class NeurFlow:
             with torch.no_grad():
                 z = access.full_output(x, lower)
             targets = [needs[p] for p in which]
-            result = multi_target_ig(block, z, targets, self.ig_steps, self.token_reduce, x=x)
+            # one upper neuron per sample and backward pass: the block's last convolutions can skip
+            # the zero channels of their gradient (same numbers, about a third less work)
+            with one_channel_backward(access.model):
+                result = multi_target_ig(block, z, targets, self.ig_steps, self.token_reduce, x=x)
             for p, tlist, rows in zip(which, targets, result):
                 for t, value in zip(tlist, rows):
                     found[(t, p)] = value.double().cpu().numpy()
