@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "labeler.service.cli",
     "labeler.label_cli",
     "labeler.exports.cli",
+    "labeler.viewer.cli",
 ]
 
 
