@@ -21,6 +21,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from labeler.service import errors
 from labeler.service.api import circuits, datasets, exports, health, jobs, models
+from labeler.service.api.report import ReportController
 from labeler.service.catalog import Catalog
 from labeler.service.db import Database
 from labeler.service.deps import Services, provide_owner, provide_services
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await services.manager.stop()
 
     v1 = Router(path="/v1", route_handlers=[models.build(settings), datasets.build(settings), jobs.build(settings),
-                                            circuits.build(settings), exports.ExportController],
+                                            circuits.build(settings), exports.ExportController,
+                                            ReportController],
                 security=[{"apiKey": []}])
     return Litestar(
         route_handlers=[v1, health.health],
