@@ -1,6 +1,7 @@
 """API keys and rate limits.
 
-* Keys travel in the ``X-API-Key`` header (or ``Authorization: Bearer``). Only their sha256 is
+* Keys travel in the ``X-API-Key`` header (or ``Authorization: Bearer``, or as the password of HTTP
+  basic auth, which is what Label Studio's ML-backend connection sends). Only their sha256 is
   stored; every object is filed under the key's owner id and a key sees only its own objects.
 * With ``auth = false`` (trusted loopback use) every request acts as the owner ``anonymous``.
 * Rate limits are per key (per client address when auth is off), ``rate_limit_per_minute``.
@@ -8,6 +9,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from typing import Any
 
@@ -29,6 +32,12 @@ def key_from(conn: ASGIConnection) -> str | None:
     auth = conn.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
+    if auth.lower().startswith("basic "):  # user:key, the user name is ignored
+        try:
+            _, _, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return password.strip() or None
     return None
 
 
