@@ -20,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from labeler.service import errors
-from labeler.service.api import circuits, datasets, exports, health, jobs, models
+from labeler.service.api import circuits, datasets, exports, health, jobs, labelstudio_backend, models
 from labeler.service.api.report import ReportController
 from labeler.service.catalog import Catalog
 from labeler.service.db import Database
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                             ReportController],
                 security=[{"apiKey": []}])
     return Litestar(
-        route_handlers=[v1, health.health],
+        route_handlers=[v1, health.health, labelstudio_backend.build()],
         dependencies={"svc": Provide(provide_services, sync_to_thread=False),
                       "owner": Provide(provide_owner, sync_to_thread=False)},
         state=State({"services": services}),
