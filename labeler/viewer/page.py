@@ -48,6 +48,7 @@ def render_page(entries: list[ReportEntry], title: str = "NeurFlow labeled circu
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<link rel='icon' href='data:,'>"  # no favicon request: the page loads nothing from anywhere
         f"<title>{esc(title)}</title><style>{static_text('viewer.css')}</style></head><body>"
         f"<header><h1>{esc(title)}</h1>{f'<p class=notes>{esc(notes)}</p>' if notes else ''}"
         "<div id='toolbar'><input id='search' type='search' placeholder='Filter groups by label' "
