@@ -88,6 +88,15 @@ class ExportSource:
         mosaic(crops).save(buf, format="PNG")
         return buf.getvalue()
 
+    def all_mosaics(self) -> dict[str, bytes]:
+        """Group id -> mosaic PNG, for every group that has one."""
+        found = {}
+        for _, _, group in self.circuit.iter_groups():
+            png = self.mosaic(group)
+            if png is not None:
+                found[group.id] = png
+        return found
+
     # -- provenance --------------------------------------------------------------------------------
     @property
     def labeling(self) -> dict[str, Any]:

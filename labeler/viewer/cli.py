@@ -56,11 +56,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     source = ExportSource.from_files(args.circuit, args.images)
     circuit = source.circuit
-    mosaics = {}
-    for _, _, group in circuit.iter_groups():
-        png = source.mosaic(group)
-        if png is not None:
-            mosaics[group.id] = png
+    mosaics = source.all_mosaics()
     debug = load_debug(args.debug, args.debug_image)
     circuit_path = Path(args.circuit)
     out = Path(args.out) if args.out else circuit_path.with_name(f"{circuit_path.stem}-report.html")

@@ -50,11 +50,7 @@ class ReportController(Controller):
         def work() -> str:
             source = service_source(svc, owner, circuit_id)
             circuit = source.circuit
-            mosaics = {}
-            for _, _, group in circuit.iter_groups():
-                png = source.mosaic(group)
-                if png is not None:
-                    mosaics[group.id] = png
+            mosaics = source.all_mosaics()
             debug = debug_view(svc, owner, circuit_id, debug_job) if debug_job else None
             entry = ReportEntry(circuit=circuit, mosaics=mosaics, circuit_id=circuit_id, debug=debug)
             return render_report([entry], title=f"NeurFlow circuit {circuit_id}")
