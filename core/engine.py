@@ -32,7 +32,7 @@ from .images import ImageSet
 from .integrated_gradients import multi_target_ig
 from .layer_access import LayerAccess, readout, zero_channels
 from .memory import mmap_large_allocations, release_free_memory
-from .sparse_backward import one_channel_backward
+from .block_gradients import fast_block_gradients
 from .patches import PatchIndex, build_index, make_patches
 
 log = logging.getLogger(__name__)
@@ -337,9 +337,9 @@ class NeurFlow:
             with torch.no_grad():
                 z = access.full_output(x, lower)
             targets = [needs[p] for p in which]
-            # one upper neuron per sample and backward pass: the block's last convolutions can skip
-            # the zero channels of their gradient (same numbers, about a third less work)
-            with one_channel_backward(access.model):
+            # exact shortcuts: convolutions reading the interpolated input run once per patch, the
+            # last ones skip the zero channels of a one-neuron gradient (core/block_gradients.py)
+            with fast_block_gradients(access.model):
                 result = multi_target_ig(block, z, targets, self.ig_steps, self.token_reduce, x=x)
             for p, tlist, rows in zip(which, targets, result):
                 for t, value in zip(tlist, rows):

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .block_gradients import interpolate, interpolation
 from .layer_access import Block, channel_mean, readout
 
 
@@ -50,24 +51,21 @@ def multi_target_ig(
     n_slots = max((len(t) for t in targets), default=0)
     if n_slots == 0:
         return out
-    # Step-major layout (every patch at alpha_0, then alpha_1, ...), as captum expands its inputs.
-    expand = (-1,) + (1,) * z.dim()
-    scaled = (alphas.view(expand) * z.unsqueeze(0)).reshape(steps * n_rows, *z.shape[1:]).detach()
-    scaled.requires_grad_(True)
+    # Step-major rows (every patch at alpha_0, then alpha_1, ...), as captum expands its inputs; the
+    # gradient that reaches z_leaf through them is already the quadrature sum over the steps.
+    z_leaf = z.detach().requires_grad_(True)
     xin = x.repeat(steps, *([1] * (x.dim() - 1))) if block.needs_input else None
     with torch.enable_grad():
-        upper = readout(block(scaled, xin), token_reduce)
+        rows_in = interpolate(z_leaf, alphas, weights)
+        with interpolation(rows_in, z_leaf, alphas, weights):
+            upper = readout(block(rows_in, xin), token_reduce)
         for k in range(n_slots):
             live = [r for r in range(n_rows) if k < len(targets[r])]
             rows = torch.tensor(live, device=z.device)
             cols = torch.tensor([targets[r][k] for r in live], device=z.device)
             grad_out = torch.zeros_like(upper)
             grad_out.view(steps, n_rows, -1)[:, rows, cols] = 1.0
-            (grads,) = torch.autograd.grad(upper, scaled, grad_outputs=grad_out, retain_graph=k + 1 < n_slots)
-            # Quadrature as one contraction over the steps: no step-sized temporaries (they fragment
-            # the heap and dominate peak memory when a chunk has many slots).
-            summed = torch.tensordot(weights, grads.view(steps, -1), dims=1).view(z.shape)
-            del grads
+            (summed,) = torch.autograd.grad(upper, z_leaf, grad_outputs=grad_out, retain_graph=k + 1 < n_slots)
             attr = (z * summed)[rows]
             attr = channel_mean(attr) if reduce else attr
             for pos, r in enumerate(live):

@@ -1,4 +1,4 @@
-"""The one-channel input gradient gives autograd's numbers, falls back when it must, and cleans up."""
+"""The block-gradient shortcuts give autograd's numbers, fall back when they must, and clean up."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from torch import nn
 
 from core.integrated_gradients import multi_target_ig
 from core.layer_access import LayerAccess
-from core.sparse_backward import one_channel_backward
+from core.block_gradients import fast_block_gradients, interpolate, interpolation
 
 
 def _input_grad(conv: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, sparse: bool) -> torch.Tensor:
     x = x.clone().requires_grad_(True)
     if sparse:
-        with one_channel_backward(conv):
+        with fast_block_gradients(conv):
             y = conv(x)
     else:
         y = conv(x)
@@ -59,7 +59,7 @@ def test_context_restores_the_modules_and_gives_parameters_no_gradient():
     conv = nn.Conv2d(2, 3, 3, padding=1)
     depthwise = nn.Conv2d(4, 4, 3, groups=4)
     model = nn.Sequential(conv, depthwise)
-    with one_channel_backward(model) as switched:
+    with fast_block_gradients(model) as switched:
         assert switched == 1  # grouped convolutions keep PyTorch's own backward
         assert "forward" in conv.__dict__ and "forward" not in depthwise.__dict__
         y = conv(torch.randn(1, 2, 5, 5, requires_grad=True))
@@ -71,19 +71,56 @@ def test_context_restores_the_modules_and_gives_parameters_no_gradient():
     assert conv.weight.grad is not None
 
 
-def test_ig_on_a_resnet_block_is_unchanged(tiny_resnet):
-    access = LayerAccess(tiny_resnet, ["layer3", "layer2"])
+@pytest.mark.parametrize("lower,upper", [
+    ("layer2", "layer3"),  # the block input feeds conv1 and the projection shortcut: both interpolated
+    ("layer3.0", "layer3.1"),  # the block input feeds conv1 and the identity shortcut
+    ("layer4", "fc"),  # no convolution at all
+])
+def test_ig_on_resnet_blocks_is_unchanged(tiny_resnet, lower, upper):
+    access = LayerAccess(tiny_resnet, [upper, lower])
     torch.manual_seed(2)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        z = access.full_output(x, "layer2")
-    block = access.block("layer2", "layer3")
-    targets = [[0, 5, 9], [5], [200, 1]]
+        z = access.full_output(x, lower)
+    block = access.block(lower, upper)
+    targets = [[0, 2, 1], [2], [1, 0]]
     plain = multi_target_ig(block, z, targets, steps=8)
-    with one_channel_backward(tiny_resnet) as switched:
+    with fast_block_gradients(tiny_resnet) as switched:
         fast = multi_target_ig(block, z, targets, steps=8)
     assert switched > 0
     for p_rows, f_rows in zip(plain, fast):
         assert len(p_rows) == len(f_rows)
         for a, b in zip(p_rows, f_rows):
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_interpolated_convolution_equals_the_convolution_of_every_step(bias):
+    torch.manual_seed(3)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=bias)
+    z = torch.randn(2, 4, 9, 9)
+    alphas = torch.tensor([0.1, 0.5, 0.9])
+    weights = torch.tensor([0.2, 0.5, 0.3])
+    head = torch.randn(6, 5, 5)
+
+    def run(fast: bool):
+        leaf = z.clone().requires_grad_(True)
+        rows = interpolate(leaf, alphas, weights)
+        if fast:
+            with fast_block_gradients(conv), interpolation(rows, leaf, alphas, weights):
+                out = conv(rows)
+        else:
+            out = conv(rows)
+        (grad,) = torch.autograd.grad((torch.relu(out) * head).sum(), leaf)
+        return out.detach(), grad
+
+    (out_plain, grad_plain), (out_fast, grad_fast) = run(False), run(True)
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_fast, grad_plain, rtol=1e-5, atol=1e-6)
+    # and the plain path is the IG quadrature: sum_k w_k * grad at alpha_k * z
+    expected = torch.zeros_like(z)
+    for a, w in zip(alphas, weights):
+        point = (a * z).requires_grad_(True)
+        (g,) = torch.autograd.grad((torch.relu(conv(point)) * head).sum(), point)
+        expected += w * g
+    torch.testing.assert_close(grad_plain, expected, rtol=1e-5, atol=1e-6)
