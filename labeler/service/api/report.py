@@ -9,7 +9,6 @@ from typing import Any
 
 import anyio
 from litestar import Controller, Response, get
-from litestar.params import Parameter
 
 from labeler.service.api.exports import service_source
 from labeler.service.deps import Services
@@ -44,7 +43,7 @@ class ReportController(Controller):
     @get("/{circuit_id:str}/report", summary="The circuit viewer: an interactive, self-contained HTML page",
          media_type="text/html")
     async def report(self, svc: Services, owner: str, circuit_id: str,
-                     debug_job: str | None = Parameter(query="debug_job", default=None)) -> Response[str]:
+                     debug_job: str | None = None) -> Response[str]:
         from labeler.report import ReportEntry, render_report
 
         def work() -> str:

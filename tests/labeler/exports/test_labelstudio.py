@@ -243,3 +243,36 @@ def test_api_export_and_ml_backend(service):
     assert r.json()["results"][0]["result"] == []
     assert httpx.post(f"{ml}/webhook", auth=("x", KEY_A), json={"action": "ANNOTATION_CREATED"},
                       timeout=10).status_code == 200
+
+
+def test_api_file_exports_answer_documents_or_zips(service):
+    """The export route for the file formats: GraphML as its document, CVAT as a zip of its files,
+    any format as a zip on ?archive=zip, and clear errors for unknown formats or options."""
+    import io
+    import zipfile
+
+    import networkx as nx
+
+    url, cid = service.server.url, service.circuit_id
+    headers = {"X-API-Key": KEY_A}
+    base = f"{url}/v1/circuits/{cid}/exports"
+    graph = httpx.get(f"{base}/graphml", headers=headers, timeout=60)
+    assert graph.status_code == 200 and graph.headers["content-type"].startswith("application/graphml+xml")
+    g = nx.read_graphml(io.BytesIO(graph.content))
+    summary = httpx.get(f"{url}/v1/circuits/{cid}/info", headers=headers, timeout=10).json()["summary"]
+    assert g.number_of_nodes() == sum(len(layer["groups"]) for layer in summary["layers"])
+
+    cvat = httpx.get(f"{base}/cvat", headers=headers, timeout=60)
+    assert cvat.status_code == 200 and cvat.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(cvat.content)).namelist()
+    assert "annotations.xml" in names and any(n.startswith("images/patches/") for n in names)
+
+    zipped = httpx.get(f"{base}/labelstudio", params={"archive": "zip"}, headers=headers, timeout=60)
+    assert sorted(zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()) == ["label_config.xml", "tasks.json"]
+
+    assert_problem(httpx.get(f"{base}/coco", headers=headers, timeout=10), 422, "accepted")
+    assert_problem(httpx.get(f"{base}/graphml", params={"colour": "red"}, headers=headers, timeout=10), 422,
+                   "unknown option")
+    assert_problem(httpx.get(f"{base}/graphml", params={"archive": "tar"}, headers=headers, timeout=10), 422,
+                   "archive=zip")
+    assert_problem(httpx.get(f"{url}/v1/circuits/c-missing/exports/graphml", headers=headers, timeout=10), 404)
