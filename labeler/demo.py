@@ -5,7 +5,8 @@
 3. upload the model and the held-out images through the API, submit one job for two classes with
    CLIP labeling, and follow its Server-Sent Events with a progress bar;
 4. download the labeled circuits and every group's mosaic, print a table of labeled groups per layer
-   (label, confidence, ground-truth part, purity) and write a self-contained HTML report;
+   (label, confidence, ground-truth part, purity), save each circuit's Label Studio export, GraphML
+   and graph PNG, and write the interactive HTML viewer (``demo-out/report.html``);
 5. stop the service.
 """
 
@@ -115,6 +116,7 @@ def print_table(circuit: Circuit, scores: dict, class_name: str) -> None:
 
 
 def main() -> int:
+    from labeler.circuit_png import render_circuit_png
     from labeler.report import ReportEntry, write_report
     from labeler.service.cli import _ProgressBar
     from labeler.service.client import Client
@@ -163,6 +165,12 @@ def main() -> int:
                 name = model.class_names[circuit.target.class_index]
                 print_table(circuit, scores, name)
                 print(f"circuit: {folder / 'circuit.json'} (GET {service.url}/v1/circuits/{ref['id']})")
+                # what an annotation team would pull: Label Studio config + tasks, and the graph as a picture
+                (folder / "labelstudio.json").write_bytes(client.export(ref["id"], "labelstudio"))
+                (folder / "circuit.graphml").write_bytes(client.export(ref["id"], "graphml"))
+                render_circuit_png(circuit, folder / "circuit.png")
+                print(f"exports: {folder / 'labelstudio.json'} (Label Studio), {folder / 'circuit.graphml'}, "
+                      f"{folder / 'circuit.png'}")
                 entries.append(ReportEntry(circuit=circuit, class_name=name, mosaics=mosaics, circuit_id=ref["id"],
                                            scores={g["id"]: g for g in scores["groups"]}))
     finally:

@@ -152,6 +152,10 @@ class Client:
     def exemplar(self, circuit_id: str, group_id: str, k: int) -> bytes:
         return self.request("GET", f"/v1/circuits/{circuit_id}/groups/{group_id}/exemplars/{k}.png").content
 
+    def export(self, circuit_id: str, fmt: str, **options: Any) -> bytes:
+        """``GET /v1/circuits/{id}/exports/{fmt}``: the document, or a zip of the export's files."""
+        return self.request("GET", f"/v1/circuits/{circuit_id}/exports/{fmt}", params=options).content
+
     def relabel(self, circuit_id: str, labeling: dict[str, Any]) -> dict[str, Any]:
         return self.json("POST", f"/v1/circuits/{circuit_id}/labels", json={"labeling": labeling})
 
