@@ -21,6 +21,9 @@ interpolated rows are made by :func:`interpolate`, whose backward is that weight
 convolutions recognise its output while an :func:`interpolation` scope is open.
 
 Parameters receive no gradient while the shortcuts are on: the engine differentiates activations only.
+The switch patches module instances (their ``forward``); a second, nested or concurrent switch on the
+same modules leaves them to the first, and a convolution that runs unpatched computes the same
+numbers the slow way, so overlapping fits stay correct.
 """
 
 from __future__ import annotations
