@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from core.circuit import Circuit
 from core.world import ensure_world_model, score_circuit
+from labeler.service.process import NotReady, free_loopback_port, wait_healthy
 
 OUT = Path("demo-out")
 SERVICE_ROOT = Path(".cache") / "demo-service"
@@ -53,18 +53,12 @@ def world_clip(world_root: Path) -> Path | None:
     return ensure_world_clip(world_root, log=lambda line: print(line, file=sys.stderr))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Service:
     """``neurflow serve`` as a child process on a free loopback port."""
 
     def __init__(self, data_dir: Path, asset_dirs: list[Path]) -> None:
         self.key = "nf_demo_" + secrets.token_urlsafe(16)
-        self.port = _free_port()
+        self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "NEURFLOW_API_KEYS": self.key,
@@ -76,19 +70,10 @@ class Service:
              "--workers", "1", "--log-level", "warning"], stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the service exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"the service was not ready within {timeout:.0f} s; see {self.log_path}")
+        try:
+            wait_healthy(self.url, self.proc, timeout)
+        except NotReady as exc:
+            raise RuntimeError(f"{exc}; see {self.log_path}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -15,7 +15,6 @@ import io
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from labeler.service.process import NotReady, free_loopback_port, wait_healthy
 
 KEY = "loadtest-key"
 
@@ -83,16 +84,12 @@ async def _drive(url: str, paths: list[str], clients: int, seconds: float) -> di
 
 
 def run(clients: int = 32, seconds: float = 10.0, log=print) -> dict[str, Any]:
-    import httpx
-
     from labeler.service.client import Client
 
     with tempfile.TemporaryDirectory(prefix="neurflow-load-") as tmp:
         root = Path(tmp)
         weights, zipped = _tiny_assets(root)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_loopback_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "NEURFLOW_API_KEYS": KEY, "NEURFLOW_RATE_LIMIT_PER_MINUTE": "100000000"}
         log_file = open(root / "server.log", "wb")
@@ -100,16 +97,10 @@ def run(clients: int = 32, seconds: float = 10.0, log=print) -> dict[str, Any]:
                                  str(root / "data"), "--workers", "1", "--log-level", "warning"],
                                 stdout=log_file, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(url + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start: " + (root / "server.log").read_text()[-2000:])
-                time.sleep(0.2)
+            try:
+                wait_healthy(url, proc, 180, interval=0.2)
+            except NotReady as exc:
+                raise RuntimeError(f"{exc}: " + (root / "server.log").read_text()[-2000:]) from None
             with Client(url, KEY) as c:
                 model = c.upload_model(weights, {"arch": "resnet18", "num_classes": 3, "input_size": 32})
                 ds = c.json("POST", "/v1/datasets", files={"file": ("d.zip", zipped, "application/zip")})

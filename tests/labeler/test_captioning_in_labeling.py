@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from labeler.labeling import label_circuit
-
-from .fake_chat_server import FakeChatServer, free_port, reply
+from labeler.service.process import free_loopback_port
 from labeler.world_circuits import world_circuit
+
+from .fake_chat_server import FakeChatServer, reply
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_a_failing_group_keeps_every_clip_label(world_clip, circuit):
 
 
 def test_unreachable_endpoint_keeps_clip_labels_and_says_why(world_clip, circuit):
-    url = f"http://127.0.0.1:{free_port()}/v1"
+    url = f"http://127.0.0.1:{free_loopback_port()}/v1"
     labeled = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(captioner=_captioner(url)))
     errors = labeled.labeling["caption_errors"]
     groups = [g for _, _, g in labeled.iter_groups()]

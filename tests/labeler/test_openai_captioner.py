@@ -12,8 +12,9 @@ from PIL import Image
 from labeler.captioning import CaptionRequest
 from labeler.captioning.base import CaptionerError, CaptionerUnavailable
 from labeler.captioning.openai_backend import OpenAICaptioner
+from labeler.service.process import free_loopback_port
 
-from .fake_chat_server import FakeChatServer, free_port, reply
+from .fake_chat_server import FakeChatServer, reply
 
 SECRET = "sk-test-very-secret-0123456789"
 
@@ -69,7 +70,7 @@ def test_client_errors_fail_at_once_with_the_server_message(monkeypatch, caplog)
 def test_unreachable_endpoint_is_a_clear_error_without_the_key(monkeypatch, caplog):
     monkeypatch.setenv("NF_TEST_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
-    url = f"http://127.0.0.1:{free_port()}/v1"
+    url = f"http://127.0.0.1:{free_loopback_port()}/v1"
     client = OpenAICaptioner(url, "m", api_key_env="NF_TEST_KEY", max_retries=2, backoff_s=0.01, timeout_s=2)
     with pytest.raises(CaptionerUnavailable) as info:
         client.generate(_request())

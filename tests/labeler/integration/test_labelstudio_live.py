@@ -16,14 +16,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.labeler.exports.labelstudio_service import start_labeled_service
 from tests.labeler.service.conftest import assets  # noqa: F401 - the service tests' model + dataset fixture
-from tests.labeler.service.helpers import KEY_A, REPO, free_port
+from labeler.service.process import NotReady, free_loopback_port, wait_healthy
+from tests.labeler.service.helpers import KEY_A, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -82,7 +82,7 @@ def label_studio(tmp_path_factory):
         pytest.skip("NEURFLOW_SKIP_LABELSTUDIO=1")
     install_s = _install()
     data = tmp_path_factory.mktemp("label-studio")
-    port, token = free_port(), secrets.token_hex(20)
+    port, token = free_loopback_port(), secrets.token_hex(20)
     env = {**os.environ, "USE_DEFAULT_BANNED_SUBNETS": "false", "SSRF_PROTECTION_ENABLED": "false",
            "LABEL_STUDIO_BASE_DATA_DIR": str(data), "PYTHONPATH": ""}
     log_path = data / "label-studio.log"
@@ -106,17 +106,10 @@ def label_studio(tmp_path_factory):
         log.close()
 
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"label-studio exited with {proc.returncode}:\n{_tail(log_path.read_bytes())}")
-            if time.monotonic() - started > START_TIMEOUT_S:
-                pytest.fail(f"label-studio not healthy within {START_TIMEOUT_S} s:\n{_tail(log_path.read_bytes())}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1.0)
+        try:
+            wait_healthy(url, proc, START_TIMEOUT_S, interval=1.0)
+        except NotReady as exc:
+            pytest.fail(f"label-studio: {exc}:\n{_tail(log_path.read_bytes())}")
         start_s = time.monotonic() - started
         print(f"\nlabel studio: install {install_s:.0f} s, start {start_s:.0f} s")
         yield LabelStudioServer(url=url, token=token, seconds_to_install=install_s, seconds_to_start=start_s)

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from labeler.service.process import NotReady, free_loopback_port, wait_healthy
 
 KEY_A = "test-key-alpha"
 KEY_B = "test-key-beta"
@@ -61,10 +62,6 @@ def job_spec(model_id: str, dataset_id: str, target=(0, 1), engine=None, labelin
     return spec
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
@@ -78,7 +75,7 @@ class LiveServer:
         self.url = ""
 
     def start(self, timeout: float = 120.0) -> LiveServer:
-        port = free_port()
+        port = free_loopback_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "NEURFLOW_API_KEYS": f"{KEY_A},{KEY_B}", "PYTHONPATH": str(REPO), **self.extra_env}
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,18 +84,12 @@ class LiveServer:
             [sys.executable, "-m", "labeler.cli", "serve", "--port", str(port), "--data-dir", str(self.data_dir),
              "--workers", str(self.workers), "--log-level", "warning"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.read_log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready within {timeout} s:\n{self.read_log()}")
+        try:
+            wait_healthy(self.url, self.proc, timeout, interval=0.2)
+        except NotReady as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}:\n{self.read_log()}") from None
+        return self
 
     def read_log(self) -> str:
         return (self.data_dir / "server.log").read_text(errors="replace")[-4000:]
