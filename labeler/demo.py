@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from core.circuit import Circuit
 from core.world import ensure_world_model, score_circuit
-from labeler.service.process import NotReady, free_loopback_port, wait_healthy
+from labeler.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 
 OUT = Path("demo-out")
 SERVICE_ROOT = Path(".cache") / "demo-service"
@@ -76,13 +75,7 @@ class Service:
             raise RuntimeError(f"{exc}; see {self.log_path}") from None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -14,7 +14,6 @@ import asyncio
 import io
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from labeler.service.process import NotReady, free_loopback_port, wait_healthy
+from labeler.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 
 KEY = "loadtest-key"
 
@@ -119,11 +118,7 @@ def run(clients: int = 32, seconds: float = 10.0, log=print) -> dict[str, Any]:
                      f"/v1/circuits/{cid}/groups/{gid}/mosaic.png", f"/v1/models/{model['id']}", "/v1/circuits"]
             result = asyncio.run(_drive(url, paths, clients, seconds))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=20)
             log_file.close()
     lat = result["latencies"]
     everything = [x for v in lat.values() for x in v]

@@ -6,6 +6,8 @@ all start ``neurflow serve`` (or Label Studio) in a subprocess and must not talk
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -38,3 +40,16 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float, interval: flo
         if time.monotonic() - started > timeout:
             raise NotReady(f"the server did not answer {url}/health within {timeout:.0f} s")
         time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 30.0, group: bool = False) -> None:
+    """SIGTERM (to the process group with ``group``), then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    term = (lambda sig: os.killpg(proc.pid, sig)) if group else proc.send_signal
+    term(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        term(signal.SIGKILL)
+        proc.wait(10)

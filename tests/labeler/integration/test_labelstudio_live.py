@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from tests.labeler.exports.labelstudio_service import start_labeled_service
 from tests.labeler.service.conftest import assets  # noqa: F401 - the service tests' model + dataset fixture
-from labeler.service.process import NotReady, free_loopback_port, wait_healthy
+from labeler.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from tests.labeler.service.helpers import KEY_A, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -96,13 +95,7 @@ def label_studio(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
 
     def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process(proc, group=True)
         log.close()
 
     try:

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from labeler.service.process import NotReady, free_loopback_port, wait_healthy
+from labeler.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 
 KEY_A = "test-key-alpha"
 KEY_B = "test-key-beta"
@@ -98,14 +97,8 @@ class LiveServer:
         return httpx.get(self.url + "/health", timeout=5).json()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
         if self.proc is not None:
+            stop_process(self.proc, grace=20)
             self.log.close()
         self.proc = None
 
