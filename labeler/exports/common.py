@@ -15,7 +15,6 @@ from pathlib import PurePosixPath
 from PIL import Image
 
 from core.circuit import Circuit, Exemplar, Group
-from core.images import open_rgb
 from labeler.exports.source import ExportSource
 
 PATCHES_DIR = "patches"  # exemplar crops live under <images>/patches/<group id>/<k>.png
@@ -123,18 +122,13 @@ def group_pictures(source: ExportSource, warnings: list[str]) -> list[GroupPictu
                                                          if used_mosaics else ""))
         return pictures
 
-    opened: dict[int, Image.Image | None] = {}
     missing: set[str] = set()
     for layer_index, layer, group in circuit.iter_groups():
         for k, ex in enumerate(group.exemplars):
-            if ex.image not in opened:
-                path = source.source_path(ex.image)
-                opened[ex.image] = open_rgb(path) if path is not None else None
-            image = opened[ex.image]
-            if image is None:
+            crop = source.crop(ex)
+            if crop is None:
                 missing.add(circuit.images[ex.image].path)
                 continue
-            crop = image.crop(tuple(ex.box))
             pictures.append(GroupPicture(layer_index, layer.name, group, k, _png(crop), crop.width, crop.height))
     if missing:
         warnings.append(f"{len(missing)} source image(s) missing under {source.images_root}, their patches are "

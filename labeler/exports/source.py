@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.circuit import Circuit, Group
-from core.images import open_rgb
+from PIL import Image
+
+from core.circuit import Circuit, Exemplar, Group
 
 NEURFLOW_VERSION = "0.1.0"
 
@@ -51,6 +52,7 @@ class ExportSource:
     images_root: Path | None = None
     mosaics: Callable[[str], bytes | None] | None = None
     image_url: Callable[[int], str] | None = None
+    _loader: Any = field(default=None, init=False, repr=False)
 
     # -- pictures ----------------------------------------------------------------------------------
     @property
@@ -67,6 +69,17 @@ class ExportSource:
         path = self.source_path(index)
         return path.read_bytes() if path else None
 
+    def crop(self, ex: Exemplar) -> Image.Image | None:
+        """The exemplar's patch (source pixels), or ``None`` when its source image is not available.
+        Source images are decoded once and kept in a bounded cache (:class:`labeler.patches.PatchLoader`)."""
+        if self.source_path(ex.image) is None:
+            return None
+        if self._loader is None:
+            from labeler.patches import PatchLoader
+
+            self._loader = PatchLoader(self.circuit, self.images_root)
+        return self._loader.crop(ex)
+
     def mosaic(self, group: Group) -> bytes | None:
         """PNG of the group's exemplar mosaic, or ``None`` when neither a rendered one nor the source
         images are available."""
@@ -80,10 +93,10 @@ class ExportSource:
 
         crops = []
         for ex in group.exemplars:
-            path = self.source_path(ex.image)
-            if path is None:
+            crop = self.crop(ex)
+            if crop is None:
                 return None
-            crops.append(open_rgb(path).crop(tuple(ex.box)).resize((PATCH_SIZE, PATCH_SIZE)))
+            crops.append(crop.resize((PATCH_SIZE, PATCH_SIZE)))
         buf = io.BytesIO()
         mosaic(crops).save(buf, format="PNG")
         return buf.getvalue()

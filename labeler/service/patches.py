@@ -32,21 +32,17 @@ def mosaic(images: list[Image.Image], size: int = PATCH_SIZE, columns: int = MOS
 
 def render_patches(circuit: Circuit, images_root: str | Path, out_dir: str | Path, size: int = PATCH_SIZE) -> int:
     """Write every group's exemplar PNGs and mosaic; return the number of PNGs written."""
-    images_root, out_dir = Path(images_root), Path(out_dir)
-    cache: dict[int, Image.Image] = {}
+    from labeler.patches import PatchLoader
+
+    out_dir = Path(out_dir)
+    loader = PatchLoader(circuit, Path(images_root), cache_size=64)
     count = 0
     for _, _, group in circuit.iter_groups():
         folder = out_dir / group.id
         folder.mkdir(parents=True, exist_ok=True)
         crops = []
         for k, ex in enumerate(group.exemplars):
-            if ex.image not in cache:
-                if len(cache) > 64:
-                    cache.clear()
-                from core.images import open_rgb
-
-                cache[ex.image] = open_rgb(images_root / circuit.images[ex.image].path)
-            crop = cache[ex.image].crop(tuple(ex.box)).resize((size, size), Image.BILINEAR)
+            crop = loader.crop(ex).resize((size, size), Image.BILINEAR)
             crop.save(folder / f"{k}.png")
             crops.append(crop)
             count += 1
