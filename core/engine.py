@@ -331,22 +331,22 @@ class NeurFlow:
         found: dict[tuple[int, int], np.ndarray] = {}
         total = sum(len(t) for t in needs.values())
         done = 0
-        for start in range(0, len(patches), self.batch_size):
-            which = patches[start:start + self.batch_size]
-            x = make_patches(pixels, index, which)
-            with torch.no_grad():
-                z = access.full_output(x, lower)
-            targets = [needs[p] for p in which]
-            # exact shortcuts: convolutions reading the interpolated input run once per patch, the
-            # last ones skip the zero channels of a one-neuron gradient (core/block_gradients.py)
-            with fast_block_gradients(access.model):
+        # exact shortcuts: convolutions reading the interpolated input run once per patch, the last
+        # ones skip the zero channels of a one-neuron gradient (core/block_gradients.py)
+        with fast_block_gradients(access.model):
+            for start in range(0, len(patches), self.batch_size):
+                which = patches[start:start + self.batch_size]
+                x = make_patches(pixels, index, which)
+                with torch.no_grad():
+                    z = access.full_output(x, lower)
+                targets = [needs[p] for p in which]
                 result = multi_target_ig(block, z, targets, self.ig_steps, self.token_reduce, x=x)
-            for p, tlist, rows in zip(which, targets, result):
-                for t, value in zip(tlist, rows):
-                    found[(t, p)] = value.double().cpu().numpy()
-            done += sum(len(t) for t in targets)
-            release_free_memory()  # varying-size IG tensors fragment the heap; keep RSS flat
-            self._report(f"ig {upper}", done, total)
+                for p, tlist, rows in zip(which, targets, result):
+                    for t, value in zip(tlist, rows):
+                        found[(t, p)] = value.double().cpu().numpy()
+                done += sum(len(t) for t in targets)
+                release_free_memory()  # varying-size IG tensors fragment the heap; keep RSS flat
+                self._report(f"ig {upper}", done, total)
         return {i: np.stack([found[(i, int(p))] for p in rows]) for i, rows in top.items()}
 
     def _concepts(self, i, top_rows, s, chosen, v_low, a_up, index, selected) -> list[Concept]:
