@@ -22,7 +22,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(PY) -m labeler.demo
+	$(PY) -m demo
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run

@@ -15,6 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_section(args: argparse.Namespace) -> dict:
-    from labeler.service.loadtest import run
+    from bench.loadtest import run
 
     return run(clients=args.clients, seconds=args.seconds)

@@ -27,10 +27,10 @@ def _time(fn, repeats: int = 2):
 
 def main() -> None:
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    from core.block_gradients import fast_block_gradients
-    from core.integrated_gradients import multi_target_ig
-    from core.layer_access import LayerAccess
-    from core.world.train import ensure_world_model
+    from neurflow.core.block_gradients import fast_block_gradients
+    from neurflow.core.integrated_gradients import multi_target_ig
+    from neurflow.core.layer_access import LayerAccess
+    from neurflow.world.train import ensure_world_model
 
     model = ensure_world_model(progress=False).load_model().eval()
     access = LayerAccess(model, ["fc", "layer4.1", "layer4.0", "layer3.1", "layer3.0", "layer2.1", "layer2.0"])

@@ -28,7 +28,7 @@ class Demo:
 def ensure_model(kind: str = "world") -> None:
     """Build the cached world model once (in the parent, before the timed child processes)."""
     if kind == "world":
-        from core.world.train import ensure_world_model
+        from neurflow.world.train import ensure_world_model
 
         ensure_world_model(progress=False)
 
@@ -42,8 +42,8 @@ def load_demo(n_images: int, target_class: int = 0, kind: str = "world") -> Demo
         pixels = torch.randn(n_images, 3, 64, 64, generator=torch.Generator().manual_seed(0))
         return Demo(model, pixels, target_class, {"model": "random resnet18 (8 classes)", "input_size": 64,
                                                   "images": f"{n_images} random N(0,1) tensors"})
-    from core.images import Preprocess, list_images, open_rgb
-    from core.world.train import ensure_world_model
+    from neurflow.core.images import Preprocess, list_images, open_rgb
+    from neurflow.world.train import ensure_world_model
 
     wm = ensure_world_model(progress=False)
     meta = wm.meta

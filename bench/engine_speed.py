@@ -55,7 +55,7 @@ def worker(run: str, config: dict[str, Any], result_path: str) -> None:
     torch.set_num_threads(config["threads"])
     from bench.demo import load_demo
     from bench.reference_baseline import engine_core_sets, reference_fit
-    from core.engine import NeurFlow
+    from neurflow.core.engine import NeurFlow
 
     demo = load_demo(config["images"], config["target_class"], config["model"])
     device = config["device"]
@@ -216,7 +216,7 @@ def run_section(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from bench.demo import LAYERS, QUICK_LAYERS, ensure_model
-    from core.jobspec import FAST_PRESET
+    from neurflow.core.jobspec import FAST_PRESET
 
     quick = args.quick
     config = {

@@ -15,9 +15,9 @@ import torch
 
 torch.set_num_threads(len(os.sched_getaffinity(0)))
 from captum.attr import IntegratedGradients
-from core.world.train import ensure_world_model
-from core.layer_access import LayerAccess, readout, channel_mean
-from core.integrated_gradients import multi_target_ig, gauss_legendre
+from neurflow.world.train import ensure_world_model
+from neurflow.core.layer_access import LayerAccess, readout, channel_mean
+from neurflow.core.integrated_gradients import multi_target_ig, gauss_legendre
 m = ensure_world_model(progress=False).load_model()
 L = ["fc","layer4.1","layer4.0","layer3.1","layer3.0","layer2.1","layer2.0"]
 acc = LayerAccess(m, L)

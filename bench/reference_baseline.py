@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients
 
-from core.layer_access import LayerAccess, readout
-from core.patches import build_index, make_patches
+from neurflow.core.layer_access import LayerAccess, readout
+from neurflow.core.patches import build_index, make_patches
 
 
 @dataclass

@@ -34,10 +34,10 @@ from .layer_access import LayerAccess, readout, zero_channels
 from .memory import mmap_large_allocations, release_free_memory
 from .block_gradients import fast_block_gradients
 from .patches import PatchIndex, build_index, make_patches
+from neurflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]
 
 
 class FewPatchesWarning(UserWarning):

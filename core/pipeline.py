@@ -13,8 +13,8 @@ from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
 from .hashing import sha256_file
 from .model_intake import load_model
+from neurflow.progress import Progress
 
-Progress = Callable[[str, int, int], None]
 
 
 def resolve(base_dir: Path, value: str) -> Path:

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.hashing import sha256_file
-from labeler.config import ClipSpec
-from labeler.vocabulary import Vocabulary
+from neurflow.core.hashing import sha256_file
+from neurflow.labeler.config import ClipSpec
+from neurflow.labeler.vocabulary import Vocabulary
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 MODEL_CACHE_SIZE = int(os.environ.get("NEURFLOW_CLIP_CACHE", "2"))

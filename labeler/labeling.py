@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from core.circuit import Caption, Circuit, Exemplar, Group, Label
-from labeler.clip_model import ClipModel, load_clip
-from labeler.config import LabelerConfig
-from labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
-from labeler.scoring import contrastive_scores, mean_cosine_scores, mixture, patch_agreement, per_patch_contrastive, top_indices
-from labeler.vocabulary import load_templates, load_vocabulary
+from neurflow.core.circuit import Caption, Circuit, Exemplar, Group, Label
+from neurflow.labeler.clip_model import ClipModel, load_clip
+from neurflow.labeler.config import LabelerConfig
+from neurflow.labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
+from neurflow.labeler.scoring import contrastive_scores, mean_cosine_scores, mixture, patch_agreement, per_patch_contrastive, top_indices
+from neurflow.labeler.vocabulary import load_templates, load_vocabulary
+from neurflow.progress import Progress
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], None]
 
 
 class PatchEmbedder:
@@ -171,7 +171,7 @@ def label_circuit(
 
 
 def build_captioner(config: LabelerConfig):
-    from labeler.captioning import build_captioner as build
+    from neurflow.labeler.captioning import build_captioner as build
 
     return build(config.captioner, device=config.clip.device)
 
@@ -188,7 +188,7 @@ def _lower_groups(circuit: Circuit, group: Group, k: int) -> list[Group]:
 
 
 def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report) -> None:
-    from labeler.captioning import caption_group
+    from neurflow.labeler.captioning import caption_group
 
     spec = config.captioner
     errors: dict[str, str] = {}
@@ -209,7 +209,7 @@ def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings
         try:
             result = caption_group(captioner, loader, group, lower, spec)
         except Exception as exc:  # noqa: BLE001 - one group's failure must not cost the others their labels
-            from labeler.captioning.base import CaptionerUnavailable
+            from neurflow.labeler.captioning.base import CaptionerUnavailable
 
             errors[group.id] = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, CaptionerUnavailable):

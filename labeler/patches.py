@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.circuit import Circuit, Exemplar, Group
-from core.images import open_rgb
+from neurflow.core.circuit import Circuit, Exemplar, Group
+from neurflow.core.images import open_rgb
 
 PatchKey = tuple[int, int, int, int, int]  # (image, x0, y0, x1, y1)
 
@@ -152,3 +153,38 @@ class PatchLoader:
 
     def crops(self, patches: list[Exemplar]) -> list[Image.Image]:
         return [self.crop(p) for p in patches]
+
+
+# Exemplar pictures: what the viewer, the exports and the service show for a group.
+PATCH_SIZE = 96
+MOSAIC_COLUMNS = 4
+
+
+def mosaic(images: list[Image.Image], size: int = PATCH_SIZE, columns: int = MOSAIC_COLUMNS, pad: int = 2) -> Image.Image:
+    columns = max(1, min(columns, len(images)))
+    rows = max(1, math.ceil(len(images) / columns))
+    sheet = Image.new("RGB", (columns * (size + pad) + pad, rows * (size + pad) + pad), (255, 255, 255))
+    for k, im in enumerate(images):
+        r, c = divmod(k, columns)
+        sheet.paste(im.resize((size, size)), (pad + c * (size + pad), pad + r * (size + pad)))
+    return sheet
+
+
+def render_patches(circuit: Circuit, images_root: str | Path, out_dir: str | Path, size: int = PATCH_SIZE) -> int:
+    """Write every group's exemplar PNGs and mosaic; return the number of PNGs written."""
+    out_dir = Path(out_dir)
+    loader = PatchLoader(circuit, Path(images_root), cache_size=64)
+    count = 0
+    for _, _, group in circuit.iter_groups():
+        folder = out_dir / group.id
+        folder.mkdir(parents=True, exist_ok=True)
+        crops = []
+        for k, ex in enumerate(group.exemplars):
+            crop = loader.crop(ex).resize((size, size), Image.BILINEAR)
+            crop.save(folder / f"{k}.png")
+            crops.append(crop)
+            count += 1
+        if crops:
+            mosaic(crops, size).save(folder / "mosaic.png")
+            count += 1
+    return count

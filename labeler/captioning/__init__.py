@@ -12,17 +12,17 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from core.circuit import Group
-from labeler.captioning.base import (
+from neurflow.core.circuit import Group
+from neurflow.labeler.captioning.base import (
     Captioner,
     CaptionerError,
     CaptionerUnavailable,
     CaptionRequest,
     parse_caption,
 )
-from labeler.captioning.summarize import summarize_caption
-from labeler.config import CaptionerSpec
-from prompts import load_prompt
+from neurflow.labeler.captioning.summarize import summarize_caption
+from neurflow.labeler.config import CaptionerSpec
+from neurflow.prompts import load_prompt
 
 __all__ = [
     "Captioner", "CaptionerError", "CaptionerUnavailable", "CaptionRequest", "CaptionResult",
@@ -42,13 +42,13 @@ class CaptionResult:
 
 def build_captioner(spec: CaptionerSpec, device: str = "cpu") -> Captioner:
     if spec.backend == "openai":
-        from labeler.captioning.openai_backend import OpenAICaptioner
+        from neurflow.labeler.captioning.openai_backend import OpenAICaptioner
 
         return OpenAICaptioner(
             spec.base_url or "", spec.model, api_key_env=spec.api_key_env, timeout_s=spec.timeout_s,
             max_retries=spec.max_retries, max_new_tokens=spec.max_new_tokens,
         )
-    from labeler.captioning.transformers_backend import TransformersCaptioner
+    from neurflow.labeler.captioning.transformers_backend import TransformersCaptioner
 
     return TransformersCaptioner(spec.model, device=device, max_new_tokens=spec.max_new_tokens)
 

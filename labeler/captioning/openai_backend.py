@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from labeler.captioning.base import CaptionerError, CaptionerUnavailable, CaptionRequest, png_data_url
+from neurflow.labeler.captioning.base import CaptionerError, CaptionerUnavailable, CaptionRequest, png_data_url
 
 log = logging.getLogger(__name__)
 

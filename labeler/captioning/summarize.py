@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from labeler.captioning.base import CaptionerError, parse_features
+from neurflow.labeler.captioning.base import CaptionerError, parse_features
 
 MAX_WORDS = 4
 _FILLER = re.compile(
@@ -44,7 +44,7 @@ def rule_based_label(caption: str, answer: str | None = None) -> str:
 def summarize_caption(caption: str, answer: str | None = None, captioner=None) -> tuple[str, str]:
     """(short label, how it was made: "model" or "rules")."""
     if captioner is not None:
-        from prompts import load_prompt
+        from neurflow.prompts import load_prompt
 
         prompt = load_prompt("label_summary")
         system, user = prompt.render(caption=caption.replace('"', "'"))

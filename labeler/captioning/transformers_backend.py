@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from labeler.captioning.base import CaptionerError, CaptionRequest, mosaic
+from neurflow.labeler.captioning.base import CaptionerError, CaptionRequest, mosaic
 
 
 class TransformersCaptioner:

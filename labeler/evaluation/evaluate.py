@@ -31,14 +31,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from core.circuit import Circuit, Exemplar, Group
-from labeler.clip_model import ClipModel, load_clip
-from labeler.evaluation import metrics as M
-from labeler.evaluation.reference import References, matches
-from labeler.labeling import PatchEmbedder
-from labeler.patches import PatchLoader, all_concept_patches, patch_key, random_boxes, reference_pool
-from labeler.scoring import concept_votes
-from labeler.vocabulary import load_templates, load_vocabulary
+from neurflow.core.circuit import Circuit, Exemplar, Group
+from neurflow.labeler.clip_model import ClipModel, load_clip
+from neurflow.labeler.evaluation import metrics as M
+from neurflow.labeler.evaluation.reference import References, matches
+from neurflow.labeler.labeling import PatchEmbedder
+from neurflow.labeler.patches import PatchLoader, all_concept_patches, patch_key, random_boxes, reference_pool
+from neurflow.labeler.scoring import concept_votes
+from neurflow.labeler.vocabulary import load_templates, load_vocabulary
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class ModelActivations:
     knows_any_patch = True
 
     def __init__(self, model: torch.nn.Module, loader: PatchLoader, input_size: int, mean, std, batch_size: int = 64):
-        from core.images import Preprocess
+        from neurflow.core.images import Preprocess
 
         self.model = model.eval()
         self.loader = loader
@@ -98,7 +98,7 @@ class ModelActivations:
         self._cache: dict[tuple, np.ndarray] = {}
 
     def _layer_readouts(self, layer_name: str, patches: list[Exemplar]) -> np.ndarray:
-        from core.layer_access import LayerAccess
+        from neurflow.core.layer_access import LayerAccess
 
         key = (layer_name, tuple(patch_key(p) for p in patches))
         if key not in self._cache:

@@ -1,13 +1,9 @@
 """Reference (ground-truth) labels of groups, for the agreement metrics of ``neurflow evaluate``.
 
-Two sources:
-
-* a generated synthetic world: a group's reference label is the part that dominates the majority of
-  its patches (``core.world.ground_truth``: part masks), when that majority holds at least half of
-  them; mixed groups get no reference (and are counted as such);
-* a user CSV with a header row and the columns ``label`` and either ``group`` (a group id of the
+A user gives them as a CSV with a header row and the columns ``label`` and either ``group`` (a group id of the
   circuit) or ``class`` (a class index or name: the reference of every group of circuits of that
-  class). Several rows per key are allowed: any of the labels counts as correct.
+  class). Several rows per key are allowed: any of the labels counts as correct. The synthetic
+  world builds them from its part masks (``neurflow.world.references``).
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.circuit import Circuit
+from neurflow.core.circuit import Circuit
 
 
 @dataclass
@@ -32,21 +28,6 @@ def _norm(text: str) -> str:
 
 def matches(label: str, references: list[str]) -> bool:
     return _norm(label) in {_norm(r) for r in references}
-
-
-def from_world(circuit: Circuit, world_root: str | Path, images_root: str | Path | None, min_purity: float = 0.5) -> References:
-    from core.world.ground_truth import score_circuit
-
-    scored = score_circuit(circuit, world_root, images_root=images_root)
-    labels, details = {}, {}
-    for g in scored["groups"]:
-        part, purity_value = g["patch_majority_part"], g["patch_purity"]
-        if part is None:
-            part, purity_value = g["majority_part"], g["purity"]
-        ok = part is not None and purity_value is not None and purity_value >= min_purity
-        labels[g["id"]] = [part] if ok else []
-        details[g["id"]] = {"majority_part": part, "purity": purity_value}
-    return References(f"world:{world_root}", labels, details)
 
 
 def from_csv(circuit: Circuit, path: str | Path) -> References:

@@ -7,7 +7,7 @@ import torchvision
 
 from bench.engine_speed import compare, jaccard
 from bench.reference_baseline import engine_core_sets, reference_fit
-from core.engine import NeurFlow
+from neurflow.core.engine import NeurFlow
 
 LAYERS = ["fc", "layer4.1", "layer4.0", "layer3.1"]
 

@@ -9,9 +9,9 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from core.engine import FewPatchesWarning, NeurFlow
-from core.jobspec import parse_jobspec
-from core.model_intake import load_model
+from neurflow.core.engine import FewPatchesWarning, NeurFlow
+from neurflow.core.jobspec import parse_jobspec
+from neurflow.core.model_intake import load_model
 
 
 def test_unknown_layer_lists_valid_names(tiny_resnet, random_images):

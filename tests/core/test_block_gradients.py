@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.integrated_gradients import multi_target_ig
-from core.layer_access import LayerAccess
-from core.block_gradients import fast_block_gradients, interpolate, interpolation
+from neurflow.core.integrated_gradients import multi_target_ig
+from neurflow.core.layer_access import LayerAccess
+from neurflow.core.block_gradients import fast_block_gradients, interpolate, interpolation
 
 
 def _input_grad(conv: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, sparse: bool) -> torch.Tensor:

@@ -12,11 +12,11 @@ import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 
-from core.circuit import Circuit
+from neurflow.core.circuit import Circuit
 
 
 def neurflow(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "labeler.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "neurflow.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=600)
 
 

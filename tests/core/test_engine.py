@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import circuit as circuit_mod
-from core import jobspec as jobspec_mod
-from core.circuit import Circuit
-from core.engine import NeurFlow
+from neurflow.core import circuit as circuit_mod
+from neurflow.core import jobspec as jobspec_mod
+from neurflow.core.circuit import Circuit
+from neurflow.core.engine import NeurFlow
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "core" / "schemas"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.engine import NeurFlow
-from core.faithfulness import edge_correlation, fidelity_curves, group_ablation
+from neurflow.core.engine import NeurFlow
+from neurflow.core.faithfulness import edge_correlation, fidelity_curves, group_ablation
 
 
 def planted_circuit(planted):

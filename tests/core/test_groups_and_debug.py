@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core.circuit import SCHEMA_VERSION, Circuit, Concept, Edge, Group, Layer, Member, ModelInfo, Neuron, Target
-from core.clustering import ward_silhouette
-from core.debug import debug_image, log_barrier_scores
-from core.edge_weights import l1_normalise, reference_rescale
-from core.groups import group_edges, trace
+from neurflow.core.circuit import SCHEMA_VERSION, Circuit, Concept, Edge, Group, Layer, Member, ModelInfo, Neuron, Target
+from neurflow.core.clustering import ward_silhouette
+from neurflow.core.debug import debug_image, log_barrier_scores
+from neurflow.core.edge_weights import l1_normalise, reference_rescale
+from neurflow.core.groups import group_edges, trace
 
 
 def concept(cid, edges=(), activation=1.0, vector=(0.0,)):
@@ -50,7 +50,7 @@ def test_group_edge_sum_formula_counts_duplicates_and_drops_unassigned():
 def small_circuit(groups_by_layer, edges):
     layers = [Layer(name=f"L{i}", shape=[4], neurons=[], groups=[Group(id=g, members=[], exemplars=[]) for g in gs])
               for i, gs in enumerate(groups_by_layer)]
-    from core.circuit import GroupEdge
+    from neurflow.core.circuit import GroupEdge
 
     return Circuit(schema=SCHEMA_VERSION, model=ModelInfo("x", None, 2, 8, [0.0] * 3, [1.0] * 3),
                    target=Target(0), params={}, images=[], layers=layers,
@@ -92,7 +92,7 @@ def test_debug_image_finds_the_planted_group(planted):
         img = np.zeros((3, 16, 16))
         img[k % 3] = rng.uniform(0.6, 1.0)
         images.append(img)
-    from core.engine import NeurFlow
+    from neurflow.core.engine import NeurFlow
 
     x = torch.tensor(np.stack(images), dtype=torch.float32)
     circuit = NeurFlow(["fc", "up", "low"], tau=2, top_n=8, granularities=(1.0, 0.5), select="all",

@@ -7,8 +7,8 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import nn
 
-from core.integrated_gradients import gauss_legendre, integrated_gradients, multi_target_ig
-from core.layer_access import LayerAccess, channel_mean, readout
+from neurflow.core.integrated_gradients import gauss_legendre, integrated_gradients, multi_target_ig
+from neurflow.core.layer_access import LayerAccess, channel_mean, readout
 
 
 def captum_ig(block, z, target, steps=50, token_reduce="mean"):

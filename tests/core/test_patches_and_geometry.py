@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.images import Geometry, ImageSet, Preprocess, list_images, open_rgb
-from core.patches import build_index, crop_positions, make_patches
+from neurflow.core.images import Geometry, ImageSet, Preprocess, list_images, open_rgb
+from neurflow.core.patches import build_index, crop_positions, make_patches
 
 
 def test_reference_crop_counts():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from labeler.labeling import label_circuit
-from labeler.service.process import free_loopback_port
-from labeler.world_circuits import world_circuit
+from neurflow.labeler.labeling import label_circuit
+from neurflow.service.process import free_loopback_port
+from neurflow.world.circuits import world_circuit
 
 from .fake_chat_server import FakeChatServer, reply
 

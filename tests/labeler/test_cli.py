@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from labeler.cli import main
+from neurflow.cli import main
 
-from labeler.world_circuits import world_circuit
+from neurflow.world.circuits import world_circuit
 
 
 def test_label_then_evaluate_and_compare(world_clip, tmp_path, capsys):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeler.clip_model import load_clip
-from labeler.config import ClipSpec
-from labeler.vocabulary import load_vocabulary
+from neurflow.labeler.clip_model import load_clip
+from neurflow.labeler.config import ClipSpec
+from neurflow.labeler.vocabulary import load_vocabulary
 
 
 def _spec(files, **kw) -> ClipSpec:

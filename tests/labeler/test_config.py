@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from labeler.config import LabelerConfig
+from neurflow.labeler.config import LabelerConfig
 
 CLIP = {"model": "ViT-B-32", "pretrained": "openai"}
 

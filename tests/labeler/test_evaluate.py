@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from core.circuit import Label
-from labeler.evaluation import EvaluationOptions, evaluate_circuit, format_comparison, format_report, from_csv, from_world
-from labeler.evaluation.evaluate import aggregate
-from labeler.labeling import label_circuit
+from neurflow.core.circuit import Label
+from neurflow.labeler.evaluation import EvaluationOptions, evaluate_circuit, format_comparison, format_report, from_csv
+from neurflow.world.references import from_world
+from neurflow.labeler.evaluation.evaluate import aggregate
+from neurflow.labeler.labeling import label_circuit
 
-from labeler.world_circuits import world_circuit
+from neurflow.world.circuits import world_circuit
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +128,8 @@ def test_model_activations_rate_random_crops_too(labeled, world_clip):
     import torch
     import torchvision
 
-    from labeler.evaluation.evaluate import ModelActivations
-    from labeler.patches import PatchLoader
+    from neurflow.labeler.evaluation.evaluate import ModelActivations
+    from neurflow.labeler.patches import PatchLoader
 
     circuit, _ = labeled
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from labeler.evaluation import metrics as M
+from neurflow.labeler.evaluation import metrics as M
 
 
 def test_ranking_metrics_known_values():

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
-from core.circuit import Circuit
-from labeler.labeling import label_circuit
-from labeler.patches import group_patches, patch_key
+from neurflow.core.circuit import Circuit
+from neurflow.labeler.labeling import label_circuit
+from neurflow.labeler.patches import group_patches, patch_key
 
-from labeler.world_circuits import world_circuit
+from neurflow.world.circuits import world_circuit
 
 CLASSES = (0, 3, 5, 6)  # together they hold 11 of the 12 class parts
 

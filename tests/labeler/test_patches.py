@@ -1,7 +1,7 @@
-from core.circuit import Exemplar
-from labeler.patches import group_patches, patch_key, random_boxes, split_holdout
+from neurflow.core.circuit import Exemplar
+from neurflow.labeler.patches import group_patches, patch_key, random_boxes, split_holdout
 
-from labeler.world_circuits import world_circuit
+from neurflow.world.circuits import world_circuit
 
 
 def test_group_patches_are_exemplars_then_all_member_patches_without_repeats(world_clip):

@@ -1,8 +1,8 @@
 import pytest
 
-from labeler.captioning.base import CaptionerError, mosaic, parse_caption, parse_features
-from labeler.captioning.summarize import rule_based_label, summarize_caption
-from prompts import available, load_prompt
+from neurflow.labeler.captioning.base import CaptionerError, mosaic, parse_caption, parse_features
+from neurflow.labeler.captioning.summarize import rule_based_label, summarize_caption
+from neurflow.prompts import available, load_prompt
 
 
 def test_prompts_are_versioned_files():

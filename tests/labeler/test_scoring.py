@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from labeler.scoring import (
+from neurflow.labeler.scoring import (
     contrastive_scores, mean_cosine_scores, mixture, patch_agreement, per_patch_contrastive, top_indices,
 )
 

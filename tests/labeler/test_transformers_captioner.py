@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from labeler.captioning import CaptionRequest, build_captioner
-from labeler.captioning.transformers_backend import TransformersCaptioner
-from labeler.config import CaptionerSpec
-from labeler.labeling import label_circuit
+from neurflow.labeler.captioning import CaptionRequest, build_captioner
+from neurflow.labeler.captioning.transformers_backend import TransformersCaptioner
+from neurflow.labeler.config import CaptionerSpec
+from neurflow.labeler.labeling import label_circuit
 
 from .tiny_vlm import build_tiny_llava
-from labeler.world_circuits import world_circuit
+from neurflow.world.circuits import world_circuit
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from labeler.vocabulary import builtin_vocabularies, load_templates, load_vocabulary
+from neurflow.labeler.vocabulary import builtin_vocabularies, load_templates, load_vocabulary
 
 
 def test_builtin_general_vocabulary_covers_the_kinds_of_concepts():

@@ -1,0 +1,5 @@
+import sys
+
+from neurflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,46 @@
+"""Engine commands: ``neurflow layers`` (what a model exposes) and ``neurflow run`` (a job spec, end to end)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pathlib import Path
+
+from neurflow.progress import ProgressBars
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("layers", help="list a model's addressable layer names with their output shapes")
+    p.add_argument("arch", help="torchvision:<name>, timm:<name> or a bare torchvision name")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--weights", default=None, help="optional .safetensors state_dict (checked strictly)")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("run", help="run the engine (and labeling) on a job spec, writing circuit.json")
+    p.add_argument("spec", help="job spec JSON (schema: neurflow/core/schemas/jobspec.schema.json)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from neurflow.core.model_intake import list_layers, load_model
+
+    model = load_model(args.arch, args.weights, args.num_classes)
+    rows = list_layers(model, args.input_size)
+    width = max(len(name) for name, _ in rows)
+    for name, shape in rows:
+        print(f"{name:<{width}}  {'x'.join(str(d) for d in shape)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from neurflow.core.jobspec import load_jobspec
+    from neurflow.labeler.pipeline import run_job
+
+    spec, base_dir = load_jobspec(args.spec)
+    with ProgressBars() as bars:
+        written = run_job(spec, base_dir, Path(args.out), progress=bars)
+    for target, path in written.items():
+        print(f"class {target}: {path}")
+    return 0

@@ -1,0 +1,95 @@
+"""``create_app(settings)``: the Litestar application.
+
+Run it with ``neurflow serve`` or ``uvicorn --factory labeler.service.app:create_app`` (settings then
+come from ``NEURFLOW_*`` env vars and ``NEURFLOW_CONFIG``). The web process opens the database, the
+artifact store and the job manager; models load only in worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from neurflow import __version__
+from neurflow.service import errors
+from neurflow.service.api import circuits, datasets, exports, health, jobs, labelstudio_backend, models
+from neurflow.service.api.report import ReportController
+from neurflow.service.catalog import Catalog
+from neurflow.service.db import Database
+from neurflow.service.deps import Services, provide_owner, provide_services
+from neurflow.service.jobstore import JobStore
+from neurflow.service.manager import JobManager
+from neurflow.service.security import auth_middleware, rate_limit
+from neurflow.service.settings import Settings, load_settings
+from neurflow.service.storage import ArtifactStore
+
+log = logging.getLogger("neurflow.service")
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    (settings.data_path / "assets").mkdir(exist_ok=True)
+    db = Database(settings.db_path)
+    catalog = Catalog(db)
+    for i, key in enumerate(settings.api_keys):
+        catalog.add_key(key, f"configured-{i}")
+    jobs_store = JobStore(db)
+    store = ArtifactStore(settings.artifact_url, cache_dir=settings.scratch_path / "cache")
+    return Services(settings=settings, db=db, catalog=catalog, jobs=jobs_store, store=store,
+                    manager=JobManager(settings, jobs_store, catalog))
+
+
+def _warm_imports() -> None:
+    try:
+        import neurflow.core.model_intake  # noqa: F401
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - an upload will report the real error
+        pass
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # import torch/torchvision now (seconds) rather than on the first model upload
+        threading.Thread(target=_warm_imports, daemon=True, name="nf-warm").start()
+        await services.manager.start()
+        try:
+            yield
+        finally:
+            await services.manager.stop()
+
+    v1 = Router(path="/v1", route_handlers=[models.build(settings), datasets.build(settings), jobs.build(settings),
+                                            circuits.build(settings), exports.ExportController,
+                                            ReportController],
+                security=[{"apiKey": []}])
+    return Litestar(
+        route_handlers=[v1, health.health, labelstudio_backend.build()],
+        dependencies={"svc": Provide(provide_services, sync_to_thread=False),
+                      "owner": Provide(provide_owner, sync_to_thread=False)},
+        state=State({"services": services}),
+        lifespan=[lifespan],
+        middleware=[auth_middleware(services.catalog, settings.auth), rate_limit(settings.rate_limit_per_minute).middleware],
+        exception_handlers=errors.exception_handlers,
+        request_max_body_size=settings.max_body_kb * 1024,
+        cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_headers=["X-API-Key", "Content-Type"])
+        if settings.cors_origins else None,
+        openapi_config=OpenAPIConfig(
+            title="NeurFlow service", version=__version__,
+            description="Upload a model and images, run NeurFlow jobs, get labeled circuits.",
+            components=Components(security_schemes={
+                "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}),
+            render_plugins=[]),
+        debug=False,
+    )

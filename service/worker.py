@@ -1,0 +1,120 @@
+"""The worker process: started with ``spawn``, one per device, runs one job at a time.
+
+It talks to the manager over a private pipe carrying msgspec-JSON messages (no pickles):
+
+* in:  ``{"op": "run", "job": {...}}``, ``{"op": "cancel", "job_id": ...}``, ``{"op": "stop"}``
+* out: ``{"ev": "hello"}``, ``{"ev": "progress", ...}``, ``{"ev": "done", "result": ...}``,
+  ``{"ev": "failed", "error": ...}``, ``{"ev": "cancelled"}``
+
+Heavy things (torch, the user's model, CLIP) are imported and loaded here, never in the web process,
+and stay loaded between jobs. A reader thread receives cancel requests while the main thread works;
+the progress callback raises :class:`JobCancelled` at the next progress report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+
+log = logging.getLogger("neurflow.worker")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class _Channel:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def send(self, **msg: Any) -> None:
+        with self.lock:
+            self.conn.send_bytes(_encode(msg))
+
+
+def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{name}] %(levelname)s %(message)s")
+    from neurflow.service.settings import Settings
+
+    settings = msgspec.json.decode(settings_json, type=Settings)
+    channel = _Channel(conn)
+    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    cancel = threading.Event()
+    current: dict[str, str | None] = {"job": None}
+
+    def reader() -> None:
+        while True:
+            try:
+                msg = _decode(conn.recv_bytes())
+            except (EOFError, OSError):
+                os._exit(0)  # the manager is gone; its job is requeued when the server starts again
+            if msg.get("op") == "cancel":
+                if msg.get("job_id") == current["job"]:
+                    cancel.set()
+            elif msg.get("op") == "stop":
+                inbox.put(None)
+                return
+            else:
+                inbox.put(msg)
+
+    threading.Thread(target=reader, daemon=True, name="worker-reader").start()
+
+    import torch
+
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    from neurflow.service.tasks import TASKS, JobCancelled, TaskContext
+
+    ctx = TaskContext(settings, device)
+    # run in an empty folder: a bare name in a job (a pretrained tag, say) can never open a server file
+    cwd = settings.scratch_path / f"cwd-{name}"
+    cwd.mkdir(parents=True, exist_ok=True)
+    os.chdir(cwd)
+    channel.send(ev="hello", pid=os.getpid(), device=device)
+    while True:
+        msg = inbox.get()
+        if msg is None:
+            break
+        job = msg["job"]
+        job_id = job["id"]
+        current["job"] = job_id
+        cancel.clear()
+        last = [0.0, ""]
+
+        def progress(stage: str, done: int, total: int, job_id: str = job_id) -> None:
+            if cancel.is_set():
+                raise JobCancelled()
+            now = time.monotonic()
+            # throttle: every stage change, the last step, and at most 5 reports a second
+            if stage != last[1] or done >= total or now - last[0] > 0.2:
+                last[0], last[1] = now, stage
+                channel.send(ev="progress", job_id=job_id, stage=str(stage), done=int(done), total=int(total))
+
+        try:
+            result = TASKS[job["kind"]](job, ctx, progress)
+            if cancel.is_set():
+                raise JobCancelled()
+            channel.send(ev="done", job_id=job_id, result=result)
+        except JobCancelled:
+            channel.send(ev="cancelled", job_id=job_id)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, the worker lives on
+            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+            channel.send(ev="failed", job_id=job_id, error=_describe(exc))
+        finally:
+            current["job"] = None
+    sys.exit(0)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (ValueError, KeyError, FileNotFoundError)):
+        return text if not isinstance(exc, KeyError) else f"missing {text}"
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,206 @@
+"""A real Label Studio (PyPI ``label-studio==1.23.2``) on loopback: our export imports with its
+predictions intact, and our service works as its ML backend.
+
+Label Studio lives in its own virtual environment, ``.cache/labelstudio-venv`` (about 1 GB; created
+on first use, about a minute from a warm pip cache, and reused afterwards). Its first start runs the
+database migrations (about a minute). The test fails, rather than skips, when Label Studio cannot be
+installed or started; set ``NEURFLOW_SKIP_LABELSTUDIO=1`` to leave it out on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.exports.labelstudio_service import start_labeled_service
+from tests.service.conftest import assets  # noqa: F401 - the service tests' model + dataset fixture
+from neurflow.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
+from tests.service.helpers import KEY_A, REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+LABEL_STUDIO = "label-studio==1.23.2"
+VENV = REPO / ".cache" / "labelstudio-venv"
+INSTALL_TIMEOUT_S = 1800
+START_TIMEOUT_S = 300
+
+
+@dataclass
+class LabelStudioServer:
+    url: str
+    token: str
+    seconds_to_install: float
+    seconds_to_start: float
+
+
+def _tail(text: str | bytes, n: int = 3000) -> str:
+    return (text.decode(errors="replace") if isinstance(text, bytes) else text)[-n:]
+
+
+def _installed() -> bool:
+    python = VENV / "bin" / "python"
+    if not (VENV / "bin" / "label-studio").is_file() or not python.is_file():
+        return False
+    wanted = LABEL_STUDIO.split("==")[1]
+    probe = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
+                           capture_output=True, text=True, timeout=120)
+    return probe.returncode == 0 and probe.stdout.strip() == wanted
+
+
+def _install() -> float:
+    """Create the Label Studio venv when it is missing or holds another version; seconds spent."""
+    if _installed():
+        return 0.0
+    started = time.monotonic()
+    base_python = getattr(sys, "_base_executable", None) or "python3"
+    steps = [[base_python, "-m", "venv", "--clear", str(VENV)],
+             [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", LABEL_STUDIO]]
+    for cmd in steps:
+        try:
+            done = subprocess.run(cmd, capture_output=True, timeout=INSTALL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"installing {LABEL_STUDIO} took over {INSTALL_TIMEOUT_S} s: {' '.join(cmd)}")
+        if done.returncode != 0:
+            pytest.fail(f"cannot install {LABEL_STUDIO} ({' '.join(cmd)} exited {done.returncode}):\n"
+                        f"{_tail(done.stdout + done.stderr)}")
+    if not _installed():
+        pytest.fail(f"{VENV} has no working {LABEL_STUDIO} after the install")
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory):
+    if os.environ.get("NEURFLOW_SKIP_LABELSTUDIO") == "1":
+        pytest.skip("NEURFLOW_SKIP_LABELSTUDIO=1")
+    install_s = _install()
+    data = tmp_path_factory.mktemp("label-studio")
+    port, token = free_loopback_port(), secrets.token_hex(20)
+    env = {**os.environ, "USE_DEFAULT_BANNED_SUBNETS": "false", "SSRF_PROTECTION_ENABLED": "false",
+           "LABEL_STUDIO_BASE_DATA_DIR": str(data), "PYTHONPATH": ""}
+    log_path = data / "label-studio.log"
+    log = open(log_path, "wb")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(VENV / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1",
+         "--port", str(port), "--data-dir", str(data / "ls"), "--username", "admin@example.com",
+         "--password", secrets.token_urlsafe(12), "--user-token", token, "--enable-legacy-api-token"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=data, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def stop() -> None:
+        stop_process(proc, group=True)
+        log.close()
+
+    try:
+        try:
+            wait_healthy(url, proc, START_TIMEOUT_S, interval=1.0)
+        except NotReady as exc:
+            pytest.fail(f"label-studio: {exc}:\n{_tail(log_path.read_bytes())}")
+        start_s = time.monotonic() - started
+        print(f"\nlabel studio: install {install_s:.0f} s, start {start_s:.0f} s")
+        yield LabelStudioServer(url=url, token=token, seconds_to_install=install_s, seconds_to_start=start_s)
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, assets):  # noqa: F811 - the imported fixture
+    svc = start_labeled_service(tmp_path_factory.mktemp("ls-live") / "data", assets)
+    yield svc
+    svc.server.stop()
+
+
+def _key(data: dict) -> tuple:
+    """What identifies one of our tasks: the group, or the source image."""
+    return (data["circuit_id"], data.get("group_id"), data.get("image_index"))
+
+
+def _stored(ls, project_id: int) -> dict[tuple, list]:
+    tasks = {t.id: t.data for t in ls.tasks.list(project=project_id, fields="all")}
+    found: dict[tuple, list] = {}
+    for pred in ls.predictions.list(project=project_id):
+        found.setdefault(_key(tasks[pred.task]), []).append(pred)
+    return found
+
+
+def _same_result(stored: list, ours: list) -> None:
+    assert len(stored) == len(ours)
+    for got, want in zip(sorted(stored, key=lambda r: (r["from_name"], r.get("id", ""))),
+                         sorted(ours, key=lambda r: (r["from_name"], r.get("id", "")))):
+        assert got["from_name"] == want["from_name"] and got["to_name"] == want["to_name"]
+        assert got["type"] == want["type"]
+        for field, value in want["value"].items():
+            if isinstance(value, float):
+                assert got["value"][field] == pytest.approx(value, abs=1e-3)
+            else:
+                assert got["value"][field] == value
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            assert value, f"timed out after {timeout} s waiting for {what}"
+            return value
+        time.sleep(1.0)
+
+
+def test_import_and_ml_backend_round_trip(label_studio, service):
+    from label_studio_sdk import LabelStudio
+
+    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    doc = httpx.get(f"{service.server.url}/v1/circuits/{service.circuit_id}/exports/labelstudio",
+                    headers={"X-API-Key": service.key}, timeout=60).json()
+    ours = {_key(t["data"]): t["predictions"][0] for t in doc["tasks"] if t.get("predictions")}
+    assert any(k[1] for k in ours) and any(k[2] is not None for k in ours)  # group tasks and image tasks
+
+    # 1. the export imports with its predictions
+    imported = ls.projects.create(title="NeurFlow import", label_config=doc["label_config"])
+    ls.projects.import_tasks(id=imported.id, request=doc["tasks"])
+    stored = _wait_for(lambda: _stored(ls, imported.id), 60, "the imported predictions")
+    assert set(stored) == set(ours)
+    for key, preds in stored.items():
+        (pred,) = preds
+        assert pred.model_version == ours[key]["model_version"] == doc["model_version"]
+        assert pred.score == pytest.approx(ours[key]["score"])
+        _same_result(pred.result, ours[key]["result"])
+    concept = ls.projects.get(id=imported.id).get_label_interface().get_control("concept")
+    assert set(concept.labels) >= {r["value"]["choices"][0] for p in ours.values() for r in p["result"]
+                                   if r["from_name"] == "concept"}
+
+    # 2. the same tasks without predictions, filled in by our service as the project's ML backend
+    project = ls.projects.create(title="NeurFlow ML backend", label_config=doc["label_config"])
+    bare = [{"data": t["data"]} for t in doc["tasks"]]
+    ls.projects.import_tasks(id=project.id, request=bare)
+    _wait_for(lambda: len(list(ls.tasks.list(project=project.id))) == len(bare), 60, "the imported tasks")
+    assert _stored(ls, project.id) == {}
+    backend = ls.ml.create(url=f"{service.server.url}/ml/labelstudio", project=project.id, title="NeurFlow",
+                           auth_method="BASIC_AUTH", basic_auth_user="label-studio", basic_auth_pass=KEY_A)
+    assert backend.state == "CO", backend  # connected: /health and /setup answered with the key
+    assert backend.model_version == "neurflow-0.1.0"
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                      selected_items={"all": True, "excluded": []})
+    stored = _wait_for(lambda: (s := _stored(ls, project.id)) and len(s) == len(bare) and s, 120,
+                       "predictions from the NeurFlow ML backend")
+    assert set(stored) == set(ours)
+    for key, preds in stored.items():
+        (pred,) = preds
+        assert pred.model_version == doc["model_version"]
+        assert pred.score == pytest.approx(ours[key]["score"])
+        _same_result(pred.result, ours[key]["result"])
+
+    # a wrong key is refused, and Label Studio says so
+    from label_studio_sdk.core.api_error import ApiError
+
+    with pytest.raises(ApiError) as refused:
+        ls.ml.create(url=f"{service.server.url}/ml/labelstudio", project=project.id, title="wrong key",
+                     auth_method="BASIC_AUTH", basic_auth_user="label-studio", basic_auth_pass="not-a-key")
+    assert refused.value.status_code == 400 and "authentication parameters" in str(refused.value.body)
