@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from neurflow.core.hashing import sha256_file
-from neurflow.labeler.config import ClipSpec
+from neurflow.labeler.config import ClipSpec, local_dir
 from neurflow.labeler.vocabulary import Vocabulary
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -139,7 +139,7 @@ def _file_fingerprint(path: str | None) -> tuple:
 
 
 def _cache_key(spec: ClipSpec) -> tuple:
-    local = spec.model[len("local-dir:") :] if spec.model.startswith("local-dir:") else None
+    local = local_dir(spec.model)
     bundle = tuple(_file_fingerprint(str(p)) for p in sorted(Path(local).glob("*"))) if local and os.path.isdir(local) else ()
     return (spec.model, _file_fingerprint(spec.pretrained), _file_fingerprint(spec.model_config), spec.device, bundle)
 
@@ -241,8 +241,9 @@ def _load_uncached(spec: ClipSpec) -> ClipModel:
     import open_clip
 
     name, pretrained, sha = spec.model, spec.pretrained, None
-    if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:") :])
+    bundle = local_dir(name)
+    if bundle is not None:
+        folder = Path(bundle)
         if not (folder / "open_clip_config.json").is_file():
             raise ValueError(f"clip.model {name!r}: {folder} is not an open_clip bundle folder (open_clip_config.json missing)")
         pretrained = None

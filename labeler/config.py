@@ -21,6 +21,13 @@ import msgspec
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
+LOCAL_DIR = "local-dir:"
+
+
+def local_dir(model: str) -> str | None:
+    """The folder of a ``local-dir:FOLDER`` CLIP model name, ``None`` for any other name."""
+    return model[len(LOCAL_DIR):] if model.startswith(LOCAL_DIR) else None
+
 
 class ClipSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Which open_clip model scores the patches.
@@ -125,8 +132,9 @@ class LabelerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
         clip = self.clip
         model = clip.model
-        if model.startswith("local-dir:"):
-            model = "local-dir:" + (fix(model[len("local-dir:"):]) or "")
+        folder = local_dir(model)
+        if folder is not None:
+            model = LOCAL_DIR + (fix(folder) or "")
         clip = msgspec.structs.replace(clip, model=model, pretrained=fix(clip.pretrained), model_config=fix(clip.model_config))
         vocabulary = self.vocabulary
         if isinstance(vocabulary, str) and not vocabulary.startswith("builtin:"):
