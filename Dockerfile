@@ -25,9 +25,15 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu \
         torch==${TORCH_VERSION} torchvision==${TORCHVISION_VERSION}
 
 COPY pyproject.toml README.md ./
+# the installed package is neurflow.* only; these folders map onto its subpackages (pyproject.toml)
+COPY neurflow ./neurflow
 COPY core ./core
-COPY labeler ./labeler
 COPY prompts ./prompts
+COPY labeler ./labeler
+COPY exports ./exports
+COPY viewer ./viewer
+COPY world ./world
+COPY service ./service
 RUN pip install ".[service,clip]"
 
 RUN useradd --create-home --uid 10001 neurflow \
