@@ -37,11 +37,13 @@ def model_info(spec: JobSpec, weights_path: Path | None, sha256: str | None = No
 
 
 def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
-             images_dir: Path | None = None, weights_path: Path | None = None) -> dict[int, Circuit]:
+             images_dir: Path | None = None, weights_path: Path | None = None,
+             device: str | None = None) -> dict[int, Circuit]:
     """Fit one circuit per target class of ``spec``; paths in the spec resolve against ``base_dir``.
 
     ``model`` / ``images_dir`` / ``weights_path`` let a caller that already holds them (the service's
-    worker keeps models loaded between jobs) skip the intake.
+    worker keeps models loaded between jobs, and its spec names ids, not paths) skip the intake;
+    ``device`` is where the engine runs when the spec names no device (a worker's own device).
     """
     weights_path = weights_path or resolve(base_dir, spec.model.weights)
     if model is None:
@@ -49,8 +51,10 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     images_dir = images_dir or resolve(base_dir, spec.data.images)
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
     info = model_info(spec, weights_path if weights_path.is_file() else None)
-    engine = NeurFlow(**spec.engine.engine_kwargs(), select=spec.data.select, max_images=spec.data.max_images,
-                      progress=progress)
+    kwargs = spec.engine.engine_kwargs()
+    if device is not None:
+        kwargs.setdefault("device", device)
+    engine = NeurFlow(**kwargs, select=spec.data.select, max_images=spec.data.max_images, progress=progress)
     names = spec.model.class_names or []
     logits = engine.predict_logits(model, images)  # one forward pass serves every target class
     circuits = {}
