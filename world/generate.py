@@ -61,6 +61,7 @@ def generate_world(
     *,
     splits: Iterable[str] = ("train", "heldout"),
     distractor_prob: float = 0.25,
+    variant: str = "standard",
     overwrite: bool = False,
     progress: bool = False,
 ) -> WorldConfig:
@@ -68,12 +69,13 @@ def generate_world(
 
     ``n_per_class`` is the number of images per class in every split of ``splits``, or a mapping
     split -> number (then ``splits`` is ignored). ``image_size`` is (width, height) or one side.
+    ``variant`` names one of :data:`neurflow.world.spec.VARIANTS`.
     """
     if isinstance(n_per_class, Mapping):
         counts = {str(k): int(v) for k, v in n_per_class.items()}
     else:
         counts = {str(name): int(n_per_class) for name in splits}
     size = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
-    config = WorldConfig(seed=seed, image_size=size, splits=counts, distractor_prob=distractor_prob)
+    config = WorldConfig(seed=seed, image_size=size, splits=counts, distractor_prob=distractor_prob, variant=variant)
     write_world(root, config, overwrite=overwrite, progress=progress)
     return config

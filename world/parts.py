@@ -134,8 +134,9 @@ def _dots(px, py, period):
     return fx * fx + fy * fy <= (0.3 * period) ** 2
 
 
-#: The vocabulary. Ids are mask values; names are CLIP-ready labels. The last part is the
-#: distractor: it belongs to no class and is drawn into some images of every class.
+#: The standard vocabulary. Ids are mask values; names are CLIP-ready labels. The last part is the
+#: distractor: it belongs to no class and is drawn into some images of every class. Other part
+#: sets (:data:`PART_SETS`) follow the same rules; names are unique across sets, ids only within one.
 PARTS: tuple[Part, ...] = (
     Part(1, "red circle", "shape", (220, 30, 30), 0.0),
     Part(2, "blue square", "shape", (30, 70, 225), 15.0),
@@ -172,11 +173,200 @@ _SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 _TEXTURES = {"striped patch": _stripes, "checkered patch": _checks, "dotted patch": _dots}
 
 
+# -- the second part set ("shapes2"): other outlines, other colours, coloured textures ------------
+_HEXAGON = _regular(6, 1.0, 0.0)
+_PENTAGON = _regular(5, 1.0)
+_ARROW = [(-0.9, -0.25), (0.1, -0.25), (0.1, -0.65), (0.9, 0.0), (0.1, 0.65), (0.1, 0.25), (-0.9, 0.25)]
+_TRAPEZOID = [(-0.85, 0.45), (0.85, 0.45), (0.45, -0.55), (-0.45, -0.55)]
+_BOWTIE = [(-0.75, -0.6), (0.0, -0.12), (0.75, -0.6), (0.75, 0.6), (0.0, 0.12), (-0.75, 0.6)]
+_CHEVRON = [(-0.8, -0.5), (0.0, 0.2), (0.8, -0.5), (0.8, 0.05), (0.0, 0.75), (-0.8, 0.05)]
+_DROP_TIP = [(-0.56, 0.08), (0.56, 0.08), (0.0, -0.95)]
+
+
+def _disc(u, v, cx, cy, r):
+    return (u - cx) ** 2 + (v - cy) ** 2 <= r * r
+
+
+def _semicircle(u, v):
+    return (u * u + v * v <= 1.0) & (v >= -0.1)
+
+
+def _teardrop(u, v):
+    return _disc(u, v, 0.0, 0.3, 0.6) | _polygon_inside(u, v, _DROP_TIP)
+
+
+def _trefoil(u, v):
+    centres = [(0.5 * math.cos(a), 0.5 * math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+    return np.logical_or.reduce([_disc(u, v, cx, cy, 0.45) for cx, cy in centres])
+
+
+def _bar(u, v):
+    return (np.abs(u) <= 0.9) & (np.abs(v) <= 0.2)
+
+
+def _zigzag(px, py, period):
+    offset = period * 0.6 * np.abs(np.mod(px / period, 2.0) - 1.0)
+    return np.mod(py + offset, period) < period / 2
+
+
+def _grid(px, py, period):
+    return (np.mod(px, period) < period * 0.3) | (np.mod(py, period) < period * 0.3)
+
+
+def _waves(px, py, period):
+    return np.mod(py + 0.35 * period * np.sin(2 * math.pi * px / (1.5 * period)), period) < period / 2
+
+
+PARTS_SHAPES2: tuple[Part, ...] = (
+    Part(1, "magenta hexagon", "shape", (225, 40, 200), 30.0),
+    Part(2, "lime arrow", "shape", (160, 230, 40), 20.0),
+    Part(3, "navy pentagon", "shape", (25, 35, 130), 15.0),
+    Part(4, "teal semicircle", "shape", (0, 140, 140), 20.0),
+    Part(5, "maroon trapezoid", "shape", (130, 20, 45), 15.0),
+    Part(6, "gold bowtie", "shape", (215, 170, 40), 15.0),
+    Part(7, "olive chevron", "shape", (120, 125, 30), 15.0),
+    Part(8, "salmon teardrop", "shape", (245, 140, 115), 20.0),
+    Part(9, "zigzag patch", "texture", (150, 20, 20), 15.0, period=5.5),
+    Part(10, "grid patch", "texture", (20, 40, 140), 15.0, period=6.0),
+    Part(11, "wavy patch", "texture", (20, 110, 40), 15.0, period=5.0),
+    Part(12, "ivory trefoil", "shape", (245, 240, 215), 30.0),
+    Part(13, "black bar", "shape", (30, 30, 30), 90.0),
+)
+_SHAPES.update({
+    "magenta hexagon": lambda u, v: _polygon_inside(u, v, _HEXAGON),
+    "lime arrow": lambda u, v: _polygon_inside(u, v, _ARROW),
+    "navy pentagon": lambda u, v: _polygon_inside(u, v, _PENTAGON),
+    "teal semicircle": _semicircle,
+    "maroon trapezoid": lambda u, v: _polygon_inside(u, v, _TRAPEZOID),
+    "gold bowtie": lambda u, v: _polygon_inside(u, v, _BOWTIE),
+    "olive chevron": lambda u, v: _polygon_inside(u, v, _CHEVRON),
+    "salmon teardrop": _teardrop,
+    "zigzag patch": _patch,
+    "grid patch": _patch,
+    "wavy patch": _patch,
+    "ivory trefoil": _trefoil,
+    "black bar": _bar,
+})
+_TEXTURES.update({"zigzag patch": _zigzag, "grid patch": _grid, "wavy patch": _waves})
+
+
+# -- object-like composite parts ("objects"): several coloured pieces drawn as one part -----------
+# A painter lists (inside, colour) layers, later layers on top; the part is the union of the layers,
+# so its mask covers the whole object while its look is made of pieces a network (and CLIP) can
+# also find in other objects (a black wheel, a red cap, a white face).
+Painter = Callable[[np.ndarray, np.ndarray], list[tuple[np.ndarray, tuple[int, int, int]]]]
+
+
+def _box_in(u, v, u0, u1, v0, v1):
+    return (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
+
+
+def _house(u, v):  # v grows downwards (image rows)
+    return [(_box_in(u, v, -0.55, 0.55, -0.05, 0.7), (200, 60, 50)),
+            (_polygon_inside(u, v, [(-0.75, -0.02), (0.75, -0.02), (0.0, -0.72)]), (90, 50, 30)),
+            (_box_in(u, v, -0.15, 0.15, 0.35, 0.7), (60, 40, 20)),
+            (_box_in(u, v, 0.22, 0.42, 0.1, 0.3), (250, 230, 120))]
+
+
+def _tree(u, v):
+    return [(_box_in(u, v, -0.14, 0.14, 0.2, 0.95), (110, 70, 30)), (_disc(u, v, 0.0, -0.25, 0.65), (40, 150, 50))]
+
+
+def _car(u, v):
+    return [(_polygon_inside(u, v, [(-0.45, -0.08), (0.45, -0.08), (0.3, -0.45), (-0.3, -0.45)]), (150, 200, 240)),
+            (_box_in(u, v, -0.85, 0.85, -0.1, 0.35), (40, 90, 210)),
+            (_disc(u, v, -0.5, 0.4, 0.2) | _disc(u, v, 0.5, 0.4, 0.2), (25, 25, 25))]
+
+
+def _boat(u, v):
+    return [(_polygon_inside(u, v, [(-0.9, 0.3), (0.9, 0.3), (0.55, 0.7), (-0.55, 0.7)]), (120, 70, 35)),
+            (_box_in(u, v, -0.05, 0.05, -0.85, 0.3), (50, 40, 30)),
+            (_polygon_inside(u, v, [(0.08, -0.8), (0.08, 0.2), (0.7, 0.2)]), (245, 245, 240))]
+
+
+def _flower(u, v):
+    petals = np.logical_or.reduce([_disc(u, v, 0.6 * math.cos(a), 0.6 * math.sin(a), 0.32)
+                                   for a in np.linspace(0, 2 * math.pi, 5, endpoint=False) - math.pi / 2])
+    return [(petals, (240, 110, 170)), (_disc(u, v, 0.0, 0.0, 0.3), (250, 210, 40))]
+
+
+def _fish(u, v):
+    return [(_polygon_inside(u, v, [(-0.35, 0.0), (-0.9, -0.4), (-0.9, 0.4)]), (220, 100, 20)),
+            (((u - 0.15) / 0.6) ** 2 + (v / 0.4) ** 2 <= 1.0, (245, 140, 30)),
+            (_disc(u, v, 0.45, -0.1, 0.08), (20, 20, 20))]
+
+
+def _umbrella(u, v):
+    hook = _disc(u, v, -0.15, 0.7, 0.2) & ~_disc(u, v, -0.15, 0.7, 0.1) & (v >= 0.7)
+    return [((u * u + v * v <= 0.85**2) & (v <= 0.0), (130, 50, 180)), (_box_in(u, v, -0.05, 0.05, 0.0, 0.7) | hook, (20, 20, 20))]
+
+
+def _rocket(u, v):
+    fins = (_polygon_inside(u, v, [(-0.25, 0.2), (-0.25, 0.6), (-0.55, 0.75)])
+            | _polygon_inside(u, v, [(0.25, 0.2), (0.25, 0.6), (0.55, 0.75)]))
+    return [(_box_in(u, v, -0.25, 0.25, -0.45, 0.6), (190, 190, 200)),
+            (_polygon_inside(u, v, [(-0.25, -0.45), (0.25, -0.45), (0.0, -0.95)]) | fins, (210, 40, 40)),
+            (_disc(u, v, 0.0, -0.1, 0.11), (60, 200, 230))]
+
+
+def _mushroom(u, v):
+    dots = _disc(u, v, -0.4, -0.25, 0.1) | _disc(u, v, 0.1, -0.45, 0.1) | _disc(u, v, 0.45, -0.2, 0.1)
+    return [(_box_in(u, v, -0.22, 0.22, -0.05, 0.8), (235, 225, 200)),
+            (((u / 0.85) ** 2 + ((v + 0.05) / 0.7) ** 2 <= 1.0) & (v <= 0.0), (210, 40, 40)),
+            (dots & (v <= 0.0), (250, 250, 250))]
+
+
+def _sun(u, v):
+    r = np.sqrt(u * u + v * v)
+    angle = np.mod(np.arctan2(v, u), math.pi / 4)
+    rays = (r >= 0.55) & (r <= 0.95) & (np.minimum(angle, math.pi / 4 - angle) * r <= 0.09)
+    return [(rays, (245, 150, 30)), (r <= 0.45, (250, 215, 40))]
+
+
+def _key(u, v):
+    ring = _disc(u, v, -0.5, 0.0, 0.42) & ~_disc(u, v, -0.5, 0.0, 0.2)
+    shaft = _box_in(u, v, -0.1, 0.9, -0.09, 0.09)
+    teeth = _box_in(u, v, 0.5, 0.62, 0.0, 0.3) | _box_in(u, v, 0.72, 0.84, 0.0, 0.3)
+    return [(ring | shaft | teeth, (220, 180, 40))]
+
+
+def _clock(u, v):
+    hands = _box_in(u, v, -0.05, 0.05, -0.55, 0.0) | _box_in(u, v, 0.0, 0.45, -0.05, 0.05)
+    return [(_disc(u, v, 0.0, 0.0, 0.95), (40, 40, 40)), (_disc(u, v, 0.0, 0.0, 0.8), (245, 245, 245)), (hands, (20, 20, 20))]
+
+
+def _cloud(u, v):
+    return [(_disc(u, v, -0.4, 0.1, 0.4) | _disc(u, v, 0.1, -0.1, 0.5) | _disc(u, v, 0.5, 0.15, 0.38), (235, 240, 245))]
+
+
+_PAINTERS: dict[str, Painter] = {
+    "house": _house, "tree": _tree, "car": _car, "boat": _boat, "flower": _flower, "fish": _fish, "umbrella": _umbrella,
+    "rocket": _rocket, "mushroom": _mushroom, "sun": _sun, "key": _key, "clock": _clock, "cloud": _cloud,
+}
+PARTS_OBJECTS: tuple[Part, ...] = tuple(
+    Part(i + 1, name, "object", colour, rot)
+    for i, (name, colour, rot) in enumerate((
+        ("house", (200, 60, 50), 10.0), ("tree", (40, 150, 50), 10.0), ("car", (40, 90, 210), 10.0), ("boat", (120, 70, 35), 10.0),
+        ("flower", (240, 110, 170), 30.0), ("fish", (245, 140, 30), 15.0), ("umbrella", (130, 50, 180), 15.0),
+        ("rocket", (190, 190, 200), 15.0), ("mushroom", (210, 40, 40), 10.0), ("sun", (250, 215, 40), 20.0),
+        ("key", (220, 180, 40), 30.0), ("clock", (245, 245, 245), 20.0), ("cloud", (235, 240, 245), 10.0),
+    ))
+)
+
+#: Every part set by name, distractor last in each.
+PART_SETS: dict[str, tuple[Part, ...]] = {"standard": PARTS, "shapes2": PARTS_SHAPES2, "objects": PARTS_OBJECTS}
+_ALL_PARTS: dict[str, Part] = {}
+for _set in PART_SETS.values():
+    for _part in _set:
+        assert _ALL_PARTS.setdefault(_part.name, _part) is _part, f"part name {_part.name!r} is used by two part sets"
+
+
 def part_by_name(name: str) -> Part:
-    for part in PARTS:
-        if part.name == name:
-            return part
-    raise KeyError(f"no part {name!r}; parts are {[p.name for p in PARTS]}")
+    """The part of that name, in any part set."""
+    part = _ALL_PARTS.get(name)
+    if part is None:
+        raise KeyError(f"no part {name!r}; parts are {list(_ALL_PARTS)}")
+    return part
 
 
 @dataclass(frozen=True)
@@ -218,15 +408,18 @@ def draw_part(image: np.ndarray, mask: np.ndarray, placement: Placement) -> None
     c, s = math.cos(theta), math.sin(theta)
     px, py = c * dx + s * dy, -s * dx + c * dy  # rotated, still in pixels
     radius = placement.size / 2
-    inside = _SHAPES[part.name](px / radius, py / radius)
-
-    colour = np.empty(inside.shape + (3,), dtype=np.float64)
-    if part.name in _TEXTURES:
+    if part.name in _PAINTERS:
+        inside, colour = _paint(_PAINTERS[part.name](px / radius, py / radius), part, placement)
+    elif part.name in _TEXTURES:
+        inside = _SHAPES[part.name](px / radius, py / radius)
+        colour = np.empty(inside.shape + (3,), dtype=np.float64)
         period = part.period * placement.texture_scale
         dark = _TEXTURES[part.name](px + placement.phase[0], py + placement.phase[1], period)
         colour[:] = _LIGHT
         colour[dark] = np.asarray(placement.color, dtype=np.float64)
     else:
+        inside = _SHAPES[part.name](px / radius, py / radius)
+        colour = np.empty(inside.shape + (3,), dtype=np.float64)
         colour[:] = np.asarray(placement.color, dtype=np.float64)
 
     h, w = y1 - y0, x1 - x0
@@ -237,3 +430,14 @@ def draw_part(image: np.ndarray, mask: np.ndarray, placement: Placement) -> None
     region *= 1.0 - alpha[..., None]
     region += premultiplied
     mask[y0:y1, x0:x1][alpha >= 0.5] = part.id
+
+
+def _paint(layers, part: Part, placement: Placement) -> tuple[np.ndarray, np.ndarray]:
+    """Union and colours of a composite part's layers; the placement's colour jitter shifts every piece alike."""
+    shift = np.asarray(placement.color, dtype=np.float64) - np.asarray(part.color, dtype=np.float64)
+    inside = np.zeros(layers[0][0].shape, dtype=bool)
+    colour = np.zeros(inside.shape + (3,), dtype=np.float64)
+    for layer, rgb in layers:
+        colour[layer] = np.clip(np.asarray(rgb, dtype=np.float64) + shift, 0, 255)
+        inside |= layer
+    return inside, colour

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurflow.world.parts import DISTRACTOR, Placement, draw_part, part_by_name
+from neurflow.world.parts import Placement, draw_part, part_by_name
 from neurflow.world.spec import ClassDef, WorldConfig
 
 #: The side, in pixels, of the centre square at which the texture periods of parts.py are tuned.
@@ -50,11 +50,12 @@ def _place(rng: np.random.Generator, config: WorldConfig, parts: list[str]) -> l
     """Non-overlapping placements fully inside the centre square; shrinks the parts if crowded."""
     ox, oy, side = centre_square(*config.image_size)
     scale = side / REFERENCE_SIDE
+    distractor = config.variant_def.distractor
     shrink = 1.0
     while True:
         placed: list[Placement] = []
         for name in parts:
-            lo, hi = config.distractor_size if name == DISTRACTOR else config.part_size
+            lo, hi = config.distractor_size if name == distractor else config.part_size
             size = rng.uniform(lo, hi) * side * shrink
             r = size / 2
             for _ in range(_MAX_TRIES):
@@ -87,15 +88,41 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     return base[None, None, :] + (amplitude * ramp)[..., None]
 
 
+def _clutter(rng: np.random.Generator, image: np.ndarray, side: float) -> None:
+    """Small opaque blobs, bars and strokes of random colours all over the image (background in the
+    mask): at most a third of the smallest part's size, so no clutter item reads as a part, yet the
+    colours of the parts turn up everywhere."""
+    height, width = image.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    unit = side / REFERENCE_SIDE
+    for _ in range(int(rng.integers(25, 45))):
+        colour = rng.uniform(0, 255, 3)
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        length = rng.uniform(3, 8) * unit
+        kind = rng.integers(3)
+        if kind == 0:  # blob
+            inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= (length / 2) ** 2
+        else:  # bar (kind 1) or thin stroke (kind 2), at a random angle
+            angle = rng.uniform(0, math.pi)
+            along = (xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)
+            across = -(xs - cx) * math.sin(angle) + (ys - cy) * math.cos(angle)
+            thickness = (length / 3 if kind == 1 else 0.8 * unit)
+            inside = (np.abs(along) <= length / 2 * (1 + kind)) & (np.abs(across) <= thickness / 2)
+        image[inside] = colour
+
+
 def render_scene(config: WorldConfig, cls: ClassDef, split: str, number: int) -> Scene:
     """Draw image ``number`` of class ``cls`` in ``split``."""
     rng = image_rng(config, split, cls.index, number)
     width, height = config.image_size
     image = _background(rng, width, height)
+    variant = config.variant_def
+    if variant.clutter:
+        _clutter(rng, image, centre_square(width, height)[2])
     mask = np.zeros((height, width), dtype=np.uint8)
     parts = [cls.parts[i] for i in rng.permutation(len(cls.parts))]
     if rng.random() < config.distractor_prob:
-        parts.append(DISTRACTOR)
+        parts.append(variant.distractor)
     placements = _place(rng, config, parts)
     for placement in placements:
         draw_part(image, mask, placement)

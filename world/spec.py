@@ -1,5 +1,5 @@
-"""What a world is: its classes (combinations of parts) and the knobs that make one world differ
-from another (seed, image size, images per split, part sizes, distractor probability).
+"""What a world is: its variant (part set, classes, background), and the knobs that make one world
+differ from another (seed, image size, images per split, part sizes, distractor probability).
 
 The classes are the vertices of a cube and the parts its twelve edges. So every class holds three
 parts, every part belongs to exactly two classes, and two classes share at most one part: no single
@@ -8,6 +8,16 @@ to detect several parts, which is what NeurFlow should then find in its circuit.
 
 The distractor part belongs to no class; it appears in a fraction of all images so that a good
 network learns to ignore it.
+
+Variants (``WorldConfig.variant``) change what matters for labeling while keeping the same layout on
+disk, so every tool reads them alike (see :data:`VARIANTS`):
+
+* ``standard``: the thirteen parts of :data:`neurflow.world.parts.PARTS`, cube classes;
+* ``shapes2``: a second part set, other outlines, colours and coloured textures, cube classes;
+* ``objects``: object-like composite parts (a house, a car, a clock...), cube classes;
+* ``cluttered``: the standard parts and classes on backgrounds full of small coloured clutter;
+* ``uneven``: the standard parts in classes of two to four parts that share them unevenly (the red
+  circle is in five classes, the white crescent in two, the blue square's classes share nothing else).
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from neurflow.world.parts import DISTRACTOR, PARTS, part_by_name
+from neurflow.world.parts import PART_SETS, Part, part_by_name
 
 #: Bump when the drawing of images changes, so that cached worlds and models are rebuilt.
 WORLD_VERSION = 1
@@ -44,23 +54,68 @@ class ClassDef:
                 "part_ids": [part_by_name(p).id for p in self.parts]}
 
 
-def _cube_classes() -> tuple[ClassDef, ...]:
+def _class(index: int, parts: tuple[str, ...]) -> ClassDef:
+    return ClassDef(index, f"class_{index}_" + "_".join(part_by_name(p).slug for p in parts), parts)
+
+
+def _cube_classes(groups: tuple[tuple[str, ...], ...] = _GROUPS) -> tuple[ClassDef, ...]:
     classes = []
     for v in range(8):
         b = [(v >> k) & 1 for k in range(3)]
         parts = (
-            _GROUPS[0][b[1] + 2 * b[2]],
-            _GROUPS[1][b[0] + 2 * b[2]],
-            _GROUPS[2][b[0] + 2 * b[1]],
+            groups[0][b[1] + 2 * b[2]],
+            groups[1][b[0] + 2 * b[2]],
+            groups[2][b[0] + 2 * b[1]],
         )
-        name = f"class_{v}_" + "_".join(part_by_name(p).slug for p in parts)
-        classes.append(ClassDef(v, name, parts))
+        classes.append(_class(v, parts))
     return tuple(classes)
 
 
 #: The eight classes, e.g. ``class_0_redcircle_orangering_stripedpatch``. Names start with the
 #: class index, so sorted folder order is class order.
 CLASSES: tuple[ClassDef, ...] = _cube_classes()
+
+# Uneven sharing: no class's parts are a subset of another's, so every class stays identifiable,
+# but one part is in five classes and the others in one to three.
+_UNEVEN: tuple[tuple[str, ...], ...] = (
+    ("red circle", "blue square"),
+    ("red circle", "green triangle", "striped patch"),
+    ("red circle", "yellow star", "checkered patch"),
+    ("red circle", "orange ring", "purple diamond", "dotted patch"),
+    ("red circle", "cyan cross", "pink heart"),
+    ("blue square", "green triangle", "white crescent"),
+    ("yellow star", "orange ring", "white crescent", "striped patch"),
+    ("cyan cross", "purple diamond", "checkered patch"),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a world variant draws: its part set (distractor last), its classes, its background."""
+
+    name: str
+    parts: tuple[Part, ...]
+    classes: tuple[ClassDef, ...]
+    clutter: bool = False  # small coloured shapes and strokes all over the background (mask: background)
+
+    @property
+    def distractor(self) -> str:
+        return self.parts[-1].name
+
+
+def _set_groups(parts: tuple[Part, ...]) -> tuple[tuple[str, ...], ...]:
+    names = [p.name for p in parts[:12]]
+    return tuple(tuple(names[4 * g: 4 * g + 4]) for g in range(3))
+
+
+#: Every world variant by name (see the module docstring).
+VARIANTS: dict[str, Variant] = {
+    "standard": Variant("standard", PART_SETS["standard"], CLASSES),
+    "shapes2": Variant("shapes2", PART_SETS["shapes2"], _cube_classes(_set_groups(PART_SETS["shapes2"]))),
+    "objects": Variant("objects", PART_SETS["objects"], _cube_classes(_set_groups(PART_SETS["objects"]))),
+    "cluttered": Variant("cluttered", PART_SETS["standard"], CLASSES, clutter=True),
+    "uneven": Variant("uneven", PART_SETS["standard"], tuple(_class(i, p) for i, p in enumerate(_UNEVEN))),
+}
 
 
 def _default_splits() -> dict[str, int]:
@@ -86,8 +141,11 @@ class WorldConfig:
     distractor_prob: float = 0.25
     distractor_size: tuple[float, float] = (0.2, 0.28)
     noise: float = 8.0  # std of the per-pixel Gaussian noise, 8-bit levels
+    variant: str = "standard"  # a key of VARIANTS
 
     def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown world variant {self.variant!r}; choose from {list(VARIANTS)}")
         w, h = self.image_size
         if min(w, h) < 24:
             raise ValueError(f"image_size {self.image_size} is too small; each side must be >= 24 px")
@@ -98,11 +156,19 @@ class WorldConfig:
                 raise ValueError(f"invalid split name {name!r}")
 
     @property
+    def variant_def(self) -> Variant:
+        return VARIANTS[self.variant]
+
+    @property
     def classes(self) -> tuple[ClassDef, ...]:
-        return CLASSES
+        return self.variant_def.classes
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        if self.variant == "standard":
+            # Absent for the standard world, so its world.json and cache key are those of the
+            # worlds generated before variants existed (their caches stay valid).
+            del out["variant"]
         out["image_size"] = list(self.image_size)
         out["part_size"] = list(self.part_size)
         out["distractor_size"] = list(self.distractor_size)
@@ -118,6 +184,7 @@ class WorldConfig:
             distractor_prob=float(data["distractor_prob"]),
             distractor_size=tuple(data["distractor_size"]),
             noise=float(data["noise"]),
+            variant=str(data.get("variant", "standard")),
         )
 
     def key(self) -> str:
@@ -128,14 +195,15 @@ class WorldConfig:
 
 def world_document(config: WorldConfig) -> dict[str, Any]:
     """The content of ``world.json``."""
+    variant = config.variant_def
     return {
         "schema": SCHEMA_VERSION,
         "world_version": WORLD_VERSION,
         "seed": config.seed,
         "image_size": list(config.image_size),
         "background": 0,
-        "parts": [{"id": p.id, "name": p.name, "kind": p.kind} for p in PARTS],
-        "distractor": DISTRACTOR,
+        "parts": [{"id": p.id, "name": p.name, "kind": p.kind} for p in variant.parts],
+        "distractor": variant.distractor,
         "classes": [c.to_json() for c in config.classes],
         "splits": {name: {"per_class": n, "images": n * len(config.classes)} for name, n in config.splits.items()},
         "config": config.to_json(),
