@@ -18,7 +18,9 @@ is linear in it, ``conv(alpha_k z) = alpha_k conv_nobias(z) + b``, so it runs on
 instead of on the P * steps interpolated rows, and its input gradient is one transposed convolution
 of the weighted sum over the steps, ``W^T (sum_k w_k g_k)``, instead of one per step. The
 interpolated rows are made by :func:`interpolate`, whose backward is that weighted sum; the patched
-convolutions recognise its output while an :func:`interpolation` scope is open.
+convolutions recognise its output while an :func:`interpolation` scope is open, and only as long as
+no in-place op has modified it (its ``_version`` counter is unchanged); the interpolated rows are
+fresh tensors, never views, so such in-place ops are allowed.
 
 Parameters receive no gradient while the shortcuts are on: the engine differentiates activations only.
 The switch patches module instances (their ``forward``); a second, nested or concurrent switch on the
@@ -45,13 +47,20 @@ class _Interpolate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(weights)
-        expand = (-1,) + (1,) * z.dim()
-        return (alphas.view(expand) * z.unsqueeze(0)).reshape(len(alphas) * len(z), *z.shape[1:])
+        return _scaled_rows(alphas, z)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (weights,) = ctx.saved_tensors
         return _quadrature(weights, g), None, None
+
+
+def _scaled_rows(alphas: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """``alpha_k * base`` stacked step-major, written into a fresh tensor: a custom Function's output
+    that is a view cannot be modified in place (``ReLU(inplace=True)`` right after the lower layer)."""
+    out = base.new_empty((len(alphas) * len(base), *base.shape[1:]))
+    torch.mul(alphas.view((-1,) + (1,) * base.dim()), base.unsqueeze(0), out=out.view(len(alphas), *base.shape))
+    return out
 
 
 def _quadrature(weights: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -69,6 +78,7 @@ def interpolate(z: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor) ->
 @dataclass
 class _Interpolation:
     rows: torch.Tensor  # the output of interpolate()
+    version: int  # rows._version when the scope opened: an in-place op since then changed rows
     z: torch.Tensor
     alphas: torch.Tensor
     weights: torch.Tensor
@@ -81,7 +91,7 @@ _local = threading.local()
 def interpolation(rows: torch.Tensor, z: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor) -> Iterator[None]:
     """While open, patched convolutions that read ``rows`` compute from ``z`` instead (see above)."""
     previous = getattr(_local, "current", None)
-    _local.current = _Interpolation(rows, z, alphas, weights)
+    _local.current = _Interpolation(rows, rows._version, z, alphas, weights)
     try:
         yield
     finally:
@@ -150,10 +160,9 @@ class _InterpolatedConv2d(torch.autograd.Function):
         ctx.conv = conv
         ctx.z_shape = z.shape
         ctx.save_for_backward(weights)
-        base = conv._conv_forward(z, conv.weight, None)
-        out = (alphas.view(-1, 1, 1, 1, 1) * base.unsqueeze(0)).reshape(len(alphas) * len(z), *base.shape[1:])
+        out = _scaled_rows(alphas, conv._conv_forward(z, conv.weight, None))
         if conv.bias is not None:
-            out = out + conv.bias.detach().view(1, -1, 1, 1)
+            out += conv.bias.detach().view(1, -1, 1, 1)
         return out
 
     @staticmethod
@@ -165,7 +174,9 @@ class _InterpolatedConv2d(torch.autograd.Function):
 def _patched_forward(conv: nn.Conv2d):
     def forward(x: torch.Tensor) -> torch.Tensor:
         current = getattr(_local, "current", None)
-        if current is not None and x is current.rows:
+        # rows modified in place (a ReLU(inplace=True) between the lower layer and this convolution)
+        # are no longer alpha_k * z: then the convolution must read them as they are
+        if current is not None and x is current.rows and x._version == current.version:
             return _InterpolatedConv2d.apply(current.z, conv, current.alphas, current.weights)
         return _InputGradConv2d.apply(x, conv)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .block_gradients import interpolate, interpolation
-from .layer_access import Block, channel_mean, readout
+from .layer_access import Block, channel_mean, check_eval_mode, readout
 
 
 def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,8 +41,10 @@ def multi_target_ig(
 
     Returns ``out[p][k]``: the attribution of patch p for neuron ``targets[p][k]``, reduced to
     per-channel means (C_lower,) when ``reduce`` else the full map. ``x`` (the patches' pixels) is
-    needed only by blocks that re-run the model (``block.needs_input``).
+    needed only by blocks that re-run the model (``block.needs_input``). The model must be in eval
+    mode: rows of a batch are treated as independent inputs.
     """
+    check_eval_mode(block.source)
     alphas, weights = gauss_legendre(steps)
     alphas = alphas.to(dtype=z.dtype, device=z.device)
     weights = weights.to(dtype=z.dtype, device=z.device)

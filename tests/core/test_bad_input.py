@@ -11,12 +11,14 @@ from torch import nn
 
 from neurflow.core.engine import FewPatchesWarning, NeurFlow
 from neurflow.core.jobspec import parse_jobspec
+from neurflow.core.params import FAST_PRESET, EngineParams
 from neurflow.core.model_intake import load_model
 
 
-def test_unknown_layer_lists_valid_names(tiny_resnet, random_images):
-    with pytest.raises(ValueError, match=r"unknown layer name\(s\) \['layer9'\]; valid names are: .*layer4\.1"):
-        NeurFlow(["fc", "layer9"]).fit(tiny_resnet, random_images, 0)
+def test_unknown_layer_suggests_close_names(tiny_resnet, random_images):
+    with pytest.raises(ValueError, match=r"unknown layer name 'layer4.l'; did you mean 'layer4.1', 'layer4.0'") as err:
+        NeurFlow(["fc", "layer4.l"]).fit(tiny_resnet, random_images, 0)
+    assert "layer1.0.conv1" not in str(err.value)  # close names only, never the whole list
 
 
 def test_layers_in_wrong_order(tiny_resnet, random_images):
@@ -39,7 +41,7 @@ def test_fewer_patches_than_top_n_warns_and_uses_all(planted):
     x = torch.rand(3, 3, 8, 8)
     with pytest.warns(FewPatchesWarning, match="only 3 patches for top_n=50"):
         circuit = NeurFlow(["fc", "up", "low"], tau=2, top_n=50, granularities=(1.0,), select="all",
-                           ig_steps=2).fit(planted, x, 0)
+                           ig_steps=2).fit(planted, x, 0).circuit_
     assert sum(c.size for c in circuit.layers[0].neurons[0].concepts) == 3
 
 
@@ -118,9 +120,10 @@ def test_timm_names_build():
 def test_job_spec_rejects_unknown_keys_and_bad_values():
     base = ('{"model": {"arch": "resnet18", "weights": "w.safetensors", "num_classes": 3, "input_size": 32},'
             ' "data": {"images": "d", "target_class": 0}, "engine": {"layers": ["fc", "layer4.1"]%s}}')
-    assert parse_jobspec(base % "").engine.engine_kwargs() == {"layers": ["fc", "layer4.1"]}
-    assert parse_jobspec(base % ', "preset": "fast", "ig_steps": 20').engine.engine_kwargs()["ig_steps"] == 20
-    assert parse_jobspec(base % ', "preset": "fast"').engine.engine_kwargs()["ig_steps"] < 50
+    assert parse_jobspec(base % "").engine == EngineParams(layers=["fc", "layer4.1"])
+    assert parse_jobspec(base % ', "preset": "fast", "ig_steps": 20').engine.resolved().ig_steps == 20
+    fast = parse_jobspec(base % ', "preset": "fast"').engine.resolved()
+    assert (fast.ig_steps, fast.batch_size) == (FAST_PRESET["ig_steps"], FAST_PRESET["batch_size"]) != (50, 8)
     with pytest.raises(ValueError, match=r"unknown field `taux` - at `\$.engine`"):
         parse_jobspec(base % ', "taux": 3')
     with pytest.raises(ValueError, match=r"Expected `int` >= 1 - at `\$.engine.tau`"):
@@ -129,12 +132,21 @@ def test_job_spec_rejects_unknown_keys_and_bad_values():
         parse_jobspec(b"{")
 
 
-def test_bad_engine_parameters():
-    with pytest.raises(ValueError, match="select must be 'predicted' or 'all'"):
-        NeurFlow(["fc", "x"], select="some")
-    with pytest.raises(ValueError, match="granularities must be fractions"):
-        NeurFlow(["fc", "x"], granularities=(1.5,))
-    with pytest.raises(ValueError, match="at least two names"):
-        NeurFlow(["fc"])
+def test_bad_engine_parameters(planted):
+    """The constructor stores anything (scikit-learn's contract); fit names the parameter and what it is."""
+    x = torch.rand(2, 3, 8, 8)
+    for kwargs, message in (
+        (dict(select="some"), r"parameter select: Invalid enum value 'some' - at `\$.select` \(select: predicted: "),
+        (dict(granularities=(1.5,)), r"parameter granularities: Expected `float` <= 1.0 - at `\$.granularities\[0\]`"),
+        (dict(tau=0), r"parameter tau: Expected `int` >= 1 - at `\$.tau` \(tau: Core neurons kept"),
+        (dict(n_groups={"up": 0}), r"parameter n_groups: .* - at `\$.n_groups"),
+    ):
+        engine = NeurFlow(["fc", "up", "low"], **kwargs)
+        with pytest.raises(ValueError, match=message):
+            engine.fit(planted, x, 0)
+    with pytest.raises(ValueError, match=r"parameter layers: Expected `array` of length >= 2"):
+        NeurFlow(["fc"]).fit(planted, x, 0)
+    with pytest.raises(TypeError, match="taux"):
+        NeurFlow(["fc", "up"], taux=3)  # a misspelt name fails at once, as with any Python signature
     with pytest.raises(ValueError, match="inside layer"):
         NeurFlow(["layer4", "layer4.1"]).fit(torchvision.models.resnet18(num_classes=2).eval(), torch.rand(1, 3, 32, 32), 0)

@@ -59,7 +59,7 @@ def test_run_reports_bad_spec_in_one_line(tmp_path):
     spec["engine"]["layers"] = ["fc", "layer44"]
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     result = neurflow("run", str(tmp_path / "spec.json"), "--out", str(tmp_path / "out"))
-    assert result.returncode == 2 and "unknown layer name(s) ['layer44']; valid names are" in result.stderr
+    assert result.returncode == 2 and "unknown layer name 'layer44'; did you mean 'layer4'" in result.stderr
 
 
 def test_layers_lists_names_and_shapes():

@@ -78,7 +78,7 @@ def test_linear_1x1_block_closed_form():
     W_ic * mean_hw(z_c) / (H W)."""
     torch.manual_seed(0)
     conv = nn.Conv2d(5, 4, 1)
-    model = nn.Sequential(nn.Identity(), conv)
+    model = nn.Sequential(nn.Identity(), conv).eval()
     access = LayerAccess(model, ["1", "0"])
     z = torch.randn(3, 5, 6, 7)
     scores = multi_target_ig(access.block("0", "1"), z, [[2]] * 3, steps=4)
@@ -88,7 +88,7 @@ def test_linear_1x1_block_closed_form():
 
 def test_completeness_with_relu():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Identity(), nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 1)))
+    model = nn.Sequential(nn.Identity(), nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 1))).eval()
     access = LayerAccess(model, ["1", "0"])
     z = torch.randn(4, 4, 5, 5)
     block = access.block("0", "1")
