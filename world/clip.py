@@ -1,8 +1,10 @@
 """A small CLIP for the synthetic world, trained on this machine, so labeling runs offline.
 
 No pretrained CLIP can be downloaded here, so the demo and the tests label circuits with an open_clip
-model of a custom architecture (``WORLD_CLIP_CONFIG``, ~3.6 M parameters, most of them the token
-embedding) trained from scratch on the world's ``train`` split:
+model of a custom architecture trained from scratch on the world's ``train`` split, with a ViT image
+tower (``WORLD_CLIP_CONFIG``, ~3.6 M parameters, most of them the token embedding; the default) or a
+ResNet one (``WORLD_CLIP_RESNET_CONFIG``, ``TrainConfig(arch="resnet")``), so that labels can be
+checked with a CLIP of another architecture than the one they were tuned with:
 
 * **part crops**: the bounding box of each part's mask, enlarged by a random margin (1.0x-2.4x) and
   shifted, so the crops look like the 1/4- and 1/2-granularity patches NeurFlow cuts; caption
@@ -51,6 +53,21 @@ WORLD_CLIP_CONFIG: dict[str, Any] = {
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 
+#: The ResNet image tower (open_clip's ModifiedResNet: ``layers`` is a list) with the same text
+#: tower: one bottleneck block per stage at base width 16 (512 channels into the attention pool),
+#: on 64 px crops (the tower downsamples 32x, so the pool sees a 2x2 grid plus its mean token).
+WORLD_CLIP_RESNET_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+    "text_cfg": WORLD_CLIP_CONFIG["text_cfg"],
+}
+
+#: Image tower -> (open_clip model name, model config).
+ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vit": (MODEL_NAME, WORLD_CLIP_CONFIG),
+    "resnet": (f"{MODEL_NAME}-rn", WORLD_CLIP_RESNET_CONFIG),
+}
+
 WORLD_TEMPLATES = ("a photo of a {}.", "a {}.", "a crop showing a {}.", "a close-up of a {}.", "{}")
 BACKGROUND = "plain background"
 
@@ -64,9 +81,25 @@ class TrainConfig:
     seed: int = 0
     random_crop_share: float = 0.35  # share of each batch that are random crops, not part crops
     threads: int = 1  # one thread: on a shared, busy CPU more threads are slower, not faster
+    arch: str = "vit"  # image tower, a key of ARCHS
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown world-CLIP image tower {self.arch!r}; choose from {list(ARCHS)}")
+
+    @property
+    def model_name(self) -> str:
+        return ARCHS[self.arch][0]
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return ARCHS[self.arch][1]
 
     def key(self) -> str:
-        payload = json.dumps({"cfg": WORLD_CLIP_CONFIG, "train": asdict(self), "templates": WORLD_TEMPLATES}, sort_keys=True)
+        train = asdict(self)
+        if self.arch == "vit":
+            del train["arch"]  # keys of ViT bundles trained before towers were selectable stay valid
+        payload = json.dumps({"cfg": self.model_config, "train": train, "templates": WORLD_TEMPLATES}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -124,10 +157,10 @@ class _WorldCrops:
         return _Sample(i, box, dominant)
 
 
-def _register() -> None:
+def _register(config: TrainConfig) -> None:
     from neurflow.labeler.clip_model import register_model_config
 
-    register_model_config(MODEL_NAME, WORLD_CLIP_CONFIG)
+    register_model_config(config.model_name, config.model_config)
 
 
 def _to_tensor(images: list[Image.Image], mean, std) -> torch.Tensor:
@@ -163,10 +196,10 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
     data = _WorldCrops(world, "train")
     if not data.part_boxes:
         raise ValueError(f"world {world_root} has no part in its train split; generate it with images")
-    _register()
-    model = open_clip.create_model(MODEL_NAME, pretrained=None)
-    tokenizer = open_clip.get_tokenizer(MODEL_NAME)
-    size = WORLD_CLIP_CONFIG["vision_cfg"]["image_size"]
+    _register(config)
+    model = open_clip.create_model(config.model_name, pretrained=None)
+    tokenizer = open_clip.get_tokenizer(config.model_name)
+    size = config.model_config["vision_cfg"]["image_size"]
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(1, config.steps // 20)
@@ -205,8 +238,8 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / BUNDLE_WEIGHTS))
     preprocess_cfg = {"size": size, "mean": list(mean), "std": list(std), "interpolation": "bicubic", "resize_mode": "shortest"}
-    (out / BUNDLE_CONFIG).write_text(json.dumps({"model_cfg": WORLD_CLIP_CONFIG, "preprocess_cfg": preprocess_cfg}, indent=1))
-    (out / f"{MODEL_NAME}.json").write_text(json.dumps(WORLD_CLIP_CONFIG, indent=1))
+    (out / BUNDLE_CONFIG).write_text(json.dumps({"model_cfg": config.model_config, "preprocess_cfg": preprocess_cfg}, indent=1))
+    (out / f"{config.model_name}.json").write_text(json.dumps(config.model_config, indent=1))
     # The labeling vocabulary: every part, and the background the run's patches share (which the
     # contrastive score must learn to discount; the baseline falls for it).
     (out / "vocabulary.txt").write_text("# the synthetic world's parts and its background\n" + "\n".join([*data.part_names, BACKGROUND]) + "\n")
@@ -226,7 +259,8 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
 def clip_spec(bundle_dir: str | Path) -> dict[str, Any]:
     """The ``labeling.clip`` section that loads a trained world CLIP (custom config + checkpoint)."""
     bundle = Path(bundle_dir)
-    return {"model": MODEL_NAME, "pretrained": str(bundle / BUNDLE_WEIGHTS), "model_config": str(bundle / f"{MODEL_NAME}.json")}
+    name = next((n for n, _ in ARCHS.values() if (bundle / f"{n}.json").is_file()), MODEL_NAME)
+    return {"model": name, "pretrained": str(bundle / BUNDLE_WEIGHTS), "model_config": str(bundle / f"{name}.json")}
 
 
 def labeling_section(bundle_dir: str | Path, **overrides: Any) -> dict[str, Any]:

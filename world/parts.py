@@ -269,7 +269,7 @@ def _house(u, v):  # v grows downwards (image rows)
 
 
 def _tree(u, v):
-    return [(_box_in(u, v, -0.14, 0.14, 0.2, 0.95), (110, 70, 30)), (_disc(u, v, 0.0, -0.25, 0.65), (40, 150, 50))]
+    return [(_box_in(u, v, -0.18, 0.18, 0.2, 0.95), (110, 70, 30)), (_disc(u, v, 0.0, -0.25, 0.65), (40, 150, 50))]
 
 
 def _car(u, v):
@@ -291,14 +291,14 @@ def _flower(u, v):
 
 
 def _fish(u, v):
-    return [(_polygon_inside(u, v, [(-0.35, 0.0), (-0.9, -0.4), (-0.9, 0.4)]), (220, 100, 20)),
+    return [(_polygon_inside(u, v, [(-0.35, 0.0), (-0.9, -0.4), (-0.9, 0.4)]), (60, 110, 200)),
             (((u - 0.15) / 0.6) ** 2 + (v / 0.4) ** 2 <= 1.0, (245, 140, 30)),
             (_disc(u, v, 0.45, -0.1, 0.08), (20, 20, 20))]
 
 
 def _umbrella(u, v):
-    hook = _disc(u, v, -0.15, 0.7, 0.2) & ~_disc(u, v, -0.15, 0.7, 0.1) & (v >= 0.7)
-    return [((u * u + v * v <= 0.85**2) & (v <= 0.0), (130, 50, 180)), (_box_in(u, v, -0.05, 0.05, 0.0, 0.7) | hook, (20, 20, 20))]
+    hook = _disc(u, v, -0.17, 0.68, 0.26) & ~_disc(u, v, -0.17, 0.68, 0.08) & (v >= 0.68)
+    return [((u * u + v * v <= 0.85**2) & (v <= 0.0), (130, 50, 180)), (_box_in(u, v, -0.09, 0.09, 0.0, 0.7) | hook, (20, 20, 20))]
 
 
 def _rocket(u, v):
@@ -327,7 +327,7 @@ def _key(u, v):
     ring = _disc(u, v, -0.5, 0.0, 0.42) & ~_disc(u, v, -0.5, 0.0, 0.2)
     shaft = _box_in(u, v, -0.1, 0.9, -0.09, 0.09)
     teeth = _box_in(u, v, 0.5, 0.62, 0.0, 0.3) | _box_in(u, v, 0.72, 0.84, 0.0, 0.3)
-    return [(ring | shaft | teeth, (220, 180, 40))]
+    return [(shaft | teeth, (220, 180, 40)), (ring, (140, 85, 30))]
 
 
 def _clock(u, v):
@@ -336,7 +336,8 @@ def _clock(u, v):
 
 
 def _cloud(u, v):
-    return [(_disc(u, v, -0.4, 0.1, 0.4) | _disc(u, v, 0.1, -0.1, 0.5) | _disc(u, v, 0.5, 0.15, 0.38), (235, 240, 245))]
+    puffs = _disc(u, v, -0.4, 0.1, 0.4) | _disc(u, v, 0.1, -0.1, 0.5) | _disc(u, v, 0.5, 0.15, 0.38)
+    return [(puffs, (235, 240, 245)), (puffs & (v >= 0.25), (150, 160, 180))]
 
 
 _PAINTERS: dict[str, Painter] = {

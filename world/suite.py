@@ -1,0 +1,141 @@
+"""The label-quality suite: several worlds, each with its own network, its own CLIP and engine circuits.
+
+A labeling method tuned on one world can fit that world's quirks (its parts, its CLIP). The suite
+holds worlds that differ in what matters for labeling (see :data:`neurflow.world.spec.VARIANTS`), each
+with a world CLIP of its own image tower (ViT or ResNet) trained only on that world, and splits them
+into *dev* worlds (methods and thresholds are chosen there) and *held-out* worlds (only reported).
+
+Everything is small, so the whole suite builds on a shared two-core CPU: 150 training and 40
+held-out images per class, a resnet18 trained for 8 epochs (152 steps), a CLIP trained for 400
+steps of 64 crops, engine circuits of two classes on the 40 held-out images. Each piece is cached
+(world, model and CLIP next to the world in the cache, circuits in the model's folder), so a second
+run only labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neurflow.core.circuit import Circuit
+from neurflow.world.spec import WorldConfig
+
+#: The engine's layers for suite circuits (the demo's: the last two stages of resnet18).
+LAYERS = ["fc", "layer4.1", "layer4.0", "layer3.1", "layer3.0"]
+
+
+@dataclass(frozen=True)
+class SuiteWorld:
+    """One world of the suite: which variant, which CLIP tower, whether methods may be tuned on it."""
+
+    name: str
+    variant: str
+    clip_arch: str  # "vit" or "resnet"
+    role: str  # "dev" or "held-out"
+    classes: tuple[int, ...] = (0, 5)  # engine circuits of these classes (0 and 5 share no part in cube worlds)
+    per_class: dict[str, int] = field(default_factory=lambda: {"train": 150, "heldout": 40})
+
+    @property
+    def config(self) -> WorldConfig:
+        return WorldConfig(splits=dict(self.per_class), variant=self.variant)
+
+    @property
+    def held_out(self) -> bool:
+        return self.role == "held-out"
+
+
+#: Dev worlds (one per image tower) come first; held-out worlds change the parts, the kind of part or
+#: how classes share them, each with a CLIP of either tower.
+SUITE: dict[str, SuiteWorld] = {w.name: w for w in (
+    SuiteWorld("standard", "standard", "vit", "dev"),
+    SuiteWorld("cluttered", "cluttered", "resnet", "dev"),
+    SuiteWorld("shapes2", "shapes2", "resnet", "held-out"),
+    SuiteWorld("objects", "objects", "vit", "held-out"),
+    SuiteWorld("uneven", "uneven", "resnet", "held-out", classes=(3, 5)),
+)}
+
+
+def model_train_config():
+    from neurflow.world.train import TrainConfig
+
+    return TrainConfig(epochs=8)
+
+
+def clip_train_config(world: SuiteWorld):
+    from neurflow.world.clip import TrainConfig
+
+    return TrainConfig(steps=400, batch_size=64, arch=world.clip_arch)
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """A built suite world: its trained network, its CLIP bundle and its engine circuits."""
+
+    world: SuiteWorld
+    model: object  # neurflow.world.train.WorldModel
+    bundle: Path
+    circuits: dict[int, Circuit]
+
+    @property
+    def images(self) -> Path:
+        return self.model.images("heldout")
+
+    @property
+    def root(self) -> Path:
+        return self.model.world_root
+
+
+def _circuits(model, world: SuiteWorld, tau: int, max_images: int, log: Callable[[str], None]) -> dict[int, Circuit]:
+    from neurflow.core.jobspec import parse_jobspec
+    from neurflow.core.pipeline import fit_spec
+
+    folder = model.directory / "circuits"
+    paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in world.classes}
+    missing = [c for c, p in paths.items() if not p.is_file()]
+    if missing:
+        log(f"{world.name}: engine circuits of classes {missing}")
+        spec = {
+            "model": model.model_spec(),
+            "data": {"images": str(model.images("heldout")), "target_class": missing, "select": "predicted", "max_images": max_images},
+            "engine": {"layers": LAYERS, "tau": tau, "top_n": 50, "preset": "fast", "seed": 0},
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        for c, circuit in fit_spec(parse_jobspec(json.dumps(spec)), Path(".")).items():
+            tmp = paths[c].with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(circuit.to_json())
+            tmp.replace(paths[c])
+    return {c: Circuit.from_json(p.read_bytes()) for c, p in paths.items()}
+
+
+def ensure_suite_world(
+    name: str, cache_dir: str | Path | None = None, *, tau: int = 8, max_images: int = 40,
+    log: Callable[[str], None] = lambda line: None,
+) -> SuiteEntry:
+    """Build (once) and return a suite world: images, network, CLIP, circuits."""
+    from neurflow.world.clip import ensure_world_clip
+    from neurflow.world.train import ensure_world_model
+
+    if name not in SUITE:
+        raise ValueError(f"unknown suite world {name!r}; choose from {list(SUITE)}")
+    world = SUITE[name]
+    log(f"{name}: world and network")
+    model = ensure_world_model(cache_dir, world.config, model_train_config(), progress=False, threads=1)
+    log(f"{name}: network held-out accuracy {model.heldout_accuracy}")
+    bundle = ensure_world_clip(model.world_root, clip_train_config(world), log=log)
+    log(f"{name}: CLIP ({world.clip_arch}) zero-shot top-1 {json.loads((bundle / 'metrics.json').read_text())['zero_shot_top1']:.3f}")
+    return SuiteEntry(world, model, bundle, _circuits(model, world, tau, max_images, log))
+
+
+if __name__ == "__main__":  # build the whole suite: python -m neurflow.world.suite [NAME ...]
+    import sys
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.time()
+    for world_name in sys.argv[1:] or list(SUITE):
+        ensure_suite_world(world_name, log=lambda line: print(f"[{time.time() - started:6.0f}s] {line}", flush=True))
