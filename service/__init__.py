@@ -1,17 +1,38 @@
 """The NeurFlow service: a Litestar REST API over the engine and labeler, with durable jobs.
 
-Modules, one job each:
+Modules, one job each (bottom to top; nothing imports upward):
 
 * ``settings``  – the one Settings object (defaults < config file < ``NEURFLOW_*`` env < flags)
-* ``errors``    – domain errors and problem+json rendering
-* ``db``        – the SQLite (WAL) database: schema, connections
-* ``catalog``   – models, datasets, circuits and API keys rows
-* ``jobstore``  – the job table and its state transitions
+* ``errors``    – domain errors; Litestar's ``ProblemDetailsPlugin`` renders them (and HTTP errors)
+  as problem+json
+* ``keys``      – the artifact key layout: where weights, datasets, job outputs, circuit documents,
+  mosaics and exemplars live in the store
 * ``storage``   – the artifact store (a local folder or any fsspec URL)
+* ``db``        – the SQLite (WAL) database: versioned schema, migration, connections
+* ``catalog``   – models, datasets, circuits and API keys rows
+* ``jobtypes``  – the typed job (``RunJob | RelabelJob | DebugJob | EvaluateJob``, tagged by ``kind``)
+  with typed references (``ModelRef``, ``DatasetRef``, ``CircuitRef``), and the worker pipe's messages
+* ``jobstore``  – the job table (typed job + the ids it uses as columns) and its state transitions
 * ``intake``    – checking uploads: weights vs architecture, dataset zips, images
+* ``policy``    – what a submitted job may ask for; turns the public job spec into a ``RunJob``
 * ``manager``   – worker subprocesses (spawn), dispatch, cancellation, crash handling
-* ``worker``    – the worker process loop; ``tasks`` – what a worker runs
-* ``patches``   – exemplar PNGs and group mosaics
-* ``api/*``     – one controller per resource; ``app`` – ``create_app(settings)``
-* ``client``    – a small HTTP client (``neurflow submit``, the demo); ``cli`` – ``serve``/``submit``/``keys``
+* ``worker``    – the worker process loop; ``tasks`` – what a worker runs for each job kind
+* ``summary``   – the per-circuit summary kept in the catalog
+* ``deps``      – the components handlers get, as Litestar ``Provide`` dependencies
+* ``security``  – API keys (auth middleware) and rate limits
+* ``api/*``     – one module-level ``Controller`` per resource (models, datasets, jobs, circuits,
+  debug, exports, report, the Label Studio ML backend) and the health route; ``api.answers`` – the
+  wait-then-answer of interactive jobs
+* ``app``       – ``create_app(settings)``: routers, layered body limits, plugins, middleware
+* ``client``    – a small HTTP client (``neurflow submit``, the demo); ``process`` – starting a server
+  as a child process (demo, load test, tests)
+
+How a job travels: ``POST /v1/jobs`` decodes the public ``JobSpec`` (model and dataset ids) ->
+``policy.prepare_run`` checks it against the caller's catalog and builds a ``RunJob`` once ->
+``JobStore.create`` stores it msgspec-encoded with ``model_id``/``dataset_id``/``circuit_id``
+columns -> the manager decodes the row and sends ``RunTask(id, attempt, job)`` over the pipe -> the
+worker decodes ``ToWorker``, ``tasks.run_task`` resolves ids to local paths through ``keys`` and the
+store and calls the engine with explicit overrides (``labeler.pipeline.run_job(..., images_dir=,
+weights_path=, device=, labeling=)``) -> it answers ``Finished(TaskOutput)`` and the manager
+registers the new circuits in the same transaction that marks the job succeeded.
 """

@@ -1,6 +1,6 @@
 """``create_app(settings)``: the Litestar application.
 
-Run it with ``neurflow serve`` or ``uvicorn --factory labeler.service.app:create_app`` (settings then
+Run it with ``neurflow serve`` or ``uvicorn --factory neurflow.service.app:create_app`` (settings then
 come from ``NEURFLOW_*`` env vars and ``NEURFLOW_CONFIG``). The web process opens the database, the
 artifact store and the job manager; models load only in worker processes.
 """
@@ -12,24 +12,30 @@ import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from litestar import Litestar, Router
+from litestar import Controller, Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from neurflow import __version__
 from neurflow.service import errors
-from neurflow.service.api import circuits, datasets, exports, health, jobs, labelstudio_backend, models
+from neurflow.service.api.circuits import CircuitController
+from neurflow.service.api.datasets import DatasetController
+from neurflow.service.api.debug import DebugController
+from neurflow.service.api.exports import ExportController
+from neurflow.service.api.health import health
+from neurflow.service.api.jobs import JobController
+from neurflow.service.api.labelstudio_backend import LabelStudioBackendController
+from neurflow.service.api.models import ModelController
 from neurflow.service.api.report import ReportController
 from neurflow.service.catalog import Catalog
 from neurflow.service.db import Database
-from neurflow.service.deps import Services, provide_owner, provide_services
+from neurflow.service.deps import Services, provides
 from neurflow.service.jobstore import JobStore
 from neurflow.service.manager import JobManager
 from neurflow.service.security import auth_middleware, rate_limit
-from neurflow.service.settings import Settings, load_settings
+from neurflow.service.settings import MB, Settings, load_settings
 from neurflow.service.storage import ArtifactStore
 
 log = logging.getLogger("neurflow.service")
@@ -56,6 +62,11 @@ def _warm_imports() -> None:
         pass
 
 
+def _upload_limit(controller: type[Controller], mb: int) -> Router:
+    """A router layer that gives an upload controller its body limit from the settings."""
+    return Router(path="/", route_handlers=[controller], request_max_body_size=mb * MB)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     services = build_services(settings)
@@ -70,17 +81,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await services.manager.stop()
 
-    v1 = Router(path="/v1", route_handlers=[models.build(settings), datasets.build(settings), jobs.build(settings),
-                                            circuits.build(settings), exports.ExportController,
-                                            ReportController],
-                security=[{"apiKey": []}])
+    v1 = Router(path="/v1", security=[{"apiKey": []}], route_handlers=[
+        _upload_limit(ModelController, settings.max_weights_mb),
+        _upload_limit(DatasetController, settings.max_dataset_mb),
+        _upload_limit(DebugController, settings.max_image_mb),
+        JobController, CircuitController, ExportController, ReportController])
     return Litestar(
-        route_handlers=[v1, health.health, labelstudio_backend.build()],
-        dependencies={"svc": Provide(provide_services, sync_to_thread=False),
-                      "owner": Provide(provide_owner, sync_to_thread=False)},
+        route_handlers=[v1, health, LabelStudioBackendController],
+        dependencies=provides("settings", "owner"),
         state=State({"services": services}),
         lifespan=[lifespan],
         middleware=[auth_middleware(services.catalog, settings.auth), rate_limit(settings.rate_limit_per_minute).middleware],
+        plugins=[errors.problem_details()],
         exception_handlers=errors.exception_handlers,
         request_max_body_size=settings.max_body_kb * 1024,
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_headers=["X-API-Key", "Content-Type"])

@@ -147,6 +147,10 @@ class Catalog:
             rows = self.db.all("SELECT * FROM circuits WHERE owner=? ORDER BY created_at", (owner,))
         return [self._circuit(r) for r in rows]
 
+    def key_in_use(self, key: str) -> bool:
+        """Another circuit (of any owner) still points at this artifact folder."""
+        return self.db.one("SELECT 1 FROM circuits WHERE key=? LIMIT 1", (key,)) is not None
+
     def delete_circuit(self, owner: str, circuit_id: str) -> dict[str, Any]:
         row = self.get_circuit(owner, circuit_id)
         with self.db.tx() as c:

@@ -1,4 +1,12 @@
-"""Domain errors and problem+json (RFC 9457) rendering for every error the API answers."""
+"""Domain errors, and how every error becomes problem+json (RFC 9457) through Litestar's
+``ProblemDetailsPlugin``.
+
+The domain errors (:class:`ApiError` and its kinds) are plain exceptions, raised by the catalog,
+the job store, upload checks and handlers alike; the plugin maps each to a
+``ProblemDetailsException``. Litestar's own HTTP errors (validation, 401, 404, 405, 413, 429) go the
+same way, with the detail made actionable (which field was wrong, how to send multipart, that the
+body is over this route's limit).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
 log = logging.getLogger("neurflow.service")
 
@@ -52,31 +61,24 @@ class Unavailable(ApiError):
     status, title, slug = 503, "Service unavailable", "unavailable"
 
 
-def problem(status: int, title: str, detail: str, slug: str, extra: dict[str, Any] | None = None,
-            headers: dict[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {"type": PROBLEM_TYPE + slug, "title": title, "status": status, "detail": detail}
-    if extra:
-        body.update(extra)
-    return Response(content=body, status_code=status, media_type="application/problem+json", headers=headers)
-
-
 _HTTP_SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
                405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type",
                429: "rate-limited", 503: "unavailable"}
+_HTTP_TITLES = {401: "Unauthorized", 429: "Too many requests"}
 
 
-def _on_api_error(_: Request, exc: ApiError) -> Response:
-    return problem(exc.status, exc.title, exc.detail, exc.slug, exc.extra or None)
+def _from_api_error(exc: ApiError) -> ProblemDetailsException:
+    return ProblemDetailsException(status_code=exc.status, type_=PROBLEM_TYPE + exc.slug, title=exc.title,
+                                   detail=exc.detail, extra=exc.extra or None)
 
 
-def _on_http_exception(_: Request, exc: HTTPException) -> Response:
+def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     status = exc.status_code
     detail = str(exc.detail)
     extra: dict[str, Any] = {}
     if isinstance(exc, ValidationException) and exc.extra:
         extra["errors"] = exc.extra
-        messages = [e.get("message") for e in exc.extra if isinstance(e, dict) and e.get("message")]
-        if messages:
+        if any(isinstance(e, dict) and e.get("message") for e in exc.extra):
             detail = f"{detail}: " + "; ".join(
                 f"{e.get('key')}: {e.get('message')}" if e.get("key") else str(e.get("message"))
                 for e in exc.extra if isinstance(e, dict))
@@ -84,18 +86,21 @@ def _on_http_exception(_: Request, exc: HTTPException) -> Response:
         detail = f"{detail}; send multipart/form-data (curl -F name=value -F file=@path)"
     if status == 413:
         detail = f"{detail}; the request body is larger than this route accepts"
-    headers = dict(exc.headers or {})
-    title = {401: "Unauthorized", 429: "Too many requests"}.get(status, detail if len(detail) < 60 else "Error")
-    return problem(status, title, detail, _HTTP_SLUGS.get(status, "error"), extra, headers or None)
+    title = _HTTP_TITLES.get(status, detail if len(detail) < 60 else "Error")
+    return ProblemDetailsException(status_code=status, type_=PROBLEM_TYPE + _HTTP_SLUGS.get(status, "error"),
+                                   title=title, detail=detail, extra=extra or None, headers=dict(exc.headers or {}))
 
 
 def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "Internal server error", f"unexpected {type(exc).__name__}; see the server log", "internal")
+    return ProblemDetailsException(status_code=500, type_=PROBLEM_TYPE + "internal", title="Internal server error",
+                                   detail=f"unexpected {type(exc).__name__}; see the server log").to_response(request)
 
 
-exception_handlers = {
-    ApiError: _on_api_error,
-    HTTPException: _on_http_exception,
-    Exception: _on_unexpected,
-}
+def problem_details() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(ProblemDetailsConfig(
+        exception_to_problem_detail_map={ApiError: _from_api_error, HTTPException: _from_http_exception}))
+
+
+#: what the plugin does not cover: anything unexpected is a 500 problem that names no internals
+exception_handlers = {Exception: _on_unexpected}

@@ -3,6 +3,9 @@
 ``queued -> running -> succeeded | failed | cancelled``; ``queued -> cancelled``; and
 ``running -> queued`` when the worker died and the job has attempts left. Only the job manager
 moves a job out of ``running``; handlers create jobs and flag cancellation.
+
+A row holds the typed job (:data:`neurflow.service.jobtypes.Job`, msgspec JSON) and, as columns, the
+ids it uses, so "is this model in use" is an indexed query.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from typing import Any, Callable
 
 from neurflow.service.db import Database, now
 from neurflow.service.errors import Conflict, NotFound
+from neurflow.service.jobtypes import Job, circuit_used, dataset_used, decode_job, encode_job, kind_of, model_used
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-KINDS = ("run", "relabel", "debug", "evaluate")
 #: interactive kinds go before engine runs in the queue
 PRIORITY = {"run": 0, "relabel": 1, "evaluate": 2, "debug": 3}
 
@@ -29,7 +32,7 @@ def job_view(row) -> dict[str, Any]:
         "cancel_requested": bool(row["cancel_requested"]),
         "created_at": row["created_at"], "started_at": row["started_at"], "finished_at": row["finished_at"],
         "updated_at": row["updated_at"],
-        "spec": json.loads(row["spec"]), "result": json.loads(row["result"]) if row["result"] else None,
+        "spec": decode_job(row["job"]), "result": json.loads(row["result"]) if row["result"] else None,
     }
 
 
@@ -37,12 +40,13 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, job_id: str, owner: str, kind: str, spec: dict[str, Any], max_attempts: int) -> dict[str, Any]:
-        t = now()
+    def create(self, job_id: str, owner: str, job: Job, max_attempts: int) -> dict[str, Any]:
+        kind, t = kind_of(job), now()
         with self.db.tx() as c:
-            c.execute("INSERT INTO jobs (id, owner, kind, state, priority, spec, max_attempts, created_at, updated_at) "
-                      "VALUES (?,?,?,?,?,?,?,?,?)",
-                      (job_id, owner, kind, "queued", PRIORITY[kind], json.dumps(spec), max_attempts, t, t))
+            c.execute("INSERT INTO jobs (id, owner, kind, state, priority, job, model_id, dataset_id, circuit_id, "
+                      "max_attempts, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (job_id, owner, kind, "queued", PRIORITY[kind], encode_job(job), model_used(job),
+                       dataset_used(job), circuit_used(job), max_attempts, t, t))
         return self.get(owner, job_id)
 
     def row(self, job_id: str):
@@ -62,9 +66,20 @@ class JobStore:
             rows = self.db.all("SELECT * FROM jobs WHERE owner=? ORDER BY created_at DESC LIMIT ?", (owner, limit))
         return [job_view(r) for r in rows]
 
-    def active_using(self, owner: str, needle: str) -> bool:
-        rows = self.db.all("SELECT spec FROM jobs WHERE owner=? AND state IN ('queued','running')", (owner,))
-        return any(needle in r["spec"] for r in rows)
+    def model_in_use(self, owner: str, model_id: str) -> bool:
+        """A queued or running job of ``owner`` loads this model."""
+        return self.db.one("SELECT 1 FROM jobs WHERE model_id=? AND owner=? AND state IN ('queued','running') LIMIT 1",
+                           (model_id, owner)) is not None
+
+    def dataset_in_use(self, owner: str, dataset_id: str) -> bool:
+        """A queued or running job of ``owner`` reads this dataset's images."""
+        return self.db.one("SELECT 1 FROM jobs WHERE dataset_id=? AND owner=? AND state IN ('queued','running') "
+                           "LIMIT 1", (dataset_id, owner)) is not None
+
+    def live_counts(self) -> dict[str, int]:
+        """How many jobs are queued and running (all owners)."""
+        rows = self.db.all("SELECT state, COUNT(*) AS n FROM jobs WHERE state IN ('queued','running') GROUP BY state")
+        return {row["state"]: row["n"] for row in rows}
 
     # -- transitions (manager) -------------------------------------------------------------------
     def next_queued(self):

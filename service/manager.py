@@ -29,11 +29,26 @@ import msgspec
 
 from neurflow.service.catalog import Catalog, new_id
 from neurflow.service.jobstore import JobStore
+from neurflow.service.jobtypes import (
+    Cancelled,
+    CancelTask,
+    Failed,
+    Finished,
+    FromWorker,
+    Hello,
+    Progressed,
+    RelabelJob,
+    RunJob,
+    RunTask,
+    StopWorker,
+    TaskOutput,
+    decode_job,
+)
 from neurflow.service.settings import Settings
 
 log = logging.getLogger("neurflow.manager")
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
+_decode = msgspec.json.Decoder(FromWorker).decode
 
 
 class WorkerHandle:
@@ -76,7 +91,7 @@ class JobManager:
         self.catalog = catalog
         self.workers = [WorkerHandle(f"w{i}", dev) for i, dev in enumerate(settings.device_list())]
         self._ctx = multiprocessing.get_context("spawn")
-        self._events: asyncio.Queue[tuple[WorkerHandle, Any, dict[str, Any] | None]] | None = None
+        self._events: asyncio.Queue[tuple[WorkerHandle, Any, FromWorker | None]] | None = None
         self._waiters: dict[str, asyncio.Event] = {}
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
@@ -117,7 +132,7 @@ class JobManager:
         for handle in self.workers:
             try:
                 if handle.conn is not None:
-                    handle.conn.send_bytes(_encode({"op": "stop"}))
+                    handle.conn.send_bytes(_encode(StopWorker()))
             except (OSError, ValueError):
                 pass
         deadline = time.monotonic() + 3.0
@@ -164,7 +179,7 @@ class JobManager:
             while True:
                 try:
                     msg = _decode(conn.recv_bytes())
-                except (EOFError, OSError, msgspec.DecodeError):
+                except (EOFError, OSError, msgspec.DecodeError):  # a malformed message ends the worker too
                     loop.call_soon_threadsafe(events.put_nowait, (handle, proc, None))
                     return
                 loop.call_soon_threadsafe(events.put_nowait, (handle, proc, msg))
@@ -212,24 +227,23 @@ class JobManager:
             except Exception:  # noqa: BLE001 - the manager must survive anything
                 log.exception("error handling worker event %r", msg)
 
-    async def _on_message(self, handle: WorkerHandle, msg: dict[str, Any]) -> None:
-        ev = msg.get("ev")
-        if ev == "hello":
+    async def _on_message(self, handle: WorkerHandle, msg: FromWorker) -> None:
+        if isinstance(msg, Hello):
             handle.state = "idle"
             self.wake()
             return
-        job_id = msg.get("job_id")
-        if job_id is None or job_id != handle.job_id:
+        job_id = msg.job_id
+        if job_id != handle.job_id:
             return
-        if ev == "progress":
-            await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg["stage"], msg["done"], msg["total"])
-        elif ev == "done":
-            await anyio.to_thread.run_sync(self._complete, job_id, msg.get("result") or {})
+        if isinstance(msg, Progressed):
+            await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.stage, msg.done, msg.total)
+        elif isinstance(msg, Finished):
+            await anyio.to_thread.run_sync(self._complete, job_id, msg.output)
             self._release(handle)
-        elif ev == "failed":
-            await anyio.to_thread.run_sync(lambda: self.jobs.finish(job_id, "failed", error=msg.get("error")))
+        elif isinstance(msg, Failed):
+            await anyio.to_thread.run_sync(lambda: self.jobs.finish(job_id, "failed", error=msg.error))
             self._release(handle)
-        elif ev == "cancelled":
+        elif isinstance(msg, Cancelled):
             await anyio.to_thread.run_sync(lambda: self.jobs.finish(job_id, "cancelled", error="cancelled on request"))
             self._release(handle)
         self.notify(job_id)
@@ -239,27 +253,31 @@ class JobManager:
         handle.jobs_done += 1
         self.wake()
 
-    def _complete(self, job_id: str, result: dict[str, Any]) -> None:
+    def _complete(self, job_id: str, output: TaskOutput) -> None:
         """Register a finished job's circuits and mark it succeeded, in one transaction."""
         row = self.jobs.row(job_id)
         if row is None:
             return
-        spec = msgspec.json.decode(row["spec"])
-        refs = spec.get("refs", {})
-        circuits = result.get("circuits")
-        if circuits is None:
-            self.jobs.finish(job_id, "succeeded", result=result)
+        if output.circuits is None:
+            self.jobs.finish(job_id, "succeeded", result=output.result or {})
             return
-        registered = [{**c, "id": new_id("c")} for c in circuits]
+        job = decode_job(row["job"])
+        if isinstance(job, RunJob):
+            model_id, dataset_id, parent = job.model.id, job.dataset.id, None
+        elif isinstance(job, RelabelJob):
+            model_id, dataset_id, parent = job.circuit.model_id, job.dataset.id, job.circuit.id
+        else:
+            self.jobs.finish(job_id, "failed", error=f"a {row['kind']} job cannot make circuits")
+            return
+        registered = [(new_id("c"), c) for c in output.circuits]
 
         def insert(conn) -> None:
-            for c in registered:
-                self.catalog.add_circuit(conn, circuit_id=c["id"], owner=row["owner"], job_id=job_id,
-                                         class_index=c["class_index"], parent=refs.get("circuit_id"), key=c["key"],
-                                         model_id=refs["model_id"], dataset_id=refs["dataset_id"],
-                                         summary=c["summary"])
+            for circuit_id, c in registered:
+                self.catalog.add_circuit(conn, circuit_id=circuit_id, owner=row["owner"], job_id=job_id,
+                                         class_index=c.class_index, parent=parent, key=c.key,
+                                         model_id=model_id, dataset_id=dataset_id, summary=c.summary)
 
-        public = {"circuits": [{"id": c["id"], "class_index": c["class_index"]} for c in registered]}
+        public = {"circuits": [{"id": cid, "class_index": c.class_index} for cid, c in registered]}
         self.jobs.finish(job_id, "succeeded", result=public, also=insert)
 
     async def _on_exit(self, handle: WorkerHandle) -> None:
@@ -337,7 +355,7 @@ class JobManager:
         if handle.cancel_sent_at is None:
             handle.cancel_sent_at = now
             try:
-                handle.conn.send_bytes(_encode({"op": "cancel", "job_id": handle.job_id}))
+                handle.conn.send_bytes(_encode(CancelTask(job_id=handle.job_id)))
             except (OSError, ValueError):
                 pass
         elif now - handle.cancel_sent_at > self.settings.cancel_grace_s:
@@ -353,10 +371,16 @@ class JobManager:
         if not claimed:
             return
         row = await anyio.to_thread.run_sync(self.jobs.row, row["id"])
-        job = {"id": row["id"], "kind": row["kind"], "attempt": row["attempt"], "spec": msgspec.json.decode(row["spec"])}
+        try:
+            task = RunTask(id=row["id"], attempt=row["attempt"], job=decode_job(row["job"]))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # a row this version cannot read
+            await anyio.to_thread.run_sync(lambda: self.jobs.finish(row["id"], "failed",
+                                                                    error=f"the stored job cannot be read: {exc}"))
+            self.notify(row["id"])
+            return
         handle.state, handle.job_id, handle.cancel_sent_at = "busy", row["id"], None
         try:
-            handle.conn.send_bytes(_encode({"op": "run", "job": job}))
+            handle.conn.send_bytes(_encode(task))
         except (OSError, ValueError):
             await self._on_exit(handle)
         self.notify(row["id"])

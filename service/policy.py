@@ -7,6 +7,9 @@
   server's asset folders (``asset_dirs``), so a job cannot read arbitrary server files; an
   OpenAI-compatible captioner may only call URLs the operator listed (``captioner_urls``),
   so the server's API key cannot be sent elsewhere.
+
+The public job spec becomes the internal typed job (:class:`~neurflow.service.jobtypes.RunJob`) here,
+once, at submit.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any
 import msgspec
 
 from neurflow.core.jobspec import JobSpec
-from neurflow.service.api.datasets import images_key
-from neurflow.service.api.models import weights_key
-from neurflow.service.deps import Services
+from neurflow.labeler.config import LabelerConfig, local_dir
+from neurflow.service.catalog import Catalog
 from neurflow.service.errors import Invalid, NotFound
+from neurflow.service.jobtypes import CircuitRef, DatasetRef, ModelRef, RunJob
+from neurflow.service.settings import Settings
 
 
 def _inside(path: Path, roots: list[Path]) -> bool:
@@ -31,13 +35,9 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(resolved == r or r in resolved.parents for r in roots)
 
 
-def check_labeling(labeling: dict[str, Any], svc: Services) -> dict[str, Any]:
+def check_labeling(labeling: dict[str, Any], settings: Settings) -> LabelerConfig:
     """Validate a labeling section for the service; return it with asset paths made absolute."""
-    try:
-        from neurflow.labeler.config import LabelerConfig
-    except ImportError:  # pragma: no cover - the labeler ships with the service
-        raise Invalid("labeling is not available on this server") from None
-    roots = svc.settings.asset_paths
+    roots = settings.asset_paths
     try:
         config = LabelerConfig.from_spec(labeling, base_dir=roots[0])
     except ValueError as exc:
@@ -46,7 +46,7 @@ def check_labeling(labeling: dict[str, Any], svc: Services) -> dict[str, Any]:
     # name is a pretrained tag (workers run in an empty folder, so it never reads a file).
     files: list[tuple[str, str | None]] = [
         ("labeling.clip.model_config", config.clip.model_config),
-        ("labeling.clip.model", config.clip.model[len("local-dir:"):] if config.clip.model.startswith("local-dir:") else None),
+        ("labeling.clip.model", local_dir(config.clip.model)),
         ("labeling.vocabulary", config.vocabulary if isinstance(config.vocabulary, str)
          and not config.vocabulary.startswith("builtin:") else None),
         ("labeling.templates", config.templates if isinstance(config.templates, str)
@@ -63,25 +63,36 @@ def check_labeling(labeling: dict[str, Any], svc: Services) -> dict[str, Any]:
             raise Invalid(f"{field}: {value!r} is not in the server's asset folders; put CLIP weights, model "
                           "configs and vocabularies there and name them relative to it")
     if cap is not None and cap.backend == "openai":
-        allowed = [u.rstrip("/") for u in svc.settings.captioner_urls]
+        allowed = [u.rstrip("/") for u in settings.captioner_urls]
         if (cap.base_url or "").rstrip("/") not in allowed:
             raise Invalid("labeling.captioner.base_url is not allowed on this server; the operator lists allowed "
                           "OpenAI-compatible endpoints in captioner_urls")
-    if config.clip.device != "cpu" and not any(d.startswith("cuda") for d in svc.settings.device_list()):
+    if config.clip.device != "cpu" and not any(d.startswith("cuda") for d in settings.device_list()):
         raise Invalid(f"labeling.clip.device {config.clip.device!r} is not available; this server runs on CPU")
-    return msgspec.to_builtins(config)
+    return config
 
 
-def prepare_run(spec: JobSpec, svc: Services, owner: str) -> dict[str, Any]:
-    """Check a job spec against the caller's objects; return the stored job document."""
+def model_ref(model: dict[str, Any]) -> ModelRef:
+    """The typed reference to a catalog model record."""
+    desc = model["descriptor"]
+    return ModelRef(id=model["id"], arch=desc["arch"], num_classes=desc["num_classes"])
+
+
+def circuit_ref(row: dict[str, Any]) -> CircuitRef:
+    """The typed reference to a catalog circuit record."""
+    return CircuitRef(id=row["id"], key=row["key"], model_id=row["model_id"])
+
+
+def prepare_run(spec: JobSpec, catalog: Catalog, settings: Settings, owner: str) -> RunJob:
+    """Check a job spec against the caller's objects; return the job to store."""
     model_id, dataset_id = spec.model.weights, spec.data.images
     try:
-        model = svc.catalog.get_model(owner, model_id)
+        model = catalog.get_model(owner, model_id)
     except NotFound:
         raise Invalid(f"model.weights must be the id of one of your models; {model_id!r} is not "
                       "(upload with POST /v1/models first)") from None
     try:
-        dataset = svc.catalog.get_dataset(owner, dataset_id)
+        catalog.get_dataset(owner, dataset_id)
     except NotFound:
         raise Invalid(f"data.images must be the id of one of your datasets; {dataset_id!r} is not "
                       "(upload with POST /v1/datasets first)") from None
@@ -100,9 +111,9 @@ def prepare_run(spec: JobSpec, svc: Services, owner: str) -> dict[str, Any]:
         if layer not in layer_names:
             raise Invalid(f"engine.layers: {layer!r} is not a layer of {desc['arch']}; addressable layers are listed "
                           f"by GET /v1/models/{model_id}")
-    doc = msgspec.to_builtins(spec)
-    doc["model"].update({"mean": desc["mean"], "std": desc["std"], "class_names": desc.get("class_names")})
-    if spec.labeling is not None:
-        doc["labeling"] = check_labeling(spec.labeling, svc)
-    return {"job": doc, "refs": {"model_id": model_id, "dataset_id": dataset_id, "weights_key": weights_key(model_id),
-                                 "images_key": images_key(dataset_id), "dataset_images": dataset["n_images"]}}
+    # the registered model's normalisation and class names are what the job uses
+    registered = msgspec.structs.replace(spec.model, mean=list(desc["mean"]), std=list(desc["std"]),
+                                         class_names=desc.get("class_names"))
+    labeling = check_labeling(spec.labeling, settings) if spec.labeling is not None else None
+    return RunJob(spec=msgspec.structs.replace(spec, model=registered), model=model_ref(model),
+                  dataset=DatasetRef(id=dataset_id), labeling=labeling)

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from neurflow.service.jobtypes import EvaluateOptions, Job, Kind
+
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -47,7 +49,7 @@ class DatasetList(msgspec.Struct):
 
 class JobOut(msgspec.Struct):
     id: str
-    kind: Literal["run", "relabel", "debug", "evaluate"]
+    kind: Kind
     state: JobState
     stage: str
     done: int
@@ -61,7 +63,7 @@ class JobOut(msgspec.Struct):
     started_at: float | None
     finished_at: float | None
     updated_at: float
-    spec: dict[str, Any]
+    spec: Job  # the job as stored and run (``kind`` says which)
     result: dict[str, Any] | None
 
 
@@ -91,20 +93,9 @@ class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
     labeling: dict[str, Any]
 
 
-class EvaluateOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Options of the offline evaluation (see labeler.evaluation); all optional."""
-
-    references: dict[str, list[str]] | None = None  # group id -> acceptable reference labels
-    activations: Literal["recorded", "model"] = "recorded"  # "model" runs the model on the patches
-    source: Literal["clip", "caption"] = "clip"
-    negatives: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 200
-    faithfulness_pool: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 400
-    presence_top: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
-    activation_top_fraction: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.2
-    seed: int = 0
-
-
 class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/circuits/{id}/evaluate`` (optional)."""
+
     options: EvaluateOptions = msgspec.field(default_factory=EvaluateOptions)
 
 

@@ -46,7 +46,6 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     worker_start_timeout_s: float = 120.0
     model_cache_size: int = 2  # models kept loaded in each worker between jobs
     sync_wait_s: float = 120.0  # default wait of /debug and /evaluate before answering 202
-    pipeline: str = "neurflow.labeler.pipeline:run_job"  # the job entry point, "module:function"
     torch_threads: int = 0  # intra-op threads per worker; 0 = torch's default
 
     # -- derived paths ---------------------------------------------------------------------------

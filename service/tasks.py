@@ -1,24 +1,35 @@
 """What a worker runs for each job kind. Runs inside the worker process only.
 
-Every task gets the job message (``spec`` with artifact keys already resolved by the API) and a
-:class:`TaskContext` (artifact store, device, resident models) and returns a JSON-able result.
-``progress(stage, done, total)`` raises :class:`JobCancelled` once a cancel was requested.
+Every task gets its typed job (:mod:`neurflow.service.jobtypes`), the job's id and attempt, and a
+:class:`TaskContext` (artifact store, device, resident models); it resolves the job's ids to local
+paths through the store and hands them to the engine and the labeler as explicit arguments. It
+returns a :class:`TaskOutput`. ``progress(stage, done, total)`` raises :class:`JobCancelled` once a
+cancel was requested.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
+from neurflow.progress import Progress
+from neurflow.service import keys
+from neurflow.service.jobtypes import (
+    DebugJob,
+    EvaluateJob,
+    ModelRef,
+    NewCircuit,
+    RelabelJob,
+    RunJob,
+    RunTask,
+    TaskOutput,
+)
 from neurflow.service.settings import Settings
 from neurflow.service.storage import ArtifactStore
-from neurflow.progress import Progress
-
 
 
 class JobCancelled(Exception):
@@ -32,17 +43,17 @@ class TaskContext:
         self.store = ArtifactStore(settings.artifact_url, cache_dir=settings.scratch_path / "cache")
         self._models: OrderedDict[str, Any] = OrderedDict()
 
-    def model(self, model_id: str, arch: str, num_classes: int, weights_key: str):
+    def model(self, ref: ModelRef):
         """The user's model, loaded once and kept resident (LRU of ``model_cache_size``)."""
-        if model_id in self._models:
-            self._models.move_to_end(model_id)
-            return self._models[model_id]
+        if ref.id in self._models:
+            self._models.move_to_end(ref.id)
+            return self._models[ref.id]
         from neurflow.core.model_intake import load_model
 
-        model = load_model(arch, self.store.local_path(weights_key), num_classes)
+        model = load_model(ref.arch, self.store.local_path(keys.weights(ref.id)), ref.num_classes)
         if self.device != "cpu":
             model = model.to(self.device)
-        self._models[model_id] = model
+        self._models[ref.id] = model
         while len(self._models) > max(1, self.settings.model_cache_size):
             self._models.popitem(last=False)
         return model
@@ -67,12 +78,7 @@ class TaskContext:
             self.store.put_dir(key, local)
 
 
-def _resolve(entry: str) -> Callable[..., Any]:
-    module, _, name = entry.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key: str, local_dir: Path) -> dict:
+def _finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key: str, local_dir: Path) -> NewCircuit:
     from neurflow.core.circuit import Circuit
     from neurflow.labeler.patches import render_patches
     from neurflow.service.summary import summarize
@@ -80,106 +86,99 @@ def _finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key
     circuit = Circuit.from_json(circuit_path.read_bytes())
     if circuit_path != local_dir / "circuit.json":
         shutil.copyfile(circuit_path, local_dir / "circuit.json")
-    render_patches(circuit, images_root, local_dir / "patches")
+    render_patches(circuit, images_root, local_dir / keys.PATCHES)
     ctx.publish(key, local_dir)
-    return summarize(circuit)
+    return NewCircuit(class_index=circuit.target.class_index, key=key, summary=summarize(circuit))
 
 
-def run(job: dict[str, Any], ctx: TaskContext, progress: Progress) -> dict[str, Any]:
-    """Engine (+ labeling when the spec asks for it): one circuit per target class."""
-    from neurflow.core.jobspec import JobSpec
+def _load_circuit(ctx: TaskContext, circuit_key: str):
+    from neurflow.core.circuit import Circuit
 
-    spec_dict = job["spec"]["job"]
-    refs = job["spec"]["refs"]
-    spec_dict = {**spec_dict, "model": {**spec_dict["model"], "weights": str(ctx.store.local_path(refs["weights_key"]))},
-                 "data": {**spec_dict["data"], "images": str(ctx.store.local_path(refs["images_key"]))}}
-    engine = dict(spec_dict["engine"])
-    if ctx.device != "cpu" and "device" not in engine:
-        engine["device"] = ctx.device
-    spec_dict["engine"] = engine
-    spec = msgspec.convert(spec_dict, type=JobSpec)
+    return Circuit.from_json(ctx.store.get_bytes(keys.document(circuit_key)))
+
+
+def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    """Engine (+ labeling when the job has a labeling section): one circuit per target class."""
+    from neurflow.labeler.pipeline import run_job
+
     progress("loading model", 0, 1)
-    model = ctx.model(refs["model_id"], spec.model.arch, spec.model.num_classes, refs["weights_key"])
-    out_key = f"jobs/{job['id']}/attempt-{job['attempt']}"
-    out_dir = ctx.output_dir(out_key, job["id"])
-    run_job = _resolve(ctx.settings.pipeline)
-    paths: dict[int, Path] = run_job(spec, Path(spec.data.images), out_dir / "engine", progress=progress, model=model)
+    model = ctx.model(job.model)
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    out_key = keys.attempt(task.id, task.attempt)
+    out_dir = ctx.output_dir(out_key, task.id)
+    paths = run_job(job.spec, out_dir, out_dir / "engine", progress=progress, model=model, images_dir=images_root,
+                    weights_path=ctx.store.local_path(keys.weights(job.model.id)),
+                    device=None if ctx.device == "cpu" else ctx.device, labeling=job.labeling)
     circuits = []
-    images_root = Path(spec.data.images)
     for i, (cls, path) in enumerate(sorted(paths.items())):
         progress("rendering patches", i, len(paths))
-        key = f"{out_key}/class-{cls}"
-        local_dir = out_dir / f"class-{cls}"
+        key = keys.class_circuit(out_key, cls)
+        local_dir = out_dir / key.rsplit("/", 1)[-1]
         local_dir.mkdir(parents=True, exist_ok=True)
-        summary = _finish_circuit(ctx, Path(path), images_root, key, local_dir)
-        circuits.append({"class_index": int(cls), "key": key, "summary": summary})
+        circuits.append(_finish_circuit(ctx, Path(path), images_root, key, local_dir))
     shutil.rmtree(out_dir / "engine", ignore_errors=True)
-    return {"circuits": circuits}
+    return TaskOutput(circuits=circuits)
 
 
-def relabel(job: dict[str, Any], ctx: TaskContext, progress: Progress) -> dict[str, Any]:
+def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
     """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run."""
-    from neurflow.core.circuit import Circuit
-    from neurflow.labeler.config import LabelerConfig
     from neurflow.labeler.labeling import label_circuit
 
-    refs = job["spec"]["refs"]
     progress("loading circuit", 0, 1)
-    circuit = Circuit.from_json(ctx.store.get_bytes(refs["circuit_key"] + "/circuit.json"))
-    images_root = ctx.store.local_path(refs["images_key"])
-    config = LabelerConfig.from_spec(job["spec"]["labeling"])
-    labeled = label_circuit(circuit, images_root, config, progress=progress)
-    key = f"jobs/{job['id']}/attempt-{job['attempt']}/relabeled"
-    local_dir = ctx.output_dir(key, job["id"])
+    circuit = _load_circuit(ctx, job.circuit.key)
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    labeled = label_circuit(circuit, images_root, job.labeling, progress=progress)
+    key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
+    local_dir = ctx.output_dir(key, task.id)
     (local_dir / "circuit.json").write_text(labeled.to_json())
-    summary = _finish_circuit(ctx, local_dir / "circuit.json", images_root, key, local_dir)
-    return {"circuits": [{"class_index": labeled.target.class_index, "key": key, "summary": summary}]}
+    return TaskOutput(circuits=[_finish_circuit(ctx, local_dir / "circuit.json", images_root, key, local_dir)])
 
 
-def debug(job: dict[str, Any], ctx: TaskContext, progress: Progress) -> dict[str, Any]:
+def debug(job: DebugJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
     """Why did the model predict this? Group scores, firing crops and ablated target logits."""
-    from neurflow.core.circuit import Circuit
     from neurflow.core.debug import debug_image
     from neurflow.service.intake import decode_image
 
-    refs = job["spec"]["refs"]
     progress("loading model", 0, 2)
-    model = ctx.model(refs["model_id"], refs["arch"], refs["num_classes"], refs["weights_key"])
-    circuit = Circuit.from_json(ctx.store.get_bytes(refs["circuit_key"] + "/circuit.json"))
-    image = decode_image(ctx.store.get_bytes(refs["image_key"]), ctx.settings.max_image_pixels)
+    model = ctx.model(job.model)
+    circuit = _load_circuit(ctx, job.circuit.key)
+    image = decode_image(ctx.store.get_bytes(job.image_key), ctx.settings.max_image_pixels)
     progress("explaining", 1, 2)
-    kwargs = {k: v for k, v in (("layer", job["spec"].get("layer")), ("threshold", job["spec"].get("threshold")))
-              if v is not None}
-    result = debug_image(model, circuit, image, **kwargs)
-    return msgspec.to_builtins(result)
+    options: dict[str, Any] = {}
+    if job.layer is not None:
+        options["layer"] = job.layer
+    if job.threshold is not None:
+        options["threshold"] = job.threshold
+    return TaskOutput(result=msgspec.to_builtins(debug_image(model, circuit, image, **options)))
 
 
-def evaluate(job: dict[str, Any], ctx: TaskContext, progress: Progress) -> dict[str, Any]:
+def evaluate(job: EvaluateJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
     """The labeler's offline evaluation of a labeled circuit (held-out retrieval, faithfulness,
     agreement with reference labels when the request gives them)."""
-    from neurflow.core.circuit import Circuit
     from neurflow.labeler.evaluation import EvaluationOptions, References, evaluate_circuit
 
-    refs = job["spec"]["refs"]
-    opts = dict(job["spec"].get("options") or {})
+    opts = job.options
     progress("loading circuit", 0, 1)
-    circuit = Circuit.from_json(ctx.store.get_bytes(refs["circuit_key"] + "/circuit.json"))
-    images_root = ctx.store.local_path(refs["images_key"])
-    references = opts.pop("references", None)
-    source = opts.pop("activations", "recorded")
+    circuit = _load_circuit(ctx, job.circuit.key)
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
     activations = None
-    if source == "model":
+    if job.model is not None:
         from neurflow.labeler.evaluation.evaluate import ModelActivations
         from neurflow.labeler.patches import PatchLoader
 
-        model = ctx.model(refs["model_id"], refs["arch"], refs["num_classes"], refs["weights_key"])
-        activations = ModelActivations(model, PatchLoader(circuit, images_root), circuit.model.input_size,
-                                       circuit.model.mean, circuit.model.std)
-    report = evaluate_circuit(circuit, images_root, References(source="request", labels=references) if references else None,
-                              activations=activations, options=EvaluationOptions(**opts), progress=progress)
-    return msgspec.to_builtins(report)
+        activations = ModelActivations(ctx.model(job.model), PatchLoader(circuit, images_root),
+                                       circuit.model.input_size, circuit.model.mean, circuit.model.std)
+    references = References(source="request", labels=opts.references) if opts.references else None
+    options = EvaluationOptions(source=opts.source, negatives=opts.negatives, faithfulness_pool=opts.faithfulness_pool,
+                                presence_top=opts.presence_top, activation_top_fraction=opts.activation_top_fraction,
+                                seed=opts.seed)
+    report = evaluate_circuit(circuit, images_root, references, activations=activations, options=options,
+                              progress=progress)
+    return TaskOutput(result=msgspec.to_builtins(report))
 
 
-TASKS: dict[str, Callable[[dict[str, Any], TaskContext, Progress], dict[str, Any]]] = {
-    "run": run, "relabel": relabel, "debug": debug, "evaluate": evaluate,
-}
+_TASKS = {RunJob: run, RelabelJob: relabel, DebugJob: debug, EvaluateJob: evaluate}
+
+
+def run_task(task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    return _TASKS[type(task.job)](task.job, task, ctx, progress)

@@ -1,10 +1,10 @@
 """The worker process: started with ``spawn``, one per device, runs one job at a time.
 
-It talks to the manager over a private pipe carrying msgspec-JSON messages (no pickles):
+It talks to the manager over a private pipe carrying msgspec-JSON messages (no pickles), the typed
+structs of :mod:`neurflow.service.jobtypes`:
 
-* in:  ``{"op": "run", "job": {...}}``, ``{"op": "cancel", "job_id": ...}``, ``{"op": "stop"}``
-* out: ``{"ev": "hello"}``, ``{"ev": "progress", ...}``, ``{"ev": "done", "result": ...}``,
-  ``{"ev": "failed", "error": ...}``, ``{"ev": "cancelled"}``
+* in:  ``RunTask`` (the job, typed), ``CancelTask``, ``StopWorker``
+* out: ``Hello``, ``Progressed``, ``Finished`` (the task's output), ``Failed``, ``Cancelled``
 
 Heavy things (torch, the user's model, CLIP) are imported and loaded here, never in the web process,
 and stay loaded between jobs. A reader thread receives cancel requests while the main thread works;
@@ -21,13 +21,25 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any
 
 import msgspec
 
+from neurflow.service.jobtypes import (
+    Cancelled,
+    CancelTask,
+    Failed,
+    Finished,
+    FromWorker,
+    Hello,
+    Progressed,
+    RunTask,
+    StopWorker,
+    ToWorker,
+)
+
 log = logging.getLogger("neurflow.worker")
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
+_decode = msgspec.json.Decoder(ToWorker).decode
 
 
 class _Channel:
@@ -35,7 +47,7 @@ class _Channel:
         self.conn = conn
         self.lock = threading.Lock()
 
-    def send(self, **msg: Any) -> None:
+    def send(self, msg: FromWorker) -> None:
         with self.lock:
             self.conn.send_bytes(_encode(msg))
 
@@ -46,7 +58,7 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
 
     settings = msgspec.json.decode(settings_json, type=Settings)
     channel = _Channel(conn)
-    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    inbox: queue.Queue[RunTask | None] = queue.Queue()
     cancel = threading.Event()
     current: dict[str, str | None] = {"job": None}
 
@@ -54,12 +66,12 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
         while True:
             try:
                 msg = _decode(conn.recv_bytes())
-            except (EOFError, OSError):
-                os._exit(0)  # the manager is gone; its job is requeued when the server starts again
-            if msg.get("op") == "cancel":
-                if msg.get("job_id") == current["job"]:
+            except (EOFError, OSError, msgspec.DecodeError):
+                os._exit(0)  # the manager is gone (or speaks another protocol); its job is requeued
+            if isinstance(msg, CancelTask):
+                if msg.job_id == current["job"]:
                     cancel.set()
-            elif msg.get("op") == "stop":
+            elif isinstance(msg, StopWorker):
                 inbox.put(None)
                 return
             else:
@@ -71,20 +83,19 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
 
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    from neurflow.service.tasks import TASKS, JobCancelled, TaskContext
+    from neurflow.service.tasks import JobCancelled, TaskContext, run_task
 
     ctx = TaskContext(settings, device)
     # run in an empty folder: a bare name in a job (a pretrained tag, say) can never open a server file
     cwd = settings.scratch_path / f"cwd-{name}"
     cwd.mkdir(parents=True, exist_ok=True)
     os.chdir(cwd)
-    channel.send(ev="hello", pid=os.getpid(), device=device)
+    channel.send(Hello(pid=os.getpid(), device=device))
     while True:
-        msg = inbox.get()
-        if msg is None:
+        task = inbox.get()
+        if task is None:
             break
-        job = msg["job"]
-        job_id = job["id"]
+        job_id = task.id
         current["job"] = job_id
         cancel.clear()
         last = [0.0, ""]
@@ -96,18 +107,18 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
             # throttle: every stage change, the last step, and at most 5 reports a second
             if stage != last[1] or done >= total or now - last[0] > 0.2:
                 last[0], last[1] = now, stage
-                channel.send(ev="progress", job_id=job_id, stage=str(stage), done=int(done), total=int(total))
+                channel.send(Progressed(job_id=job_id, stage=str(stage), done=int(done), total=int(total)))
 
         try:
-            result = TASKS[job["kind"]](job, ctx, progress)
+            output = run_task(task, ctx, progress)
             if cancel.is_set():
                 raise JobCancelled()
-            channel.send(ev="done", job_id=job_id, result=result)
+            channel.send(Finished(job_id=job_id, output=output))
         except JobCancelled:
-            channel.send(ev="cancelled", job_id=job_id)
+            channel.send(Cancelled(job_id=job_id))
         except Exception as exc:  # noqa: BLE001 - every failure is reported, the worker lives on
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            channel.send(ev="failed", job_id=job_id, error=_describe(exc))
+            channel.send(Failed(job_id=job_id, error=_describe(exc)))
         finally:
             current["job"] = None
     sys.exit(0)

@@ -1,2 +1,2 @@
-"""One controller module per resource; each exposes ``build(settings) -> Controller`` so per-route
-body limits can come from the settings."""
+"""One controller module per resource, each a module-level Litestar ``Controller`` that declares the
+components it uses as ``Provide`` dependencies (see :mod:`neurflow.service.deps`)."""

@@ -14,31 +14,33 @@ import anyio
 from litestar import Controller, Request, Response, get
 
 from neurflow.exports import FORMATS, ExportSource, run_export
-from neurflow.service.api.datasets import images_key
-from neurflow.service.deps import Services
+from neurflow.service import keys
+from neurflow.service.catalog import Catalog
+from neurflow.service.deps import CatalogDep, Owner, StoreDep, provides
 from neurflow.service.errors import Invalid, NotFound
+from neurflow.service.storage import ArtifactStore
 
 RESERVED = {"archive"}
 
 
-def service_source(svc: Services, owner: str, circuit_id: str) -> ExportSource:
+def service_source(catalog: Catalog, store: ArtifactStore, owner: str, circuit_id: str) -> ExportSource:
     """The circuit as an :class:`ExportSource`: rendered mosaics from the store, source images while
     the dataset exists."""
     from neurflow.core.circuit import Circuit
 
-    row = svc.catalog.get_circuit(owner, circuit_id)
-    circuit = Circuit.from_json(svc.store.get_bytes(row["key"] + "/circuit.json"))
+    row = catalog.get_circuit(owner, circuit_id)
+    circuit = Circuit.from_json(store.get_bytes(keys.document(row["key"])))
     images_root = None
     try:
-        svc.catalog.get_dataset(owner, row["dataset_id"])
-        if svc.store.exists(images_key(row["dataset_id"])):
-            images_root = svc.store.local_path(images_key(row["dataset_id"]))
+        catalog.get_dataset(owner, row["dataset_id"])
+        if store.exists(keys.images(row["dataset_id"])):
+            images_root = store.local_path(keys.images(row["dataset_id"]))
     except NotFound:
         pass
 
     def mosaics(group_id: str) -> bytes | None:
         try:
-            return svc.store.get_bytes(f"{row['key']}/patches/{group_id}/mosaic.png")
+            return store.get_bytes(keys.mosaic(row["key"], group_id))
         except (KeyError, ValueError):
             return None
 
@@ -56,10 +58,12 @@ def zip_files(files: dict[str, bytes]) -> bytes:
 class ExportController(Controller):
     path = "/circuits"
     tags = ["exports"]
+    dependencies = provides("catalog", "store")
 
     @get("/{circuit_id:str}/exports/{fmt:str}",
          summary="Export a labeled circuit (labelstudio, cvat, datumaro, fiftyone, graphml)")
-    async def export(self, request: Request, svc: Services, owner: str, circuit_id: str, fmt: str) -> Response[bytes]:
+    async def export(self, request: Request, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str,
+                     fmt: str) -> Response[bytes]:
         if fmt not in FORMATS:
             raise Invalid(f"unknown export format {fmt!r}; accepted: {', '.join(FORMATS)}")
         query = {k: v for k, v in request.query_params.items()}
@@ -68,7 +72,7 @@ class ExportController(Controller):
             raise Invalid(f"archive={archive!r} is not accepted; use archive=zip or leave it out")
 
         def work() -> Response:
-            source = service_source(svc, owner, circuit_id)
+            source = service_source(catalog, store, owner, circuit_id)
             try:
                 exported = run_export(fmt, source, query)
             except ValueError as exc:

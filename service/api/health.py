@@ -6,25 +6,23 @@ import anyio
 from litestar import Response, get
 
 from neurflow import __version__
-from neurflow.service.deps import Services
+from neurflow.service.deps import DatabaseDep, JobsDep, ManagerDep, StoreDep, provides
 from neurflow.service.schemas import HealthOut
 
 
-@get("/health", tags=["health"], summary="Liveness and readiness", opt={"exclude_from_auth": True})
-async def health(svc: Services) -> Response[HealthOut]:
-    def probe() -> tuple[bool, bool, int, int]:
-        db_ok = svc.db.ping()
-        counts = {"queued": 0, "running": 0}
-        if db_ok:
-            for row in svc.db.all("SELECT state, COUNT(*) AS n FROM jobs WHERE state IN ('queued','running') GROUP BY state"):
-                counts[row["state"]] = row["n"]
-        return db_ok, svc.store.ping(), counts["queued"], counts["running"]
+@get("/health", tags=["health"], summary="Liveness and readiness", opt={"exclude_from_auth": True},
+     dependencies=provides("db", "jobs", "store", "manager"))
+async def health(db: DatabaseDep, jobs: JobsDep, store: StoreDep, manager: ManagerDep) -> Response[HealthOut]:
+    def probe() -> tuple[bool, bool, dict[str, int]]:
+        db_ok = db.ping()
+        return db_ok, store.ping(), jobs.live_counts() if db_ok else {}
 
-    db_ok, store_ok, queued, running = await anyio.to_thread.run_sync(probe)
-    workers = svc.manager.status()
+    db_ok, store_ok, counts = await anyio.to_thread.run_sync(probe)
+    workers = manager.status()
     workers_ok = not workers or any(w["alive"] and w["state"] in ("idle", "busy") for w in workers)
     ready = db_ok and store_ok and workers_ok
 
     body = HealthOut(status="ok" if ready else "degraded", live=True, ready=ready, database=db_ok, storage=store_ok,
-                     workers=workers, queued=queued, running=running, version=__version__)
+                     workers=workers, queued=counts.get("queued", 0), running=counts.get("running", 0),
+                     version=__version__)
     return Response(body, status_code=200 if ready else 503)

@@ -28,14 +28,19 @@ from collections import OrderedDict
 from typing import Any
 
 import anyio
-from litestar import Request, Router, get, post
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 
+from neurflow import __version__
 from neurflow.core.circuit import Circuit
 from neurflow.exports.labelstudio import group_prediction, image_prediction, interface_for
-from neurflow import __version__
 from neurflow.exports.source import ExportSource
-from neurflow.service.deps import Services
+from neurflow.service import keys
+from neurflow.service.catalog import Catalog
+from neurflow.service.deps import CatalogDep, Owner, StoreDep, provides
 from neurflow.service.errors import ApiError, NotFound
+from neurflow.service.storage import ArtifactStore
 
 PREFIX = "/ml/labelstudio"
 MODEL_CLASS = "NeurFlow"
@@ -57,9 +62,9 @@ class CircuitCache:
         self._items: OrderedDict[str, tuple[Circuit, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, svc: Services, owner: str, circuit_id: str) -> tuple[Circuit, str] | None:
+    def get(self, catalog: Catalog, store: ArtifactStore, owner: str, circuit_id: str) -> tuple[Circuit, str] | None:
         try:
-            row = svc.catalog.get_circuit(owner, circuit_id)
+            row = catalog.get_circuit(owner, circuit_id)
         except NotFound:
             return None
         key = row["key"]
@@ -69,7 +74,7 @@ class CircuitCache:
                 self._items.move_to_end(key)
                 return hit
         try:
-            circuit = Circuit.from_json(svc.store.get_bytes(key + "/circuit.json"))
+            circuit = Circuit.from_json(store.get_bytes(keys.document(key)))
         except (KeyError, ValueError) as exc:
             log.warning("label studio backend: circuit %s unreadable: %s", circuit_id, exc)
             return None
@@ -91,12 +96,21 @@ def _index(value: Any) -> int | None:
     return None
 
 
-def predict_task(svc: Services, owner: str, task: Any, cache: CircuitCache) -> dict[str, Any] | None:
+def provide_cache(state: State) -> CircuitCache:
+    """One cache per app, made on first use."""
+    cache = state.get("labelstudio_cache")
+    if cache is None:
+        cache = state["labelstudio_cache"] = CircuitCache()
+    return cache
+
+
+def predict_task(catalog: Catalog, store: ArtifactStore, owner: str, task: Any,
+                 cache: CircuitCache) -> dict[str, Any] | None:
     """The cached prediction for one Label Studio task, or ``None`` when it is not one of ours."""
     data = task.get("data") if isinstance(task, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("circuit_id"), str):
         return None
-    found = cache.get(svc, owner, data["circuit_id"])
+    found = cache.get(catalog, store, owner, data["circuit_id"])
     if found is None:
         return None
     circuit, version = found
@@ -132,20 +146,24 @@ def _interface(config: Any) -> Any:
         return None
 
 
-def build() -> Router:
-    cache = CircuitCache()
+class LabelStudioBackendController(Controller):
+    path = PREFIX
+    tags = ["label studio ml backend"]
+    security = [{"apiKey": []}]
+    dependencies = {**provides("catalog", "store"), "cache": Provide(provide_cache, sync_to_thread=False)}
 
     @get(["/", "/health"], summary="ML backend health (Label Studio protocol)")
-    async def health() -> dict[str, str]:
+    async def health(self) -> dict[str, str]:
         return {"status": "UP", "model_class": MODEL_CLASS}
 
     @post("/setup", status_code=200, summary="ML backend setup (Label Studio protocol)")
-    async def setup(data: dict[str, Any]) -> dict[str, str]:
+    async def setup(self, data: dict[str, Any]) -> dict[str, str]:
         return {"model_version": BACKEND_VERSION}
 
     @post("/predict", status_code=200, request_max_body_size=256 * 1024 * 1024,
           summary="Cached NeurFlow labels as Label Studio predictions, one per task")
-    async def predict(data: dict[str, Any], svc: Services, owner: str) -> dict[str, Any]:
+    async def predict(self, data: dict[str, Any], catalog: CatalogDep, store: StoreDep, cache: NamedDependency[CircuitCache],
+                      owner: Owner) -> dict[str, Any]:
         tasks = data.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("predict takes {\"tasks\": [...]} (Label Studio's ML-backend protocol)")
@@ -156,7 +174,7 @@ def build() -> Router:
             interface = _interface(data.get("label_config"))
             results = []
             for task in tasks:
-                prediction = predict_task(svc, owner, task, cache)
+                prediction = predict_task(catalog, store, owner, task, cache)
                 if prediction is None or not _fits(interface, prediction):
                     prediction = {"model_version": BACKEND_VERSION, "score": None, "result": []}
                 results.append(prediction)
@@ -165,9 +183,6 @@ def build() -> Router:
         return {"results": await anyio.to_thread.run_sync(work)}
 
     @post("/webhook", status_code=200, summary="Annotation events (accepted, nothing to train)")
-    async def webhook(request: Request) -> dict[str, Any]:
+    async def webhook(self, request: Request) -> dict[str, Any]:
         await request.body()
         return {}
-
-    return Router(path=PREFIX, route_handlers=[health, setup, predict, webhook], tags=["label studio ml backend"],
-                  security=[{"apiKey": []}])

@@ -11,46 +11,48 @@ import anyio
 from litestar import Controller, Response, get
 
 from neurflow.service.api.exports import service_source
-from neurflow.service.deps import Services
+from neurflow.service.deps import CatalogDep, JobsDep, Owner, StoreDep, provides
 from neurflow.service.errors import Conflict, Invalid
+from neurflow.service.jobstore import JobStore
+from neurflow.service.jobtypes import DebugJob
+from neurflow.service.storage import ArtifactStore
 
 
-def debug_view(svc: Services, owner: str, circuit_id: str, job_id: str):
+def debug_view(jobs: JobStore, store: ArtifactStore, owner: str, circuit_id: str, job_id: str):
     """The result of the owner's finished debug job ``job_id`` on this circuit, with its input image."""
     from neurflow.viewer.debug import DebugView
 
-    job: dict[str, Any] = svc.jobs.get(owner, job_id)  # NotFound (404) for another owner's job
-    if job["kind"] != "debug":
+    job: dict[str, Any] = jobs.get(owner, job_id)  # NotFound (404) for another owner's job
+    debug = job["spec"]
+    if not isinstance(debug, DebugJob):
         raise Invalid(f"job {job_id} is a {job['kind']} job, not a debug job")
-    refs = (job.get("spec") or {}).get("refs") or {}
-    if refs.get("circuit_id") != circuit_id:
-        raise Invalid(f"debug job {job_id} explains circuit {refs.get('circuit_id')}, not {circuit_id}")
+    if debug.circuit.id != circuit_id:
+        raise Invalid(f"debug job {job_id} explains circuit {debug.circuit.id}, not {circuit_id}")
     if job["state"] != "succeeded" or not job["result"]:
         raise Conflict(f"debug job {job_id} is {job['state']}; the report needs a finished (succeeded) one")
-    image = None
-    if refs.get("image_key"):
-        try:
-            image = svc.store.get_bytes(refs["image_key"])
-        except (KeyError, ValueError):
-            image = None  # the result is still worth showing without its picture
+    try:
+        image = store.get_bytes(debug.image_key)
+    except (KeyError, ValueError):
+        image = None  # the result is still worth showing without its picture
     return DebugView.of(job["result"], image, job_id=job_id)
 
 
 class ReportController(Controller):
     path = "/circuits"
     tags = ["circuits"]
+    dependencies = provides("catalog", "jobs", "store")
 
     @get("/{circuit_id:str}/report", summary="The circuit viewer: an interactive, self-contained HTML page",
          media_type="text/html")
-    async def report(self, svc: Services, owner: str, circuit_id: str,
+    async def report(self, catalog: CatalogDep, jobs: JobsDep, store: StoreDep, owner: Owner, circuit_id: str,
                      debug_job: str | None = None) -> Response[str]:
         from neurflow.viewer.report import ReportEntry, render_report
 
         def work() -> str:
-            source = service_source(svc, owner, circuit_id)
+            source = service_source(catalog, store, owner, circuit_id)
             circuit = source.circuit
             mosaics = source.all_mosaics()
-            debug = debug_view(svc, owner, circuit_id, debug_job) if debug_job else None
+            debug = debug_view(jobs, store, owner, circuit_id, debug_job) if debug_job else None
             entry = ReportEntry(circuit=circuit, mosaics=mosaics, circuit_id=circuit_id, debug=debug)
             return render_report([entry], title=f"NeurFlow circuit {circuit_id}")
 

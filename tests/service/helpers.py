@@ -13,8 +13,11 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import msgspec
 from PIL import Image
 
+from neurflow.core.jobspec import JobSpec
+from neurflow.service.jobtypes import CircuitRef, DatasetRef, DebugJob, ModelRef, RunJob
 from neurflow.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 
 KEY_A = "test-key-alpha"
@@ -59,6 +62,20 @@ def job_spec(model_id: str, dataset_id: str, target=(0, 1), engine=None, labelin
     if labeling is not None:
         spec["labeling"] = labeling
     return spec
+
+
+MODEL = ModelRef(id="m" * 64, arch="resnet18", num_classes=3)
+CIRCUIT = CircuitRef(id="c-1", key="jobs/job-0/attempt-1/class-0", model_id=MODEL.id)
+
+
+def run_job(model: ModelRef = MODEL, dataset_id: str = "ds-1") -> RunJob:
+    """A typed run job as the API stores it (no catalog behind it: for the job table and the pipe)."""
+    spec = msgspec.convert(job_spec(model.id, dataset_id), JobSpec)
+    return RunJob(spec=spec, model=model, dataset=DatasetRef(id=dataset_id))
+
+
+def debug_job(circuit: CircuitRef = CIRCUIT, model: ModelRef = MODEL) -> DebugJob:
+    return DebugJob(circuit=circuit, model=model, image_key="jobs/job-1/input.png", threshold=0.5)
 
 
 

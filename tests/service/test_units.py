@@ -22,7 +22,7 @@ from neurflow.service.jobstore import JobStore
 from neurflow.service.settings import load_settings
 from neurflow.service.storage import ArtifactStore
 
-from .helpers import dataset_entries, make_zip, png_bytes
+from .helpers import dataset_entries, debug_job, make_zip, png_bytes, run_job
 
 LIMITS = {"max_entries": 100, "max_bytes": 10 * 1024 * 1024, "max_pixels": 10_000_000}
 
@@ -172,8 +172,8 @@ def test_artifact_store(tmp_path, url):
 def test_job_state_machine_and_recovery(tmp_path):
     db = Database(tmp_path / "j.db")
     jobs = JobStore(db)
-    a = jobs.create("job-a", "o1", "run", {"x": 1}, max_attempts=2)
-    jobs.create("job-b", "o1", "debug", {}, max_attempts=1)
+    a = jobs.create("job-a", "o1", run_job(), max_attempts=2)
+    jobs.create("job-b", "o1", debug_job(), max_attempts=1)
     assert a["state"] == "queued" and jobs.next_queued()["id"] == "job-b"  # interactive kinds first
     assert jobs.claim("job-a", "w0") and not jobs.claim("job-a", "w1")
     jobs.progress("job-a", "ig", 3, 4)
@@ -197,7 +197,7 @@ def test_job_state_machine_and_recovery(tmp_path):
 
 def test_graceful_release_keeps_the_attempt(tmp_path):
     jobs = JobStore(Database(tmp_path / "j.db"))
-    jobs.create("job-a", "o1", "run", {}, max_attempts=1)
+    jobs.create("job-a", "o1", run_job(), max_attempts=1)
     jobs.claim("job-a", "w0")
     jobs.release("job-a", "the server stopped; requeued")
     job = jobs.get("o1", "job-a")
