@@ -6,6 +6,8 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
   (:mod:`bench.engine_speed`).
 * ``api``: requests per second and p50/p99 latency of the REST API's read endpoints under 32
   concurrent clients (:mod:`bench.api_load`).
+* ``labels``: label quality on the world suite, dev and held-out worlds: top-1 / top-5, retrieval
+  AUC, calibration, the five-exemplar baseline in every row (:mod:`bench.labels`).
 
 A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
 registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
@@ -21,6 +23,7 @@ import time
 SECTIONS: dict[str, str] = {
     "engine": "bench.engine_speed",
     "api": "bench.api_load",
+    "labels": "bench.labels",
 }
 
 

@@ -34,6 +34,8 @@ similarity with the group's patches.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -92,3 +94,83 @@ def patch_agreement(per_patch_scores: np.ndarray, top: int) -> float:
     n = len(per_patch_scores)
     k = int((per_patch_scores.argmax(axis=1) == top).sum()) if n else 0
     return (k + 1) / (n + 2)
+
+
+# -- the mosaic score: what the display exemplars show, supported by the group's other patches ------
+#
+# Measured on held-out worlds (docs/label-quality.md), the contrastive score over all top patches lost
+# to the plain mean cosine of the five display exemplars: the reference term penalises exactly the
+# parts a class is made of (they fill every patch of the run), and a group's many top patches drift
+# from what its mosaic shows. The mosaic score therefore votes with the exemplars first:
+#
+#     P(d) = w * P_E(d) + (1 - w) * P_G(d)          (zero-shot vote mixtures, see ``mixture``)
+#     score(d) = log(P(d) + eps) - lambda * log(P_R(d) + eps)
+#
+# with ``P_E`` over the exemplars, ``P_G`` over all labeling patches and ``P_R`` over the run's
+# reference pool. ``w`` and ``lambda`` below were chosen on the dev worlds of the label suite
+# (``python -m bench.run labels``) and only reported on its held-out worlds.
+
+#: Weight of the exemplars' votes in the mixture (the rest: all the group's labeling patches).
+MOSAIC_EXEMPLAR_WEIGHT = 0.7
+#: Weight of the run's reference pool in the mosaic score (the contrastive score uses 1).
+MOSAIC_CONTRAST = 0.0
+
+
+def mosaic_mixture(exemplars: np.ndarray, patches: np.ndarray, concepts: np.ndarray, logit_scale: float,
+                   exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT) -> np.ndarray:
+    """``w * P_E + (1 - w) * P_G``, shape (c,); the exemplars alone when there are no other patches."""
+    p_exemplars = mixture(exemplars, concepts, logit_scale)
+    if len(patches) == 0:
+        return p_exemplars
+    return exemplar_weight * p_exemplars + (1 - exemplar_weight) * mixture(patches, concepts, logit_scale)
+
+
+def mosaic_scores(exemplars: np.ndarray, patches: np.ndarray, reference_mixture: np.ndarray, concepts: np.ndarray,
+                  logit_scale: float, exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, contrast: float = MOSAIC_CONTRAST) -> np.ndarray:
+    """The mosaic score of every concept, shape (c,), in nats (see the comment above)."""
+    eps = 1.0 / len(concepts)
+    p = mosaic_mixture(exemplars, patches, concepts, logit_scale, exemplar_weight)
+    return np.log(p + eps) - contrast * np.log(reference_mixture + eps)
+
+
+@dataclass(frozen=True)
+class ConfidenceParts:
+    """What the confidence of a top label is made of, each in [0, 1].
+
+    ``exemplars``: Laplace share of exemplars whose own zero-shot best concept is the top label
+    (does the mosaic show it?); ``patches``: the same over all labeling patches (do the group's
+    other patches agree with the mosaic?); ``margin``: the top label's share of the mixture minus
+    the runner-up's (is the second label close?)."""
+
+    exemplars: float
+    patches: float
+    margin: float
+
+
+def confidence_parts(exemplars: np.ndarray, patches: np.ndarray, concepts: np.ndarray, logit_scale: float, top: int,
+                     exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT) -> ConfidenceParts:
+    best_e = concept_votes(exemplars, concepts, logit_scale).argmax(axis=1) if len(exemplars) else np.zeros(0, int)
+    best_p = concept_votes(patches, concepts, logit_scale).argmax(axis=1) if len(patches) else best_e
+    p = mosaic_mixture(exemplars, patches, concepts, logit_scale, exemplar_weight)
+    others = np.delete(p, top)
+    margin = float(p[top] - (others.max() if len(others) else 0.0))
+    return ConfidenceParts(
+        exemplars=(int((best_e == top).sum()) + 1) / (len(best_e) + 2),
+        patches=(int((best_p == top).sum()) + 1) / (len(best_p) + 2),
+        margin=max(margin, 0.0),
+    )
+
+
+#: Logistic calibration of the confidence, fitted on the dev worlds' groups (label correct or not):
+#: ``confidence = sigmoid(b0 + b1 * exemplars + b2 * patches + b3 * margin)``.
+CONFIDENCE_COEFFICIENTS = (-4.0, 4.0, 2.0, 4.0)
+
+#: Labels whose confidence is below this are shown as uncertain (viewer) and exported with this
+#: lower score (Label Studio), so that reviewers see them first. Chosen on the dev worlds.
+UNCERTAIN_BELOW = 0.5
+
+
+def calibrated_confidence(parts: ConfidenceParts, coefficients: tuple[float, float, float, float] = CONFIDENCE_COEFFICIENTS) -> float:
+    b0, b1, b2, b3 = coefficients
+    z = b0 + b1 * parts.exemplars + b2 * parts.patches + b3 * parts.margin
+    return float(1.0 / (1.0 + np.exp(-z)))

@@ -57,3 +57,57 @@ def test_per_patch_scores_match_the_group_score_for_one_patch():
     ref = mixture(reference, concepts, 10.0)
     single = contrastive_scores(group[:1], ref, concepts, 10.0)
     assert np.allclose(per_patch_contrastive(group[:1], ref, concepts, 10.0)[0], single)
+
+
+# -- the mosaic score and its confidence ------------------------------------------------------------
+from neurflow.labeler.scoring import (  # noqa: E402
+    ConfidenceParts, calibrated_confidence, confidence_parts, mosaic_scores,
+)
+
+
+def _class_part_world(rng):
+    """Concept 0 is a part of the class: it fills the run's patches and this group's five exemplars;
+    the group's other top patches drift towards concept 2. Concepts 1 and 3 are elsewhere."""
+    def patches(weights, n):
+        return _unit(np.asarray(weights) + 0.05 * rng.standard_normal((n, 4)))
+    exemplars = patches([1.0, 0.0, 0.2, 0.0], 5)
+    drift = patches([0.6, 0.0, 1.0, 0.0], 30)
+    reference = np.concatenate([patches([1.0, 0.0, 0.0, 0.0], 60), patches([0.0, 1.0, 0.0, 0.3], 20)])
+    return np.eye(4), exemplars, np.concatenate([exemplars, drift]), reference
+
+
+def test_mosaic_score_names_what_the_exemplars_show():
+    concepts, exemplars, patches, reference = _class_part_world(np.random.default_rng(0))
+    ref = mixture(reference, concepts, 10.0)
+    # The former default misses it twice over: the run is full of concept 0, and most top patches drift.
+    assert contrastive_scores(patches, ref, concepts, 10.0).argmax() != 0
+    assert mosaic_scores(exemplars, patches, ref, concepts, 10.0, exemplar_weight=0.7, contrast=0.0).argmax() == 0
+    # With the exemplars' weight at zero it is zero-shot voting over all patches, which drifts too.
+    assert mosaic_scores(exemplars, patches, ref, concepts, 10.0, exemplar_weight=0.0, contrast=0.0).argmax() == 2
+
+
+def test_confidence_says_when_patches_disagree_with_the_mosaic_or_labels_are_close():
+    concepts, exemplars, patches, _ = _class_part_world(np.random.default_rng(1))
+    agreeing = np.concatenate([exemplars, exemplars[:1].repeat(30, axis=0)])
+    clean = confidence_parts(exemplars, agreeing, concepts, 10.0, top=0)
+    drifting = confidence_parts(exemplars, patches, concepts, 10.0, top=0)
+    assert clean.exemplars == drifting.exemplars == (5 + 1) / (5 + 2)
+    assert drifting.patches < 0.3 < 0.9 < clean.patches
+    assert drifting.margin < clean.margin
+    assert calibrated_confidence(drifting) < calibrated_confidence(clean)
+    # Two concepts equally present in every exemplar: the margin is near zero, the confidence drops.
+    tied = _unit(np.tile([1.0, 0.0, 1.0, 0.0], (5, 1)))
+    parts = confidence_parts(tied, tied, concepts, 10.0, top=0)
+    assert parts.margin < 0.01
+    assert calibrated_confidence(parts) < calibrated_confidence(clean)
+
+
+def test_calibrated_confidence_is_a_monotone_probability():
+    low = calibrated_confidence(ConfidenceParts(0.2, 0.2, 0.0))
+    high = calibrated_confidence(ConfidenceParts(0.9, 0.9, 0.8))
+    assert 0.0 < low < high < 1.0
+    for field in range(3):
+        values = [0.5, 0.5, 0.3]
+        up = list(values)
+        up[field] += 0.2
+        assert calibrated_confidence(ConfidenceParts(*up)) > calibrated_confidence(ConfidenceParts(*values))

@@ -1,0 +1,338 @@
+"""``python -m bench.run labels``: label quality on worlds the labeler was tuned on, and on others.
+
+Every world of :data:`neurflow.world.suite.SUITE` has its own network, its own CLIP (ViT or ResNet
+image tower, trained only on that world) and engine circuits of two classes. Each group's truth is
+what its mosaic shows: the part that dominates the majority of its five display exemplars (part
+masks), when at least 3 of 5 do; groups without such a majority have no reference. A group is
+*mixed* when its exemplars are not all that part, or when its other top patches are mostly another.
+
+Methods (all from the same CLIP embeddings of the same patches):
+
+* ``baseline``: the concept with the highest mean cosine similarity to the five exemplars;
+* ``contrastive``: the former default, contrastive score over all top patches (reference term 1);
+* ``mosaic w=.. l=..``: the mosaic score (:func:`neurflow.labeler.scoring.mosaic_scores`) on a grid
+  of exemplar weights and reference weights.
+
+The grid is compared on the *dev* worlds only; the best setting there (top-1, then top-1 on mixed
+groups, then retrieval AUC) is the one reported on the *held-out* worlds, next to the baseline and
+the former default, and the confidence's logistic calibration is fitted on the dev worlds' groups.
+Columns: top-1 / top-5 against the mosaic's part, top-1 on mixed groups, held-out retrieval ROC-AUC
+(the group's held-out top patches against random patches of the run, ranked by similarity to the
+label), and the confidence's ECE and ROC-AUC against correctness; every row repeats the baseline's
+top-1 on the same groups.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+GRID_WEIGHTS = (1.0, 0.7, 0.5)
+GRID_CONTRAST = (0.0, 0.3, 1.0)
+MIN_MAJORITY = 3  # of 5 exemplars: below, the mosaic shows no one part and the group has no reference
+RELIABILITY_BINS = 5
+
+
+@dataclass
+class GroupData:
+    """One group's embeddings and truth."""
+
+    world: str
+    gid: str
+    exemplars: np.ndarray  # (5, d)
+    patches: np.ndarray  # (n, d) labeling patches, exemplars first
+    held: np.ndarray  # (h, d) held-out top patches
+    reference: str | None  # the mosaic's part
+    mixed: bool
+    ref_mixture: np.ndarray = field(repr=False, default=None)
+    negatives: np.ndarray = field(repr=False, default=None)
+
+
+@dataclass
+class WorldData:
+    name: str
+    role: str
+    arch: str
+    concepts: np.ndarray
+    names: list[str]
+    logit_scale: float
+    groups: list[GroupData]
+    heldout_accuracy: float | None
+    clip_top1: float
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--label-worlds", nargs="+", metavar="WORLD", help="suite worlds (default: all)")
+    parser.add_argument("--label-json", metavar="PATH", help="also write the label table as JSON here")
+
+
+def _collect(name: str, log: Callable[[str], None]) -> WorldData:
+    from neurflow.labeler.clip_model import load_clip
+    from neurflow.labeler.labeling import PatchEmbedder
+    from neurflow.labeler.patches import PatchLoader, group_patches, patch_key, random_boxes, reference_pool, split_holdout
+    from neurflow.labeler.scoring import mixture
+    from neurflow.labeler.vocabulary import load_templates, load_vocabulary
+    from neurflow.world.clip import clip_spec
+    from neurflow.world.ground_truth import World, purity
+    from neurflow.world.suite import ensure_suite_world
+
+    entry = ensure_suite_world(name, log=log)
+    world = World.load(entry.root)
+    order = [world.part_names[k] for k in sorted(world.part_names)]
+    clip = load_clip(clip_spec(entry.bundle))
+    vocab = load_vocabulary(str(entry.bundle / "vocabulary.txt"))
+    concepts = clip.vocabulary_matrix(vocab, load_templates(str(entry.bundle / "templates.txt")))
+    groups = []
+    for circuit in entry.circuits.values():
+        embed = PatchEmbedder(clip, PatchLoader(circuit, entry.images))
+        ref_mix = mixture(embed(reference_pool(circuit, 256, 0)), concepts, clip.logit_scale)
+        negatives = embed(random_boxes(circuit, 200, 17))
+        paths = {ref.id: world.relative_path(ref.path, entry.images) for ref in circuit.images}
+
+        def dominant(ex):
+            return world.dominant_part(paths[ex.image], ex.box)
+
+        for layer_index, _, group in circuit.iter_groups():
+            patches = group_patches(circuit, layer_index, group)
+            keep = {patch_key(e) for e in group.exemplars}
+            used, held = split_holdout(patches, 0.2, zlib.crc32(group.id.encode()), keep=keep)
+            shown = purity([dominant(e) for e in group.exemplars], order)
+            behind = purity([dominant(p) for p in patches], order)
+            reference = shown.majority_part if shown.majority_part and shown.purity * shown.n >= MIN_MAJORITY else None
+            groups.append(GroupData(
+                name, f"c{circuit.target.class_index}/{group.id}", embed(list(group.exemplars)), embed(used[:64]), embed(held),
+                reference, mixed=shown.purity < 1.0 or behind.majority_part != shown.majority_part,
+                ref_mixture=ref_mix, negatives=negatives,
+            ))
+    suite = entry.world
+    return WorldData(name, suite.role, suite.clip_arch, concepts, list(vocab.concepts), clip.logit_scale, groups,
+                     entry.model.heldout_accuracy, json.loads((entry.bundle / "metrics.json").read_text())["zero_shot_top1"])
+
+
+# -- methods: (world, group) -> (scores over the vocabulary, confidence parts or a confidence) ---------
+
+def _baseline(w: WorldData, g: GroupData):
+    from neurflow.labeler.scoring import mean_cosine_scores, patch_agreement
+
+    scores = mean_cosine_scores(g.exemplars, w.concepts)
+    return scores, patch_agreement(g.exemplars @ w.concepts.T, int(scores.argmax()))
+
+
+def _contrastive(w: WorldData, g: GroupData):
+    from neurflow.labeler.scoring import contrastive_scores, patch_agreement, per_patch_contrastive
+
+    scores = contrastive_scores(g.patches, g.ref_mixture, w.concepts, w.logit_scale, 1.0)
+    per_patch = per_patch_contrastive(g.patches, g.ref_mixture, w.concepts, w.logit_scale, 1.0)
+    return scores, patch_agreement(per_patch, int(scores.argmax()))
+
+
+def _mosaic(weight: float, contrast: float, coefficients=None):
+    def method(w: WorldData, g: GroupData):
+        from neurflow.labeler.scoring import calibrated_confidence, confidence_parts, mosaic_scores
+
+        scores = mosaic_scores(g.exemplars, g.patches, g.ref_mixture, w.concepts, w.logit_scale, weight, contrast)
+        parts = confidence_parts(g.exemplars, g.patches, w.concepts, w.logit_scale, int(scores.argmax()), weight)
+        return scores, (parts if coefficients is None else calibrated_confidence(parts, coefficients))
+    return method
+
+
+def _evaluate(w: WorldData, method) -> list[dict]:
+    from neurflow.labeler.scoring import top_indices
+    from neurflow.labeler.evaluation.metrics import roc_auc
+
+    rows = []
+    for g in w.groups:
+        scores, confidence = method(w, g)
+        top = top_indices(scores, 5)
+        row = {"gid": g.gid, "label": w.names[top[0]], "reference": g.reference, "mixed": g.mixed, "confidence": confidence}
+        if g.reference is not None:
+            row["top1"] = w.names[top[0]] == g.reference
+            row["top5"] = g.reference in [w.names[k] for k in top]
+        if len(g.held):
+            label = w.concepts[top[0]]
+            pos, neg = g.held @ label, g.negatives @ label
+            row["retrieval_auc"] = roc_auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
+        rows.append(row)
+    return rows
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _summary(rows: list[dict], baseline_rows: list[dict]) -> dict:
+    from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
+
+    ref = [r for r in rows if "top1" in r]
+    mixed = [r for r in ref if r["mixed"]]
+    scored = [r for r in ref if isinstance(r["confidence"], float)]
+    correct = [bool(r["top1"]) for r in scored]
+    conf = [r["confidence"] for r in scored]
+    return {
+        "groups": len(rows), "with_reference": len(ref), "mixed": len(mixed),
+        "top1": _mean(r["top1"] for r in ref), "top5": _mean(r["top5"] for r in ref),
+        "top1_mixed": _mean(r["top1"] for r in mixed),
+        "retrieval_auc": _mean(r.get("retrieval_auc") for r in rows),
+        "ece": expected_calibration_error(conf, correct, RELIABILITY_BINS) if scored else None,
+        "confidence_auc": roc_auc(correct, conf) if scored else None,
+        "baseline_top1": _mean(r["top1"] for r in baseline_rows if "top1" in r),
+        "baseline_top1_mixed": _mean(r["top1"] for r in baseline_rows if "top1" in r and r["mixed"]),
+    }
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> np.ndarray:
+    """Newton's method for L2-regularised logistic regression; x (n, k) without the intercept column."""
+    X = np.c_[np.ones(len(x)), x]
+    beta = np.zeros(X.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-X @ beta))
+        grad = X.T @ (p - y) + l2 * np.r_[0.0, beta[1:]]
+        hess = (X.T * (p * (1 - p))) @ X + l2 * np.diag(np.r_[0.0, np.ones(X.shape[1] - 1)])
+        beta -= np.linalg.solve(hess, grad)
+    return beta
+
+
+def _fmt(v, pattern="{:.3f}") -> str:
+    return "-" if v is None else pattern.format(v)
+
+
+def _table(title: str, lines: list[tuple[str, str, dict]]) -> str:
+    head = (f"  {'world':<22} {'method':<26} {'groups':>6} {'top-1':>6} {'top-5':>6} {'mixed top-1':>14} {'ret.AUC':>7} "
+            f"{'ECE':>6} {'conf.AUC':>8} {'baseline top-1':>14} {'(mixed)':>7}")
+    out = [title, head]
+    for world, method, s in lines:
+        mixed = f"{_fmt(s['top1_mixed'])} ({s['mixed']})"
+        out.append(f"  {world:<22} {method:<26} {s['with_reference']:>6} {_fmt(s['top1']):>6} {_fmt(s['top5']):>6} {mixed:>14} "
+                   f"{_fmt(s['retrieval_auc']):>7} {_fmt(s['ece']):>6} {_fmt(s['confidence_auc']):>8} {_fmt(s['baseline_top1']):>14} "
+                   f"{_fmt(s['baseline_top1_mixed']):>7}")
+    return "\n".join(out)
+
+
+def _reliability(rows: list[dict]) -> str:
+    scored = [r for r in rows if "top1" in r]
+    conf = np.array([r["confidence"] for r in scored])
+    correct = np.array([float(r["top1"]) for r in scored])
+    edges = np.linspace(0, 1, RELIABILITY_BINS + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, RELIABILITY_BINS - 1)
+    out = ["  confidence bin   groups  mean confidence  accuracy"]
+    for b in range(RELIABILITY_BINS):
+        sel = which == b
+        acc = correct[sel].mean() if sel.any() else None
+        mean_conf = conf[sel].mean() if sel.any() else None
+        bar = "#" * int(round(20 * acc)) if acc is not None else ""
+        out.append(f"  [{edges[b]:.1f}, {edges[b + 1]:.1f})  {int(sel.sum()):>7}  {_fmt(mean_conf):>15}  {_fmt(acc):>8}  {bar}")
+    return "\n".join(out)
+
+
+def run_section(args) -> dict:
+    import torch
+
+    from neurflow.labeler import scoring
+    from neurflow.world.suite import SUITE
+
+    torch.set_num_threads(1)
+    names = getattr(args, "label_worlds", None) or list(SUITE)
+    unknown = [n for n in names if n not in SUITE]
+    if unknown:
+        raise SystemExit(f"unknown suite world(s) {unknown}; choose from {list(SUITE)}")
+    started = time.time()
+    log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", file=sys.stderr, flush=True)  # noqa: E731
+    worlds = [_collect(n, log) for n in names]
+    dev = [w for w in worlds if w.role == "dev"]
+    held = [w for w in worlds if w.role != "dev"]
+    print("worlds:")
+    for w in worlds:
+        n_mixed = sum(g.mixed for g in w.groups if g.reference)
+        print(f"  {w.name:<10} {w.role:<8} CLIP {w.arch:<6} (zero-shot {w.clip_top1:.3f}), resnet18 held-out acc "
+              f"{_fmt(w.heldout_accuracy)}, {len(w.groups)} groups, {sum(g.reference is not None for g in w.groups)} with a "
+              f"reference, {n_mixed} of them mixed")
+
+    baseline = {w.name: _evaluate(w, _baseline) for w in worlds}
+    # -- choose the mosaic setting on the dev worlds only --------------------------------------------
+    grid = {(wt, c): {w.name: _evaluate(w, _mosaic(wt, c)) for w in dev} for wt in GRID_WEIGHTS for c in GRID_CONTRAST}
+
+    def dev_key(setting):
+        rows = [r for w in dev for r in grid[setting][w.name] if "top1" in r]
+        mixed = [r for r in rows if r["mixed"]]
+        return (_mean(r["top1"] for r in rows) or 0, _mean(r["top1"] for r in mixed) or 0,
+                _mean(r.get("retrieval_auc") for w in dev for r in grid[setting][w.name]) or 0)
+
+    chosen = max(grid, key=dev_key)
+    # -- calibrate the chosen method's confidence on the dev worlds' groups ---------------------------
+    feats, ys = [], []
+    for w in dev:
+        for g in w.groups:
+            if g.reference is None:
+                continue
+            scores, parts = _mosaic(*chosen)(w, g)
+            feats.append([parts.exemplars, parts.patches, parts.margin])
+            ys.append(float(w.names[int(scores.argmax())] == g.reference))
+    fitted = fit_logistic(np.array(feats), np.array(ys)) if len(set(ys)) == 2 else None
+    default = (scoring.MOSAIC_EXEMPLAR_WEIGHT, scoring.MOSAIC_CONTRAST)
+    methods = {
+        "baseline (5 exemplars)": _baseline,
+        "contrastive (old default)": _contrastive,
+        f"mosaic w={default[0]:g} l={default[1]:g} (default)": _mosaic(*default, scoring.CONFIDENCE_COEFFICIENTS),
+    }
+    results = {w.name: {m: _evaluate(w, f) for m, f in methods.items()} for w in worlds}
+
+    lines = []
+    for w in dev:
+        for (wt, c), per_world in grid.items():
+            mark = "  <- chosen" if (wt, c) == chosen else ""
+            lines.append((w.name + " (dev)", f"mosaic w={wt:g} l={c:g}{mark}"[:26], _summary(per_world[w.name], baseline[w.name])))
+    print()
+    print(_table("dev worlds: the mosaic grid (confidence: raw exemplar agreement share)", [
+        (wn, m, {**s, "ece": None, "confidence_auc": None}) for wn, m, s in lines]))
+    print(f"\n  chosen on dev: exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}; "
+          f"labeler default: {default[0]:g}, {default[1]:g} -> {'same' if tuple(chosen) == default else 'DIFFERENT'}")
+    if fitted is not None:
+        print(f"  confidence calibration fitted on dev groups: b = {np.round(fitted, 2).tolist()}; "
+              f"labeler constants: {list(scoring.CONFIDENCE_COEFFICIENTS)}")
+
+    summary: dict = {"chosen": list(chosen), "fitted_coefficients": None if fitted is None else fitted.tolist(), "worlds": {}}
+    lines = []
+    for w in worlds:
+        tag = f"{w.name} ({'dev' if w.role == 'dev' else 'HELD-OUT'}, {w.arch})"
+        summary["worlds"][w.name] = {"role": w.role, "arch": w.arch, "methods": {}}
+        for m in methods:
+            s = _summary(results[w.name][m], baseline[w.name])
+            summary["worlds"][w.name]["methods"][m] = s
+            lines.append((tag, m[:26], s))
+    print()
+    print(_table("all worlds: baseline, former default, default (confidence as the labeler computes it)", lines))
+
+    name = next(m for m in methods if m.endswith("(default)"))
+    pooled = [r for w in held for r in results[w.name][name]]
+    if pooled:
+        print(f"\nreliability of the default's confidence, held-out worlds pooled "
+              f"(uncertain below {scoring.UNCERTAIN_BELOW}):")
+        print(_reliability(pooled))
+        ref = [r for r in pooled if "top1" in r]
+        low = [r for r in ref if r["confidence"] < scoring.UNCERTAIN_BELOW]
+        high = [r for r in ref if r["confidence"] >= scoring.UNCERTAIN_BELOW]
+        print(f"  marked uncertain: {len(low)} of {len(ref)} groups, accuracy {_fmt(_mean(r['top1'] for r in low))}; "
+              f"the others: accuracy {_fmt(_mean(r['top1'] for r in high))}")
+    losses = [(w.name, m) for w in worlds for m in [name]
+              if (summary["worlds"][w.name]["methods"][m]["top1"] or 0) < (summary["worlds"][w.name]["methods"][m]["baseline_top1"] or 0)]
+    print(f"\ndefault below the baseline's top-1 on: {losses or 'no world'}")
+    summary["default_loses_on"] = losses
+    if getattr(args, "label_json", None):
+        Path(args.label_json).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run_section(parser.parse_args())
