@@ -46,8 +46,11 @@ def relabeled_circuit(attempt_key: str) -> str:
     return f"{attempt_key}/relabeled"
 
 
+DOCUMENT = "circuit.json"  # a circuit folder's document (the folder mirrors it locally in a worker)
+
+
 def document(circuit_key: str) -> str:
-    return f"{circuit_key}/circuit.json"
+    return f"{circuit_key}/{DOCUMENT}"
 
 
 PATCHES = "patches"  # the folder of a circuit that ``labeler.patches.render_patches`` fills

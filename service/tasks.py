@@ -84,8 +84,8 @@ def _finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key
     from neurflow.service.summary import summarize
 
     circuit = Circuit.from_json(circuit_path.read_bytes())
-    if circuit_path != local_dir / "circuit.json":
-        shutil.copyfile(circuit_path, local_dir / "circuit.json")
+    if circuit_path != local_dir / keys.DOCUMENT:
+        shutil.copyfile(circuit_path, local_dir / keys.DOCUMENT)
     render_patches(circuit, images_root, local_dir / keys.PATCHES)
     ctx.publish(key, local_dir)
     return NewCircuit(class_index=circuit.target.class_index, key=key, summary=summarize(circuit))
@@ -106,6 +106,7 @@ def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> Tas
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     out_key = keys.attempt(task.id, task.attempt)
     out_dir = ctx.output_dir(out_key, task.id)
+    # base_dir (out_dir) resolves nothing: the job's model and dataset are ids, their paths are passed here
     paths = run_job(job.spec, out_dir, out_dir / "engine", progress=progress, model=model, images_dir=images_root,
                     weights_path=ctx.store.local_path(keys.weights(job.model.id)),
                     device=None if ctx.device == "cpu" else ctx.device, labeling=job.labeling)
@@ -130,8 +131,8 @@ def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress
     labeled = label_circuit(circuit, images_root, job.labeling, progress=progress)
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
-    (local_dir / "circuit.json").write_text(labeled.to_json())
-    return TaskOutput(circuits=[_finish_circuit(ctx, local_dir / "circuit.json", images_root, key, local_dir)])
+    (local_dir / keys.DOCUMENT).write_text(labeled.to_json())
+    return TaskOutput(circuits=[_finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)])
 
 
 def debug(job: DebugJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
