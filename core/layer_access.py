@@ -123,6 +123,8 @@ class LayerProbe:
     shape: tuple[int, ...] | None = None  # native, one sample; None when the output is not a tensor
     layout: str = "?"
     layout_measured: bool = False  # False: assumed from the number of dims (second probe failed)
+    order: int = -1  # when its first call finished, among the probed modules
+    output_id: int | None = None  # identity of its first output: modules sharing it output one tensor
 
     @property
     def problem(self) -> str | None:
@@ -146,9 +148,11 @@ class LayerProbe:
         return shape
 
 
-def _record(module_names: Sequence[tuple[str, nn.Module]], x: torch.Tensor, model: nn.Module) -> tuple[dict[str, int], dict[str, tuple[int, ...] | None]]:
+def _record(module_names: Sequence[tuple[str, nn.Module]], x: torch.Tensor, model: nn.Module,
+            identities: dict[str, tuple[int, int]] | None = None) -> tuple[dict[str, int], dict[str, tuple[int, ...] | None]]:
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
+    alive: list[torch.Tensor] = []  # held until the pass ends, so that no two outputs share an id
     handles = []
     for name, module in module_names:
 
@@ -157,6 +161,9 @@ def _record(module_names: Sequence[tuple[str, nn.Module]], x: torch.Tensor, mode
             if name not in shapes:
                 t = out if isinstance(out, torch.Tensor) else None
                 shapes[name] = tuple(t.shape[1:]) if t is not None else None
+                if identities is not None and t is not None:
+                    alive.append(t)
+                    identities[name] = (len(identities), id(t))
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -193,7 +200,8 @@ def probe_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str] | None 
     names = [n for n in modules if n] if names is None else list(names)
     pairs = [(n, modules[n]) for n in names]
     x = x[:1]
-    calls, shapes = _record(pairs, x, model)
+    identities: dict[str, tuple[int, int]] = {}
+    calls, shapes = _record(pairs, x, model, identities)
     big = x.new_zeros((1, x.shape[1], 2 * x.shape[-2], 2 * x.shape[-1])) if x.dim() == 4 else None
     large: dict[str, tuple[int, ...] | None] = {}
     if big is not None:
@@ -203,7 +211,8 @@ def probe_layers(model: nn.Module, x: torch.Tensor, names: Sequence[str] | None 
             large = {}
     found = {}
     for name in names:
-        p = LayerProbe(name, calls.get(name, 0), shapes.get(name))
+        order, output_id = identities.get(name, (-1, None))
+        p = LayerProbe(name, calls.get(name, 0), shapes.get(name), order=order, output_id=output_id)
         if p.shape is not None:
             p.layout, p.layout_measured = _layout(p.shape, large.get(name))
             if p.calls == 1 and p.layout != "?":

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from .hashing import sha256_file  # noqa: F401  (re-exported: model ids are weight hashes)
+from .layer_access import did_you_mean
+from .layer_catalog import probe_model, readable_layers
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -33,15 +35,15 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
 
         available = torchvision.models.list_models()
         if name not in available:
-            close = [n for n in available if name.split("_")[0] in n][:10]
-            raise ValueError(f"unknown torchvision architecture {name!r}; similar names: {close or available[:10]}")
+            raise ValueError(did_you_mean(name, available, "torchvision architecture")
+                             + " (torchvision.models.list_models() lists them)")
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     try:
         import timm
     except ImportError:
         raise ValueError("timm architectures need the 'timm' extra: pip install 'neurflow[timm]'") from None
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm architecture {name!r}; see timm.list_models()")
+        raise ValueError(did_you_mean(name, timm.list_models(), "timm architecture") + " (timm.list_models() lists them)")
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
@@ -57,6 +59,11 @@ def describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str |
     ]
     if not (missing or unexpected or shapes):
         return None
+    if missing and unexpected and all(k.startswith("module.") for k in unexpected) and \
+            {k[len("module."):] for k in unexpected} >= set(missing):
+        return ("every key starts with 'module.' (a state_dict saved from nn.DataParallel or "
+                "DistributedDataParallel); save model.module.state_dict() instead, or strip the prefix: "
+                "{k.removeprefix('module.'): v for k, v in state.items()}")
 
     def show(items: list[str]) -> str:
         return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
@@ -99,22 +106,7 @@ def load_model(arch: str, weights: str | Path | None, num_classes: int) -> nn.Mo
 
 
 def list_layers(model: nn.Module, input_size: int, channels: int = 3) -> list[tuple[str, tuple[int, ...]]]:
-    """Addressable layer names (module names) with the output shape of one sample, in forward order."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-
-        def hook(_m, _i, out, name=name):
-            if isinstance(out, torch.Tensor) and name not in shapes:
-                shapes[name] = tuple(out.shape[1:])
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, channels, input_size, input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return list(shapes.items())
+    """Readable layer names (module names) with the output shape of one sample in the canonical layout
+    (channels first for maps), in forward order. Shared modules (run more than once per forward pass)
+    and outputs that are not tensors are left out: NeurFlow cannot read them."""
+    return [(row.name, row.shape) for row in readable_layers(probe_model(model, input_size, channels))]

@@ -10,11 +10,16 @@ from neurflow.progress import ProgressBars
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("layers", help="list a model's addressable layer names with their output shapes")
+    p = sub.add_parser("layers", help="list a model's readable layer names with their output shapes "
+                                      "(channels first), or propose a default layer list")
     p.add_argument("arch", help="torchvision:<name>, timm:<name> or a bare torchvision name")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--weights", default=None, help="optional .safetensors state_dict (checked strictly)")
+    p.add_argument("--weights", default=None, help="optional .safetensors state_dict (checked strictly), or a "
+                                                   "pretrained tag (torchvision weights enum, timm tag)")
+    p.add_argument("--suggest", action="store_true",
+                   help="print the default layer list (the job spec's \"layers\": \"auto\"): the classifier and "
+                        "the last block output of each stage, from the output down, as JSON")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("run", help="run the engine (and labeling) on a job spec, writing circuit.json")
@@ -24,13 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from neurflow.core.model_intake import list_layers, load_model
+    import json
+
+    from neurflow.core.layer_catalog import probe_model, readable_layers, suggest_layers
+    from neurflow.core.model_intake import load_model
 
     model = load_model(args.arch, args.weights, args.num_classes)
-    rows = list_layers(model, args.input_size)
-    width = max(len(name) for name, _ in rows)
-    for name, shape in rows:
-        print(f"{name:<{width}}  {'x'.join(str(d) for d in shape)}")
+    probes = probe_model(model, args.input_size)
+    if args.suggest:
+        print(json.dumps(suggest_layers(model, probes)))
+        return 0
+    rows = readable_layers(probes)
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        note = {"HWC": "  (channels-last output, read as channels first)",
+                "CL": "  (B,C,L output, read as C x L x 1)"}.get(row.layout, "")
+        print(f"{row.name:<{width}}  {'x'.join(str(d) for d in row.shape)}{note}")
     return 0
 
 
