@@ -6,7 +6,7 @@ is its own: ``VmHWM`` read by the child, and the ``ru_maxrss`` that ``os.wait4``
 
 * ``baseline``: the reference's structure at the exact settings (ig_steps=50);
 * ``exact``: the engine at the same settings;
-* ``fast``: the engine with ``core.jobspec.FAST_PRESET``.
+* ``fast``: the engine with ``core.params.FAST_PRESET``.
 
 Only the fit is timed (model loading and imports are not). CPU seconds of the child are reported
 next to wall seconds: on a shared machine they are less sensitive to other load.
@@ -56,7 +56,10 @@ def worker(run: str, config: dict[str, Any], result_path: str) -> None:
     from bench.demo import load_demo
     from bench.reference_baseline import engine_core_sets, reference_fit
     from neurflow.core.engine import NeurFlow
+    from neurflow.core.memory import mmap_large_allocations
 
+    if run != "baseline":
+        mmap_large_allocations()  # the engine's runs as `neurflow run` and the service's workers do them
     demo = load_demo(config["images"], config["target_class"], config["model"])
     device = config["device"]
     settings = dict(config["settings"])
@@ -82,7 +85,7 @@ def worker(run: str, config: dict[str, Any], result_path: str) -> None:
         core, bottom, timings, n_patches = res.core, res.bottom_chosen, res.timings, res.n_patches
     else:
         engine = NeurFlow(config["layers"], select="all", device=device, progress=progress, **settings)
-        circuit = engine.fit(demo.model, demo.pixels, demo.target_class)
+        circuit = engine.fit(demo.model, demo.pixels, demo.target_class).circuit_
         core, bottom = engine_core_sets(circuit)
         timings, n_patches = dict(circuit.timings), int(circuit.params["n_patches"])
     if device.startswith("cuda"):
@@ -202,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the trained world resnet18 (default) or an untrained one on random inputs")
     parser.add_argument("--target-class", type=int, default=0)
     parser.add_argument("--runs", default="baseline,exact,fast", help="comma-separated subset of baseline,exact,fast")
-    parser.add_argument("--fast-preset", default=None, help="JSON dict overriding core.jobspec.FAST_PRESET")
+    parser.add_argument("--fast-preset", default=None, help="JSON dict overriding core.params.FAST_PRESET")
     parser.add_argument("--fast-alt", default=None,
                         help="JSON dict: also run this candidate fast preset (run name fast_alt)")
     parser.add_argument("--fitted-layers", type=int, default=None,
@@ -216,7 +219,7 @@ def run_section(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from bench.demo import LAYERS, QUICK_LAYERS, ensure_model
-    from neurflow.core.jobspec import FAST_PRESET
+    from neurflow.core.params import FAST_PRESET
 
     quick = args.quick
     config = {

@@ -1,21 +1,19 @@
 """The job-spec document: what ``neurflow run SPEC.json`` and ``POST /v1/jobs`` accept.
 
 One Struct tree validated by msgspec (unknown keys are errors); its JSON Schema is committed as
-``schemas/jobspec.schema.json`` and generated from these Structs.
+``schemas/jobspec.schema.json`` and generated from these Structs. The ``engine`` section is the
+engine's own :class:`~neurflow.core.params.EngineParams`, and ``data`` extends its
+:class:`~neurflow.core.params.ImageSelection`: the parameters are listed once, in ``params``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-
-#: Parameters of the fast preset. Validated against the exact preset by ``make bench``
-#: (mean per-layer Jaccard of core-neuron sets); see README "Speed".
-FAST_PRESET: dict[str, Any] = {"ig_steps": 8, "batch_size": 16}
+from .params import EngineParams, ImageSelection, PositiveInt
 
 
 class ModelSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,49 +26,15 @@ class ModelSpec(msgspec.Struct, forbid_unknown_fields=True):
     class_names: list[str] | None = None
 
 
-class DataSpec(msgspec.Struct, forbid_unknown_fields=True):
+class DataSpec(ImageSelection, forbid_unknown_fields=True):
     images: str  # folder searched recursively for PNG/JPEG (or a dataset id in the service)
     target_class: int | list[int]
-    select: Literal["predicted", "all"] = "predicted"
-    max_images: PositiveInt | None = None  # keep at most this many selected images (sorted path order)
-
-
-class EngineSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    layers: Annotated[list[str], msgspec.Meta(min_length=2)]
-    tau: PositiveInt | msgspec.UnsetType = msgspec.UNSET
-    top_n: PositiveInt | msgspec.UnsetType = msgspec.UNSET
-    granularities: list[Annotated[float, msgspec.Meta(gt=0, le=1)]] | msgspec.UnsetType = msgspec.UNSET
-    stride_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] | msgspec.UnsetType = msgspec.UNSET
-    ig_steps: PositiveInt | msgspec.UnsetType = msgspec.UNSET
-    seed: int | msgspec.UnsetType = msgspec.UNSET
-    reference_compat: bool | msgspec.UnsetType = msgspec.UNSET
-    acceptable_error_range: float | msgspec.UnsetType = msgspec.UNSET
-    max_concepts: Annotated[int, msgspec.Meta(ge=2)] | msgspec.UnsetType = msgspec.UNSET
-    allow_single_concept: bool | msgspec.UnsetType = msgspec.UNSET
-    n_exemplars: PositiveInt | msgspec.UnsetType = msgspec.UNSET
-    n_groups: PositiveInt | dict[str, PositiveInt] | None | msgspec.UnsetType = msgspec.UNSET
-    max_groups: Annotated[int, msgspec.Meta(ge=2)] | msgspec.UnsetType = msgspec.UNSET
-    token_reduce: Literal["mean", "cls"] | msgspec.UnsetType = msgspec.UNSET
-    batch_size: PositiveInt | msgspec.UnsetType = msgspec.UNSET
-    device: str | msgspec.UnsetType = msgspec.UNSET
-    preset: Literal["exact", "fast"] = "exact"
-
-    def engine_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`core.engine.NeurFlow`: preset first, explicit values win."""
-        kwargs: dict[str, Any] = dict(FAST_PRESET) if self.preset == "fast" else {}
-        for field in self.__struct_fields__:
-            value = getattr(self, field)
-            if field != "preset" and value is not msgspec.UNSET:
-                kwargs[field] = value
-        if "granularities" in kwargs:
-            kwargs["granularities"] = tuple(kwargs["granularities"])
-        return kwargs
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     model: ModelSpec
     data: DataSpec
-    engine: EngineSpec
+    engine: EngineParams
     labeling: dict[str, Any] | None = None  # validated by the labeler (see labeler.config)
 
     def target_classes(self) -> list[int]:

@@ -11,8 +11,9 @@ stage of +350 to +780 MB (run to run) with the trim alone.
 * :func:`mmap_large_allocations` fixes the mmap threshold: every allocation above it gets its own
   mapping, returned to the OS the moment it is freed, so the peak stays near the live memory
   (+170 MB in the same measurement at 2 MB) at the cost of page faults on each new mapping (about
-  a third more wall time in that IG-bound fit). It is process-wide and stays in force after the fit:
-  the engine uses it only when asked to (``NeurFlow(low_memory=True)``, the default).
+  a third more wall time in that IG-bound fit). It is process-wide and stays in force, so the library
+  never sets it: the processes that run fits call it once at start (``neurflow run``, the service's
+  workers, the bench's engine runs).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 from torch import nn
 
 from .circuit import Circuit, ModelInfo
@@ -51,16 +52,16 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     images_dir = images_dir or resolve(base_dir, spec.data.images)
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
     info = model_info(spec, weights_path if weights_path.is_file() else None)
-    kwargs = spec.engine.engine_kwargs()
-    if device is not None:
-        kwargs.setdefault("device", device)
-    engine = NeurFlow(**kwargs, select=spec.data.select, max_images=spec.data.max_images, progress=progress)
+    engine = NeurFlow(**msgspec.structs.asdict(spec.engine), select=spec.data.select, max_images=spec.data.max_images,
+                      progress=progress)
+    if engine.device is None and device is not None:
+        engine.set_params(device=device)
     names = spec.model.class_names or []
     logits = engine.predict_logits(model, images)  # one forward pass serves every target class
     circuits = {}
     for target in spec.target_classes():
         name = names[target] if 0 <= target < len(names) else None
-        circuits[target] = engine.fit(model, images, target, model_info=info, target_name=name, logits=logits)
+        circuits[target] = engine.fit(model, images, target, model_info=info, target_name=name, logits=logits).circuit_
     return circuits
 
 

@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("schema", help="print the JSON Schema of the circuit document or of the job spec "
+                                      "(generated from the Structs; core/schemas/ holds the committed copies)")
+    p.add_argument("document", choices=("circuit", "jobspec"))
+    p.set_defaults(func=cmd_schema)
+
 
 def cmd_layers(args: argparse.Namespace) -> int:
     import json
@@ -50,11 +55,28 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from neurflow.core.jobspec import load_jobspec
+    from neurflow.core.memory import mmap_large_allocations
     from neurflow.labeler.pipeline import run_job
 
     spec, base_dir = load_jobspec(args.spec)
+    mmap_large_allocations()  # this process only fits: keep its peak near the live memory (core/memory.py)
     with ProgressBars() as bars:
         written = run_job(spec, base_dir, Path(args.out), progress=bars)
     for target, path in written.items():
         print(f"class {target}: {path}")
+    return 0
+
+
+def schema_text(document: str) -> str:
+    """The committed form of a schema: sorted keys, two-space indent, final newline."""
+    import json
+
+    from neurflow.core import circuit, jobspec
+
+    schema = (circuit if document == "circuit" else jobspec).json_schema()
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(schema_text(args.document), end="")
     return 0

@@ -23,7 +23,7 @@ def test_baseline_matches_engine_core_sets():
     model, pixels = _setup()
     settings = dict(tau=3, top_n=6, ig_steps=4, batch_size=4)
     base = reference_fit(model, pixels, 1, LAYERS, **settings)
-    circuit = NeurFlow(LAYERS, select="all", **settings).fit(model, pixels, 1)
+    circuit = NeurFlow(LAYERS, select="all", **settings).fit(model, pixels, 1).circuit_
     core, bottom = engine_core_sets(circuit)
     assert base.core == core
     assert base.bottom_chosen == bottom

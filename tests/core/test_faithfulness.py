@@ -11,7 +11,7 @@ def planted_circuit(planted):
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.uniform(0, 1, (16, 3, 8, 8)) * rng.uniform(0, 1, (16, 3, 1, 1)), dtype=torch.float32)
     circuit = NeurFlow(["fc", "up", "low"], tau=2, top_n=10, granularities=(1.0,), select="all",
-                       ig_steps=8).fit(planted, x, 0)
+                       ig_steps=8).fit(planted, x, 0).circuit_
     return circuit, x
 
 

@@ -1,0 +1,107 @@
+"""The engine's parameters, defined once.
+
+:class:`EngineParams` (the method) and :class:`ImageSelection` (which images a fit uses) are the one
+list of the engine's parameters: the :class:`~neurflow.core.engine.NeurFlow` estimator's signature is
+generated from them and ``fit`` validates against them, the job spec's ``engine`` section *is*
+:class:`EngineParams` (its ``data`` section extends :class:`ImageSelection`), and the committed JSON
+Schemas carry their bounds and descriptions.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+Fraction = Annotated[float, Meta(gt=0, le=1)]
+
+#: What each preset puts where ``ig_steps`` / ``batch_size`` are left unset (``None``). The fast
+#: preset is validated against the exact one by ``make bench`` (mean per-layer Jaccard of core-neuron
+#: sets); see the README's "Speed".
+PRESETS: dict[str, dict[str, int]] = {"exact": {"ig_steps": 50, "batch_size": 8},
+                                      "fast": {"ig_steps": 8, "batch_size": 16}}
+FAST_PRESET = PRESETS["fast"]
+
+
+def _doc(text: str, **bounds: Any) -> Meta:
+    return Meta(description=text, **bounds)
+
+
+class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """How NeurFlow finds, clusters and connects the core neurons of one target class."""
+
+    layers: Annotated[list[str], _doc(
+        "Module names ordered from the output down. layers[0] holds the target class neuron (usually the "
+        "classifier); the last layer is only the Integrated-Gradients input space of the one above it.",
+        min_length=2)]
+    tau: Annotated[int, _doc("Core neurons kept per upper neuron (capped at the lower layer's channel count).",
+                             ge=1)] = 16
+    top_n: Annotated[int, _doc("Top-activating patches per neuron (the concept support).", ge=1)] = 50
+    granularities: Annotated[list[Fraction], _doc(
+        "Patch sides as fractions of the input side.", min_length=1,
+        extra_json_schema={"default": [1.0, 0.5, 0.25]})] = msgspec.field(
+        default_factory=lambda: [1.0, 0.5, 0.25])
+    stride_ratio: Annotated[float, _doc("Patch stride as a fraction of the patch side.", gt=0, le=1)] = 0.5
+    ig_steps: Annotated[PositiveInt | None, _doc(
+        "Gauss-Legendre quadrature steps of Integrated Gradients; null: the preset's (50 exact, 8 fast).")] = None
+    seed: Annotated[int, _doc(
+        "Recorded with the circuit. The fit draws no random numbers, so the seed does not change its result "
+        "today; a randomised option would seed a generator of its own with it (never the global ones).")] = 0
+    reference_compat: Annotated[bool, _doc(
+        "Reproduce the reference implementation's documented behaviours (its order-dependent edge rescale; "
+        "never one concept per neuron) for number-for-number comparison.")] = False
+    acceptable_error_range: Annotated[float, _doc(
+        "0 or more enables the reference's pruning of each tau list (top-N overlap after cumulative "
+        "masking); negative disables it (the reference's run setting).")] = -1.0
+    max_concepts: Annotated[int, _doc("Most concepts per neuron (silhouette over 2..max_concepts).", ge=2)] = 5
+    allow_single_concept: Annotated[bool, _doc(
+        "Let a neuron have one concept when its patches show no cluster structure.")] = False
+    n_exemplars: Annotated[int, _doc("Exemplar patches stored per concept and per group.", ge=1)] = 5
+    n_groups: Annotated[PositiveInt | dict[str, PositiveInt] | None, _doc(
+        "Groups per layer: null (chosen by silhouette), one number for every layer, or {layer name: number}.")] = None
+    max_groups: Annotated[int, _doc("Upper bound of the silhouette search for groups.", ge=2)] = 100
+    token_reduce: Annotated[Literal["mean", "cls"], _doc(
+        "Neuron readout of (batch, tokens, channels) layers: the mean over tokens or the CLS token.")] = "mean"
+    batch_size: Annotated[PositiveInt | None, _doc(
+        "Patches per Integrated-Gradients chunk (each is expanded ig_steps times); null: the preset's "
+        "(8 exact, 16 fast).")] = None
+    forward_batch_size: Annotated[int, _doc(
+        "Patches per plain forward pass (small batches keep the peak memory of the streamed activation pass "
+        "low; larger ones are not faster on CPU).", ge=1)] = 32
+    device: Annotated[str | None, _doc(
+        "Torch device of the computation (the model is moved there for the fit and back afterwards); null: "
+        "cpu, or the device of the service worker that runs the job.")] = None
+    preset: Annotated[Literal["exact", "fast"], _doc(
+        "Fills ig_steps and batch_size where they are null: exact (50, 8) or fast (8, 16).")] = "exact"
+
+    def resolved(self) -> EngineParams:
+        """A copy with every unset value filled: the preset's ``ig_steps`` / ``batch_size``, the CPU."""
+        filled = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) is None}
+        return msgspec.structs.replace(self, **filled, device=self.device or "cpu")
+
+
+class ImageSelection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which of the given images a fit uses."""
+
+    select: Annotated[Literal["predicted", "all"], _doc(
+        "predicted: the images the model predicts as the target class (the reference's choice); all: every "
+        "image.")] = "predicted"
+    max_images: Annotated[PositiveInt | None, _doc(
+        "Keep at most this many of the selected images (the first in the given order); null: all of them.")] = None
+
+
+def validated(kind: type[msgspec.Struct], values: dict[str, Any]) -> Any:
+    """``values`` as a ``kind`` Struct; a ``ValueError`` naming the parameter, what was wrong and what
+    the parameter is."""
+    # numpy scalars (a parameter grid built with numpy) are plain numbers here
+    values = {k: v.item() if type(v).__module__ == "numpy" and hasattr(v, "item") else v for k, v in values.items()}
+    try:
+        return msgspec.convert(values, kind)
+    except msgspec.ValidationError as exc:
+        found = re.search(r"at `\$\.(\w+)", str(exc))
+        name = found.group(1) if found else None
+        about = msgspec.json.schema(kind)["$defs"][kind.__name__]["properties"].get(name, {}).get("description")
+        raise ValueError(f"invalid NeurFlow parameter {name}: {exc}" + (f" ({name}: {about})" if about else "")) from None
