@@ -15,15 +15,20 @@ Conventions
 * Group ids are unique in the whole circuit and URL-safe: ``"l{layer index}g{k}"``.
 * An exemplar box is ``[x0, y0, x1, y1]`` in pixels of the *source* image (before resizing and
   cropping), half-open, so a crop is ``image.crop(box)``.
+
+Versions: ``neurflow.circuit/2`` types the ``labeling`` record (:class:`Labeling`; ``/1`` kept it as a
+free dict). ``/1`` documents still load: :func:`Circuit.from_json` converts them (:func:`labeling_from_v1`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
-SCHEMA_VERSION = "neurflow.circuit/1"
+SCHEMA_VERSION = "neurflow.circuit/2"
+READABLE_VERSIONS = ("neurflow.circuit/1", SCHEMA_VERSION)
 
 
 class Exemplar(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,6 +128,139 @@ class ImageRef(msgspec.Struct, forbid_unknown_fields=True):
     height: int
 
 
+# -- how the labels were made ---------------------------------------------------------------------
+# The labeler's settings are defined here, not in the labeler: they are part of the document (the
+# engine layer may not import the labeler), and ``labeler.config`` adds their validation and loading.
+
+
+class ClipSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Which open_clip model scores the patches.
+
+    ``model`` is an open_clip architecture name (``open_clip.list_models()``), a name defined by
+    ``model_config``, or ``local-dir:FOLDER`` (an open_clip bundle: ``open_clip_config.json`` +
+    weights). ``pretrained`` is a pretrained tag of that architecture (downloaded or read from the
+    open_clip cache) or a checkpoint file (.safetensors, or .pt/.bin read with ``weights_only``).
+    """
+
+    model: str
+    pretrained: str | None = None
+    model_config: str | None = None  # open_clip model-config JSON registered under ``model`` at load
+    device: str = "cpu"
+
+
+class CaptionerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A vision-language model that captions groups (optional).
+
+    ``backend="transformers"``: ``model`` is a local folder saved with ``save_pretrained`` (model +
+    processor), loaded offline with ``AutoModelForImageTextToText``. ``backend="openai"``: ``model``
+    is the served model name and ``base_url`` the OpenAI-compatible root (``.../v1``); the API key is
+    read from the environment variable ``api_key_env`` (never from the spec, never logged).
+    """
+
+    backend: Literal["transformers", "openai"]
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout_s: Annotated[float, Meta(gt=0)] = 60.0
+    max_retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    max_images: Annotated[int, Meta(ge=1, le=32)] = 5  # exemplar patches sent per group
+    max_new_tokens: Annotated[int, Meta(ge=1, le=2048)] = 160
+    image_size: Annotated[int, Meta(ge=16, le=1024)] = 224  # side of each patch sent
+    prompt: str = "group_caption"  # prompt id in prompts/, single-group captioning
+    circuit_prompt: str | None = "circuit_caption"  # multi-level prompt for groups with lower groups
+    lower_groups: Annotated[int, Meta(ge=1, le=5)] = 2  # strongest lower groups per circuit prompt
+    summarize: bool = True  # also store a short label derived from the caption (Caption.label)
+
+
+class LabelingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The ``labeling`` section of a job spec: everything labeling needs besides the circuit and images."""
+
+    clip: ClipSettings
+    vocabulary: list[str] | str = "builtin:general"  # inline list, a text file, or "builtin:NAME"
+    templates: list[str] | str = "builtin:default"  # prompt ensemble, each with one "{}"
+    top_k: Annotated[int, Meta(ge=1, le=100)] = 5
+    score: Literal["contrastive", "mean_cosine"] = "contrastive"
+    contrast: Annotated[float, Meta(ge=0, le=2)] = 1.0  # lambda of the reference term
+    patches: Literal["all", "exemplars"] = "all"  # all member concepts' top patches, or the display exemplars only
+    max_patches: Annotated[int, Meta(ge=1, le=2000)] = 64  # patches embedded per group
+    reference_size: Annotated[int, Meta(ge=8, le=20000)] = 256  # reference pool of the run
+    holdout: Annotated[float, Meta(ge=0, lt=1)] = 0.2  # share of top patches kept for evaluation
+    batch_size: Annotated[int, Meta(ge=1)] = 64
+    seed: int = 0
+    captioner: CaptionerSettings | None = None
+
+
+class ClipProvenance(msgspec.Struct, forbid_unknown_fields=True):
+    """The CLIP model that was loaded (``settings.clip`` says what was asked for)."""
+
+    model: str
+    pretrained: str | None
+    model_config: str | None
+    weights_sha256: str | None
+    embed_dim: int
+
+
+class VocabularyProvenance(msgspec.Struct, forbid_unknown_fields=True):
+    name: str  # "inline", a builtin name, or the file's name
+    size: int
+    sha256_16: str  # first 16 hex digits of the SHA-256 of the concept list
+
+
+class CaptionerProvenance(msgspec.Struct, forbid_unknown_fields=True):
+    model: str  # the captioner's name, e.g. "openai:MODEL@BASE_URL"
+    prompt: str
+    circuit_prompt: str | None
+
+
+#: A held-out patch: ``[image, x0, y0, x1, y1]`` (image index, box in source-image pixels).
+HeldOutPatch = Annotated[list[int], Meta(min_length=5, max_length=5)]
+
+
+class Labeling(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the labels of a circuit were made, and what ``neurflow evaluate`` needs to test them."""
+
+    settings: LabelingSettings  # as validated, relative paths resolved
+    clip: ClipProvenance
+    vocabulary: VocabularyProvenance
+    templates: list[str]  # the prompt ensemble as used
+    confidence_method: str  # how Group.confidence is computed
+    reference_patches: int  # patches in the run's reference pool (at most settings.reference_size)
+    holdout: dict[str, list[HeldOutPatch]]  # group id -> its patches held out of labeling
+    patches_source: str | None = None  # the data root the crops were read from
+    seconds: float | None = None
+    captioner: CaptionerProvenance | None = None
+    caption_errors: dict[str, str] = {}  # group id -> why it has no caption
+    captioner_error: str | None = None  # the captioner could not be built at all
+    unconverted: dict[str, Any] = {}  # keys of a /1 record that /2 has no field for, as they were
+
+
+def labeling_from_v1(record: dict[str, Any]) -> Labeling:
+    """A ``neurflow.circuit/1`` labeling dict as the labeler wrote it, typed; ``ValueError`` otherwise."""
+    if not isinstance(record, dict):
+        raise ValueError(f"the neurflow.circuit/1 labeling record is a {type(record).__name__}, not an object")
+    old = dict(record)
+    config = dict(old.pop("config", None) or {})
+    known = set(LabelingSettings.__struct_fields__)
+    unconverted = {f"config.{k}": config.pop(k) for k in list(config) if k not in known}
+    renamed = {"confidence": "confidence_method", "reference_size": "reference_patches"}
+    # repeated from settings in /1 (and dropped settings such as a confidence temperature)
+    repeats = {"score", "contrast", "top_k", "patches", "max_patches", "holdout_fraction", "seed",
+               "confidence_temperature"}
+    fields = set(Labeling.__struct_fields__)
+    doc: dict[str, Any] = {"settings": config}
+    for key, value in old.items():
+        key = renamed.get(key, key)
+        if key in fields and key not in ("settings", "unconverted"):
+            doc[key] = value
+        elif key not in repeats:
+            unconverted[key] = value
+    doc["unconverted"] = unconverted
+    try:
+        return msgspec.convert(doc, Labeling)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"the neurflow.circuit/1 labeling record is not one the labeler wrote: {exc}") from None
+
+
 class Circuit(msgspec.Struct, forbid_unknown_fields=True):
     schema: str
     model: ModelInfo
@@ -132,7 +270,7 @@ class Circuit(msgspec.Struct, forbid_unknown_fields=True):
     layers: list[Layer]
     group_edges: list[GroupEdge]
     timings: dict[str, float]
-    labeling: dict[str, Any] | None = None  # how labels were made (CLIP model, vocabulary, ...)
+    labeling: Labeling | None = None  # how labels were made, when the circuit is labeled
     metrics: dict[str, Any] | None = None  # faithfulness / evaluation results, when computed
 
     def to_json(self, indent: int = 1) -> str:
@@ -143,14 +281,19 @@ class Circuit(msgspec.Struct, forbid_unknown_fields=True):
     def from_json(cls, text: str | bytes) -> Circuit:
         """Parse and validate a circuit document; raise ``ValueError`` naming what is wrong."""
         try:
-            head = msgspec.json.decode(text, type=dict)
+            head = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
             raise ValueError(f"circuit document is not valid JSON: {exc}") from None
-        version = head.get("schema")
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"unsupported circuit schema {version!r}; this version reads {SCHEMA_VERSION!r}")
+        version = head.get("schema") if isinstance(head, dict) else None
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"unsupported circuit schema {version!r}; this version reads {' and '.join(READABLE_VERSIONS)}")
         try:
-            return msgspec.json.decode(text, type=cls)
+            if version == SCHEMA_VERSION:
+                return msgspec.json.decode(text, type=cls)
+            labeling = head.get("labeling")
+            if labeling is not None:
+                head["labeling"] = msgspec.to_builtins(labeling_from_v1(labeling))
+            return msgspec.convert(head | {"schema": SCHEMA_VERSION}, cls)
         except msgspec.ValidationError as exc:
             raise ValueError(f"invalid circuit document: {exc}") from None
 

@@ -112,21 +112,15 @@ class ExportSource:
 
     # -- provenance --------------------------------------------------------------------------------
     @property
-    def labeling(self) -> dict[str, Any]:
-        return self.circuit.labeling if isinstance(self.circuit.labeling, dict) else {}
-
-    @property
     def model_version(self) -> str:
         """``neurflow-<version>+clip-<model>+vocab-<name>``: which code, CLIP model and vocabulary made
         the labels (annotation tools show and filter predictions by it)."""
         parts = [f"neurflow-{__version__}"]
-        clip = self.labeling.get("clip") or {}
-        if clip.get("model"):
-            tag = clip.get("pretrained")
-            parts.append("clip-" + str(clip["model"]) + (f"@{tag}" if tag and not str(tag).startswith("/") else ""))
-        vocab = self.labeling.get("vocabulary") or {}
-        if vocab.get("name"):
-            parts.append("vocab-" + str(vocab["name"]))
+        labeling = self.circuit.labeling
+        if labeling is not None:
+            tag = labeling.clip.pretrained
+            parts.append(f"clip-{labeling.clip.model}" + (f"@{tag}" if tag and not tag.startswith("/") else ""))
+            parts.append(f"vocab-{labeling.vocabulary.name}")
         return "+".join(parts)
 
     @classmethod
@@ -138,7 +132,7 @@ class ExportSource:
             raise FileNotFoundError(f"no circuit file {path}")
         circuit = Circuit.from_json(path.read_bytes())
         if images_root is None:
-            recorded = (circuit.labeling or {}).get("patches_source")
+            recorded = circuit.labeling.patches_source if circuit.labeling else None
             images_root = recorded if recorded and Path(recorded).is_dir() else None
         root = Path(images_root) if images_root else None
         if root is not None and not root.is_dir():

@@ -15,11 +15,11 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+from neurflow.core.circuit import CaptionerSettings, ClipSettings, LabelingSettings
 
 LOCAL_DIR = "local-dir:"
 
@@ -29,67 +29,22 @@ def local_dir(model: str) -> str | None:
     return model[len(LOCAL_DIR):] if model.startswith(LOCAL_DIR) else None
 
 
-class ClipSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Which open_clip model scores the patches.
-
-    ``model`` is an open_clip architecture name (``open_clip.list_models()``), a name defined by
-    ``model_config``, or ``local-dir:FOLDER`` (an open_clip bundle: ``open_clip_config.json`` +
-    weights). ``pretrained`` is a pretrained tag of that architecture (downloaded or read from the
-    open_clip cache) or a checkpoint file (.safetensors, or .pt/.bin read with ``weights_only``).
-    """
-
-    model: str
-    pretrained: str | None = None
-    model_config: str | None = None  # open_clip model-config JSON registered under ``model`` at load
-    device: str = "cpu"
+#: The settings' Structs live with the circuit document, which records them (``core.circuit``).
+ClipSpec = ClipSettings
+CaptionerSpec = CaptionerSettings
 
 
-class CaptionerSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """A vision-language model that captions groups (optional).
-
-    ``backend="transformers"``: ``model`` is a local folder saved with ``save_pretrained`` (model +
-    processor), loaded offline with ``AutoModelForImageTextToText``. ``backend="openai"``: ``model``
-    is the served model name and ``base_url`` the OpenAI-compatible root (``.../v1``); the API key is
-    read from the environment variable ``api_key_env`` (never from the spec, never logged).
-    """
-
-    backend: Literal["transformers", "openai"]
-    model: str
-    base_url: str | None = None
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
-    max_images: Annotated[int, msgspec.Meta(ge=1, le=32)] = 5  # exemplar patches sent per group
-    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=2048)] = 160
-    image_size: Annotated[int, msgspec.Meta(ge=16, le=1024)] = 224  # side of each patch sent
-    prompt: str = "group_caption"  # prompt id in prompts/, single-group captioning
-    circuit_prompt: str | None = "circuit_caption"  # multi-level prompt for groups with lower groups
-    lower_groups: Annotated[int, msgspec.Meta(ge=1, le=5)] = 2  # strongest lower groups per circuit prompt
-    summarize: bool = True  # also store a short label derived from the caption (Caption.label)
-
-
-class LabelerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Everything :func:`labeler.labeling.label_circuit` needs besides the circuit and the images."""
-
-    clip: ClipSpec
-    vocabulary: list[str] | str = "builtin:general"  # inline list, a text file, or "builtin:NAME"
-    templates: list[str] | str = "builtin:default"  # prompt ensemble, each with one "{}"
-    top_k: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
-    score: Literal["contrastive", "mean_cosine"] = "contrastive"
-    contrast: Annotated[float, msgspec.Meta(ge=0, le=2)] = 1.0  # lambda of the reference term
-    patches: Literal["all", "exemplars"] = "all"  # all member concepts' top patches, or the display exemplars only
-    max_patches: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 64  # patches embedded per group
-    reference_size: Annotated[int, msgspec.Meta(ge=8, le=20000)] = 256  # reference pool of the run
-    holdout: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.2  # share of top patches kept for evaluation
-    batch_size: PositiveInt = 64
-    seed: int = 0
-    captioner: CaptionerSpec | None = None
+class LabelerConfig(LabelingSettings, frozen=True):
+    """Everything :func:`labeler.labeling.label_circuit` needs besides the circuit and the images: the
+    settings of :class:`~neurflow.core.circuit.LabelingSettings`, validated and with paths resolved."""
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any] | LabelerConfig, base_dir: str | Path | None = None) -> LabelerConfig:
+    def from_spec(cls, spec: dict[str, Any] | LabelingSettings, base_dir: str | Path | None = None) -> LabelerConfig:
         """Validate a ``labeling`` dict; raise ``ValueError`` naming the bad key and what is accepted."""
         if isinstance(spec, LabelerConfig):
             config = spec
+        elif isinstance(spec, LabelingSettings):  # e.g. the settings recorded in a labeled circuit
+            config = msgspec.convert(msgspec.to_builtins(spec), cls)
         else:
             if not isinstance(spec, dict):
                 raise ValueError(f"labeling section must be a JSON object, got {type(spec).__name__}")

@@ -4,7 +4,7 @@ Steps: load the CLIP model (cached), embed the vocabulary with the template ense
 reference pool of the run's patches, then for each group embed its patches (all member concepts' top
 patches, minus a held-out share), score the vocabulary (:mod:`labeler.scoring`) and keep the top-k.
 Captioning runs afterwards and per group: a failing group gets no caption, and every group keeps its
-CLIP labels; failures are listed in ``circuit.labeling["caption_errors"]``.
+CLIP labels; failures are listed in ``circuit.labeling.caption_errors``.
 
 What is written:
 
@@ -13,8 +13,9 @@ What is written:
   score is the same contrastive score of the summary text (so the two kinds are comparable);
 * ``group.confidence``: the calibrated confidence of ``labels[0]``;
 * ``group.caption``: ``{text, model, prompt_id, prompt_version}`` when a captioner is configured;
-* ``circuit.labeling``: provenance (CLIP model and weights hash, vocabulary, templates, score,
-  parameters) and, per group, the held-out patches that ``neurflow evaluate`` tests labels on.
+* ``circuit.labeling``: a :class:`~neurflow.core.circuit.Labeling` record: the settings, provenance
+  (CLIP model and weights hash, vocabulary, templates) and, per group, the held-out patches that
+  ``neurflow evaluate`` tests labels on.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
-from neurflow.core.circuit import Caption, Circuit, Exemplar, Group, Label
+from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipProvenance, Exemplar, Group, Label,
+                                   Labeling, VocabularyProvenance)
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
 from neurflow.labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
@@ -144,26 +147,19 @@ def label_circuit(
         group_embeddings[group.id] = emb
         report("labeling: clip", done + 1, len(groups))
 
-    circuit.labeling = {
-        "clip": clip.describe(),
-        "vocabulary": {"name": vocabulary.name, "size": len(vocabulary), "sha256_16": vocabulary.digest},
-        "templates": list(templates),
-        "score": config.score,
-        "contrast": config.contrast,
-        "confidence": "patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]",
-        "top_k": config.top_k,
-        "patches": config.patches,
-        "max_patches": config.max_patches,
-        "reference_size": len(reference),
-        "holdout_fraction": config.holdout,
-        "seed": config.seed,
-        "holdout": holdout,
-        "patches_source": str(Path(patches_source).resolve()),
-        "config": config.to_dict(),
-    }
+    circuit.labeling = Labeling(
+        settings=config,
+        clip=msgspec.convert(clip.describe(), ClipProvenance),
+        vocabulary=VocabularyProvenance(name=vocabulary.name, size=len(vocabulary), sha256_16=vocabulary.digest),
+        templates=list(templates),
+        confidence_method="patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]",
+        reference_patches=len(reference),
+        holdout=holdout,
+        patches_source=str(Path(patches_source).resolve()),
+    )
     if config.captioner is not None:
         _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report)
-    circuit.labeling["seconds"] = round(time.time() - started, 2)
+    circuit.labeling.seconds = round(time.time() - started, 2)
     return circuit
 
 
@@ -196,8 +192,8 @@ def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings
     try:
         captioner = captioner or build_captioner(config)
     except ValueError as exc:  # a captioner that cannot even be built fails every group the same way
-        circuit.labeling["caption_errors"] = {g.id: str(exc) for g in groups}
-        circuit.labeling["captioner_error"] = str(exc)
+        circuit.labeling.caption_errors = {g.id: str(exc) for g in groups}
+        circuit.labeling.captioner_error = str(exc)
         log.error("captioning disabled: %s", exc)
         return
     unavailable = None
@@ -218,13 +214,14 @@ def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings
             continue
         group.caption = Caption(text=result.caption, model=captioner.name, prompt_id=result.prompt_id, prompt_version=result.prompt_version)
         if result.label:
-            text_emb = scorer.clip.embed_concepts([result.label], circuit.labeling["templates"])
+            text_emb = scorer.clip.embed_concepts([result.label], circuit.labeling.templates)
             with_label = np.concatenate([scorer.concepts, text_emb])
             score = float(scorer.scores(group_embeddings[group.id], with_label)[-1])
             group.labels = [lab for lab in group.labels if lab.source != "caption"] + [
                 Label(text=result.label, score=round(score, 5), source="caption")
             ]
         report("labeling: captions", done + 1, len(groups))
-    circuit.labeling["captioner"] = {"model": captioner.name, "prompt": spec.prompt, "circuit_prompt": spec.circuit_prompt}
+    circuit.labeling.captioner = CaptionerProvenance(model=captioner.name, prompt=spec.prompt,
+                                                     circuit_prompt=spec.circuit_prompt)
     if errors:
-        circuit.labeling["caption_errors"] = errors
+        circuit.labeling.caption_errors = errors

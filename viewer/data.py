@@ -45,9 +45,8 @@ def entry_meta(entry: ReportEntry) -> str:
     c = entry.circuit
     n_groups = sum(len(layer.groups) for layer in c.layers)
     meta = f"model {c.model.arch}, {len(c.images)} images, {n_groups} groups"
-    clip = (c.labeling or {}).get("clip") if isinstance(c.labeling, dict) else None
-    if isinstance(clip, dict) and clip.get("model"):
-        meta += f", labels by CLIP {clip['model']}"
+    if c.labeling is not None:
+        meta += f", labels by CLIP {c.labeling.clip.model}"
     if entry.circuit_id:
         meta += f" - circuit {entry.circuit_id}"
     return meta

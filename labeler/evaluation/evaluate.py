@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 import torch
 
@@ -140,25 +141,25 @@ def evaluate_circuit(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The evaluation report of a labeled circuit (see module docstring)."""
-    labeling = circuit.labeling or {}
+    labeling = circuit.labeling
     if not any(g.labels for _, _, g in circuit.iter_groups()):
         raise ValueError("the circuit has no labels; label it first (neurflow label CIRCUIT --clip-model ...)")
-    config = labeling.get("config") or {}
     if clip is None:
-        if "clip" not in config:
+        if labeling is None:
             raise ValueError("the circuit does not record which CLIP model labeled it; pass one explicitly")
-        clip = load_clip(config["clip"])
-    templates = load_templates(labeling.get("templates") or "builtin:default")
-    vocabulary = load_vocabulary(config.get("vocabulary", "builtin:general"))
+        clip = load_clip(labeling.settings.clip)
+    templates = load_templates(labeling.templates if labeling else "builtin:default")
+    vocabulary = load_vocabulary(labeling.settings.vocabulary if labeling else "builtin:general")
     report = progress or (lambda *a: None)
     loader = PatchLoader(circuit, Path(patches_source))
     embed = PatchEmbedder(clip, loader)
     activations = activations or RecordedActivations()
 
-    reference_emb = embed(reference_pool(circuit, int(labeling.get("reference_size", 256)), int(labeling.get("seed", 0))))
+    reference_emb = embed(reference_pool(circuit, labeling.reference_patches if labeling else 256,
+                                         labeling.settings.seed if labeling else 0))
     negatives = random_boxes(circuit, options.negatives, options.seed + 17)
     negative_emb = embed(negatives)
-    holdout = labeling.get("holdout") or {}
+    holdout = labeling.holdout if labeling else {}
 
     # The faithfulness pool of each layer: its concepts' top patches and random patches of the run.
     concept_patches = all_concept_patches(circuit)
@@ -215,7 +216,8 @@ def evaluate_circuit(
 
     return {
         "circuit": {"target": circuit.target.class_index, "name": circuit.target.name, "n_groups": len(all_groups)},
-        "labeling": {k: labeling.get(k) for k in ("clip", "vocabulary", "score", "top_k") if k in labeling},
+        "labeling": {"clip": msgspec.to_builtins(labeling.clip), "vocabulary": msgspec.to_builtins(labeling.vocabulary),
+                     "score": labeling.settings.score, "top_k": labeling.settings.top_k} if labeling else {},
         "source": options.source,
         "references": references.source if references else None,
         "options": asdict(options),

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from neurflow.core.circuit import Circuit
 from neurflow.progress import ProgressBars
 
@@ -121,7 +123,7 @@ def labeling_from_args(args: argparse.Namespace, previous: dict[str, Any] | None
 def _images_dir(args: argparse.Namespace, circuit: Circuit) -> Path:
     if args.images:
         return Path(args.images)
-    recorded = (circuit.labeling or {}).get("patches_source")
+    recorded = circuit.labeling.patches_source if circuit.labeling else None
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
     raise ValueError("pass --images DIR: the data root the circuit's image paths are relative to (the job's data.images)")
@@ -132,7 +134,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from neurflow.labeler.labeling import label_circuit
 
     circuit = _read_circuit(args.circuit)
-    previous = (circuit.labeling or {}).get("config")
+    previous = msgspec.to_builtins(circuit.labeling.settings) if circuit.labeling else None
     section, base_dir = labeling_from_args(args, previous)
     config = LabelerConfig.from_spec(section, base_dir=base_dir)
     images = _images_dir(args, circuit)
@@ -146,7 +148,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         cap = f'  caption: "{group.caption.text[:70]}"' if group.caption else ""
         conf = f"{group.confidence:.2f}" if group.confidence is not None else "-"
         print(f"{group.id:<8} {layer.name:<12} {top.text if top else '-':<28} conf {conf}{cap}")
-    errors = (labeled.labeling or {}).get("caption_errors") or {}
+    errors = labeled.labeling.caption_errors if labeled.labeling else {}
     if errors:
         first = next(iter(errors.values()))
         print(f"neurflow label: warning: captioning failed for {len(errors)} group(s), CLIP labels kept: {first}", file=sys.stderr)

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurflow.core import circuit as circuit_mod
-from neurflow.core import jobspec as jobspec_mod
+from neurflow.cli.engine import schema_text
 from neurflow.core.circuit import Circuit
 from neurflow.core.engine import NeurFlow
 
@@ -22,7 +21,7 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "core" / "schemas"
 def fit_planted(planted, images, **kw):
     params = dict(tau=2, top_n=8, granularities=(1.0, 0.5), select="all", ig_steps=16)
     params.update(kw)
-    return NeurFlow(["fc", "up", "low"], **params).fit(planted, images, 0)
+    return NeurFlow(["fc", "up", "low"], **params).fit(planted, images, 0).circuit_
 
 
 def test_planted_wiring_is_recovered(planted, colour_images):
@@ -69,7 +68,7 @@ def test_planted_concepts_split_into_families(planted):
         img[k % 2] = rng.uniform(0.6, 1.0)  # pure red or pure green
         images.append(img)
     x = torch.tensor(np.stack(images), dtype=torch.float32)
-    circuit = NeurFlow(["up", "low"], tau=2, top_n=10, granularities=(1.0,), select="all", ig_steps=8).fit(planted, x, 0)
+    circuit = NeurFlow(["up", "low"], tau=2, top_n=10, granularities=(1.0,), select="all", ig_steps=8).fit(planted, x, 0).circuit_
     neuron = circuit.layers[0].neurons[0]
     assert len(neuron.concepts) == 2
     families = [{e.image % 2 for e in c.patches} for c in neuron.concepts]
@@ -81,8 +80,8 @@ def test_single_concept_allowed_when_no_structure(planted):
     torch.manual_seed(0)
     x = torch.full((40, 3, 8, 8), 0.5) + 0.05 * torch.randn(40, 3, 1, 1)  # one isotropic blob of colours
     kw = dict(tau=2, top_n=40, granularities=(1.0,), select="all", ig_steps=4)
-    one = NeurFlow(["up", "low"], allow_single_concept=True, **kw).fit(planted, x, 0)
-    ref = NeurFlow(["up", "low"], allow_single_concept=True, reference_compat=True, **kw).fit(planted, x, 0)
+    one = NeurFlow(["up", "low"], allow_single_concept=True, **kw).fit(planted, x, 0).circuit_
+    ref = NeurFlow(["up", "low"], allow_single_concept=True, reference_compat=True, **kw).fit(planted, x, 0).circuit_
     assert len(one.layers[0].neurons[0].concepts) == 1
     assert len(ref.layers[0].neurons[0].concepts) >= 2  # the reference never has one concept
 
@@ -96,7 +95,7 @@ def test_pruning_keeps_the_planted_prefix(planted, colour_images):
 
 def test_groups_and_edges_are_consistent(tiny_resnet, random_images):
     circuit = NeurFlow(["fc", "layer4.1", "layer4.0", "layer3.1"], tau=3, top_n=12, ig_steps=4,
-                       select="all").fit(tiny_resnet, random_images, 1)
+                       select="all").fit(tiny_resnet, random_images, 1).circuit_
     for layer in circuit.layers[:-1]:
         members = sorted((m.neuron, m.concept) for g in layer.groups for m in g.members)
         concepts = sorted((n.id, c.id) for n in layer.neurons for c in n.concepts)
@@ -110,32 +109,35 @@ def test_groups_and_edges_are_consistent(tiny_resnet, random_images):
 
 def test_same_seed_gives_byte_identical_json(tiny_resnet, random_images):
     kw = dict(tau=3, top_n=10, ig_steps=4, select="all", seed=3)
-    a = NeurFlow(["fc", "layer4.1", "layer4.0"], **kw).fit(tiny_resnet, random_images, 2)
-    b = NeurFlow(["fc", "layer4.1", "layer4.0"], **kw).fit(tiny_resnet, random_images, 2)
+    a = NeurFlow(["fc", "layer4.1", "layer4.0"], **kw).fit(tiny_resnet, random_images, 2).circuit_
+    b = NeurFlow(["fc", "layer4.1", "layer4.0"], **kw).fit(tiny_resnet, random_images, 2).circuit_
     a.timings, b.timings = {}, {}  # wall-clock times are the only field allowed to differ
     assert a.to_json() == b.to_json()
 
 
 def test_json_round_trip_and_committed_schemas(tiny_resnet, random_images):
     circuit = NeurFlow(["fc", "layer4.1", "layer4.0"], tau=2, top_n=6, ig_steps=2, select="all").fit(
-        tiny_resnet, random_images, 0)
+        tiny_resnet, random_images, 0).circuit_
     text = circuit.to_json()
     assert Circuit.from_json(text) == circuit
     schema = json.loads((SCHEMAS / "circuit.schema.json").read_text())
     jsonschema.validate(json.loads(text), schema)
-    assert schema == json.loads(json.dumps(circuit_mod.json_schema(), sort_keys=True))
-    spec_schema = json.loads((SCHEMAS / "jobspec.schema.json").read_text())
-    assert spec_schema == json.loads(json.dumps(jobspec_mod.json_schema(), sort_keys=True))
+    # the committed schemas are exactly what `neurflow schema circuit|jobspec` generates from the Structs
+    for document in ("circuit", "jobspec"):
+        assert (SCHEMAS / f"{document}.schema.json").read_text() == schema_text(document), \
+            f"regenerate: neurflow schema {document} > core/schemas/{document}.schema.json"
 
 
 def test_from_json_rejects_other_versions_and_bad_fields():
-    with pytest.raises(ValueError, match="unsupported circuit schema"):
+    with pytest.raises(ValueError, match="unsupported circuit schema 'neurflow.circuit/99'; this version reads "
+                                         "neurflow.circuit/1 and neurflow.circuit/2"):
         Circuit.from_json(b'{"schema": "neurflow.circuit/99"}')
     with pytest.raises(ValueError, match="not valid JSON"):
         Circuit.from_json(b"{nope")
-    doc = msgspec.json.decode(b'{"schema": "neurflow.circuit/1", "model": {}}')
-    with pytest.raises(ValueError, match="invalid circuit document"):
-        Circuit.from_json(msgspec.json.encode(doc))
+    for version in ("1", "2"):
+        doc = msgspec.json.decode(b'{"schema": "neurflow.circuit/%s", "model": {}}' % version.encode())
+        with pytest.raises(ValueError, match="invalid circuit document"):
+            Circuit.from_json(msgspec.json.encode(doc))
 
 
 def test_vit_token_layers_fit(tiny_vit):
@@ -143,7 +145,7 @@ def test_vit_token_layers_fit(tiny_vit):
     for token_reduce in ("mean", "cls"):
         circuit = NeurFlow(["heads.head", "encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_0"],
                            tau=3, top_n=8, ig_steps=4, granularities=(1.0, 0.5), select="all",
-                           token_reduce=token_reduce).fit(tiny_vit, x, 1)
+                           token_reduce=token_reduce).fit(tiny_vit, x, 1).circuit_
         assert circuit.layers[1].shape == [17, 16]  # 16 patches + CLS, 16 channels
         assert 1 <= len(circuit.layers[1].neurons) <= 3
         assert all(0 <= e.neuron < 16 for n in circuit.layers[1].neurons for c in n.concepts for e in c.edges)

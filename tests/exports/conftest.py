@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neurflow.core.circuit import Caption, Circuit, Label
+from neurflow.core.circuit import (Caption, Circuit, ClipProvenance, ClipSettings, Label, Labeling, LabelingSettings,
+                                   VocabularyProvenance)
 
 VOCABULARY = ["red disc", "green stripes", "blue ring", "yellow square", "white dots", "black grid"]
 
@@ -46,8 +47,13 @@ def _label(circuit: Circuit) -> Circuit:
         if n == 0:
             group.caption = Caption(text="a red disc on a plain background", model="tiny-vlm", prompt_id="group_caption",
                                     prompt_version="v1")
-    circuit.labeling = {"clip": {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"},
-                        "vocabulary": {"name": "test-vocab", "size": len(VOCABULARY)}, "top_k": 3}
+    circuit.labeling = Labeling(
+        settings=LabelingSettings(clip=ClipSettings(model="ViT-B-32", pretrained="laion2b_s34b_b79k"),
+                                  vocabulary=VOCABULARY, top_k=3),
+        clip=ClipProvenance(model="ViT-B-32", pretrained="laion2b_s34b_b79k", model_config=None, weights_sha256=None,
+                            embed_dim=512),
+        vocabulary=VocabularyProvenance(name="test-vocab", size=len(VOCABULARY), sha256_16="0" * 16),
+        templates=["a photo of {}."], confidence_method="written by hand", reference_patches=0, holdout={})
     return circuit
 
 
@@ -67,7 +73,7 @@ def labeled(tmp_path_factory) -> LabeledFixture:
     data = ImageSet.from_folder(images, Preprocess(32, [0.5] * 3, [0.25] * 3))
     engine = NeurFlow(["fc", "layer4.1", "layer4.0", "layer3.1"], tau=4, top_n=8, ig_steps=4, select="all", n_groups=2,
                       granularities=(1.0, 0.5))
-    circuit = _label(engine.fit(model, data, target_class=0, target_name="red things"))
+    circuit = _label(engine.fit(model, data, target_class=0, target_name="red things").circuit_)
     path = root / "circuit.json"
     path.write_text(circuit.to_json())
     return LabeledFixture(circuit_path=path, images=images, circuit=Circuit.from_json(path.read_bytes()))

@@ -40,8 +40,8 @@ def test_every_group_gets_a_caption_and_a_caption_label(world_clip, circuit):
             assert cap.prompt_id == "group_caption"
         assert [lab.source for lab in group.labels] == ["clip"] * 5 + ["caption"]
         assert group.labels[-1].text == "striped texture"
-    assert labeled.labeling["captioner"]["model"].startswith("openai:fake-vlm")
-    assert "caption_errors" not in labeled.labeling
+    assert labeled.labeling.captioner.model.startswith("openai:fake-vlm")
+    assert labeled.labeling.caption_errors == {}
 
 
 def test_a_failing_group_keeps_every_clip_label(world_clip, circuit):
@@ -57,7 +57,7 @@ def test_a_failing_group_keeps_every_clip_label(world_clip, circuit):
     with FakeChatServer(handler=flaky) as server:
         labeled = label_circuit(circuit, world_clip.heldout_images,
                                 world_clip.labeling(captioner=_captioner(server.base_url, summarize=False)))
-    errors = labeled.labeling["caption_errors"]
+    errors = labeled.labeling.caption_errors
     assert len(errors) == 1 and "image too small" in next(iter(errors.values()))
     for (_, _, a), (_, _, b) in zip(plain.iter_groups(), labeled.iter_groups()):
         assert [(x.text, x.score) for x in a.labels] == [(x.text, x.score) for x in b.labels]
@@ -67,7 +67,7 @@ def test_a_failing_group_keeps_every_clip_label(world_clip, circuit):
 def test_unreachable_endpoint_keeps_clip_labels_and_says_why(world_clip, circuit):
     url = f"http://127.0.0.1:{free_loopback_port()}/v1"
     labeled = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(captioner=_captioner(url)))
-    errors = labeled.labeling["caption_errors"]
+    errors = labeled.labeling.caption_errors
     groups = [g for _, _, g in labeled.iter_groups()]
     assert set(errors) == {g.id for g in groups}
     first = errors[groups[0].id]

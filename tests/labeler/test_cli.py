@@ -23,7 +23,8 @@ def test_label_then_evaluate_and_compare(world_clip, tmp_path, capsys):
     # relabel without the engine: settings come from the previous labeling, flags override them
     assert main(["label", str(a), "--score", "mean_cosine", "--out", str(b)]) == 0
     relabeled = json.loads(b.read_text())
-    assert relabeled["labeling"]["score"] == "mean_cosine" and relabeled["labeling"]["top_k"] == 3
+    settings = relabeled["labeling"]["settings"]
+    assert settings["score"] == "mean_cosine" and settings["top_k"] == 3
     capsys.readouterr()
 
     report = tmp_path / "report.json"

@@ -65,10 +65,10 @@ def test_confidence_is_lower_for_mixed_groups(world_clip):
 def test_provenance_and_holdout_are_recorded(labeled, world_clip):
     original, _, circuit = labeled[0]
     info = circuit.labeling
-    assert info["clip"]["model"] == "neurflow-world-clip" and len(info["clip"]["weights_sha256"]) == 64
-    assert info["vocabulary"]["size"] == 14 and info["templates"] and info["score"] == "contrastive"
+    assert info.clip.model == "neurflow-world-clip" and len(info.clip.weights_sha256) == 64
+    assert info.vocabulary.size == 14 and info.templates and info.settings.score == "contrastive"
     for layer_index, _, group in original.iter_groups():
-        held = {tuple(b) for b in info["holdout"][group.id]}
+        held = {tuple(b) for b in info.holdout[group.id]}
         all_patches = {patch_key(p) for p in group_patches(original, layer_index, group)}
         assert held and held < all_patches  # some patches held out, not all
         assert not held & {patch_key(e) for e in group.exemplars}  # display exemplars are always used

@@ -60,7 +60,7 @@ def test_label_circuit_with_the_local_vlm(world_clip, vlm_folder):
     section = world_clip.labeling(captioner={"backend": "transformers", "model": str(vlm_folder), "max_new_tokens": 8,
                                              "max_images": 2, "image_size": 32, "summarize": True})
     labeled = label_circuit(circuit, world_clip.heldout_images, section)
-    assert "caption_errors" not in labeled.labeling, labeled.labeling.get("caption_errors")
+    assert labeled.labeling.caption_errors == {}, labeled.labeling.caption_errors
     for _, _, group in labeled.iter_groups():
         assert group.caption is not None and group.caption.model == f"transformers:{vlm_folder.name}"
         assert group.labels[0].source == "clip" and sum(lab.source == "caption" for lab in group.labels) <= 1

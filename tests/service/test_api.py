@@ -110,7 +110,7 @@ def test_whole_flow_in_process(client, assets, objects):
     assert [c["class_index"] for c in job["result"]["circuits"]] == [0, 2]
     cid = job["result"]["circuits"][0]["id"]
     doc = client.get(f"/v1/circuits/{cid}", headers=A).json()
-    assert doc["schema"] == "neurflow.circuit/1" and doc["target"]["class_index"] == 0
+    assert doc["schema"] == "neurflow.circuit/2" and doc["target"]["class_index"] == 0
     assert doc["model"]["weights_sha256"] in (mid, None)
     group = next(g for layer in doc["layers"] for g in layer["groups"] if g["exemplars"])
     png = client.get(f"/v1/circuits/{cid}/groups/{group['id']}/mosaic.png", headers=A)
