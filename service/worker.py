@@ -83,6 +83,9 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
 
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
+    from neurflow.core.memory import mmap_large_allocations
+
+    mmap_large_allocations()  # this process runs fits: keep its peak near the live memory (core/memory.py)
     from neurflow.service.tasks import JobCancelled, TaskContext, run_task
 
     ctx = TaskContext(settings, device)
