@@ -1,6 +1,7 @@
 """A static PNG of a circuit graph (matplotlib, Agg backend), drawn from the same layout as the HTML
-viewer: layers as rows from the output down, groups as circles with their top label and confidence,
-edges with a width proportional to |weight| (blue positive, red negative).
+viewer: layers as bands from the output down, groups as circles with their top label and confidence
+(uncertain labels dashed, with a "?"), edges with a width proportional to |weight| (blue positive, red
+negative).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from neurflow.core.circuit import Circuit
-from neurflow.viewer.layout import NODE_R, layout_circuit
+from neurflow.labeler.confidence import is_uncertain
+from neurflow.viewer.layout import LEFT, NODE_R, layout_circuit
 
 DPI = 100
 
@@ -20,7 +22,7 @@ def render_circuit_png(circuit: Circuit, path: str | Path, title: str | None = N
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Circle
+    from matplotlib.patches import Circle, Rectangle
 
     lay = layout_circuit(circuit)
     fig = Figure(figsize=(lay.width / DPI, lay.height / DPI), dpi=DPI)
@@ -32,6 +34,13 @@ def render_circuit_png(circuit: Circuit, path: str | Path, title: str | None = N
     if title is None:
         title = f"class {circuit.target.class_index}" + (f": {circuit.target.name}" if circuit.target.name else "")
     ax.text(8, lay.height - 12, title, ha="left", va="center", fontsize=8, color="#4a5568")
+    for k, band in enumerate(lay.bands):
+        if k % 2:
+            ax.add_patch(Rectangle((0, band.top), lay.width, band.bottom - band.top, facecolor="#f7fafc",
+                                   edgecolor="none", zorder=0))
+        if band.n_groups == 0:
+            ax.text(LEFT, (band.top + band.bottom) / 2, f"{band.n_neurons} core neurons, not grouped",
+                    ha="left", va="center", fontsize=8, style="italic", color="#718096")
     for name, y in lay.rows:
         ax.text(8, y, name, ha="left", va="center", fontsize=9, fontweight="bold", color="#2d3748")
     # line widths are in points: the layout's pixel widths at DPI 100 are 0.72 pt per px
@@ -46,7 +55,12 @@ def render_circuit_png(circuit: Circuit, path: str | Path, title: str | None = N
         p = lay.nodes[group.id]
         conf = group.confidence
         fill = "#edf2f7" if conf is None else matplotlib.colormaps["BuGn"](0.15 + 0.6 * max(0.0, min(1.0, conf)))
-        ax.add_patch(Circle((p.x, p.y), NODE_R, facecolor=fill, edgecolor="#2d3748", linewidth=1.2, zorder=2))
+        unsure = is_uncertain(group)
+        ax.add_patch(Circle((p.x, p.y), NODE_R, facecolor=fill, edgecolor="#c05621" if unsure else "#2d3748",
+                            linewidth=1.8 if unsure else 1.2, linestyle=(0, (4, 2)) if unsure else "solid", zorder=2))
+        if unsure:
+            ax.text(p.x + NODE_R - 2, p.y - NODE_R + 2, "?", ha="center", va="center", fontsize=10,
+                    fontweight="bold", color="#c05621", zorder=3)
         ax.text(p.x, p.y, group.id, ha="center", va="center", fontsize=7, family="monospace", zorder=3)
         label = group.labels[0].text if group.labels else "—"
         ax.text(p.x, p.y + NODE_R + 11, label if len(label) <= 20 else label[:19] + "…", ha="center", va="center",

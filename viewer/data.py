@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neurflow.core.circuit import Circuit
+from neurflow.labeler.confidence import is_uncertain
 from neurflow.viewer.debug import DebugView
 from neurflow.viewer.layout import Layout, layout_circuit
 
@@ -59,6 +60,7 @@ def group_data(entry: ReportEntry, layer_name: str, group) -> dict[str, Any]:
         "layer": layer_name,
         "labels": [{"text": lab.text, "score": lab.score, "source": lab.source} for lab in group.labels],
         "confidence": group.confidence,
+        "uncertain": is_uncertain(group),
         "caption": {"text": group.caption.text, "model": group.caption.model} if group.caption else None,
         "members": [{"neuron": m.neuron, "concept": m.concept} for m in group.members],
         "n_exemplars": len(group.exemplars),

@@ -1,7 +1,8 @@
 """The viewer page: one self-contained HTML document (inline CSS, inline script, inline SVG, the data
 as a JSON block, pictures as base64). No network access: it works opened from disk.
 
-Test hooks: ``#search``, ``#match-count``, ``#hide-nonmatching``, ``#detail`` (``img.mosaic``,
+Test hooks: ``#search``, ``#match-count``, ``#hide-nonmatching``, ``#zoom-in``, ``#zoom-out``,
+``#zoom-fit``, ``#zoom-level``, ``#detail`` (``img.mosaic``,
 ``ol.labels``, ``ul.members``, ``.caption``), ``section.graph-section[data-graph]``,
 ``g.node[data-group-id]``, ``#debug``, ``#viewer-data``.
 """
@@ -13,6 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from neurflow.labeler.confidence import UNCERTAIN_BELOW
 from neurflow.viewer.data import ReportEntry, viewer_data
 from neurflow.viewer.layout import layout_circuit
 from neurflow.viewer.svg import esc, graph_svg
@@ -20,7 +22,7 @@ from neurflow.viewer.svg import esc, graph_svg
 
 @lru_cache(maxsize=None)
 def static_text(name: str) -> str:
-    """A file of ``labeler/static`` (shipped as package data)."""
+    """A file of ``viewer/static`` (shipped as package data)."""
     return resources.files("neurflow.viewer").joinpath("static", name).read_text(encoding="utf-8")
 
 
@@ -54,7 +56,12 @@ def render_page(entries: list[ReportEntry], title: str = "NeurFlow labeled circu
         "<div id='toolbar'><input id='search' type='search' placeholder='Filter groups by label' "
         "autocomplete='off' aria-label='Filter groups by label'>"
         "<label><input id='hide-nonmatching' type='checkbox'> hide non-matching</label>"
-        "<span id='match-count' aria-live='polite'></span></div></header>"
+        "<span id='match-count' aria-live='polite'></span>"
+        "<span id='zoom'><button id='zoom-out' type='button' aria-label='zoom out'>−</button>"
+        "<button id='zoom-in' type='button' aria-label='zoom in'>+</button>"
+        "<button id='zoom-fit' type='button'>fit to width</button><span id='zoom-level'></span></span>"
+        f"<span class='legend'><span class='unsure'>?</span> uncertain label (confidence below "
+        f"{UNCERTAIN_BELOW:.2f}): review first</span></div></header>"
         f"<main><div id='graphs'>{body}</div>"
         "<aside id='detail' aria-live='polite'><p class='hint'>Click a group to see its exemplars, "
         "members, labels and caption.</p></aside></main>"

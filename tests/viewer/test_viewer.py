@@ -108,3 +108,44 @@ def test_neurflow_report_command(labeled, tmp_path, capsys):
     bad.write_text(json.dumps({"nothing": 1}))
     assert neurflow(["report", str(labeled.circuit_path), "--out", str(out), "--debug", str(bad)]) == 2
     assert "not a debug result" in capsys.readouterr().err
+
+
+def test_wide_layers_wrap_and_the_ungrouped_layer_gets_a_band():
+    from neurflow.viewer.layout import COL_W, LEFT, MAX_PER_LINE, NODE_R
+
+    from tests.viewer.big_circuit import big_circuit
+
+    circuit = big_circuit()
+    lay = layout_circuit(circuit)
+    # 40 groups on one layer: the drawing stays as wide as MAX_PER_LINE columns, not 40
+    assert lay.width == LEFT + MAX_PER_LINE * COL_W + 20
+    assert [b.layer for b in lay.bands] == [layer.name for layer in circuit.layers]
+    for band, layer in zip(lay.bands, circuit.layers):
+        ys = [lay.nodes[g.id].y for g in layer.groups]
+        assert all(band.top < y < band.bottom for y in ys)
+        assert len(set(ys)) == -(-len(layer.groups) // MAX_PER_LINE)  # lines of the band
+    assert all(a.bottom == b.top for a, b in zip(lay.bands, lay.bands[1:]))
+    # no two nodes of the drawing overlap
+    points = [(p.x, p.y) for p in lay.nodes.values()]
+    assert min((ax - bx) ** 2 + (ay - by) ** 2 for i, (ax, ay) in enumerate(points)
+               for bx, by in points[i + 1:]) >= (2 * NODE_R) ** 2
+    ig = lay.bands[-1]
+    assert ig.n_groups == 0 and ig.n_neurons == 30 and 0 < ig.bottom - ig.top < 60
+
+
+def test_uncertain_groups_are_marked_in_page_and_png(tmp_path):
+    from neurflow.labeler.confidence import UNCERTAIN_BELOW, is_uncertain
+
+    from tests.viewer.big_circuit import big_circuit
+
+    circuit = big_circuit()
+    unsure = {g.id for _, _, g in circuit.iter_groups() if is_uncertain(g)}
+    assert unsure and all(g.confidence < UNCERTAIN_BELOW for _, _, g in circuit.iter_groups() if g.id in unsure)
+    page = render_report([ReportEntry(circuit=circuit)])
+    marked = set(re.findall(r'data-group-id="([^"]+)"[^>]*data-uncertain="true"', page))
+    assert marked == unsure
+    data = embedded_data(page)
+    assert {g["id"] for g in data["graphs"][0]["groups"] if g["uncertain"]} == unsure
+    assert "30 core neurons, not grouped" in page
+    drawn = render_circuit_png(circuit, tmp_path / "big.png")
+    assert len(drawn["nodes"]) == 66 and drawn["width"] < 1800

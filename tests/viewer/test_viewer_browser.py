@@ -208,3 +208,44 @@ def test_viewer_served_by_the_api(browser, served, assets, tmp_path):  # noqa: F
         assert viewer.errors == []
     finally:
         viewer.close()
+
+
+def test_viewer_at_real_size(browser, tmp_path):
+    """66 groups over three layers and an ungrouped IG-input layer: the graph opens fitted to the page,
+    zooms in and out, keeps the layer names in view while scrolled sideways, marks uncertain labels."""
+    from neurflow.labeler.confidence import is_uncertain
+    from neurflow.viewer.report import ReportEntry, write_report
+
+    from tests.viewer.big_circuit import big_circuit
+
+    circuit = big_circuit()
+    out = write_report([ReportEntry(circuit=circuit)], tmp_path / "big.html")
+    viewer = Viewer(browser).open(out.resolve().as_uri())
+    page = viewer.page
+    try:
+        assert viewer.nodes().count() == 66
+        svg_width = lambda: page.eval_on_selector("svg.circuit", "s => s.getBoundingClientRect().width")  # noqa: E731
+        room = page.eval_on_selector("section[data-graph='0'] .graph", "e => e.clientWidth")
+        assert svg_width() <= room + 1  # opened fitted: nothing hides to the right
+        fitted = svg_width()
+        page.click("#zoom-in")
+        page.click("#zoom-in")
+        assert svg_width() > fitted * 1.5 and svg_width() > room
+        assert page.inner_text("#zoom-level").endswith("%")
+        # scrolled sideways, the layer names move with the view (their group is translated back)
+        page.eval_on_selector("section[data-graph='0'] .graph", "e => { e.scrollLeft = 300; e.dispatchEvent(new Event('scroll')); }")
+        names_left = page.eval_on_selector("svg.circuit g.layer-names", "g => g.getBoundingClientRect().left")
+        box_left = page.eval_on_selector("section[data-graph='0'] .graph", "e => e.getBoundingClientRect().left")
+        assert abs(names_left - box_left) < 2
+        page.click("#zoom-fit")
+        assert abs(svg_width() - fitted) < 2
+        unsure = sorted(g.id for _, _, g in circuit.iter_groups() if is_uncertain(g))
+        marked = sorted(page.eval_on_selector_all('g.node[data-uncertain="true"]', "els => els.map(e => e.dataset.groupId)"))
+        assert marked == unsure
+        viewer.node(unsure[0]).click()
+        assert "Uncertain label" in page.inner_text("#detail .uncertain-note")
+        assert page.locator("svg.circuit text.band-note").text_content().startswith("30 core neurons")
+        viewer.screenshot(tmp_path / "viewer-real-size.png")
+        assert viewer.errors == []
+    finally:
+        viewer.close()

@@ -53,6 +53,10 @@
       el("span", { cls: "layer", text: grp.layer }), " ", el("span", { cls: "graph-title", text: graph.data.title })]));
     detail.appendChild(el("p", { cls: "top-label" }, [el("b", { text: top }),
       grp.confidence === null ? null : el("span", { cls: "confidence", text: " confidence " + fmt(grp.confidence) })]));
+    if (grp.uncertain) {
+      detail.appendChild(el("p", { cls: "uncertain-note",
+        text: "Uncertain label: the group's patches disagree or the top labels are close. Check the mosaic." }));
+    }
     if (grp.mosaic) {
       detail.appendChild(el("img", { cls: "mosaic", alt: "exemplar mosaic of " + grp.id,
         src: "data:image/png;base64," + grp.mosaic }));
@@ -230,4 +234,38 @@
   applySearch();
   var m = /^#graph-(\d+):(.+)$/.exec(location.hash);
   if (m && graphs[Number(m[1])]) select(graphs[Number(m[1])], decodeURIComponent(m[2]));
+  /* ---- zoom, fit to width, layer names that stay in view ------------------------------------ */
+  var zoom = 1;
+  var zoomLevel = document.getElementById("zoom-level");
+  var svgs = Array.prototype.slice.call(document.querySelectorAll("svg.circuit"));
+  svgs.forEach(function (svg) {
+    svg.baseWidth = Number(svg.getAttribute("width"));
+    svg.baseHeight = Number(svg.getAttribute("height"));
+  });
+  function keepNamesInView(svg) {
+    var names = svg.querySelector("g.layer-names");
+    var box = svg.parentNode;
+    if (names && box) names.setAttribute("transform", "translate(" + (box.scrollLeft / zoom) + ",0)");
+  }
+  function setZoom(z) {
+    zoom = Math.max(0.2, Math.min(3, z));
+    svgs.forEach(function (svg) {
+      svg.setAttribute("width", String(Math.round(svg.baseWidth * zoom)));
+      svg.setAttribute("height", String(Math.round(svg.baseHeight * zoom)));
+      keepNamesInView(svg);
+    });
+    zoomLevel.textContent = Math.round(zoom * 100) + "%";
+  }
+  function fitZoom() {
+    var widest = Math.max.apply(null, svgs.map(function (s) { return s.baseWidth; }).concat([1]));
+    var room = Math.min.apply(null, svgs.map(function (s) { return s.parentNode.clientWidth; }).concat([widest]));
+    return Math.min(1, room / widest);
+  }
+  svgs.forEach(function (svg) {
+    svg.parentNode.addEventListener("scroll", function () { keepNamesInView(svg); });
+  });
+  document.getElementById("zoom-in").addEventListener("click", function () { setZoom(zoom * 1.25); });
+  document.getElementById("zoom-out").addEventListener("click", function () { setZoom(zoom / 1.25); });
+  document.getElementById("zoom-fit").addEventListener("click", function () { setZoom(fitZoom()); });
+  setZoom(fitZoom());  // a wide circuit opens fitted to the page; zoom in to read it
 })();
