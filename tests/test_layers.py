@@ -21,6 +21,7 @@ LAYERS: dict[str, tuple[str, int]] = {
     "neurflow.prompts": ("prompts", 1),
     "neurflow.labeler": ("labeler", 2),
     "neurflow.exports": ("exports", 3),
+    "neurflow.atlas": ("atlas", 3),  # the concept atlas: consumes circuits (core, labeler), beside exports
     "neurflow.viewer": ("viewer", 4),
     "neurflow.world": ("world", 4),
     "neurflow.service": ("service", 5),
@@ -33,11 +34,12 @@ FORBIDDEN_THIRD_PARTY = {
     "neurflow.prompts": {"torch", "litestar", "open_clip", "transformers"},
     "neurflow.labeler": {"litestar", "uvicorn"},
     "neurflow.exports": {"litestar", "uvicorn", "open_clip", "transformers"},
+    "neurflow.atlas": {"litestar", "uvicorn", "open_clip", "transformers"},
     "neurflow.viewer": {"litestar", "uvicorn", "open_clip", "transformers"},
 }
 
 #: names that must never be imported from installed code (they are not installed)
-NOT_INSTALLED = {"core", "labeler", "prompts", "exports", "viewer", "world", "service", "bench", "demo", "tests"}
+NOT_INSTALLED = {"core", "labeler", "prompts", "exports", "atlas", "viewer", "world", "service", "bench", "demo", "tests"}
 
 
 def layer_of_module(module: str) -> str:
