@@ -11,8 +11,6 @@ All use full images (the circuit's selected images), masking = zeroing whole cha
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
@@ -20,6 +18,7 @@ from torch import nn
 
 from .ablation import ablate, batched_logits
 from .circuit import Circuit
+from .experiments.fidelity import fidelity_curves as experiment_fidelity
 from .images import ImageSet
 from .layer_access import LayerAccess, num_channels
 
@@ -126,32 +125,14 @@ def edge_correlation(model: nn.Module, circuit: Circuit, images: ImageSet | torc
 
 def fidelity_curves(model: nn.Module, circuit: Circuit, images: ImageSet | torch.Tensor, n_random: int = 5,
                     seed: int = 0) -> dict:
-    """Accuracy (fraction predicted as the target) when masking / retaining core neurons, per layer."""
+    """Accuracy (fraction predicted as the target) when masking / retaining core neurons, per layer
+    (see :mod:`core.experiments.fidelity`, which also runs over classes and taus)."""
     pixels = _pixels(images)
-    model = model.eval()
-    rng = np.random.default_rng(seed)
-    target = circuit.target.class_index
-    layers = [lay for lay in circuit.layers[1:] if lay.neurons]
-    core = {lay.name: sorted(n.id for n in lay.neurons) for lay in layers}
-    size = {lay.name: num_channels(lay.shape) for lay in layers}
-
-    def accuracy(channels: dict[str, list[int]], keep: bool) -> float:
-        with ablate(model, channels, keep=keep):
-            return float((batched_logits(model, pixels).argmax(1) == target).float().mean())
-
-    def random_sets(names: list[str]) -> dict[str, list[int]]:
-        return {n: sorted(rng.choice(size[n], size=len(core[n]), replace=False).tolist()) for n in names}
-
-    curves: dict[str, list] = defaultdict(list)
-    for i, lay in enumerate(layers):
-        single, multi = [lay.name], [x.name for x in layers[: i + 1]]
-        for mode, names in (("single", single), ("multi", multi)):
-            for keep, what in ((False, "mask"), (True, "retain")):
-                crit = accuracy({n: core[n] for n in names}, keep)
-                rand = [accuracy(random_sets(names), keep) for _ in range(n_random)]
-                curves[f"{mode}_{what}"].append({"layer": lay.name, "core": crit, "random_mean": float(np.mean(rand)),
-                                                 "random_std": float(np.std(rand))})
-    return {"n_images": int(len(pixels)), "curves": dict(curves)}
+    found = experiment_fidelity(model, circuit, pixels, circuit.target.class_index, n_random,
+                                np.random.default_rng(seed))
+    curves = {f"{c.mode}_{c.operation}": [{"layer": p.layer, "core": p.core_accuracy, "random_mean": p.random_accuracy,
+                                           "random_std": p.random_accuracy_std} for p in c.points] for c in found}
+    return {"n_images": int(len(pixels)), "curves": curves}
 
 
 def faithfulness_report(model: nn.Module, circuit: Circuit, images: ImageSet | torch.Tensor, n_random: int = 10,
