@@ -2,12 +2,25 @@
 
 ``document`` defines the ``neurflow.atlas/1`` document, ``concepts`` clusters groups of one layer by
 their member neurons, ``build`` makes the atlas from circuits, ``search`` answers "which classes use a
-concept like X", ``files`` reads circuits from disk and writes atlas.json + atlas.html.
-The atlas consumes circuits: it imports the engine's document and the labeler (optional CLIP search) only.
+concept like X". The atlas consumes circuits: it imports the engine's document and, for the optional
+CLIP search, the labeler. ``build`` and ``search`` (scipy, numpy) load on first use, so importing the
+document stays light (the CLI's ``--help``).
 """
 
-from neurflow.atlas.build import AtlasInput, build_atlas
-from neurflow.atlas.document import SCHEMA_VERSION, Atlas, AtlasSettings
-from neurflow.atlas.search import SearchResult, search
+from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "Atlas", "AtlasInput", "AtlasSettings", "SearchResult", "build_atlas", "search"]
+from typing import Any
+
+from neurflow.atlas.document import SCHEMA_VERSION, Atlas, AtlasSettings
+
+_LAZY = {"AtlasInput": "build", "build_atlas": "build", "SearchResult": "search", "search": "search"}
+
+__all__ = ["SCHEMA_VERSION", "Atlas", "AtlasSettings", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"neurflow.atlas.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'neurflow.atlas' has no attribute {name!r}")
