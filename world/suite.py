@@ -6,8 +6,8 @@ with a world CLIP of its own image tower (ViT or ResNet) trained only on that wo
 into *dev* worlds (methods and thresholds are chosen there) and *held-out* worlds (only reported).
 
 Everything is small, so the whole suite builds on a shared two-core CPU: 150 training and 40
-held-out images per class, a resnet18 trained for 8 epochs (152 steps), a CLIP trained for 400
-steps of 64 crops, engine circuits of two classes on the 40 held-out images. Each piece is cached
+held-out images per class, a resnet18 trained for 8 epochs (152 steps), a CLIP trained for 300
+steps of 48 crops, engine circuits of two classes on the 40 held-out images. Each piece is cached
 (world, model and CLIP next to the world in the cache, circuits in the model's folder), so a second
 run only labels.
 """
@@ -67,7 +67,7 @@ def model_train_config():
 def clip_train_config(world: SuiteWorld):
     from neurflow.world.clip import TrainConfig
 
-    return TrainConfig(steps=400, batch_size=64, arch=world.clip_arch)
+    return TrainConfig(steps=300, batch_size=48, arch=world.clip_arch)
 
 
 @dataclass(frozen=True)
