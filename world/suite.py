@@ -5,9 +5,9 @@ holds worlds that differ in what matters for labeling (see :data:`neurflow.world
 with a world CLIP of its own image tower (ViT or ResNet) trained only on that world, and splits them
 into *dev* worlds (methods and thresholds are chosen there) and *held-out* worlds (only reported).
 
-Everything is small, so the whole suite builds on a shared two-core CPU: 150 training and 40
-held-out images per class, a resnet18 trained for 8 epochs (152 steps), a CLIP trained for 300
-steps of 48 crops, engine circuits of two classes on the 40 held-out images. Each piece is cached
+Everything is small, so the whole suite builds on a shared two-core CPU: 100-150 training and 40
+held-out images per class (the standard world is the demo's: 300 and 100), a resnet18 trained for 8
+epochs, a CLIP trained for 300 steps of 48 crops, engine circuits of two classes on 40 held-out images. Each piece is cached
 (world, model and CLIP next to the world in the cache, circuits in the model's folder), so a second
 run only labels.
 """
@@ -49,11 +49,12 @@ class SuiteWorld:
 
 #: Dev worlds (one per image tower) come first; held-out worlds change the parts, the kind of part or
 #: how classes share them, each with a CLIP of either tower.
+#: The standard world is the full default one (its network is the demo's); the others are smaller.
 SUITE: dict[str, SuiteWorld] = {w.name: w for w in (
-    SuiteWorld("standard", "standard", "vit", "dev"),
-    SuiteWorld("cluttered", "cluttered", "resnet", "dev"),
+    SuiteWorld("standard", "standard", "vit", "dev", per_class={"train": 300, "heldout": 100}),
+    SuiteWorld("cluttered", "cluttered", "resnet", "dev", per_class={"train": 100, "heldout": 40}),
     SuiteWorld("shapes2", "shapes2", "resnet", "held-out"),
-    SuiteWorld("objects", "objects", "vit", "held-out"),
+    SuiteWorld("objects", "objects", "vit", "held-out", per_class={"train": 100, "heldout": 40}),
     SuiteWorld("uneven", "uneven", "resnet", "held-out", classes=(3, 5)),
 )}
 
