@@ -9,7 +9,8 @@ Average linkage on all groups of a layer needs the full distance matrix (1000 cl
 farther apart than the cut, so clusters from different connected components of the graph "Jaccard at
 least the threshold" are always farther apart than the cut too (their mean distance is above it) and
 never merge. The layer is therefore split into those components first (sparse, from neuron overlap)
-and average linkage runs inside each component only; the result is the same as on the whole layer.
+and average linkage runs inside each component only; the result is the same as on the whole layer (up
+to the order in which exactly tied pairs merge).
 """
 
 from __future__ import annotations

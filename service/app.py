@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from neurflow import __version__
 from neurflow.service import errors
+from neurflow.service.api.atlas import AtlasController
 from neurflow.service.api.circuits import CircuitController
 from neurflow.service.api.datasets import DatasetController
 from neurflow.service.api.debug import DebugController
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         _upload_limit(ModelController, settings.max_weights_mb),
         _upload_limit(DatasetController, settings.max_dataset_mb),
         _upload_limit(DebugController, settings.max_image_mb),
-        JobController, CircuitController, ExportController, ReportController])
+        JobController, CircuitController, ExportController, ReportController, AtlasController])
     return Litestar(
         route_handlers=[v1, health, LabelStudioBackendController],
         dependencies=provides("settings", "owner"),
