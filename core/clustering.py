@@ -1,14 +1,16 @@
 """Ward clustering with a silhouette-chosen number of clusters, from one linkage tree.
 
 Cutting a single ward tree at every k gives the same partitions as refitting agglomerative ward
-clustering for each k (up to ties), at the cost of one fit. Cluster ids are canonical: numbered in
+clustering for each k, at the cost of one fit. The cut undoes the last k - 1 merges, as scikit-learn's
+``AgglomerativeClustering(n_clusters=k)`` (the reference's) does: exactly k clusters even when merge
+heights tie (a height threshold, scipy's ``fcluster(..., "maxclust")``, can return fewer then). Cluster ids are canonical: numbered in
 the order in which their first point appears, so results do not depend on library label choices.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import pdist, squareform
 from sklearn.metrics import silhouette_score
 
@@ -22,6 +24,24 @@ def canonical_labels(labels: np.ndarray) -> np.ndarray:
     for label in labels:
         mapping.setdefault(int(label), len(mapping))
     return np.array([mapping[int(label)] for label in labels], dtype=np.int64)
+
+
+def cut(tree: np.ndarray, k: int) -> np.ndarray:
+    """Labels of the k clusters left after the first n - k merges of a linkage ``tree``."""
+    n = len(tree) + 1
+    k = max(1, min(k, n))
+    parent = list(range(2 * n - 1))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for step in range(n - k):
+        a, b = int(tree[step, 0]), int(tree[step, 1])
+        parent[root(a)] = parent[root(b)] = n + step
+    return canonical_labels(np.array([root(i) for i in range(n)]))
 
 
 def ward_silhouette(points: np.ndarray, max_k: int, n_clusters: int | None = None,
@@ -40,17 +60,15 @@ def ward_silhouette(points: np.ndarray, max_k: int, n_clusters: int | None = Non
         return np.zeros(1, dtype=np.int64)
     tree = linkage(points, method="ward")
     if n_clusters is not None:
-        return canonical_labels(fcluster(tree, min(n_clusters, n), criterion="maxclust"))
+        return cut(tree, n_clusters)
     hi = min(n - 1, max_k)
     if hi < 2:
         # Two points (or a cap below 2): silhouette cannot score any k.
-        return np.zeros(n, dtype=np.int64) if allow_single else canonical_labels(fcluster(tree, 2, criterion="maxclust"))
+        return np.zeros(n, dtype=np.int64) if allow_single else cut(tree, 2)
     distances = squareform(pdist(points))
     best_k, best_score, best_labels = None, -np.inf, None
     for k in range(2, hi + 1):
-        labels = fcluster(tree, k, criterion="maxclust")
-        if len(np.unique(labels)) < 2:
-            continue
+        labels = cut(tree, k)
         score = silhouette_score(distances, labels, metric="precomputed")
         if score > best_score:  # strict: ties keep the smaller k
             best_k, best_score, best_labels = k, score, labels

@@ -5,6 +5,10 @@ Crop score (the paper's log-barrier): for group G with member concepts (n_t, k_t
 activation of n's member concepts in G. A non-positive activation costs log(1e-6) (the barrier); a
 ratio above 1 is not capped. The group score is ``exp(max_x b(x, G))`` over the image's crops, and
 the crops with ``b >= log(threshold)`` are the ones that fire the group.
+
+Members: as in the reference (``num_top_vecs``, default 5), only the ``n_members`` member concepts
+nearest the group centroid take part (a group's members are stored nearest first); ``None`` uses all.
+The same members' neurons are the ones ablated.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from .layer_access import LayerAccess
 from .patches import build_index, make_patches
 
 EPS = 1e-6
+#: Member concepts per group used for debugging: the reference's ``num_top_vecs`` default.
+DEBUG_MEMBERS = 5
 
 
 class FiringCrop(msgspec.Struct):
@@ -52,18 +58,21 @@ class DebugResult(msgspec.Struct):
     groups: list[GroupDebug]
 
 
-def log_barrier_scores(acts: np.ndarray, group: Group, reference: dict[tuple[int, int], float]) -> np.ndarray:
-    """b(x, G) for every crop; ``acts`` is (crops, channels) of the group's layer."""
+def nearest_members(group: Group, n_members: int | None) -> list:
+    """The group's ``n_members`` member concepts nearest its centroid (all for ``None``)."""
+    return list(group.members if n_members is None else group.members[:n_members])
+
+
+def log_barrier_scores(acts: np.ndarray, group: Group, reference: dict[tuple[int, int], float],
+                       n_members: int | None = None) -> np.ndarray:
+    """b(x, G) for every crop over the group's ``n_members`` nearest members; ``acts`` is
+    (crops, channels) of the group's layer."""
+    members = nearest_members(group, n_members)
     terms = []
-    for m in group.members:
-        mu = _member_mean(group, m.neuron, reference)
+    for m in members:
+        mu = float(np.mean([reference[(o.neuron, o.concept)] for o in members if o.neuron == m.neuron]))
         terms.append(np.log(np.maximum(acts[:, m.neuron], 0.0) / (abs(mu) + EPS) + EPS))
     return np.mean(terms, axis=0)
-
-
-def _member_mean(group: Group, neuron: int, reference: dict[tuple[int, int], float]) -> float:
-    values = [reference[(m.neuron, m.concept)] for m in group.members if m.neuron == neuron]
-    return float(np.mean(values))
 
 
 def default_debug_layer(circuit: Circuit) -> str:
@@ -76,10 +85,13 @@ def default_debug_layer(circuit: Circuit) -> str:
 
 def debug_image(model: nn.Module, circuit: Circuit, image: Image.Image, layer: str | None = None,
                 threshold: float = 0.8, granularities: tuple[float, ...] | None = None,
-                max_crops: int = 5) -> DebugResult:
-    """Score every group of ``layer`` on ``image`` and ablate each group to see its effect."""
+                max_crops: int = 5, n_members: int | None = DEBUG_MEMBERS) -> DebugResult:
+    """Score every group of ``layer`` on ``image`` and ablate each group to see its effect;
+    ``n_members``: member concepts per group taken into account, nearest the centroid first."""
     if not 0 < threshold:
         raise ValueError(f"threshold must be positive, got {threshold}")
+    if n_members is not None and (not isinstance(n_members, int) or n_members < 1):
+        raise ValueError(f"n_members must be a positive integer or None (all members), got {n_members!r}")
     layer = layer or default_debug_layer(circuit)
     spec = circuit.layer(layer)
     if not spec.groups:
@@ -99,13 +111,13 @@ def debug_image(model: nn.Module, circuit: Circuit, image: Image.Image, layer: s
     reference = {(n.id, c.id): c.activation for n in spec.neurons for c in n.concepts}
     results = []
     for group in spec.groups:
-        b = log_barrier_scores(acts, group, reference)
+        b = log_barrier_scores(acts, group, reference, n_members)
         best = float(b.max())
         firing = np.nonzero(b >= math.log(threshold))[0]
         firing = firing[np.argsort(-b[firing], kind="stable")][:max_crops]
         crops = [FiringCrop(box=geometry.to_source(tuple(float(v) for v in index.box[p])), score=float(math.exp(b[p])))
                  for p in firing]
-        neurons = sorted({m.neuron for m in group.members})
+        neurons = sorted({m.neuron for m in nearest_members(group, n_members)})
         with ablate(model, {layer: neurons}), torch.no_grad():
             ablated = float(model(pixels).float()[0, target])
         results.append(GroupDebug(id=group.id, score=math.exp(best), fires=best >= math.log(threshold),

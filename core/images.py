@@ -1,8 +1,10 @@
 """Image intake and patch geometry.
 
-Images are brought to the model's input the way a standard torchvision training pipeline does:
-resize the shorter side to ``input_size`` (bilinear, antialiased), centre-crop ``input_size`` square,
-scale to [0, 1], normalise with ``mean``/``std``. Patches are cut from that square, and every patch
+Images are brought to the model's input the way a standard torchvision pipeline does: resize the
+shorter side to ``resize`` (bilinear, antialiased), centre-crop an ``input_size`` square, scale to
+[0, 1], normalise with ``mean``/``std``. ``resize`` defaults to ``input_size`` (the whole shorter side
+is kept); ImageNet's evaluation transform, which the reference uses, is ``resize=256`` for
+``input_size=224`` (:data:`IMAGENET_RESIZE`): the crop drops a border of 1/8 of the shorter side. Patches are cut from that square, and every patch
 keeps its box in *source-image* pixels so that it can be shown, labeled and exported later.
 """
 
@@ -16,6 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: ImageNet's standard evaluation transform: Resize(256) then CenterCrop(224).
+IMAGENET_RESIZE = {224: 256}
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -43,14 +47,15 @@ class Geometry:
     width: int
     height: int
     input_size: int
+    resize: int | None = None  # the shorter side before the crop (None: input_size)
 
     @property
     def scale(self) -> float:  # source pixels per input pixel
-        return min(self.width, self.height) / self.input_size
+        return min(self.width, self.height) / (self.resize or self.input_size)
 
     @property
     def offset(self) -> tuple[float, float]:  # top-left of the centre crop, in source pixels
-        side = min(self.width, self.height)
+        side = self.input_size * self.scale
         return (self.width - side) / 2.0, (self.height - side) / 2.0
 
     def to_source(self, box: tuple[float, float, float, float]) -> list[int]:
@@ -64,19 +69,25 @@ class Geometry:
 
 
 class Preprocess:
-    """Resize shorter side, centre crop, normalise: the model-input tensor of one image."""
+    """Resize shorter side (to ``resize``, default ``input_size``), centre crop ``input_size``,
+    normalise: the model-input tensor of one image."""
 
-    def __init__(self, input_size: int, mean, std):
+    def __init__(self, input_size: int, mean, std, resize: int | None = None):
         self.input_size = int(input_size)
+        if resize is not None and int(resize) < self.input_size:
+            raise ValueError(f"resize ({resize}) must be at least input_size ({input_size}): the crop is taken "
+                             "from the resized image")
+        self.resize = int(resize) if resize is not None and int(resize) != self.input_size else None
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """The centre-cropped square in [0, 1], shape (3, S, S)."""
         s = self.input_size
+        r = self.resize or s
         w, h = image.size
-        scale = s / min(w, h)
-        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+        scale = r / min(w, h)
+        nw, nh = max(r, round(w * scale)), max(r, round(h * scale))
         resized = image.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
         left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
         square = resized.crop((left, top, left + s, top + s))
@@ -104,6 +115,7 @@ class ImageSet:
     paths: list[str]  # relative to the data root ("" when built from tensors)
     sizes: list[tuple[int, int]]  # source (width, height)
     labels: list[int | None] | None = None  # optional ground-truth class per image
+    resize: int | None = None  # the Preprocess resize the pixels were made with (None: input_size)
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -114,11 +126,11 @@ class ImageSet:
 
     def geometry(self, i: int) -> Geometry:
         w, h = self.sizes[i]
-        return Geometry(w, h, self.input_size)
+        return Geometry(w, h, self.input_size, self.resize)
 
     def subset(self, keep: list[int]) -> ImageSet:
         return ImageSet(self.pixels[keep], [self.paths[i] for i in keep], [self.sizes[i] for i in keep],
-                        [self.labels[i] for i in keep] if self.labels else None)
+                        [self.labels[i] for i in keep] if self.labels else None, self.resize)
 
     @classmethod
     def from_tensor(cls, pixels: torch.Tensor) -> ImageSet:
@@ -141,4 +153,4 @@ class ImageSet:
             sizes.append(image.size)
             tensors.append(preprocess(image))
             paths.append(f.relative_to(root).as_posix())
-        return cls(torch.stack(tensors), paths, sizes)
+        return cls(torch.stack(tensors), paths, sizes, resize=preprocess.resize)
