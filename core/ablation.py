@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .layer_access import num_channels, zero_channels
+from .layer_access import native_channels, zero_native
 
 
 @contextmanager
@@ -20,12 +20,13 @@ def ablate(model: nn.Module, channels: Mapping[str, Sequence[int]], keep: bool =
     for name, chans in channels.items():
         chans = list(chans)
 
-        def hook(_m, _i, out, chans=chans):
+        # zero_native: channels-last outputs (Swin) are zeroed along their channel dim, as probed
+        def hook(m, _i, out, chans=chans):
             if keep:
-                total = num_channels(out.shape[1:])
+                total = native_channels(m, out)
                 drop = sorted(set(range(total)) - set(chans))
-                return zero_channels(out, drop) if drop else out
-            return zero_channels(out, chans) if chans else out
+                return zero_native(m, out, drop) if drop else out
+            return zero_native(m, out, chans) if chans else out
 
         handles.append(modules[name].register_forward_hook(hook))
     try:

@@ -109,6 +109,12 @@ def zero_native(module: nn.Module, out: torch.Tensor, channels: Sequence[int] | 
     return from_canonical(zero_channels(to_canonical(out, layout), channels), layout)
 
 
+def native_channels(module: nn.Module, out: torch.Tensor) -> int:
+    """The channel count of a module's native output, in the layout its last probe found."""
+    layout = _layouts.get(module, default_layout(out.dim()))
+    return num_channels(to_canonical(out, layout).shape[1:])
+
+
 def default_layout(dims: int) -> str:
     """The layout assumed when probing cannot tell (batch dim included in ``dims``)."""
     return {4: "CHW", 3: "TC", 2: "C"}.get(dims, "?")

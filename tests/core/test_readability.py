@@ -235,3 +235,23 @@ def test_imagenet_resize_256_crop_224_matches_torchvision_and_maps_boxes_back():
     assert Geometry(400, 300, 224).to_source((0, 0, 224, 224)) == [50, 0, 350, 300]
     with pytest.raises(ValueError, match="resize .* must be at least input_size"):
         Preprocess(224, [0, 0, 0], [1, 1, 1], resize=200)
+
+
+def test_ablation_zeroes_the_channel_dim_of_channels_last_outputs(tiny_swin):
+    from neurflow.core.ablation import ablate
+
+    x = torch.randn(1, 3, 32, 32)
+    access = LayerAccess(tiny_swin, ["features.5"])
+    access.probe(x)
+    seen = {}
+    h = tiny_swin.features[6].register_forward_pre_hook(lambda _m, args: seen.update(z=args[0].clone()))
+    with ablate(tiny_swin, {"features.5": [1, 3]}), torch.no_grad():
+        tiny_swin(x)
+    h.remove()
+    z = seen["z"]  # (1, 2, 2, 32): channels last
+    assert (z[..., [1, 3]] == 0).all() and (z[..., 0] != 0).any()
+    with ablate(tiny_swin, {"features.5": [1, 3]}, keep=True), torch.no_grad():
+        h = tiny_swin.features[6].register_forward_pre_hook(lambda _m, args: seen.update(z=args[0].clone()))
+        tiny_swin(x)
+        h.remove()
+    assert (seen["z"][..., 0] == 0).all() and (seen["z"][..., 1] != 0).any()
