@@ -33,7 +33,8 @@ def test_every_block_is_known_and_every_skip_says_why(request):
 
 
 def test_links_stay_in_the_repository():
-    problems = [problem for path in pages() for problem in bad_links(path)]
+    folder_readmes = sorted(p for p in REPO.glob("*/README.md") if not p.parts[-2].startswith("."))
+    problems = [problem for path in [*pages(), *folder_readmes] for problem in bad_links(path)]
     assert not problems, "\n".join(problems)
 
 
@@ -41,6 +42,14 @@ def test_readme_reads_in_five_minutes():
     lines = (REPO / FIRST).read_text().splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the limit is {README_MAX_LINES}"
     assert "docs/viewer.png" in (REPO / FIRST).read_text()
+
+
+def test_readme_layer_table_matches_the_import_check():
+    from tests.test_layers import LAYERS
+
+    rows = re.findall(r"^\| `([\w/]+)/` \| `([\w.]+)` \| (\d) \|", (REPO / FIRST).read_text(), flags=re.M)
+    shown = {package: (folder, int(rank)) for folder, package, rank in rows}
+    assert shown == LAYERS, f"README's 'Where things live' table {shown} differs from tests/test_layers.py {LAYERS}"
 
 
 def test_configuration_page_documents_every_setting():
@@ -61,10 +70,15 @@ def test_speed_page_shows_the_last_measured_table():
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def session(tmp_path_factory, request):
     running = Session(tmp_path_factory.mktemp("docs-session"), free_loopback_port())
     yield running
     running.close()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and running.seconds:  # where the time went, slowest examples first
+        reporter.write_line("")
+        slowest = sorted(running.seconds.items(), key=lambda item: -item[1])[:12]
+        reporter.write_line("doc examples, slowest: " + ", ".join(f"{where} {s:.0f} s" for where, s in slowest))
 
 
 @pytest.mark.slow
