@@ -1,9 +1,9 @@
 """The concept atlas: a model-level view of the circuits of many classes of one model.
 
 ``document`` defines the ``neurflow.atlas/1`` document, ``concepts`` clusters groups of one layer by
-their member neurons, ``build`` makes the atlas from circuits, ``search`` answers "which classes use a
+their member neurons, ``build`` makes the atlas from circuits, ``query`` answers "which classes use a
 concept like X". The atlas consumes circuits: it imports the engine's document and, for the optional
-CLIP search, the labeler. ``build`` and ``search`` (scipy, numpy) load on first use, so importing the
+CLIP search, the labeler. ``build`` and ``query`` (scipy, numpy) load on first use, so importing the
 document stays light (the CLI's ``--help``).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from neurflow.atlas.document import SCHEMA_VERSION, Atlas, AtlasSettings
 
-_LAZY = {"AtlasInput": "build", "build_atlas": "build", "SearchResult": "search", "search": "search"}
+_LAZY = {"AtlasInput": "build", "build_atlas": "build", "SearchResult": "query", "search": "query"}
 
 __all__ = ["SCHEMA_VERSION", "Atlas", "AtlasSettings", *sorted(_LAZY)]
 

@@ -12,7 +12,7 @@ answers, per layer, what recurs across them:
   connected layers, linked by a positive group edge in both circuits), scored;
 * ``matrix``: one cell per (class, shared concept) it uses: the class-by-concept matrix the viewer draws;
 * ``classes[].groups``: every group of every class with its labels, neurons and shared concept (the
-  search index: :func:`neurflow.atlas.search.search`).
+  search index: :func:`neurflow.atlas.query.search`).
 
 Ids: a shared concept is ``"{layer index}c{k}"``, numbered per layer from the concept used by the most
 classes; a group is named by its class and its id in that class's circuit (``class_index``, ``group``).

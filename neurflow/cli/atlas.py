@@ -95,7 +95,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     import msgspec
 
     from neurflow.atlas.document import Atlas
-    from neurflow.atlas.search import atlas_embedder, search
+    from neurflow.atlas.query import atlas_embedder, search
 
     path = Path(args.atlas)
     if not path.is_file():

@@ -104,7 +104,7 @@ class AtlasController(Controller):
                                               description="which classes use a concept like this (label text)"),
                     jaccard: float = JACCARD, min_classes: int = MIN_CLASSES) -> Response[bytes]:
         def work() -> bytes:
-            from neurflow.atlas.search import search
+            from neurflow.atlas.query import search
 
             atlas = build(catalog, jobs, store, owner, job, circuits, {"jaccard": jaccard, "min_classes": min_classes})
             if q is None:

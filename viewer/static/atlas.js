@@ -1,6 +1,6 @@
 /* NeurFlow concept atlas: the class-by-concept matrix, label search, drill-down into a class's circuit.
    Reads #atlas-data (the neurflow.atlas/1 document) and #atlas-circuits (class index -> embedded
-   circuit viewer page, may be empty). The search rule is neurflow.atlas.search's text match. */
+   circuit viewer page, may be empty). The search rule is neurflow.atlas.query's text match. */
 (function () {
   "use strict";
   var root = JSON.parse(document.getElementById("atlas-data").textContent);
@@ -79,7 +79,7 @@
     }
   }
 
-  /* ---- search (neurflow.atlas.search, text match) ---------------------------------------------- */
+  /* ---- search (neurflow.atlas.query, text match) ---------------------------------------------- */
   function norm(s) { return s.split(/\s+/).filter(Boolean).join(" ").toLowerCase(); }
   function textScore(q, label) {
     label = norm(label);

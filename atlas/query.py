@@ -88,7 +88,8 @@ def search(atlas: Atlas, query: str, *, embed: Embed | None = None, min_similari
     similarity: dict[str, float] = {}
     if embed is not None and labels:
         vectors = np.asarray(embed([q, *labels]), dtype=np.float64)
-        similarity = dict(zip(labels, (vectors[1:] @ vectors[0]).tolist()))
+        # rounded and clipped: a label equal to the query has cosine 1, not 1 + 1e-7 (the text match keeps it)
+        similarity = dict(zip(labels, np.clip(vectors[1:] @ vectors[0], -1.0, 1.0).round(6).tolist()))
     hits = []
     concept_best: dict[str, float] = {}
     for entry in atlas.classes:
