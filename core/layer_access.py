@@ -265,12 +265,12 @@ def shared_module_alternatives(model: nn.Module, x: torch.Tensor, name: str) -> 
     return [n for n, p in probes.items() if p.problem is None]
 
 
-def did_you_mean(name: str, valid: Sequence[str], what: str = "layer") -> str:
+def did_you_mean(name: str, valid: Sequence[str], what: str = "layer name") -> str:
     """``unknown layer 'x'; did you mean ...?`` with at most five close names, never the whole list."""
     close = difflib.get_close_matches(name, list(valid), n=5, cutoff=0.6)
     if close:
-        return f"unknown {what} name {name!r}; did you mean {', '.join(repr(c) for c in close)}?"
-    return f"unknown {what} name {name!r}"
+        return f"unknown {what} {name!r}; did you mean {', '.join(repr(c) for c in close)}?"
+    return f"unknown {what} {name!r}"
 
 
 class _LeafTracer(torch.fx.Tracer):

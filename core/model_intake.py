@@ -1,7 +1,8 @@
 """Model intake: architecture name + safetensors state_dict -> an eval-mode ``nn.Module``.
 
-Only safetensors are accepted for weights: they hold tensors and nothing else, so loading a user's
-file never runs code. Architecture names are ``torchvision:<name>`` (or a bare torchvision name)
+Only safetensors are accepted for weight files: they hold tensors and nothing else, so loading a
+user's file never runs code. Published weights are named instead (``IMAGENET1K_V2``, a timm tag; see
+:mod:`neurflow.core.pretrained`). Architecture names are ``torchvision:<name>`` (or a bare torchvision name)
 and ``timm:<name>`` (when timm is installed). Library users may also pass a built module.
 """
 
@@ -35,7 +36,7 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
 
         available = torchvision.models.list_models()
         if name not in available:
-            raise ValueError(did_you_mean(name, available, "torchvision architecture")
+            raise ValueError(did_you_mean(name, available, "torchvision architecture name")
                              + " (torchvision.models.list_models() lists them)")
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     try:
@@ -43,7 +44,7 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
     except ImportError:
         raise ValueError("timm architectures need the 'timm' extra: pip install 'neurflow[timm]'") from None
     if not timm.is_model(name):
-        raise ValueError(did_you_mean(name, timm.list_models(), "timm architecture") + " (timm.list_models() lists them)")
+        raise ValueError(did_you_mean(name, timm.list_models(), "timm architecture name") + " (timm.list_models() lists them)")
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
@@ -94,7 +95,12 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(arch: str, weights: str | Path | None, num_classes: int) -> nn.Module:
-    """Build ``arch`` and load ``weights`` strictly; the model is returned in eval mode."""
+    """Build ``arch`` and load ``weights`` strictly; the model is returned in eval mode. ``weights``:
+    a .safetensors file, a published-weights name (:mod:`neurflow.core.pretrained`), or None."""
+    from .pretrained import is_pretrained_tag, load_pretrained
+
+    if is_pretrained_tag(weights):
+        return load_pretrained(arch, str(weights), num_classes)[0]
     model = build_architecture(arch, num_classes)
     if weights is not None:
         state = read_safetensors(weights)

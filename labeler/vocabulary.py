@@ -2,16 +2,21 @@
 
 A vocabulary is a list of concept names, given inline, as a UTF-8 text file (one concept a line,
 blank lines and ``#`` comments ignored), or as ``builtin:NAME`` for the lists that ship in
-``labeler/vocabularies/``. Templates work the same way; each template has exactly one ``{}``.
+``labeler/vocabularies/`` and the class lists of ``core/classes/`` (``builtin:imagenet1k``). Templates work the same way; each template has exactly one ``{}``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from neurflow.core.class_names import CLASS_LIST_DIR
+
 VOCABULARY_DIR = Path(__file__).parent / "vocabularies"
+#: Built-in vocabularies: the labeler's own, and the class lists that core ships (builtin:imagenet1k).
+_BUILTIN_DIRS = (VOCABULARY_DIR, CLASS_LIST_DIR)
 
 #: Templates for patches of general concepts. Several phrasings average out the wording bias of any
 #: single prompt (the "prompt ensemble" of CLIP); they all speak of a crop, since we label patches.
@@ -53,8 +58,12 @@ class Vocabulary:
         return len(self.concepts)
 
 
+#: A built-in name is a plain file stem: never a path, so ``builtin:../x`` cannot leave the built-in folders.
+_BUILTIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
 def builtin_vocabularies() -> list[str]:
-    return sorted(p.stem for p in VOCABULARY_DIR.glob("*.txt"))
+    return sorted({p.stem for d in _BUILTIN_DIRS for p in d.glob("*.txt")})
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
@@ -104,7 +113,10 @@ def load_vocabulary(spec: list[str] | tuple[str, ...] | str | Path | Vocabulary)
     text = str(spec)
     if text.startswith("builtin:"):
         name = text.split(":", 1)[1]
-        path = VOCABULARY_DIR / f"{name}.txt"
+        if not _BUILTIN_NAME.fullmatch(name):
+            raise ValueError(f"built-in vocabulary names are letters, digits, '-' and '_' (got {text!r}); "
+                             f"built-ins are {['builtin:' + n for n in builtin_vocabularies()]}")
+        path = next((d / f"{name}.txt" for d in _BUILTIN_DIRS if (d / f"{name}.txt").is_file()), VOCABULARY_DIR / "-")
         if not path.is_file():
             raise ValueError(f"unknown built-in vocabulary {text!r}; built-ins are {['builtin:' + n for n in builtin_vocabularies()]}")
         return Vocabulary(text, _normalise(_read_lines(path, "vocabulary"), text))
