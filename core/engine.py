@@ -248,9 +248,9 @@ class NeurFlow(BaseEstimator):
             keep = torch.nonzero(preds == target_class).flatten().tolist()
         self._report("select", len(keep), len(images))
         if not keep:
-            counts = torch.bincount(preds, minlength=n_classes).tolist()
-            raise ValueError(f"no image is predicted as class {target_class}; predictions per class: "
-                             f"{dict(enumerate(counts))}. Use select='all' or give images of that class")
+            counts = {c: n for c, n in enumerate(torch.bincount(preds, minlength=n_classes).tolist()) if n}
+            raise ValueError(f"no image is predicted as class {target_class}; predictions per class (classes "
+                             f"with none left out): {counts}. Use select='all' or give images of that class")
         return images.subset(keep[: selection.max_images] if selection.max_images else keep)
 
     def _readouts(self, access: LayerAccess, pixels: torch.Tensor, index: PatchIndex) -> dict[str, torch.Tensor]:
