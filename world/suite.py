@@ -5,9 +5,9 @@ holds worlds that differ in what matters for labeling (see :data:`neurflow.world
 with a world CLIP of its own image tower (ViT or ResNet) trained only on that world, and splits them
 into *dev* worlds (methods and thresholds are chosen there) and *held-out* worlds (only reported).
 
-Everything is small, so the whole suite builds on a shared two-core CPU: 100-150 training and 40
-held-out images per class (the standard world is the demo's: 300 and 100), a resnet18 trained for 8
-epochs, a CLIP trained for 300 steps of 48 crops, engine circuits of two classes on 40 held-out images. Each piece is cached
+Everything is small, so the whole suite builds on a shared two-core CPU: 80-150 training and 40
+held-out images per class, a resnet18 trained for 4-8 epochs (40-152 steps), a CLIP trained for 200
+steps of 48 crops, engine circuits of two classes on the 40 held-out images. Each piece is cached
 (world, model and CLIP next to the world in the cache, circuits in the model's folder), so a second
 run only labels.
 """
@@ -37,6 +37,7 @@ class SuiteWorld:
     role: str  # "dev" or "held-out"
     classes: tuple[int, ...] = (0, 5)  # engine circuits of these classes (0 and 5 share no part in cube worlds)
     per_class: dict[str, int] = field(default_factory=lambda: {"train": 150, "heldout": 40})
+    epochs: int = 8  # of the world's resnet18
 
     @property
     def config(self) -> WorldConfig:
@@ -49,26 +50,26 @@ class SuiteWorld:
 
 #: Dev worlds (one per image tower) come first; held-out worlds change the parts, the kind of part or
 #: how classes share them, each with a CLIP of either tower.
-#: The standard world is the full default one (its network is the demo's); the others are smaller.
+_SMALL = {"train": 80, "heldout": 40}
 SUITE: dict[str, SuiteWorld] = {w.name: w for w in (
-    SuiteWorld("standard", "standard", "vit", "dev", per_class={"train": 300, "heldout": 100}),
-    SuiteWorld("cluttered", "cluttered", "resnet", "dev", per_class={"train": 100, "heldout": 40}),
+    SuiteWorld("standard", "standard", "vit", "dev", per_class=_SMALL, epochs=4),
+    SuiteWorld("cluttered", "cluttered", "resnet", "dev", per_class=_SMALL, epochs=4),
     SuiteWorld("shapes2", "shapes2", "resnet", "held-out"),
-    SuiteWorld("objects", "objects", "vit", "held-out", per_class={"train": 100, "heldout": 40}),
+    SuiteWorld("objects", "objects", "vit", "held-out", per_class=_SMALL, epochs=4),
     SuiteWorld("uneven", "uneven", "resnet", "held-out", classes=(3, 5)),
 )}
 
 
-def model_train_config():
+def model_train_config(world: SuiteWorld):
     from neurflow.world.train import TrainConfig
 
-    return TrainConfig(epochs=8)
+    return TrainConfig(epochs=world.epochs)
 
 
 def clip_train_config(world: SuiteWorld):
     from neurflow.world.clip import TrainConfig
 
-    return TrainConfig(steps=300, batch_size=48, arch=world.clip_arch)
+    return TrainConfig(steps=200, batch_size=48, arch=world.clip_arch)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def ensure_suite_world(
         raise ValueError(f"unknown suite world {name!r}; choose from {list(SUITE)}")
     world = SUITE[name]
     log(f"{name}: world and network")
-    model = ensure_world_model(cache_dir, world.config, model_train_config(), progress=False, threads=1)
+    model = ensure_world_model(cache_dir, world.config, model_train_config(world), progress=False, threads=1)
     log(f"{name}: network held-out accuracy {model.heldout_accuracy}")
     bundle = ensure_world_clip(model.world_root, clip_train_config(world), log=log)
     log(f"{name}: CLIP ({world.clip_arch}) zero-shot top-1 {json.loads((bundle / 'metrics.json').read_text())['zero_shot_top1']:.3f}")
