@@ -21,7 +21,8 @@ Kinds of ``doc-test`` comment:
   group, awaited on ``/health``, stopped when the session ends.
 * ``fixture NAME (reason)``: the runner puts a stand-in for a file the reader brings (e.g. their
   CLIP bundle) into the session folder, then runs the block.
-* ``fails (reason)``: a shell block that shows an error; it must exit non-zero.
+* ``fails (reason)``: a shell block that shows an error: it must exit non-zero with the CLI's one-line
+  error or an API problem document, never a traceback.
 * ``in-repo``: a shell block run in the repository root, *without* the venv on ``PATH``.
 
 All pages share one session folder and one server, in order: README.md first, so the docs pages
@@ -271,8 +272,11 @@ class Session:
             out = (done.stdout + done.stderr)[-4000:]
             raise AssertionError(f"{block.where}: the {block.lang} example did not {expectation} "
                                  f"(exit {done.returncode})\n--- example ---\n{block.text}--- output ---\n{out}")
-        if block.kind == "fails" and "Traceback" in done.stdout + done.stderr:
-            raise AssertionError(f"{block.where}: the error is a traceback, not a message:\n{done.stderr[-4000:]}")
+        if block.kind == "fails":
+            out = done.stdout + done.stderr
+            # a clear error: the CLI's one line ("neurflow X: error: ...") or an API problem document
+            if "Traceback" in out or not re.search(r"neurflow [\w-]+: error: |\"detail\"", out):
+                raise AssertionError(f"{block.where}: the example should show a clear error, got:\n{out[-4000:]}")
 
     def _start(self, block: Block) -> None:
         from neurflow.service.process import NotReady, wait_healthy
