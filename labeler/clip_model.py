@@ -231,6 +231,43 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> str:
     )
 
 
+def _cached_or_fail(name: str, tag: str) -> str:
+    """A pretrained tag's file from the local caches (then loading needs no network), the tag itself
+    when the hub is reachable (open_clip downloads it), else a ValueError at once: without network,
+    open_clip would spend about a minute in hub retries before failing with a traceback."""
+    import open_clip
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from neurflow.core.pretrained import reachable
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        repo, filename = os.path.split(hub)
+        filename = filename or "open_clip_pytorch_model.bin"
+        candidates = [filename.replace("pytorch_model.bin", "model.safetensors")] * filename.endswith(".bin") + [filename]
+        for candidate in candidates:
+            cached = try_to_load_from_cache(repo, candidate)
+            if isinstance(cached, str):
+                return cached
+        host, source = "huggingface.co", f"https://huggingface.co/{repo}/resolve/main/{candidates[0]}"
+        cache = f"or fill the Hugging Face cache ({constants.HF_HUB_CACHE}) with `huggingface-cli download {repo} {candidates[0]}`"
+    else:
+        url = cfg.get("url", "")
+        target = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if target.is_file():
+            return str(target)
+        host, source, cache = url.split("/")[2], url, f"or put it at {target}"
+    if reachable(host):
+        return tag
+    constants.HF_HUB_OFFLINE = True  # no network: later hub look-ups (tokenizers) fail at once too
+    raise ValueError(
+        f"the pretrained weights {tag!r} of open_clip model {name!r} are not on this machine and there is no "
+        f"network to fetch them: download {source} and pass its path as clip.pretrained (--clip-pretrained FILE "
+        f"with --clip-model {name}), {cache}"
+    )
+
+
 def _mismatch_message(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     shown = "; ".join(lines[1:6] if len(lines) > 1 else lines)
@@ -259,6 +296,8 @@ def _load_uncached(spec: ClipSpec) -> ClipModel:
                 "(see open_clip.list_models()), or pass clip.model_config to define a custom architecture"
             )
         pretrained = _resolve_pretrained(name, pretrained)
+        if not os.path.isfile(pretrained):
+            pretrained = _cached_or_fail(name, pretrained)
         if os.path.isfile(pretrained):
             sha = sha256_file(pretrained)
     try:
