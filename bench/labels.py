@@ -73,7 +73,51 @@ def add_arguments(parser) -> None:
     parser.add_argument("--label-json", metavar="PATH", help="also write the label table as JSON here")
 
 
+def _cache_paths(entry) -> tuple[Path, Path]:
+    stem = entry.model.directory / f"label-bench-{entry.bundle.name}-{'-'.join(map(str, sorted(entry.circuits)))}"
+    return stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+
+def _save(w: WorldData, entry) -> None:
+    """Embeddings and truth of every group, so that a second run only scores (no pickles: arrays + JSON)."""
+    arrays, meta = {"concepts": w.concepts}, []
+    for i, g in enumerate(w.groups):
+        for key in ("exemplars", "patches", "held", "ref_mixture", "negatives"):
+            arrays[f"{i}_{key}"] = getattr(g, key)
+        meta.append({"gid": g.gid, "reference": g.reference, "mixed": g.mixed})
+    npz, js = _cache_paths(entry)
+    np.savez(npz, **arrays)
+    js.write_text(json.dumps({"names": w.names, "logit_scale": w.logit_scale, "heldout_accuracy": w.heldout_accuracy,
+                              "clip_top1": w.clip_top1, "groups": meta}))
+
+
+def _load(entry) -> WorldData | None:
+    npz, js = _cache_paths(entry)
+    if not (npz.is_file() and js.is_file()):
+        return None
+    meta = json.loads(js.read_text())
+    with np.load(npz, allow_pickle=False) as arrays:
+        groups = [GroupData(entry.world.name, m["gid"], *(arrays[f"{i}_{k}"] for k in ("exemplars", "patches", "held")),
+                            m["reference"], m["mixed"], arrays[f"{i}_ref_mixture"], arrays[f"{i}_negatives"])
+                  for i, m in enumerate(meta["groups"])]
+        concepts = arrays["concepts"]
+    suite = entry.world
+    return WorldData(suite.name, suite.role, suite.clip_arch, concepts, meta["names"], meta["logit_scale"], groups,
+                     meta["heldout_accuracy"], meta["clip_top1"])
+
+
 def _collect(name: str, log: Callable[[str], None]) -> WorldData:
+    from neurflow.world.suite import ensure_suite_world
+
+    entry = ensure_suite_world(name, log=log)
+    cached = _load(entry)
+    if cached is None:
+        cached = _embed(entry, log)
+        _save(cached, entry)
+    return cached
+
+
+def _embed(entry, log: Callable[[str], None]) -> WorldData:
     from neurflow.labeler.clip_model import load_clip
     from neurflow.labeler.labeling import PatchEmbedder
     from neurflow.labeler.patches import PatchLoader, group_patches, patch_key, random_boxes, reference_pool, split_holdout
@@ -81,9 +125,9 @@ def _collect(name: str, log: Callable[[str], None]) -> WorldData:
     from neurflow.labeler.vocabulary import load_templates, load_vocabulary
     from neurflow.world.clip import clip_spec
     from neurflow.world.ground_truth import World, purity
-    from neurflow.world.suite import ensure_suite_world
 
-    entry = ensure_suite_world(name, log=log)
+    name = entry.world.name
+    log(f"{name}: embedding the groups' patches")
     world = World.load(entry.root)
     order = [world.part_names[k] for k in sorted(world.part_names)]
     clip = load_clip(clip_spec(entry.bundle))
