@@ -19,7 +19,7 @@ from ..patches import PatchIndex, make_patches
 
 class PatchPool:
     def __init__(self, access: LayerAccess, pixels: torch.Tensor, index: PatchIndex, lower: str, upper: str,
-                 top_n: int, batch_size: int = 64):
+                 top_n: int, batch_size: int = 128):
         self.access, self.pixels, self.index = access, pixels, index
         self.lower, self.upper = lower, upper
         self.block = access.block(lower, upper)
