@@ -2,8 +2,9 @@
 
 One msgspec Struct tree: unknown keys are errors, and every error is a ``ValueError`` that says which
 key was wrong and what is accepted. Relative paths (checkpoint, model config, vocabulary file, captioner
-model folder) are resolved against ``base_dir`` when one is given (the spec file's folder), else
-against the working directory at load time.
+model folder) are resolved against ``base_dir`` when one is given (the spec file's folder, or the
+service's asset folders in order: the first folder holding the name wins), else against the working
+directory at load time.
 
 Example::
 
@@ -15,7 +16,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import msgspec
 
@@ -39,7 +40,8 @@ class LabelerConfig(LabelingSettings, frozen=True):
     settings of :class:`~neurflow.core.circuit.LabelingSettings`, validated and with paths resolved."""
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any] | LabelingSettings, base_dir: str | Path | None = None) -> LabelerConfig:
+    def from_spec(cls, spec: dict[str, Any] | LabelingSettings,
+                  base_dir: str | Path | Sequence[str | Path] | None = None) -> LabelerConfig:
         """Validate a ``labeling`` dict; raise ``ValueError`` naming the bad key and what is accepted."""
         if isinstance(spec, LabelerConfig):
             config = spec
@@ -73,17 +75,18 @@ class LabelerConfig(LabelingSettings, frozen=True):
         if self.captioner is not None and self.captioner.backend == "openai" and not self.captioner.base_url:
             raise ValueError('labeling.captioner.base_url is required for backend "openai" (e.g. "http://localhost:8000/v1")')
 
-    def resolved(self, base_dir: str | Path) -> LabelerConfig:
-        """A copy whose relative file paths are made absolute against ``base_dir``."""
-        base = Path(base_dir)
+    def resolved(self, base_dir: str | Path | Sequence[str | Path]) -> LabelerConfig:
+        """A copy whose relative file paths are made absolute against ``base_dir`` (the first of several
+        folders that holds the name)."""
+        bases = [Path(base_dir)] if isinstance(base_dir, (str, Path)) else [Path(b) for b in base_dir]
 
         def fix(value: str | None) -> str | None:
             if value is None:
                 return None
             path = Path(value).expanduser()
-            candidate = path if path.is_absolute() else base / path
+            candidates = [path] if path.is_absolute() else [base / path for base in bases]
             # A pretrained tag ("openai") or a model name is not a path: only rewrite what exists there.
-            return str(candidate) if candidate.exists() else value
+            return next((str(c) for c in candidates if c.exists()), value)
 
         clip = self.clip
         model = clip.model

@@ -19,7 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from neurflow import __version__
-from neurflow.service import errors
+from neurflow.service import errors, openapi
 from neurflow.service.api.atlas import AtlasController
 from neurflow.service.api.circuits import CircuitController
 from neurflow.service.api.datasets import DatasetController
@@ -34,6 +34,7 @@ from neurflow.service.catalog import Catalog
 from neurflow.service.db import Database
 from neurflow.service.deps import Services, provides
 from neurflow.service.jobstore import JobStore
+from neurflow.service.limits import DataRequest, EngineRequest
 from neurflow.service.manager import JobManager
 from neurflow.service.security import auth_middleware, rate_limit
 from neurflow.service.settings import MB, Settings, load_settings
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         _upload_limit(DatasetController, settings.max_dataset_mb),
         _upload_limit(DebugController, settings.max_image_mb),
         JobController, CircuitController, ExportController, ReportController, AtlasController])
-    return Litestar(
+    app = Litestar(
         route_handlers=[v1, health, LabelStudioBackendController],
         dependencies=provides("settings", "owner"),
         state=State({"services": services}),
@@ -106,3 +107,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[]),
         debug=False,
     )
+    openapi.document_bounds(app, [EngineRequest, DataRequest])
+    return app

@@ -37,9 +37,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_zip_entries: int = 20000
     max_zip_uncompressed_mb: int = 2048
     max_image_pixels: int = 40_000_000  # per image, against decompression bombs
+    max_dataset_pixels: int = 2_000_000_000  # all images of one dataset zip together (the decode budget)
+    max_predict_kb: int = 4096  # POST /predict of the Label Studio backend (a batch of task references)
+    max_job_cost: int = 200_000_000  # estimated IG sample passes of one run (service.limits.estimated_cost)
+    job_timeout_s: float = 6 * 3600.0  # wall-clock limit of one job attempt; the job fails, the worker is replaced
+    worker_memory_mb: int = 0  # resident memory limit of one worker; 0 = 80% of the machine's memory / workers
     cors_origins: list[str] = []
     asset_dirs: list[str] = []  # folders a job's labeling section may read (CLIP weights, vocabularies)
     captioner_urls: list[str] = []  # OpenAI-compatible base URLs a job's captioner may call
+    # base URL -> name of the environment variable holding that endpoint's key: the operator's choice,
+    # never a client's (env: NEURFLOW_CAPTIONER_KEYS=https://host/v1=ENV_NAME,...)
+    captioner_keys: dict[str, str] = {}
     # jobs
     max_attempts: int = 2  # a job whose worker died is retried until it has run this many times
     cancel_grace_s: float = 10.0  # after a cancel request, kill the worker if the job has not stopped
@@ -69,6 +77,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def asset_paths(self) -> list[Path]:
         return [self.data_path / "assets"] + [Path(p).expanduser().resolve() for p in self.asset_dirs]
 
+    @property
+    def worker_memory_bytes(self) -> int:
+        if self.worker_memory_mb > 0:
+            return self.worker_memory_mb * MB
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(0.8 * total / max(1, len(self.device_list())))
+
     def device_list(self) -> list[str]:
         if self.devices:
             return list(self.devices)
@@ -77,6 +92,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def _coerce_env(name: str, raw: str, annotation: Any) -> Any:
     text = str(annotation)
+    if text.startswith("dict"):
+        pairs = [item.strip().rpartition("=") for item in raw.split(",") if item.strip()]
+        if any(not sep or not k or not v for k, sep, v in pairs):
+            raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} must be KEY=VALUE pairs separated by commas")
+        return {k.strip(): v.strip() for k, _, v in pairs}
     if "list" in text:
         return [item.strip() for item in raw.split(",") if item.strip()]
     if "bool" in text:

@@ -1,7 +1,8 @@
 """``/v1/jobs``: submit a job spec (202), follow it (state, SSE events), cancel it.
 
 ``POST /v1/jobs`` takes the public job spec (``neurflow run``'s, with a model id in
-``model.weights`` and a dataset id in ``data.images``); :func:`neurflow.service.policy.prepare_run`
+``model.weights`` and a dataset id in ``data.images``, size parameters bounded by
+:data:`neurflow.service.limits.JobRequest`); :func:`neurflow.service.policy.prepare_run`
 turns it into the typed :class:`~neurflow.service.jobtypes.RunJob` that is stored and run.
 """
 
@@ -15,10 +16,10 @@ from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from neurflow.core.jobspec import JobSpec
 from neurflow.service.catalog import new_id
 from neurflow.service.deps import CatalogDep, JobsDep, ManagerDep, Owner, SettingsDep, provides
 from neurflow.service.jobstore import TERMINAL, JobStore
+from neurflow.service.limits import JobRequest, to_jobspec
 from neurflow.service.manager import JobManager
 from neurflow.service.policy import prepare_run
 from neurflow.service.schemas import JobList, JobOut, JobState
@@ -60,9 +61,9 @@ class JobController(Controller):
 
     @post("/", status_code=202, summary="Submit a job (the job spec of `neurflow run`, with ids)")
     async def submit(self, catalog: CatalogDep, jobs: JobsDep, manager: ManagerDep, settings: SettingsDep, owner: Owner,
-                     data: JobSpec) -> Response[JobOut]:
+                     data: JobRequest) -> Response[JobOut]:  # type: ignore[valid-type]
         def work() -> dict[str, Any]:
-            job = prepare_run(data, catalog, settings, owner)
+            job = prepare_run(to_jobspec(data), catalog, settings, owner)
             return jobs.create(new_id("job"), owner, job, settings.max_attempts)
 
         job = await anyio.to_thread.run_sync(work)
