@@ -9,7 +9,7 @@ engine's own :class:`~neurflow.core.params.EngineParams`, and ``data`` extends i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,12 +23,17 @@ class ModelSpec(msgspec.Struct, forbid_unknown_fields=True):
     input_size: PositiveInt
     mean: Annotated[list[float], msgspec.Meta(min_length=3, max_length=3)] = msgspec.field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: Annotated[list[float], msgspec.Meta(min_length=3, max_length=3)] = msgspec.field(default_factory=lambda: [0.229, 0.224, 0.225])
-    class_names: list[str] | None = None
+    class_names: list[str] | str | None = None  # a list, "builtin:imagenet1k", or None (published weights' own)
+
+
+#: The most target classes one job may list (a batch job of a whole model: ``"all"`` of up to this many)
+MAX_TARGET_CLASSES = 10000
 
 
 class DataSpec(ImageSelection, forbid_unknown_fields=True):
     images: str  # folder searched recursively for PNG/JPEG (or a dataset id in the service)
-    target_class: int | list[int]
+    # one class, a list of classes, or "all" (every class of the model): one circuit per class
+    target_class: int | Annotated[list[int], msgspec.Meta(min_length=1, max_length=MAX_TARGET_CLASSES)] | Literal["all"]
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,6 +44,8 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
 
     def target_classes(self) -> list[int]:
         tc = self.data.target_class
+        if tc == "all":
+            return list(range(self.model.num_classes))
         return list(tc) if isinstance(tc, list) else [tc]
 
 

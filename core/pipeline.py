@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import torch
 from torch import nn
 
 from .circuit import Circuit, ModelInfo
@@ -13,7 +15,10 @@ from .engine import NeurFlow
 from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
 from .hashing import sha256_file
+from .class_names import resolve_class_names
+from .layer_catalog import resolve_layers
 from .model_intake import load_model
+from .pretrained import is_pretrained_tag
 from neurflow.progress import Progress
 
 
@@ -25,7 +30,7 @@ def resolve(base_dir: Path, value: str) -> Path:
 
 def circuit_path(out_dir: Path, spec: JobSpec, target: int) -> Path:
     """``out_dir/circuit.json`` for one target class, ``out_dir/class-<c>/circuit.json`` for a list."""
-    if isinstance(spec.data.target_class, list):
+    if not isinstance(spec.data.target_class, int):  # a list or "all"
         return out_dir / f"class-{target}" / "circuit.json"
     return out_dir / "circuit.json"
 
@@ -37,6 +42,50 @@ def model_info(spec: JobSpec, weights_path: Path | None, sha256: str | None = No
                      mean=list(m.mean), std=list(m.std))
 
 
+@dataclass
+class FitSetup:
+    """What every target class of one job shares: the model, the images, one forward pass over them
+    (``logits``) and the configured engine. Built once per job by :func:`prepare_fit`."""
+
+    spec: JobSpec
+    model: nn.Module
+    images: ImageSet
+    info: ModelInfo
+    engine: NeurFlow
+    logits: torch.Tensor
+
+
+def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
+                images_dir: Path | None = None, weights_path: Path | None = None, device: str | None = None,
+                logits: torch.Tensor | None = None) -> FitSetup:
+    """Load what :func:`fit_class` needs for every class of ``spec`` (see :func:`fit_spec` for the
+    overrides); ``logits`` when the caller already ran the model on the images."""
+    weights_path = weights_path or resolve(base_dir, spec.model.weights)
+    if model is None:  # a published-weights name ("IMAGENET1K_V2") is passed as it is, not as a path
+        named = spec.model.weights if is_pretrained_tag(spec.model.weights) else None
+        model = load_model(spec.model.arch, named or weights_path, spec.model.num_classes)
+    images_dir = images_dir or resolve(base_dir, spec.data.images)
+    images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
+    info = model_info(spec, weights_path if weights_path.is_file() else None)
+    params = resolve_layers(spec.engine, model, spec.model.input_size)  # layers: "auto"
+    engine = NeurFlow(**msgspec.structs.asdict(params), select=spec.data.select, max_images=spec.data.max_images,
+                      progress=progress)
+    if engine.device is None and device is not None:
+        engine.set_params(device=device)
+    if logits is None:
+        logits = engine.predict_logits(model, images)  # one forward pass serves every target class
+    return FitSetup(spec=spec, model=model, images=images, info=info, engine=engine, logits=logits)
+
+
+def fit_class(setup: FitSetup, target: int) -> Circuit:
+    """The circuit of one target class."""
+    m = setup.spec.model
+    names = resolve_class_names(m.class_names, m.num_classes, m.arch, m.weights) or []
+    name = names[target] if 0 <= target < len(names) else None
+    return setup.engine.fit(setup.model, setup.images, target, model_info=setup.info, target_name=name,
+                            logits=setup.logits).circuit_
+
+
 def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
              images_dir: Path | None = None, weights_path: Path | None = None,
              device: str | None = None) -> dict[int, Circuit]:
@@ -46,23 +95,8 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     worker keeps models loaded between jobs, and its spec names ids, not paths) skip the intake;
     ``device`` is where the engine runs when the spec names no device (a worker's own device).
     """
-    weights_path = weights_path or resolve(base_dir, spec.model.weights)
-    if model is None:
-        model = load_model(spec.model.arch, weights_path, spec.model.num_classes)
-    images_dir = images_dir or resolve(base_dir, spec.data.images)
-    images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
-    info = model_info(spec, weights_path if weights_path.is_file() else None)
-    engine = NeurFlow(**msgspec.structs.asdict(spec.engine), select=spec.data.select, max_images=spec.data.max_images,
-                      progress=progress)
-    if engine.device is None and device is not None:
-        engine.set_params(device=device)
-    names = spec.model.class_names or []
-    logits = engine.predict_logits(model, images)  # one forward pass serves every target class
-    circuits = {}
-    for target in spec.target_classes():
-        name = names[target] if 0 <= target < len(names) else None
-        circuits[target] = engine.fit(model, images, target, model_info=info, target_name=name, logits=logits).circuit_
-    return circuits
+    setup = prepare_fit(spec, base_dir, progress, model, images_dir, weights_path, device)
+    return {target: fit_class(setup, target) for target in spec.target_classes()}
 
 
 def write_circuits(spec: JobSpec, circuits: dict[int, Circuit], out_dir: Path) -> dict[int, Path]:

@@ -35,7 +35,7 @@ from neurflow.service.db import Database
 from neurflow.service.deps import Services, provides
 from neurflow.service.jobstore import JobStore
 from neurflow.service.limits import DataRequest, EngineRequest
-from neurflow.service.manager import JobManager
+from neurflow.service.executor import create_executor
 from neurflow.service.security import auth_middleware, rate_limit
 from neurflow.service.settings import MB, Settings, load_settings
 from neurflow.service.storage import ArtifactStore
@@ -53,7 +53,7 @@ def build_services(settings: Settings) -> Services:
     jobs_store = JobStore(db)
     store = ArtifactStore(settings.artifact_url, cache_dir=settings.scratch_path / "cache")
     return Services(settings=settings, db=db, catalog=catalog, jobs=jobs_store, store=store,
-                    manager=JobManager(settings, jobs_store, catalog))
+                    manager=create_executor(settings, jobs_store, catalog))
 
 
 def _warm_imports() -> None:

@@ -17,7 +17,7 @@ from litestar.di import NamedDependency, Provide
 from neurflow.service.catalog import Catalog
 from neurflow.service.db import Database
 from neurflow.service.jobstore import JobStore
-from neurflow.service.manager import JobManager
+from neurflow.service.executor import Executor
 from neurflow.service.settings import Settings
 from neurflow.service.storage import ArtifactStore
 
@@ -29,7 +29,7 @@ class Services:
     catalog: Catalog
     jobs: JobStore
     store: ArtifactStore
-    manager: JobManager
+    manager: Executor
 
 
 def _services(state: State) -> Services:
@@ -56,7 +56,7 @@ def provide_store(state: State) -> ArtifactStore:
     return _services(state).store
 
 
-def provide_manager(state: State) -> JobManager:
+def provide_manager(state: State) -> Executor:
     return _services(state).manager
 
 
@@ -79,5 +79,5 @@ DatabaseDep = NamedDependency[Database]
 CatalogDep = NamedDependency[Catalog]
 JobsDep = NamedDependency[JobStore]
 StoreDep = NamedDependency[ArtifactStore]
-ManagerDep = NamedDependency[JobManager]
+ManagerDep = NamedDependency[Executor]
 Owner = NamedDependency[str]  # the owner id of the caller's API key

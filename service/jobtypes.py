@@ -162,6 +162,7 @@ class RunTask(msgspec.Struct, tag="run", tag_field="op", forbid_unknown_fields=T
     id: str
     attempt: int
     job: Job
+    skip: list[int] = []  # classes of a run whose circuits an earlier attempt already stored
 
 
 class CancelTask(msgspec.Struct, tag="cancel", tag_field="op", forbid_unknown_fields=True):
@@ -184,6 +185,13 @@ class Progressed(msgspec.Struct, tag="progress", tag_field="ev", forbid_unknown_
     total: int
 
 
+class ClassDone(msgspec.Struct, tag="class", tag_field="ev", forbid_unknown_fields=True):
+    """One class of a run is stored: the manager registers it at once (a retry skips it)."""
+
+    job_id: str
+    circuit: NewCircuit
+
+
 class Finished(msgspec.Struct, tag="done", tag_field="ev", forbid_unknown_fields=True):
     job_id: str
     output: TaskOutput
@@ -199,4 +207,4 @@ class Cancelled(msgspec.Struct, tag="cancelled", tag_field="ev", forbid_unknown_
 
 
 ToWorker = Union[RunTask, CancelTask, StopWorker]
-FromWorker = Union[Hello, Progressed, Finished, Failed, Cancelled]
+FromWorker = Union[Hello, Progressed, ClassDone, Finished, Failed, Cancelled]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -27,21 +28,21 @@ from typing import Any
 import anyio
 import msgspec
 
-from neurflow.service.catalog import Catalog, new_id
+from neurflow.service.catalog import Catalog
+from neurflow.service.executor import Executor
 from neurflow.service.jobstore import JobStore
 from neurflow.service.jobtypes import (
     Cancelled,
     CancelTask,
+    ClassDone,
     Failed,
     Finished,
     FromWorker,
     Hello,
     Progressed,
-    RelabelJob,
     RunJob,
     RunTask,
     StopWorker,
-    TaskOutput,
     decode_job,
 )
 from neurflow.service.settings import Settings
@@ -64,11 +65,21 @@ class WorkerHandle:
         self.cancel_sent_at: float | None = None
         self.restarts = 0
         self.jobs_done = 0
+        self.busy_since = 0.0
 
     def view(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "state": self.state, "pid": self.pid,
                 "job_id": self.job_id, "restarts": self.restarts, "jobs_done": self.jobs_done,
                 "alive": bool(self.process is not None and self.process.is_alive())}
+
+
+def _rss_bytes(pid: int | None) -> int:
+    """Resident memory of a process (Linux /proc); 0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def describe_exit(code: int | None) -> str:
@@ -84,19 +95,17 @@ def describe_exit(code: int | None) -> str:
     return f"the worker process exited with code {code}"
 
 
-class JobManager:
+class JobManager(Executor):
+    """The local executor: worker subprocesses of this machine."""
+
     def __init__(self, settings: Settings, jobs: JobStore, catalog: Catalog) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.catalog = catalog
+        super().__init__(settings, jobs, catalog)
         self.workers = [WorkerHandle(f"w{i}", dev) for i, dev in enumerate(settings.device_list())]
         self._ctx = multiprocessing.get_context("spawn")
         self._events: asyncio.Queue[tuple[WorkerHandle, Any, FromWorker | None]] | None = None
-        self._waiters: dict[str, asyncio.Event] = {}
-        self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._unrecorded: dict[str, Any] = {}  # job id -> the write of its end, while the database is full
         # workers run in their own folder: hand them absolute paths
         self._settings_json = msgspec.json.encode(msgspec.structs.replace(settings, data_dir=str(settings.data_path)))
 
@@ -187,28 +196,6 @@ class JobManager:
         threading.Thread(target=reader, daemon=True, name=f"nf-reader-{handle.name}").start()
         log.info("started worker %s (pid %s, device %s)", handle.name, proc.pid, handle.device)
 
-    # -- notifications ---------------------------------------------------------------------------
-    def notify(self, job_id: str) -> None:
-        event = self._waiters.pop(job_id, None)
-        if event is not None:
-            event.set()
-
-    def notify_threadsafe(self, job_id: str) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.notify, job_id)
-            self._loop.call_soon_threadsafe(self.wake)
-
-    def wake(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-
-    async def wait_change(self, job_id: str, timeout: float) -> None:
-        event = self._waiters.setdefault(job_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
-
     def status(self) -> list[dict[str, Any]]:
         return [w.view() for w in self.workers]
 
@@ -237,48 +224,63 @@ class JobManager:
             return
         if isinstance(msg, Progressed):
             await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.stage, msg.done, msg.total)
-        elif isinstance(msg, Finished):
-            await anyio.to_thread.run_sync(self._complete, job_id, msg.output)
+        elif isinstance(msg, ClassDone):
+            await anyio.to_thread.run_sync(self.register_class, job_id, msg.circuit)
+        elif isinstance(msg, (Finished, Failed, Cancelled)):
+            # the worker is free whatever happens to the write: a full disk must not wedge the queue (#13)
             self._release(handle)
-        elif isinstance(msg, Failed):
-            await anyio.to_thread.run_sync(lambda: self.jobs.finish(job_id, "failed", error=msg.error))
-            self._release(handle)
-        elif isinstance(msg, Cancelled):
-            await anyio.to_thread.run_sync(lambda: self.jobs.finish(job_id, "cancelled", error="cancelled on request"))
-            self._release(handle)
+            if isinstance(msg, Finished):
+                await self._record(job_id, lambda: self.complete(job_id, msg.output))
+            elif isinstance(msg, Failed):
+                await self._record(job_id, lambda: self.jobs.finish(job_id, "failed", error=msg.error))
+            else:
+                await self._record(job_id, lambda: self.jobs.finish(job_id, "cancelled", error="cancelled on request"))
+        self.notify(job_id)
+
+    async def _record(self, job_id: str, write: Any) -> None:
+        """Write the end of a job; when the database cannot be written (disk full) keep the write and
+        retry it from the dispatch loop until it goes through, so the server recovers by itself."""
+        try:
+            await anyio.to_thread.run_sync(write)
+        except Exception as exc:  # noqa: BLE001 - sqlite3.OperationalError "database or disk is full", ...
+            log.error("cannot record the end of job %s (%s); retrying until the database can be written", job_id, exc)
+            self._unrecorded[job_id] = write
+
+    async def _retry_records(self) -> None:
+        pending = self._unrecorded
+        for job_id, write in list(pending.items()):
+            try:
+                await anyio.to_thread.run_sync(write)
+            except Exception:  # noqa: BLE001 - still full: try again on the next round
+                return
+            del pending[job_id]
+            log.warning("recorded the end of job %s after the database became writable again", job_id)
+            self.notify(job_id)
+
+    async def _check_limits(self, handle: WorkerHandle, now: float) -> None:
+        """The per-job wall-clock limit and the per-worker memory limit: the job fails with the reason
+        and the worker is killed (and replaced by ``_on_exit``)."""
+        reason = None
+        if now - handle.busy_since > self.settings.job_timeout_s:
+            reason = (f"the job ran longer than this server's limit of {self.settings.job_timeout_s:.0f} s "
+                      "(job_timeout_s); the worker was replaced")
+        else:
+            rss, limit = _rss_bytes(handle.pid), self.settings.worker_memory_bytes
+            if rss > limit:
+                reason = (f"the worker used {rss >> 20} MB, over this server's limit of {limit >> 20} MB per worker "
+                          "(worker_memory_mb); the worker was replaced")
+        if reason is None:
+            return
+        job_id, handle.job_id = handle.job_id, None  # nothing else ends this job now
+        log.error("job %s: %s", job_id, reason)
+        handle.process.kill()
+        await self._record(job_id, lambda: self.jobs.finish(job_id, "failed", error=reason))
         self.notify(job_id)
 
     def _release(self, handle: WorkerHandle) -> None:
         handle.state, handle.job_id, handle.cancel_sent_at = "idle", None, None
         handle.jobs_done += 1
         self.wake()
-
-    def _complete(self, job_id: str, output: TaskOutput) -> None:
-        """Register a finished job's circuits and mark it succeeded, in one transaction."""
-        row = self.jobs.row(job_id)
-        if row is None:
-            return
-        if output.circuits is None:
-            self.jobs.finish(job_id, "succeeded", result=output.result or {})
-            return
-        job = decode_job(row["job"])
-        if isinstance(job, RunJob):
-            model_id, dataset_id, parent = job.model.id, job.dataset.id, None
-        elif isinstance(job, RelabelJob):
-            model_id, dataset_id, parent = job.circuit.model_id, job.dataset.id, job.circuit.id
-        else:
-            self.jobs.finish(job_id, "failed", error=f"a {row['kind']} job cannot make circuits")
-            return
-        registered = [(new_id("c"), c) for c in output.circuits]
-
-        def insert(conn) -> None:
-            for circuit_id, c in registered:
-                self.catalog.add_circuit(conn, circuit_id=circuit_id, owner=row["owner"], job_id=job_id,
-                                         class_index=c.class_index, parent=parent, key=c.key,
-                                         model_id=model_id, dataset_id=dataset_id, summary=c.summary)
-
-        public = {"circuits": [{"id": cid, "class_index": c.class_index} for cid, c in registered]}
-        self.jobs.finish(job_id, "succeeded", result=public, also=insert)
 
     async def _on_exit(self, handle: WorkerHandle) -> None:
         if handle.state in ("dead", "stopped") or self._stopping:
@@ -330,6 +332,7 @@ class JobManager:
             self._wake.clear()
 
     async def _dispatch_once(self) -> None:
+        await self._retry_records()
         now = time.monotonic()
         for handle in self.workers:
             proc = handle.process
@@ -345,6 +348,8 @@ class JobManager:
                 continue
             if handle.state == "busy" and handle.job_id:
                 await self._check_cancel(handle, now)
+            if handle.state == "busy" and handle.job_id:
+                await self._check_limits(handle, now)
             if handle.state == "idle":
                 await self._assign(handle)
 
@@ -372,13 +377,16 @@ class JobManager:
             return
         row = await anyio.to_thread.run_sync(self.jobs.row, row["id"])
         try:
-            task = RunTask(id=row["id"], attempt=row["attempt"], job=decode_job(row["job"]))
+            job = decode_job(row["job"])
+            skip = await anyio.to_thread.run_sync(self.finished_classes, row["id"]) if isinstance(job, RunJob) else []
+            task = RunTask(id=row["id"], attempt=row["attempt"], job=job, skip=skip)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # a row this version cannot read
             await anyio.to_thread.run_sync(lambda: self.jobs.finish(row["id"], "failed",
                                                                     error=f"the stored job cannot be read: {exc}"))
             self.notify(row["id"])
             return
         handle.state, handle.job_id, handle.cancel_sent_at = "busy", row["id"], None
+        handle.busy_since = time.monotonic()
         try:
             handle.conn.send_bytes(_encode(task))
         except (OSError, ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
@@ -42,6 +42,8 @@ class TaskContext:
         self.device = device
         self.store = ArtifactStore(settings.artifact_url, cache_dir=settings.scratch_path / "cache")
         self._models: OrderedDict[str, Any] = OrderedDict()
+        # called with each class of a run as soon as it is stored (the local worker sends it to the manager)
+        self.emit: Callable[[NewCircuit], None] | None = None
 
     def model(self, ref: ModelRef):
         """The user's model, loaded once and kept resident (LRU of ``model_cache_size``)."""
@@ -78,19 +80,6 @@ class TaskContext:
             self.store.put_dir(key, local)
 
 
-def _finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key: str, local_dir: Path) -> NewCircuit:
-    from neurflow.core.circuit import Circuit
-    from neurflow.labeler.patches import render_patches
-    from neurflow.service.summary import summarize
-
-    circuit = Circuit.from_json(circuit_path.read_bytes())
-    if circuit_path != local_dir / keys.DOCUMENT:
-        shutil.copyfile(circuit_path, local_dir / keys.DOCUMENT)
-    render_patches(circuit, images_root, local_dir / keys.PATCHES)
-    ctx.publish(key, local_dir)
-    return NewCircuit(class_index=circuit.target.class_index, key=key, summary=summarize(circuit))
-
-
 def _load_circuit(ctx: TaskContext, circuit_key: str):
     from neurflow.core.circuit import Circuit
 
@@ -98,32 +87,31 @@ def _load_circuit(ctx: TaskContext, circuit_key: str):
 
 
 def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
-    """Engine (+ labeling when the job has a labeling section): one circuit per target class."""
-    from neurflow.labeler.pipeline import run_job
+    """Engine (+ labeling when the job has a labeling section): one unit of work per target class.
 
+    Each finished class is stored and announced through ``ctx.emit`` at once (the manager registers
+    it), so a retry of the job skips the classes in ``task.skip``; the output lists none of them."""
+    from neurflow.service.units import class_progress, prepare, run_class
+
+    classes = job.spec.target_classes()
+    todo = [c for c in classes if c not in set(task.skip)]
     progress("loading model", 0, 1)
-    model = ctx.model(job.model)
-    images_root = ctx.store.local_path(keys.images(job.dataset.id))
-    out_key = keys.attempt(task.id, task.attempt)
-    out_dir = ctx.output_dir(out_key, task.id)
-    # base_dir (out_dir) resolves nothing: the job's model and dataset are ids, their paths are passed here
-    paths = run_job(job.spec, out_dir, out_dir / "engine", progress=progress, model=model, images_dir=images_root,
-                    weights_path=ctx.store.local_path(keys.weights(job.model.id)),
-                    device=None if ctx.device == "cpu" else ctx.device, labeling=job.labeling)
+    setup = prepare(job, ctx, progress) if todo else None
     circuits = []
-    for i, (cls, path) in enumerate(sorted(paths.items())):
-        progress("rendering patches", i, len(paths))
-        key = keys.class_circuit(out_key, cls)
-        local_dir = out_dir / key.rsplit("/", 1)[-1]
-        local_dir.mkdir(parents=True, exist_ok=True)
-        circuits.append(_finish_circuit(ctx, Path(path), images_root, key, local_dir))
-    shutil.rmtree(out_dir / "engine", ignore_errors=True)
-    return TaskOutput(circuits=circuits)
+    for target in todo:
+        finished = len(classes) - len(todo) + len(circuits)
+        report = class_progress(progress, target, finished, len(classes)) if len(classes) > 1 else progress
+        circuit = run_class(job, setup, task.id, task.attempt, target, ctx, report)
+        circuits.append(circuit)
+        if ctx.emit is not None:
+            ctx.emit(circuit)
+    return TaskOutput(circuits=[] if ctx.emit is not None else circuits)
 
 
 def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
     """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run."""
     from neurflow.labeler.labeling import label_circuit
+    from neurflow.service.units import finish_circuit
 
     progress("loading circuit", 0, 1)
     circuit = _load_circuit(ctx, job.circuit.key)
@@ -132,7 +120,7 @@ def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
     (local_dir / keys.DOCUMENT).write_text(labeled.to_json())
-    return TaskOutput(circuits=[_finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)])
+    return TaskOutput(circuits=[finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)])
 
 
 def debug(job: DebugJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:

@@ -4,7 +4,8 @@ It talks to the manager over a private pipe carrying msgspec-JSON messages (no p
 structs of :mod:`neurflow.service.jobtypes`:
 
 * in:  ``RunTask`` (the job, typed), ``CancelTask``, ``StopWorker``
-* out: ``Hello``, ``Progressed``, ``Finished`` (the task's output), ``Failed``, ``Cancelled``
+* out: ``Hello``, ``Progressed``, ``ClassDone`` (one class of a run is stored), ``Finished`` (the
+  task's output), ``Failed``, ``Cancelled``
 
 Heavy things (torch, the user's model, CLIP) are imported and loaded here, never in the web process,
 and stay loaded between jobs. A reader thread receives cancel requests while the main thread works;
@@ -27,6 +28,7 @@ import msgspec
 from neurflow.service.jobtypes import (
     Cancelled,
     CancelTask,
+    ClassDone,
     Failed,
     Finished,
     FromWorker,
@@ -112,6 +114,7 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
                 last[0], last[1] = now, stage
                 channel.send(Progressed(job_id=job_id, stage=str(stage), done=int(done), total=int(total)))
 
+        ctx.emit = lambda circuit, job_id=job_id: channel.send(ClassDone(job_id=job_id, circuit=circuit))
         try:
             output = run_task(task, ctx, progress)
             if cancel.is_set():
