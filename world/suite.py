@@ -91,11 +91,19 @@ class SuiteEntry:
 
 
 def _circuits(model, world: SuiteWorld, tau: int, max_images: int, log: Callable[[str], None]) -> dict[int, Circuit]:
-    from neurflow.core.jobspec import parse_jobspec
-    from neurflow.core.pipeline import fit_spec
+    from neurflow.world.cache import locked
 
     folder = model.directory / "circuits"
     paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in world.classes}
+    with locked(model.directory / ".circuits.lock"):  # two builders of one world fit its circuits once
+        _fit_missing(model, world, paths, tau, max_images, log)
+    return {c: Circuit.from_json(p.read_bytes()) for c, p in paths.items()}
+
+
+def _fit_missing(model, world: SuiteWorld, paths: dict[int, Path], tau: int, max_images: int, log) -> None:
+    from neurflow.core.jobspec import parse_jobspec
+    from neurflow.core.pipeline import fit_spec
+
     missing = [c for c, p in paths.items() if not p.is_file()]
     if missing:
         log(f"{world.name}: engine circuits of classes {missing}")
@@ -104,12 +112,11 @@ def _circuits(model, world: SuiteWorld, tau: int, max_images: int, log: Callable
             "data": {"images": str(model.images("heldout")), "target_class": missing, "select": "predicted", "max_images": max_images},
             "engine": {"layers": LAYERS, "tau": tau, "top_n": 50, "preset": "fast", "seed": 0},
         }
-        folder.mkdir(parents=True, exist_ok=True)
+        next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
         for c, circuit in fit_spec(parse_jobspec(json.dumps(spec)), Path(".")).items():
             tmp = paths[c].with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(circuit.to_json())
             tmp.replace(paths[c])
-    return {c: Circuit.from_json(p.read_bytes()) for c, p in paths.items()}
 
 
 def ensure_suite_world(
