@@ -4,7 +4,7 @@ A class-by-concept matrix (rows: classes; columns: shared concepts, by layer; a 
 class's strength in the concept), a label search ("which classes use a concept like X"), the class
 pairs that share a sub-circuit, the neurons that serve many classes, and a drill-down: clicking a
 class shows its groups and their concepts, and its circuit viewer, either embedded (the file version:
-each class's viewer page travels inside this one and opens in a frame on click) or from a URL (the
+each class's viewer page travels inside this one and opens in a frame, from a blob URL, on click) or from a URL (the
 served version: ``/v1/circuits/{circuit_id}/report``).
 
 Test hooks: ``#atlas-data``, ``#atlas-search``, ``#atlas-match-count`` (``data-matches``),

@@ -26,7 +26,7 @@
   }
   function fmt(x, d) { return (x === null || x === undefined) ? "" : Number(x).toFixed(d === undefined ? 2 : d); }
 
-  var concepts = [], conceptById = {}, classByIndex = {}, cellOf = {};
+  var concepts = [], conceptById = {}, classByIndex = {}, cellOf = {}, blobUrl = null;
   atlas.layers.forEach(function (layer) {
     layer.concepts.forEach(function (c) { concepts.push(c); conceptById[c.id] = c; });
   });
@@ -163,7 +163,11 @@
     var page = circuits[String(index)];
     if (page || url) {
       var frame = el("iframe", { cls: "circuit-viewer", title: "circuit viewer of class " + index });
-      if (page) frame.srcdoc = page; else frame.src = url;
+      /* a blob URL, not srcdoc: the viewer keeps the selected group in its URL (history.replaceState),
+         which an about:srcdoc document may not do */
+      if (blobUrl) URL.revokeObjectURL(blobUrl);
+      blobUrl = page ? URL.createObjectURL(new Blob([page], { type: "text/html" })) : null;
+      frame.src = blobUrl || url;
       var holder = el("div", { cls: "viewer-holder" }, [frame]);
       document.getElementById("atlas-main").insertBefore(holder, document.getElementById("matrix-section").nextSibling);
       var old = document.querySelectorAll(".viewer-holder");
