@@ -193,6 +193,7 @@ class Session:
     root: Path
     port: int
     ran: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
     skipped: list[Block] = field(default_factory=list)
     servers: list[subprocess.Popen] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per page and per block (``page:line``)
@@ -219,15 +220,21 @@ class Session:
         page = str(path.relative_to(REPO))
         if page != FIRST and FIRST not in self.ran:
             self.run_page(REPO / FIRST)
+        if FIRST in self.failed and page != FIRST:
+            raise AssertionError(f"{page}: not run, its examples build on {FIRST}'s, which failed (see that test)")
         if page in self.ran:
             return
         self.ran.add(page)
         started = time.monotonic()
-        for block in parse(path):
-            check_block(block)
-            clock = time.monotonic()
-            self.run_block(block)
-            self.seconds[block.where] = time.monotonic() - clock
+        try:
+            for block in parse(path):
+                check_block(block)
+                clock = time.monotonic()
+                self.run_block(block)
+                self.seconds[block.where] = time.monotonic() - clock
+        except BaseException:
+            self.failed.add(page)
+            raise
         self.seconds[page] = time.monotonic() - started
 
     def run_block(self, block: Block) -> None:
