@@ -2,13 +2,14 @@
 
 Run it with ``neurflow serve`` or ``uvicorn --factory neurflow.service.app:create_app`` (settings then
 come from ``NEURFLOW_*`` env vars and ``NEURFLOW_CONFIG``). The web process opens the database, the
-artifact store and the job manager; models load only in worker processes.
+artifact store and the job manager; models load only in worker processes, and torch is never imported
+here (uploaded weights are checked against their architecture in a child process,
+:mod:`neurflow.service.weightcheck`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -19,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from neurflow import __version__
-from neurflow.service import errors, openapi
+from neurflow.service import errors, openapi, weightcheck
 from neurflow.service.api.atlas import AtlasController
 from neurflow.service.api.circuits import CircuitController
 from neurflow.service.api.datasets import DatasetController
@@ -30,6 +31,7 @@ from neurflow.service.api.jobs import JobController
 from neurflow.service.api.labelstudio_backend import LabelStudioBackendController
 from neurflow.service.api.models import ModelController
 from neurflow.service.api.report import ReportController
+from neurflow.service.bodylimits import multipart_field_limit
 from neurflow.service.catalog import Catalog
 from neurflow.service.db import Database
 from neurflow.service.deps import Services, provides
@@ -56,14 +58,6 @@ def build_services(settings: Settings) -> Services:
                     manager=create_executor(settings, jobs_store, catalog))
 
 
-def _warm_imports() -> None:
-    try:
-        import neurflow.core.model_intake  # noqa: F401
-        import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - an upload will report the real error
-        pass
-
-
 def _upload_limit(controller: type[Controller], mb: int) -> Router:
     """A router layer that gives an upload controller its body limit from the settings."""
     return Router(path="/", route_handlers=[controller], request_max_body_size=mb * MB)
@@ -75,13 +69,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        # import torch/torchvision now (seconds) rather than on the first model upload
-        threading.Thread(target=_warm_imports, daemon=True, name="nf-warm").start()
+        weightcheck.start_checker()  # torch is imported there, never here
         await services.manager.start()
         try:
             yield
         finally:
             await services.manager.stop()
+            weightcheck.stop_checker()
 
     v1 = Router(path="/v1", security=[{"apiKey": []}], route_handlers=[
         _upload_limit(ModelController, settings.max_weights_mb),
@@ -89,11 +83,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         _upload_limit(DebugController, settings.max_image_mb),
         JobController, CircuitController, ExportController, ReportController, AtlasController])
     app = Litestar(
-        route_handlers=[v1, health, LabelStudioBackendController],
+        route_handlers=[v1, health, Router(path="/", route_handlers=[LabelStudioBackendController],
+                                           request_max_body_size=settings.max_predict_kb * 1024)],
         dependencies=provides("settings", "owner"),
         state=State({"services": services}),
         lifespan=[lifespan],
-        middleware=[auth_middleware(services.catalog, settings.auth), rate_limit(settings.rate_limit_per_minute).middleware],
+        middleware=[auth_middleware(services.catalog, settings.auth), rate_limit(settings.rate_limit_per_minute).middleware,
+                    multipart_field_limit(settings.max_body_kb * 1024)],
         plugins=[errors.problem_details()],
         exception_handlers=errors.exception_handlers,
         request_max_body_size=settings.max_body_kb * 1024,

@@ -10,7 +10,9 @@ body is over this route's limit).
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any
 
 from litestar import Request, Response
@@ -91,6 +93,27 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
                                    title=title, detail=detail, extra=extra or None, headers=dict(exc.headers or {}))
 
 
+class StorageFull(ApiError):
+    status, title, slug = 507, "Insufficient storage", "storage-full"
+
+
+def _on_os_error(request: Request, exc: OSError) -> Response:
+    """A full disk (artifact store, scratch or database) is the server's state, not a bug: 507."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc):
+        log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
+        return ProblemDetailsException(status_code=507, type_=PROBLEM_TYPE + StorageFull.slug, title=StorageFull.title,
+                                       detail="the server's storage is full; nothing was stored, try again later"
+                                       ).to_response(request)
+    return _on_unexpected(request, exc)
+
+
+def _on_recursion(request: Request, exc: RecursionError) -> Response:
+    """JSON nested deeper than the decoder follows (msgspec stops before the stack does): the client's error."""
+    return ProblemDetailsException(status_code=400, type_=PROBLEM_TYPE + "bad-request", title="Bad request",
+                                   detail="the JSON body is nested too deeply; send a flatter document"
+                                   ).to_response(request)
+
+
 def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return ProblemDetailsException(status_code=500, type_=PROBLEM_TYPE + "internal", title="Internal server error",
@@ -103,4 +126,5 @@ def problem_details() -> ProblemDetailsPlugin:
 
 
 #: what the plugin does not cover: anything unexpected is a 500 problem that names no internals
-exception_handlers = {Exception: _on_unexpected}
+exception_handlers = {OSError: _on_os_error, sqlite3.OperationalError: _on_os_error, RecursionError: _on_recursion,
+                      Exception: _on_unexpected}

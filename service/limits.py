@@ -24,7 +24,7 @@ from neurflow.core.params import PRESETS, EngineParams
 MAX_IG_STEPS = 4096
 MAX_BATCH = 1024
 MAX_LAYERS = 32
-MAX_TARGETS = 1000
+MAX_TARGETS = 1000  # classes one job may run (a list, or "all" of the model's)
 
 
 def _described(kind: type[msgspec.Struct]) -> dict[str, str]:
@@ -68,13 +68,7 @@ _ENGINE_FIELDS = [
 #: The engine section as the API accepts it: the engine's parameters with upper bounds.
 EngineRequest = msgspec.defstruct("EngineRequest", _ENGINE_FIELDS, bases=(EngineParams,), kw_only=True,
                                   forbid_unknown_fields=True)
-_Class = Annotated[int, Meta(ge=0, le=1_000_000)]
-DataRequest = msgspec.defstruct("DataRequest", [
-    ("target_class", Annotated[_Class | Annotated[list[_Class], Meta(min_length=1, max_length=MAX_TARGETS)]
-                               | Literal["all"],
-                               Meta(description="One target class index, a list of them, or \"all\" (every class of "
-                                                "the model, at most MAX_TARGETS): one circuit each.")],
-     msgspec.NODEFAULT),
+DataRequest = msgspec.defstruct("DataRequest", [  # target_class keeps the job spec's own bounds (or "all")
     ("max_images", _opt_int(_DATA_DOC["max_images"], 1, 1_000_000), None),
 ], bases=(DataSpec,), kw_only=True, forbid_unknown_fields=True)
 #: What ``POST /v1/jobs`` decodes: the job spec with bounded engine and data sections.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import uuid
 from pathlib import Path, PurePosixPath
 
 import fsspec
@@ -38,18 +39,26 @@ class ArtifactStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self.path(key)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = path + ".part"
-        with self.fs.open(tmp, "wb") as fh:
-            fh.write(data)
-        self.fs.mv(tmp, path)
+        tmp = f"{path}.{uuid.uuid4().hex[:12]}.part"  # writers of one key never share a temporary file
+        try:
+            with self.fs.open(tmp, "wb") as fh:
+                fh.write(data)
+            self.fs.mv(tmp, path)
+        except BaseException:
+            self._discard(tmp)  # a full store keeps no half-written file
+            raise
 
     def put_file(self, key: str, local: str | Path) -> None:
         path = self.path(key)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         if self.is_local:
-            tmp = path + ".part"
-            shutil.copyfile(local, tmp)
-            Path(tmp).replace(path)
+            tmp = f"{path}.{uuid.uuid4().hex[:12]}.part"
+            try:
+                shutil.copyfile(local, tmp)
+                Path(tmp).replace(path)
+            except BaseException:
+                self._discard(tmp)
+                raise
         else:
             self.fs.put_file(str(local), path)
 
@@ -57,6 +66,13 @@ class ArtifactStore:
         local = Path(local)
         for file in sorted(p for p in local.rglob("*") if p.is_file()):
             self.put_file(f"{key}/{file.relative_to(local).as_posix()}", file)
+
+    def _discard(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        except Exception:  # noqa: BLE001 - best effort; the original error is what matters
+            pass
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -79,12 +95,20 @@ class ArtifactStore:
         return sorted(PurePosixPath(p).name for p in self.fs.ls(path, detail=False))
 
     def ping(self) -> bool:
+        """Readiness: a write and a read-back round trip. Each probe uses its own key, so concurrent
+        probes (a load balancer's) never race on one file."""
+        probe = f".health/{uuid.uuid4().hex}"
+        token = uuid.uuid4().bytes
         try:
-            probe = ".health"
-            self.put_bytes(probe, b"ok")
-            return self.get_bytes(probe) == b"ok"
+            self.put_bytes(probe, token)
+            return self.get_bytes(probe) == token
         except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False
+        finally:
+            try:
+                self.delete(probe)
+            except Exception:  # noqa: BLE001 - a full or read-only store: the probe already said so
+                pass
 
     # -- local access for workers -----------------------------------------------------------------
     def local_path(self, key: str) -> Path:

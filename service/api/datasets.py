@@ -77,13 +77,18 @@ def _ingest(catalog: Catalog, store: ArtifactStore, s: Settings, owner: str, nam
     work.mkdir(parents=True, exist_ok=True)
     dataset_id = new_id("ds")
     with tempfile.NamedTemporaryFile(dir=work, suffix=".zip", delete=False) as tmp:
-        upload.file.seek(0)
-        shutil.copyfileobj(upload.file, tmp, 1 << 20)
         zip_path = tmp.name
+        try:
+            upload.file.seek(0)
+            shutil.copyfileobj(upload.file, tmp, 1 << 20)
+        except BaseException:
+            os.unlink(zip_path)  # a full scratch disk keeps no partial upload
+            raise
     target = work / dataset_id
     try:
         info = extract_dataset(zip_path, target, max_entries=s.max_zip_entries,
-                               max_bytes=s.max_zip_uncompressed_mb * MB, max_pixels=s.max_image_pixels)
+                               max_bytes=s.max_zip_uncompressed_mb * MB, max_pixels=s.max_image_pixels,
+                               max_total_pixels=s.max_dataset_pixels)
         key = keys.dataset(dataset_id)
         if store.is_local:
             dest = store.local_path(key)

@@ -160,7 +160,7 @@ class LabelStudioBackendController(Controller):
     async def setup(self, data: dict[str, Any]) -> dict[str, str]:
         return {"model_version": BACKEND_VERSION}
 
-    @post("/predict", status_code=200, request_max_body_size=256 * 1024 * 1024,
+    @post("/predict", status_code=200,  # body limit: the app's max_predict_kb (service.app)
           summary="Cached NeurFlow labels as Label Studio predictions, one per task")
     async def predict(self, data: dict[str, Any], catalog: CatalogDep, store: StoreDep, cache: NamedDependency[CircuitCache],
                       owner: Owner) -> dict[str, Any]:

@@ -83,9 +83,13 @@ def _ingest(catalog: Catalog, store: ArtifactStore, settings: Settings, owner: s
     upload_dir = settings.scratch_path / "uploads"
     upload_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=upload_dir, suffix=".safetensors", delete=False) as tmp:
-        upload.file.seek(0)
-        shutil.copyfileobj(upload.file, tmp, 1 << 20)
         path = tmp.name
+        try:
+            upload.file.seek(0)
+            shutil.copyfileobj(upload.file, tmp, 1 << 20)
+        except BaseException:
+            os.unlink(path)  # a full scratch disk keeps no partial upload
+            raise
     try:
         layers = check_weights(path, desc)
         model_id = sha256_file(path)
