@@ -80,8 +80,21 @@ def suggest_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]
         tokens = sorted(blocks, key=lambda p: p.order)
         picks = {max(0, round(f * len(tokens)) - 1) for f in TOKEN_DEPTHS} if tokens else set()
         chosen = [tokens[i] for i in sorted(picks)]
-    names = [_outermost(p, readable) for p in sorted(chosen, key=lambda p: p.order)]
+    others = {p.name for p in chosen}
+    names = [_outermost(p, readable, others - {p.name}) for p in sorted(chosen, key=lambda p: p.order)]
     return [classifier.name] + list(dict.fromkeys(reversed(names)))
+
+
+def suggested_layers(model: nn.Module, input_size: int, channels: int = 3) -> list[str]:
+    """:func:`suggest_layers` after one probe at ``input_size``: what ``layers: "auto"`` resolves to."""
+    return suggest_layers(model, probe_model(model, input_size, channels))
+
+
+def resolve_layers(params, model: nn.Module, input_size: int):
+    """``params`` (an EngineParams) with ``layers: "auto"`` replaced by the suggested list."""
+    if params.layers != "auto":
+        return params
+    return msgspec.structs.replace(params, layers=suggested_layers(model, input_size))
 
 
 def _ancestors(name: str) -> list[str]:
@@ -93,13 +106,14 @@ def _in_container(name: str, modules: dict[str, nn.Module]) -> bool:
     return isinstance(modules.get(name.rpartition(".")[0]), _CONTAINERS)  # "" (the model) for top-level names
 
 
-def _outermost(p: LayerProbe, readable: dict[str, LayerProbe]) -> str:
-    """The shallowest enclosing module whose output is the same tensor (``layer1`` for ``layer1.1``)."""
+def _outermost(p: LayerProbe, readable: dict[str, LayerProbe], others: set[str]) -> str:
+    """The shallowest enclosing module whose output is the same tensor (``layer1`` for ``layer1.1``)
+    and that holds none of the ``others`` (layers may not contain each other)."""
     best = p.name
     parts = p.name.split(".")
     for k in range(len(parts) - 1, 0, -1):
         parent = readable.get(".".join(parts[:k]))
-        if parent is None or parent.output_id != p.output_id:
+        if parent is None or parent.output_id != p.output_id or any(o.startswith(parent.name + ".") for o in others):
             break
         best = parent.name
     return best

@@ -33,10 +33,11 @@ def _doc(text: str, **bounds: Any) -> Meta:
 class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How NeurFlow finds, clusters and connects the core neurons of one target class."""
 
-    layers: Annotated[list[str], _doc(
+    layers: Annotated[Annotated[list[str], Meta(min_length=2)] | Literal["auto"], _doc(
         "Module names ordered from the output down. layers[0] holds the target class neuron (usually the "
-        "classifier); the last layer is only the Integrated-Gradients input space of the one above it.",
-        min_length=2)]
+        "classifier); the last layer is only the Integrated-Gradients input space of the one above it. "
+        "\"auto\" (job specs): the classifier and the last block output of each stage, as "
+        "`neurflow layers ARCH --suggest` prints them.")]
     tau: Annotated[int, _doc("Core neurons kept per upper neuron (capped at the lower layer's channel count).",
                              ge=1)] = 16
     top_n: Annotated[int, _doc("Top-activating patches per neuron (the concept support).", ge=1)] = 50

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from captum.attr import IntegratedGradients
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster, linkage
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
 
 from neurflow.core import block_gradients
+
+from .captum_reference import captum_native as _captum_native
 from neurflow.core.circuit import Group, Member
 from neurflow.core.clustering import cut, ward_silhouette
 from neurflow.core.debug import log_barrier_scores
@@ -26,33 +27,8 @@ from neurflow.core.layer_access import LayerAccess, probe_layers, readout
 from neurflow.core.model_intake import list_layers
 
 
-def captum_native(access: LayerAccess, lower: str, upper: str, x: torch.Tensor, target: int, steps: int,
-                  reduce_dims: tuple[int, ...]) -> torch.Tensor:
-    """Captum's IG on the model's own (native-layout) tensors, by plain hooks: the lower output is
-    replaced, the upper output read with a spatial mean over ``reduce_dims``; per-channel means."""
-    model, modules = access.model, dict(access.model.named_modules())
-    with torch.no_grad():
-        z = {}
-        h = modules[lower].register_forward_hook(lambda _m, _i, o: z.update(z=o.clone()))
-        model(x)
-        h.remove()
-
-    def forward(zz):
-        found = {}
-        h1 = modules[lower].register_forward_hook(lambda _m, _i, _o: zz.clone())  # captum passes a leaf
-        # read at once, and return None (no replacement): VGG's next ReLU(inplace) modifies the output later
-        h2 = modules[upper].register_forward_hook(
-            lambda _m, _i, o: found.update(o=o.mean(dim=reduce_dims) if reduce_dims else o.clone()))
-        try:
-            model(x.repeat(len(zz) // len(x), 1, 1, 1))
-        finally:
-            h1.remove()
-            h2.remove()
-        return found["o"]
-
-    attr = IntegratedGradients(forward).attribute(z["z"], baselines=torch.zeros_like(z["z"]), target=target,
-                                                  n_steps=steps, method="gausslegendre")
-    return attr, z["z"]
+def captum_native(access, lower, upper, x, target, steps, reduce_dims):
+    return _captum_native(access.model, lower, upper, x, target, steps, reduce_dims)
 
 
 # -- shared modules ---------------------------------------------------------------------------------
