@@ -24,6 +24,7 @@ from neurflow.service.jobtypes import NewCircuit, RunJob
 if TYPE_CHECKING:
     import torch
 
+    from neurflow.core.circuit import Circuit
     from neurflow.core.pipeline import FitSetup
     from neurflow.service.tasks import TaskContext
 
@@ -43,17 +44,27 @@ def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
 def run_class(job: RunJob, setup: FitSetup, job_id: str, attempt: int, target: int, ctx: TaskContext,
               progress: Progress | None = None) -> NewCircuit:
     """Fit (and label) one class and store its circuit folder; return what the catalog registers."""
+    return store_class(job, fit_one(setup, target, progress), job_id, attempt, ctx, progress)
+
+
+def fit_one(setup: FitSetup, target: int, progress: Progress | None = None) -> Circuit:
+    """The engine's part of one class."""
     from neurflow.core.pipeline import fit_class
 
     setup.engine.progress = progress
-    circuit = fit_class(setup, target)
+    return fit_class(setup, target)
+
+
+def store_class(job: RunJob, circuit: Circuit, job_id: str, attempt: int, ctx: TaskContext,
+                progress: Progress | None = None) -> NewCircuit:
+    """Label a fitted class when the job asks, render its patches and publish its folder."""
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     if job.labeling is not None:
         from neurflow.labeler.labeling import label_circuit
 
         circuit = label_circuit(circuit, images_root, job.labeling, progress=progress)
-    key = keys.class_circuit(keys.attempt(job_id, attempt), target)
-    local_dir = ctx.output_dir(key, f"{job_id}/class-{target}")
+    key = keys.class_circuit(keys.attempt(job_id, attempt), circuit.target.class_index)
+    local_dir = ctx.output_dir(key, f"{job_id}/class-{circuit.target.class_index}")
     (local_dir / keys.DOCUMENT).write_text(circuit.to_json())
     return finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)
 
