@@ -36,7 +36,13 @@ from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipPr
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
 from neurflow.labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
-from neurflow.labeler.scoring import contrastive_scores, mean_cosine_scores, mixture, patch_agreement, per_patch_contrastive, top_indices
+from neurflow.labeler.scoring import (
+    calibrated_confidence, confidence_method, confidence_parts, contrastive_scores, mean_cosine_scores, mixture,
+    mosaic_scores, patch_agreement, per_patch_contrastive, top_indices,
+)
+
+#: Display exemplars per group; the labeling patches list them first (see ``patches.group_patches``).
+DISPLAY_EXEMPLARS = 5
 from neurflow.labeler.vocabulary import load_templates, load_vocabulary
 from neurflow.progress import Progress
 
@@ -73,17 +79,24 @@ class GroupScorer:
         self.reference = reference
         self.reference_mixture = mixture(reference, concepts, clip.logit_scale)
 
-    def scores(self, group: np.ndarray, concepts: np.ndarray | None = None) -> np.ndarray:
+    def scores(self, group: np.ndarray, concepts: np.ndarray | None = None, n_exemplars: int = DISPLAY_EXEMPLARS) -> np.ndarray:
+        """Scores of ``concepts`` (default: the vocabulary) for a group's labeling patches, whose first
+        ``n_exemplars`` rows are its display exemplars."""
         if concepts is None:
             concepts, ref_mix = self.concepts, self.reference_mixture
         else:
             ref_mix = mixture(self.reference, concepts, self.clip.logit_scale)
         if self.config.score == "mean_cosine":
             return mean_cosine_scores(group, concepts)
+        if self.config.score == "mosaic":
+            return mosaic_scores(group[:n_exemplars], group, ref_mix, concepts, self.clip.logit_scale)
         return contrastive_scores(group, ref_mix, concepts, self.clip.logit_scale, self.config.contrast)
 
-    def confidence(self, group: np.ndarray, top: int) -> float:
-        """Patch agreement of the top concept (see :mod:`labeler.scoring`)."""
+    def confidence(self, group: np.ndarray, top: int, n_exemplars: int = DISPLAY_EXEMPLARS) -> float:
+        """Confidence of the top concept (see :mod:`labeler.scoring`): the calibrated mix of exemplar
+        agreement, patch agreement and top-two margin for the mosaic score, patch agreement otherwise."""
+        if self.config.score == "mosaic":
+            return calibrated_confidence(confidence_parts(group[:n_exemplars], group, self.concepts, self.clip.logit_scale, top))
         if self.config.score == "mean_cosine":
             per_patch = group @ self.concepts.T
         else:
@@ -138,10 +151,11 @@ def label_circuit(
         used, held = split_holdout(patches, config.holdout, _group_seed(config.seed, group.id), keep=exemplar_keys)
         used = used[: config.max_patches]
         emb = embed(used)
-        scores = scorer.scores(emb)
+        shown = sum(1 for p in used if patch_key(p) in exemplar_keys)  # the exemplars lead ``used``
+        scores = scorer.scores(emb, n_exemplars=shown)
         top = top_indices(scores, config.top_k)
         group.labels = [Label(text=vocabulary.concepts[k], score=round(float(scores[k]), 5), source="clip") for k in top]
-        group.confidence = round(scorer.confidence(emb, int(top[0])), 5)
+        group.confidence = round(scorer.confidence(emb, int(top[0]), n_exemplars=shown), 5)
         group.caption = None
         holdout[group.id] = [_box(p) for p in held]
         group_embeddings[group.id] = emb
@@ -152,7 +166,7 @@ def label_circuit(
         clip=msgspec.convert(clip.describe(), ClipProvenance),
         vocabulary=VocabularyProvenance(name=vocabulary.name, size=len(vocabulary), sha256_16=vocabulary.digest),
         templates=list(templates),
-        confidence_method="patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]",
+        confidence_method=confidence_method(config.score),
         reference_patches=len(reference),
         holdout=holdout,
         patches_source=str(Path(patches_source).resolve()),

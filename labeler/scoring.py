@@ -170,7 +170,32 @@ CONFIDENCE_COEFFICIENTS = (-4.0, 4.0, 2.0, 4.0)
 UNCERTAIN_BELOW = 0.5
 
 
+#: A label is *doubtful* when most of the group's labeling patches pick another label than the one
+#: its mosaic shows (patch agreement below this), or when the runner-up is this close in the vote
+#: mixture. Its confidence is then capped at ``DOUBT_CAP``, below ``UNCERTAIN_BELOW``, whatever the
+#: calibration says: a label that the group's own patches contradict is never shown as certain.
+DISAGREE_BELOW = 0.5
+CLOSE_MARGIN = 0.1
+DOUBT_CAP = 0.45
+
+
+def doubtful(parts: ConfidenceParts) -> bool:
+    return parts.patches < DISAGREE_BELOW or parts.margin < CLOSE_MARGIN
+
+
 def calibrated_confidence(parts: ConfidenceParts, coefficients: tuple[float, float, float, float] = CONFIDENCE_COEFFICIENTS) -> float:
+    """The logistic calibration of the parts, capped at ``DOUBT_CAP`` for doubtful labels."""
     b0, b1, b2, b3 = coefficients
     z = b0 + b1 * parts.exemplars + b2 * parts.patches + b3 * parts.margin
-    return float(1.0 / (1.0 + np.exp(-z)))
+    confidence = float(1.0 / (1.0 + np.exp(-z)))
+    return min(confidence, DOUBT_CAP) if doubtful(parts) else confidence
+
+
+def confidence_method(score: str) -> str:
+    """How ``Group.confidence`` is computed under a score (recorded in the circuit's labeling record)."""
+    if score == "mosaic":
+        b = ", ".join(f"{v:g}" for v in CONFIDENCE_COEFFICIENTS)
+        return (f"calibrated: sigmoid(b0 + b1*exemplar agreement + b2*patch agreement + b3*top-two margin), b = ({b}), "
+                f"at most {DOUBT_CAP:g} when patch agreement < {DISAGREE_BELOW:g} or margin < {CLOSE_MARGIN:g}; "
+                f"below {UNCERTAIN_BELOW:g} the label is uncertain")
+    return "patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]"

@@ -110,3 +110,30 @@ def test_duplicate_ridden_vocabulary_is_rejected_before_any_work(world_clip):
     circuit, _ = world_circuit(world_clip.world, 2, n_images=4, split="heldout")
     with pytest.raises(ValueError, match="duplicate concept"):
         label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(vocabulary=["red circle", "Red Circle", "blue square"]))
+
+
+def _drifting_circuit(world_clip):
+    """Class 0's first part group keeps its five exemplars (part A) while every other top patch is
+    replaced by the second group's patches (part B): the mosaic shows A, most patches show B."""
+    circuit, expected = world_circuit(world_clip.world, 0, n_images=6, split="heldout")
+    layer = circuit.layers[1]
+    a, b = layer.groups[0], layer.groups[1]
+    concept_a = next(n for n in layer.neurons if n.id == a.members[0].neuron).concepts[0]
+    concept_b = next(n for n in layer.neurons if n.id == b.members[0].neuron).concepts[0]
+    concept_a.patches = list(a.exemplars) + list(concept_b.patches)
+    return circuit, expected[a.id], expected[b.id]
+
+
+def test_mosaic_score_names_what_the_mosaic_shows_and_doubts_it(world_clip):
+    """The mosaic score names the exemplars' part even when most top patches show another; the
+    confidence drops below the uncertainty threshold because the patches disagree with the mosaic."""
+    from neurflow.labeler.scoring import UNCERTAIN_BELOW
+
+    circuit, shown, behind = _drifting_circuit(world_clip)
+    mosaic = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(score="mosaic"))
+    drifted, pure = mosaic.layers[1].groups[0], mosaic.layers[1].groups[2]
+    assert drifted.labels[0].text == shown and behind in [lab.text for lab in drifted.labels]
+    assert drifted.confidence < UNCERTAIN_BELOW <= pure.confidence
+    assert mosaic.labeling.settings.score == "mosaic" and "calibrated" in mosaic.labeling.confidence_method
+    contrastive = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(score="contrastive"))
+    assert contrastive.layers[1].groups[0].labels[0].text == behind  # the former default follows the drift
