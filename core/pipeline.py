@@ -53,6 +53,7 @@ class FitSetup:
     info: ModelInfo
     engine: NeurFlow
     logits: torch.Tensor
+    weights_name: str | None = None  # a published-weights name, when the spec's weights are one
 
 
 def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
@@ -60,9 +61,11 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
                 logits: torch.Tensor | None = None) -> FitSetup:
     """Load what :func:`fit_class` needs for every class of ``spec`` (see :func:`fit_spec` for the
     overrides); ``logits`` when the caller already ran the model on the images."""
+    # a published-weights name ("IMAGENET1K_V2") is passed as it is, not as a path; with an explicit
+    # weights_path (the service's worker: spec.model.weights is then a model id) it is never a name
+    named = spec.model.weights if weights_path is None and is_pretrained_tag(spec.model.weights) else None
     weights_path = weights_path or resolve(base_dir, spec.model.weights)
-    if model is None:  # a published-weights name ("IMAGENET1K_V2") is passed as it is, not as a path
-        named = spec.model.weights if is_pretrained_tag(spec.model.weights) else None
+    if model is None:
         model = load_model(spec.model.arch, named or weights_path, spec.model.num_classes)
     images_dir = images_dir or resolve(base_dir, spec.data.images)
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
@@ -74,13 +77,14 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
         engine.set_params(device=device)
     if logits is None:
         logits = engine.predict_logits(model, images)  # one forward pass serves every target class
-    return FitSetup(spec=spec, model=model, images=images, info=info, engine=engine, logits=logits)
+    return FitSetup(spec=spec, model=model, images=images, info=info, engine=engine, logits=logits,
+                    weights_name=named)
 
 
 def fit_class(setup: FitSetup, target: int) -> Circuit:
     """The circuit of one target class."""
     m = setup.spec.model
-    names = resolve_class_names(m.class_names, m.num_classes, m.arch, m.weights) or []
+    names = resolve_class_names(m.class_names, m.num_classes, m.arch, setup.weights_name) or []
     name = names[target] if 0 <= target < len(names) else None
     return setup.engine.fit(setup.model, setup.images, target, model_info=setup.info, target_name=name,
                             logits=setup.logits).circuit_
