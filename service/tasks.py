@@ -73,7 +73,9 @@ class TaskContext:
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(parents=True, exist_ok=True)
             return path
-        return self.scratch(job_id) / "out"
+        path = self.scratch(job_id) / "out"
+        path.mkdir()
+        return path
 
     def publish(self, key: str, local: Path) -> None:
         if not self.store.is_local:
