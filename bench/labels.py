@@ -249,12 +249,12 @@ def _fmt(v, pattern="{:.3f}") -> str:
 
 
 def _table(title: str, lines: list[tuple[str, str, dict]]) -> str:
-    head = (f"  {'world':<22} {'method':<26} {'groups':>6} {'top-1':>6} {'top-5':>6} {'mixed top-1':>14} {'ret.AUC':>7} "
+    head = (f"  {'world':<27} {'method':<26} {'groups':>6} {'top-1':>6} {'top-5':>6} {'mixed top-1':>14} {'ret.AUC':>7} "
             f"{'ECE':>6} {'conf.AUC':>8} {'baseline top-1':>14} {'(mixed)':>7}")
     out = [title, head]
     for world, method, s in lines:
         mixed = f"{_fmt(s['top1_mixed'])} ({s['mixed']})"
-        out.append(f"  {world:<22} {method:<26} {s['with_reference']:>6} {_fmt(s['top1']):>6} {_fmt(s['top5']):>6} {mixed:>14} "
+        out.append(f"  {world:<27} {method:<26} {s['with_reference']:>6} {_fmt(s['top1']):>6} {_fmt(s['top5']):>6} {mixed:>14} "
                    f"{_fmt(s['retrieval_auc']):>7} {_fmt(s['ece']):>6} {_fmt(s['confidence_auc']):>8} {_fmt(s['baseline_top1']):>14} "
                    f"{_fmt(s['baseline_top1_mixed']):>7}")
     return "\n".join(out)
@@ -333,10 +333,12 @@ def run_section(args) -> dict:
         for (wt, c), per_world in grid.items():
             mark = "  <- chosen" if (wt, c) == chosen else ""
             lines.append((w.name + " (dev)", f"mosaic w={wt:g} l={c:g}{mark}"[:26], _summary(per_world[w.name], baseline[w.name])))
+    if not dev:
+        print("\n  no dev world in this run: nothing is chosen or calibrated, the labeler's constants are reported as they are")
     print()
     print(_table("dev worlds: the mosaic grid (confidence: raw exemplar agreement share)", [
         (wn, m, {**s, "ece": None, "confidence_auc": None}) for wn, m, s in lines]))
-    print(f"\n  chosen on dev: exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}; "
+    print(f"\n  chosen on dev ({', '.join(w.name for w in dev) or 'none'}): exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}; "
           f"labeler default: {default[0]:g}, {default[1]:g} -> {'same' if tuple(chosen) == default else 'DIFFERENT'}")
     if fitted is not None:
         print(f"  confidence calibration fitted on dev groups: b = {np.round(fitted, 2).tolist()}; "
