@@ -37,6 +37,7 @@ from neurflow.service.db import Database
 from neurflow.service.deps import Services, provides
 from neurflow.service.jobstore import JobStore
 from neurflow.service.limits import DataRequest, EngineRequest
+from neurflow.service.methods import allow_from_document
 from neurflow.service.executor import create_executor
 from neurflow.service.security import auth_middleware, rate_limit
 from neurflow.service.settings import MB, Settings, load_settings
@@ -89,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"services": services}),
         lifespan=[lifespan],
         middleware=[auth_middleware(services.catalog, settings.auth), rate_limit(settings.rate_limit_per_minute).middleware,
-                    multipart_field_limit(settings.max_body_kb * 1024)],
+                    multipart_field_limit(settings.max_body_kb * 1024), allow_from_document],
         plugins=[errors.problem_details()],
         exception_handlers=errors.exception_handlers,
         request_max_body_size=settings.max_body_kb * 1024,
@@ -104,4 +105,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     openapi.document_bounds(app, [EngineRequest, DataRequest])
+    openapi.document_problems(app)
+    openapi.forbid_unknown_fields(app)
     return app

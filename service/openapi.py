@@ -18,8 +18,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPIResponse, Schema
-from litestar.openapi.spec.media_type import OpenAPIMediaType
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 
 _BOUNDS = {"minimum": "minimum", "maximum": "maximum", "exclusiveMinimum": "exclusive_minimum",
            "exclusiveMaximum": "exclusive_maximum", "minItems": "min_items", "maxItems": "max_items",
@@ -61,29 +60,82 @@ def document_bounds(app: Litestar, kinds: list[type[msgspec.Struct]]) -> None:
                 _copy_bounds(source, target)
 
 
-_PROBLEM = Schema(type=None, properties=None, description="RFC 9457 problem details", additional_properties=True)
-_STATUS_TEXT = {400: "The body or a parameter does not validate", 401: "No valid API key",
-                404: "Unknown id (or another key's)", 405: "Method not allowed", 409: "Conflict with the object's state",
-                413: "The body is larger than this route accepts", 415: "Unsupported media type",
-                422: "Well-formed but wrong content", 429: "Rate limit exceeded", 503: "Not ready"}
+_PROBLEM_REF = "#/components/schemas/Problem"
+_PROBLEM = Schema(
+    type=OpenAPIType.OBJECT, description="RFC 9457 problem details: what was wrong and what is accepted",
+    properties={"type": Schema(type=OpenAPIType.STRING), "title": Schema(type=OpenAPIType.STRING),
+                "status": Schema(type=OpenAPIType.INTEGER), "detail": Schema(type=OpenAPIType.STRING),
+                "errors": Schema(type=OpenAPIType.ARRAY, items=Schema())},
+    required=["status", "title", "detail"])
+_STATUS_TEXT = {400: "The body or a parameter does not validate (or the JSON nests too deeply)",
+                401: "No valid API key", 404: "Unknown id (or another key's)", 409: "Conflict with the object's state",
+                413: "The body (or a form field) is larger than this route accepts", 415: "Unsupported media type",
+                422: "Well-formed but wrong content", 429: "Rate limit exceeded",
+                503: "Not ready (database, artifact store or workers)", 507: "The server's storage is full"}
+_ANY_JSON = Schema(description="any JSON value")
+#: the 200 answers Litestar cannot infer from ``Response[bytes]``
+_DOCUMENTS = {
+    ("get", "/v1/circuits/{circuit_id}"): {"application/json": Schema(
+        type=OpenAPIType.OBJECT, description="the neurflow.circuit document (schemas/circuit.schema.json)")},
+    ("get", "/v1/circuits/{circuit_id}/exports/{fmt}"): {
+        "application/json": _ANY_JSON, "application/graphml+xml": Schema(type=OpenAPIType.STRING),
+        "application/xml": Schema(type=OpenAPIType.STRING),
+        "application/zip": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+}
 
 
-def document_problems(app: Litestar, statuses: dict[str, list[int]] | None = None, every: tuple[int, ...] = ()) -> None:
-    """Declare the problem+json responses of every operation (``every``) and of some paths' operations."""
-    paths = app.openapi_schema.paths or {}
-    for path, item in paths.items():
+def _statuses(path: str, method: str, secured: bool, multipart: bool) -> set[int]:
+    codes = {400}
+    if secured:
+        codes |= {401, 429}
+    if "{" in path:
+        codes.add(404)
+    if method == "post":
+        codes |= {413, 415, 422}
+    if multipart:
+        codes |= {507}
+    if method == "delete":
+        codes.add(409)
+    if path.startswith("/v1/circuits/{circuit_id}/") and method == "post":
+        codes |= {409, 503}
+    if path.startswith(("/v1/circuits/{circuit_id}/exports", "/v1/atlas")):
+        codes |= {404, 422}
+    if path == "/health":
+        codes.add(503)
+    return codes
+
+
+def document_problems(app: Litestar) -> None:
+    """Declare, on every operation, the problem+json answers it can give, and the real 200 content of
+    the routes that answer raw bytes."""
+    schema = app.openapi_schema
+    if schema.components.schemas is None:
+        schema.components.schemas = {}
+    schema.components.schemas["Problem"] = _PROBLEM
+    problem = {"application/problem+json": OpenAPIMediaType(schema=Reference(ref=_PROBLEM_REF))}
+    for path, item in (schema.paths or {}).items():
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(item, method, None)
             if op is None:
                 continue
-            extra = list(every)
-            for prefix, codes in (statuses or {}).items():
-                if path.startswith(prefix):
-                    extra += codes
+            body = op.request_body
+            multipart = body is not None and not isinstance(body, Reference) and "multipart/form-data" in (body.content or {})
+            secured = bool(op.security) or path.startswith(("/v1", "/ml/"))
             responses = op.responses if op.responses is not None else {}
-            for code in sorted(set(extra)):
-                if str(code) not in responses:
-                    responses[str(code)] = OpenAPIResponse(
-                        description=_STATUS_TEXT.get(code, "Error"),
-                        content={"application/problem+json": OpenAPIMediaType(schema=_PROBLEM)})
+            for code in sorted(_statuses(path, method, secured, multipart)):
+                responses[str(code)] = OpenAPIResponse(description=_STATUS_TEXT.get(code, "Error"), content=problem)
+            content = _DOCUMENTS.get((method, path))
+            if content is not None:
+                ok = responses.get("200")
+                description = ok.description if isinstance(ok, OpenAPIResponse) else "OK"
+                responses["200"] = OpenAPIResponse(
+                    description=description, content={k: OpenAPIMediaType(schema=v) for k, v in content.items()},
+                    headers=ok.headers if isinstance(ok, OpenAPIResponse) else None)
             op.responses = responses
+
+
+def forbid_unknown_fields(app: Litestar) -> None:
+    """Request objects refuse fields they do not define (msgspec ``forbid_unknown_fields``): say so."""
+    for component in (app.openapi_schema.components.schemas or {}).values():
+        if isinstance(component, Schema) and component.properties and component.additional_properties is None:
+            component.additional_properties = False
