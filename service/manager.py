@@ -105,7 +105,7 @@ class JobManager(Executor):
         self._events: asyncio.Queue[tuple[WorkerHandle, Any, FromWorker | None]] | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
-        self._unrecorded: dict[str, Any] = {}  # job id -> the write of its end, while the database is full
+        self._unrecorded: list[tuple[str, Any]] = []  # (job id, write) kept in order while the database is full
         # workers run in their own folder: hand them absolute paths
         self._settings_json = msgspec.json.encode(msgspec.structs.replace(settings, data_dir=str(settings.data_path)))
 
@@ -225,7 +225,7 @@ class JobManager(Executor):
         if isinstance(msg, Progressed):
             await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.stage, msg.done, msg.total)
         elif isinstance(msg, ClassDone):
-            await anyio.to_thread.run_sync(self.register_class, job_id, msg.circuit)
+            await self._record(job_id, lambda: self.register_class(job_id, msg.circuit))
         elif isinstance(msg, (Finished, Failed, Cancelled)):
             # the worker is free whatever happens to the write: a full disk must not wedge the queue (#13)
             self._release(handle)
@@ -238,23 +238,27 @@ class JobManager(Executor):
         self.notify(job_id)
 
     async def _record(self, job_id: str, write: Any) -> None:
-        """Write the end of a job; when the database cannot be written (disk full) keep the write and
-        retry it from the dispatch loop until it goes through, so the server recovers by itself."""
+        """Write a job's circuit or end; when the database cannot be written (disk full) keep the write
+        and retry it from the dispatch loop until it goes through, so the server recovers by itself.
+        Writes stay in order: while some wait, later ones wait behind them."""
+        if self._unrecorded:
+            self._unrecorded.append((job_id, write))
+            return
         try:
             await anyio.to_thread.run_sync(write)
         except Exception as exc:  # noqa: BLE001 - sqlite3.OperationalError "database or disk is full", ...
-            log.error("cannot record the end of job %s (%s); retrying until the database can be written", job_id, exc)
-            self._unrecorded[job_id] = write
+            log.error("cannot record job %s (%s); retrying until the database can be written", job_id, exc)
+            self._unrecorded.append((job_id, write))
 
     async def _retry_records(self) -> None:
-        pending = self._unrecorded
-        for job_id, write in list(pending.items()):
+        while self._unrecorded:
+            job_id, write = self._unrecorded[0]
             try:
                 await anyio.to_thread.run_sync(write)
             except Exception:  # noqa: BLE001 - still full: try again on the next round
                 return
-            del pending[job_id]
-            log.warning("recorded the end of job %s after the database became writable again", job_id)
+            self._unrecorded.pop(0)
+            log.warning("recorded job %s after the database became writable again", job_id)
             self.notify(job_id)
 
     async def _check_limits(self, handle: WorkerHandle, now: float) -> None:
