@@ -131,8 +131,9 @@ def _one_channel_input_grad(g: torch.Tensor, nonzero: torch.Tensor, conv: nn.Con
 
 
 def _dense_input_grad(conv: nn.Conv2d, in_shape: torch.Size, g: torch.Tensor) -> torch.Tensor:
-    return torch.nn.grad.conv2d_input(in_shape, conv.weight.detach(), g, conv.stride, conv.padding, conv.dilation,
-                                      conv.groups)
+    # under autocast the incoming gradient may be bf16/fp16 while the weight stays float32
+    weight = conv.weight.detach().to(g.dtype)
+    return torch.nn.grad.conv2d_input(in_shape, weight, g, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class _InputGradConv2d(torch.autograd.Function):

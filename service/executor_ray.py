@@ -58,7 +58,10 @@ def _context(settings_json: bytes):
             settings = msgspec.structs.replace(settings, data_dir=node_dir)
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPUs
+        from neurflow.service.gpu import apply_determinism
+
+        apply_determinism(getattr(settings, "deterministic", False))
         _contexts[settings_json] = TaskContext(settings, device)
     return _contexts[settings_json]
 
@@ -88,7 +91,7 @@ def _fit_task(settings_json: bytes, task_json: bytes, target: int, logits) -> by
     from neurflow.service.units import fit_one
 
     task = msgspec.json.decode(task_json, type=RunTask)
-    return fit_one(_setup(settings_json, task, logits), target).to_json().encode()
+    return fit_one(_setup(settings_json, task, logits), target, _context(settings_json)).to_json().encode()
 
 
 def _class_task(settings_json: bytes, task_json: bytes, target: int, logits) -> bytes:

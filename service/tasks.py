@@ -44,6 +44,9 @@ class TaskContext:
         self._models: OrderedDict[str, Any] = OrderedDict()
         # called with each class of a run as soon as it is stored (the local worker sends it to the manager)
         self.emit: Callable[[NewCircuit], None] | None = None
+        from neurflow.service.gpu import BatchMemory
+
+        self.memory = BatchMemory()  # batch sizes that fit this worker's device, learned from OOM errors
 
     def model(self, ref: ModelRef):
         """The user's model, loaded once and kept resident (LRU of ``model_cache_size``)."""

@@ -44,15 +44,24 @@ def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
 def run_class(job: RunJob, setup: FitSetup, job_id: str, attempt: int, target: int, ctx: TaskContext,
               progress: Progress | None = None) -> NewCircuit:
     """Fit (and label) one class and store its circuit folder; return what the catalog registers."""
-    return store_class(job, fit_one(setup, target, progress), job_id, attempt, ctx, progress)
+    return store_class(job, fit_one(setup, target, ctx, progress), job_id, attempt, ctx, progress)
 
 
-def fit_one(setup: FitSetup, target: int, progress: Progress | None = None) -> Circuit:
-    """The engine's part of one class."""
+def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress | None = None) -> Circuit:
+    """The engine's part of one class, on the worker's GPU path (:mod:`neurflow.service.gpu`): batch
+    sizes that adapt to device memory, and autocast when the server asks for it."""
     from neurflow.core.pipeline import fit_class
+    from neurflow.service import gpu
 
     setup.engine.progress = progress
-    return fit_class(setup, target)
+    device = setup.engine.device or "cpu"
+    mode = getattr(ctx.settings, "autocast", "off")
+    key = (setup.info.weights_sha256, setup.spec.model.input_size, device)
+    with gpu.autocast(device, mode):
+        circuit = ctx.memory.run(key, setup.engine, lambda: fit_class(setup, target))
+    if mode != "off":
+        circuit.params["autocast"] = mode
+    return circuit
 
 
 def store_class(job: RunJob, circuit: Circuit, job_id: str, attempt: int, ctx: TaskContext,

@@ -81,6 +81,14 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
 
     threading.Thread(target=reader, daemon=True, name="worker-reader").start()
 
+    from neurflow.service.gpu import apply_determinism, resolve_device
+
+    try:
+        device = resolve_device(device)
+    except ValueError as exc:
+        log.error("worker %s cannot start: %s", name, exc)
+        sys.exit(3)
+    apply_determinism(getattr(settings, "deterministic", False))
     import torch
 
     if settings.torch_threads > 0:
