@@ -11,7 +11,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import msgspec
 
@@ -55,6 +55,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model_cache_size: int = 2  # models kept loaded in each worker between jobs
     sync_wait_s: float = 120.0  # default wait of /debug and /evaluate before answering 202
     torch_threads: int = 0  # intra-op threads per worker; 0 = torch's default
+    # executors (service.executor): "local" worker processes, or "ray" tasks on a Ray cluster
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # "host:port" of a running Ray cluster; unset: start a local one
+    ray_num_gpus: float = 0.0  # GPUs each Ray task of a job asks for (0: CPU tasks)
+    ray_num_cpus: float = 1.0  # CPUs each Ray task of a job asks for
+    ray_max_jobs: int = 4  # jobs the Ray executor runs at once (their classes run as parallel tasks)
+    # the GPU path (service.gpu)
+    autocast: Literal["off", "bf16", "fp16"] = "off"  # autocast of the engine's passes; circuits record it
+    deterministic: bool = False  # torch.use_deterministic_algorithms in every worker
 
     # -- derived paths ---------------------------------------------------------------------------
     @property
