@@ -135,19 +135,24 @@ class NeurFlow(BaseEstimator):
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int,
             model_info: ModelInfo | None = None, target_name: str | None = None,
-            logits: torch.Tensor | None = None) -> NeurFlow:
+            logits: torch.Tensor | None = None, readout_cache: dict | None = None) -> NeurFlow:
         """Fit the circuit of ``target_class`` into ``self.circuit_``; return ``self``.
 
         ``logits``: the model's outputs on ``images`` when the caller already has them (one forward
-        pass shared by several target classes, see :meth:`predict_logits`)."""
+        pass shared by several target classes, see :meth:`predict_logits`). ``readout_cache``: a dict
+        the caller keeps between fits of one model with the same parameters; when a class selects
+        exactly the images of the previous fit (``select="all"``, or equal selections) the patch
+        readouts are reused instead of recomputed."""
         self.params_, selection = self._validated()
         p = self.params_
         with _borrowed(model, p.device) as model:
-            self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits)
+            self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
+                                      readout_cache)
         return self
 
     def _fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int, selection: ImageSelection,
-             model_info: ModelInfo | None, target_name: str | None, logits: torch.Tensor | None) -> Circuit:
+             model_info: ModelInfo | None, target_name: str | None, logits: torch.Tensor | None,
+             readout_cache: dict | None = None) -> Circuit:
         p = self.params_
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -164,7 +169,14 @@ class NeurFlow(BaseEstimator):
         timings["select"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        acts = self._readouts(access, pixels, index)
+        cached = readout_cache.get("pixels") if readout_cache is not None else None
+        if cached is not None and cached.shape == pixels.shape and torch.equal(cached, pixels):
+            acts = readout_cache["acts"]
+        else:
+            acts = self._readouts(access, pixels, index)
+            if readout_cache is not None:  # one entry: the last selection (memory stays one readout set)
+                readout_cache.clear()
+                readout_cache.update(pixels=pixels, acts=acts)
         timings["activations"] = time.perf_counter() - clock
         if len(index) < p.top_n:
             warnings.warn(f"only {len(index)} patches for top_n={p.top_n}; using all of them", FewPatchesWarning,

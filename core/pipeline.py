@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -53,6 +53,7 @@ class FitSetup:
     info: ModelInfo
     engine: NeurFlow
     logits: torch.Tensor
+    readouts: dict = field(default_factory=dict)  # the last selection's patch readouts (engine readout_cache)
     weights_name: str | None = None  # a published-weights name, when the spec's weights are one
 
 
@@ -87,7 +88,7 @@ def fit_class(setup: FitSetup, target: int) -> Circuit:
     names = resolve_class_names(m.class_names, m.num_classes, m.arch, setup.weights_name) or []
     name = names[target] if 0 <= target < len(names) else None
     return setup.engine.fit(setup.model, setup.images, target, model_info=setup.info, target_name=name,
-                            logits=setup.logits).circuit_
+                            logits=setup.logits, readout_cache=setup.readouts).circuit_
 
 
 def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,

@@ -60,10 +60,11 @@ class CircuitController(Controller):
     tags = ["circuits"]
     dependencies = provides("catalog", "jobs", "store", "manager")
 
-    @get("/", summary="List circuits (optionally of one job)")
-    async def list_circuits(self, catalog: CatalogDep, owner: Owner, job_id: str | None = None) -> CircuitList:
+    @get("/", summary="List circuits (optionally of one job, and of one class: ?job_id=&class_index=)")
+    async def list_circuits(self, catalog: CatalogDep, owner: Owner, job_id: str | None = None,
+                            class_index: int | None = None) -> CircuitList:
         rows = await anyio.to_thread.run_sync(catalog.list_circuits, owner, job_id)
-        return CircuitList(circuits=[circuit_out(r) for r in rows])
+        return CircuitList(circuits=[circuit_out(r) for r in rows if class_index in (None, r["class_index"])])
 
     @get("/{circuit_id:str}", summary="The labeled circuit document (neurflow.circuit schema)",
          media_type="application/json")

@@ -18,7 +18,7 @@ from .helpers import ENGINE, KEY_A, LiveServer, assert_problem, job_spec, wait_f
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 #: each class takes a few seconds on the shared CPU: long enough to kill the worker between classes
-MEDIUM_ENGINE = {**ENGINE, "ig_steps": 300, "tau": 4, "top_n": 12}
+MEDIUM_ENGINE = {**ENGINE, "ig_steps": 150, "tau": 4, "top_n": 12}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,8 @@ def test_all_classes_one_circuit_each_with_per_class_progress(server, uploaded):
         assert any(e["done"] == 2 for e in events if e.get("stage", "").startswith("class 2 ")), events
         listed = c.circuits(job["id"])
         assert sorted(x["class_index"] for x in listed) == [0, 1, 2]
+        one = c.http.get("/v1/circuits", params={"job_id": job["id"], "class_index": 1}).json()["circuits"]
+        assert [x["class_index"] for x in one] == [1]  # browsable per class
         for row in listed:
             doc = c.circuit(row["id"])
             assert doc["target"]["class_index"] == row["class_index"]

@@ -140,3 +140,19 @@ def test_deterministic_cuda_fits_repeat_exactly(assets, tmp_path):
         assert _plain(runs[0]) == _plain(runs[1])
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.slow
+def test_classes_of_one_job_share_the_patch_readouts(assets, tmp_path):
+    """select="all": every class reads out the same patches; the second class reuses the first's."""
+    ctx = TaskContext(Settings(data_dir=str(tmp_path)), "cpu")
+    setup = _setup(assets, ENGINE, limit=10**9)
+    fit_one(setup, 0, ctx)
+    calls = len(setup.model.calls)
+    second = fit_one(setup, 1, ctx)
+    fresh = _setup(assets, ENGINE, limit=10**9)
+    alone = fit_one(fresh, 1, ctx)
+    # the same circuit, without the readout pass (fewer forward calls than a fit on its own)
+    assert _plain(second) == _plain(alone)
+    assert len(setup.model.calls) - calls < len(fresh.model.calls) - 1
+    assert second.timings["activations"] < alone.timings["activations"]
