@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
+from neurflow.progress import ProgressBars
 from neurflow.world.scene import render_scene
 from neurflow.world.spec import WorldConfig, world_document
 
@@ -38,13 +38,19 @@ def write_world(root: str | Path, config: WorldConfig, *, overwrite: bool = Fals
             raise ValueError(f"{root} already holds a world; choose an empty folder or pass overwrite=True")
         (root / WORLD_FILE).unlink(missing_ok=True)
     jobs = [(split, cls, n) for split, count in config.splits.items() for cls in config.classes for n in range(count)]
-    for split, cls, number in tqdm(jobs, desc="world images", unit="img", disable=not progress):
+    bars = ProgressBars() if progress else None
+    for done, (split, cls, number) in enumerate(jobs):
+        if bars is not None:
+            bars("world images", done, len(jobs))
         scene = render_scene(config, cls, split, number)
         relative = Path(split) / cls.name / image_name(number)
         for folder, array in (("images", scene.rgb), ("masks", scene.mask)):
             path = root / folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(path, format="PNG")
+    if bars is not None:
+        bars("world images", len(jobs), len(jobs))
+        bars.close()
     document = json.dumps(world_document(config), indent=1)
     path = root / WORLD_FILE
     tmp = path.with_suffix(".json.tmp")

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
+from neurflow.progress import ProgressBars
 from neurflow.core.hashing import sha256_file
 from neurflow.core.images import Preprocess, open_rgb
 from neurflow.world.cache import build_entry, ensure_world
@@ -157,7 +157,7 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
     optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=train.lr, total_steps=max(total, 1), pct_start=0.25)
     losses: list[float] = []
-    bar = tqdm(total=total, desc="train resnet18", unit="step", disable=not progress)
+    bars = ProgressBars() if progress else None
     model.train()
     while len(losses) < total:
         order = torch.randperm(len(labels), generator=generator)
@@ -177,9 +177,10 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=(len(losses) - 1) // steps_per_epoch + 1)
-    bar.close()
+            if bars is not None:
+                bars("train resnet18", len(losses), total)
+    if bars is not None:
+        bars.close()
     return model.eval(), losses
 
 
