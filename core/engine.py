@@ -4,7 +4,7 @@ Top-down, for each pair (upper layer, the layer below it) in ``layers`` (ordered
 down): take every core neuron of the upper layer, its top-N patches, the Integrated Gradients of the
 neuron w.r.t. the lower layer on those patches, keep the top-tau lower channels by mean |IG| as core
 neurons of the lower layer, and cluster the neuron's top patches into concepts. Then group the
-concepts of each layer and weigh the edges between groups. See README "Method" for the choices
+concepts of each layer and weigh the edges between groups. See docs/method.md for the choices
 made where the paper and the reference code disagree.
 
 Memory: patches are generated and streamed in batches from the selected images; only the neuron

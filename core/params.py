@@ -20,7 +20,7 @@ Fraction = Annotated[float, Meta(gt=0, le=1)]
 
 #: What each preset puts where ``ig_steps`` / ``batch_size`` are left unset (``None``). The fast
 #: preset is validated against the exact one by ``make bench`` (mean per-layer Jaccard of core-neuron
-#: sets); see the README's "Speed".
+#: sets); see docs/speed.md.
 PRESETS: dict[str, dict[str, int]] = {"exact": {"ig_steps": 50, "batch_size": 8},
                                       "fast": {"ig_steps": 8, "batch_size": 16}}
 FAST_PRESET = PRESETS["fast"]

@@ -10,7 +10,7 @@ Two conditions, each labeled with the world CLIP under every method of ``METHODS
   parts fill most of every patch; the reference is the part the group was built around.
 
 Prints, per condition and method: group top-1 / top-5 accuracy, held-out retrieval AUC and the
-calibration ROC-AUC of the confidence. These are the numbers in ``labeler/README.md``.
+calibration ROC-AUC of the confidence. These are the numbers in ``docs/labeling.md``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "without it, exports that need pictures leave them out")
     p.add_argument("--out", help="output folder (default: <circuit stem>-<format>/ next to the circuit)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="format option, repeatable (see the format's options in the README)")
+                   help="format option, repeatable (see the options of each format in docs/exports.md)")
     p.set_defaults(func=cmd_export)
 
 

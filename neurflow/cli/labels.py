@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("circuit", help="circuit.json written by `neurflow run`")
     p.add_argument("--images", help="data root the circuit's image paths are relative to (the job's data.images)")
     p.add_argument("--out", help="where to write the labeled circuit (default: overwrite CIRCUIT)")
-    p.add_argument("--labeling", help="a labeling section: JSON file or inline JSON (see labeler/README.md)")
+    p.add_argument("--labeling", help="a labeling section: JSON file or inline JSON (see docs/labeling.md)")
     p.add_argument("--world-clip", metavar="BUNDLE", help="use a world-CLIP bundle folder (model, vocabulary, templates)")
     p.add_argument("--clip-model", help="open_clip model name, or local-dir:FOLDER")
     p.add_argument("--clip-pretrained", help="pretrained tag or checkpoint file")
