@@ -111,7 +111,7 @@ def patch_agreement(per_patch_scores: np.ndarray, top: int) -> float:
 # (``python -m bench.run labels``) and only reported on its held-out worlds.
 
 #: Weight of the exemplars' votes in the mixture (the rest: all the group's labeling patches).
-MOSAIC_EXEMPLAR_WEIGHT = 0.7
+MOSAIC_EXEMPLAR_WEIGHT = 1.0
 #: Weight of the run's reference pool in the mosaic score (the contrastive score uses 1).
 MOSAIC_CONTRAST = 0.0
 

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocabulary", help="builtin:general, builtin:imagenet1k, a text file, or comma-separated concepts")
     p.add_argument("--templates", help="builtin:default, builtin:imagenet, builtin:plain, or a text file")
     p.add_argument("--top-k", type=int)
-    p.add_argument("--score", choices=["contrastive", "mean_cosine"])
+    p.add_argument("--score", choices=["mosaic", "contrastive", "mean_cosine"])
     p.add_argument("--holdout", type=float, help="share of each group's top patches held out for evaluation")
     p.add_argument("--captioner-backend", choices=["openai", "transformers"])
     p.add_argument("--captioner-model", help="served model name (openai) or local model folder (transformers)")
