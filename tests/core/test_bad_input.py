@@ -102,7 +102,7 @@ def test_pickles_and_unknown_architectures_are_refused(tmp_path):
     torch.save({"a": torch.zeros(1)}, pt)
     with pytest.raises(ValueError, match="must be a .safetensors file"):
         load_model("resnet18", pt, 3)
-    with pytest.raises(ValueError, match="unknown torchvision architecture 'resnet19'"):
+    with pytest.raises(ValueError, match="unknown torchvision architecture name 'resnet19'; did you mean 'resnet18'"):
         load_model("torchvision:resnet19", None, 3)
     with pytest.raises(ValueError, match="unknown architecture family 'keras'"):
         load_model("keras:resnet18", None, 3)
