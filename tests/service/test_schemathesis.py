@@ -74,7 +74,7 @@ def test_every_operation_with_real_ids_matches_the_document(populated):
                 r = httpx.get(server.url + op.path.format(**values), headers=A, timeout=60)
                 assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
                 continue
-            response = case.call_and_validate(base_url=server.url, headers=A)
+            response = case.call_and_validate(base_url=server.url, headers=A, timeout=180)
             assert response.status_code == 200, (op.path, values, response.status_code, response.text[:500])
             checked.append(op.path)
     assert len(set(checked)) >= 10, checked
@@ -92,6 +92,7 @@ def test_schemathesis_finds_nothing(populated, tmp_path):
            "--exclude-path", "/v1/jobs/{job_id}/events"]  # a stream that lasts as long as a job: checked below
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     out = done.stdout + done.stderr
-    (tmp_path.parent / "schemathesis.txt").write_text(out)
+    if os.environ.get("NEURFLOW_SCHEMATHESIS_OUT"):
+        Path(os.environ["NEURFLOW_SCHEMATHESIS_OUT"]).write_text(out)
     assert done.returncode == 0, out[-6000:]
     assert re.search(r"\d+ generated, \d+ passed", out), out[-2000:]
