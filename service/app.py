@@ -46,7 +46,20 @@ from neurflow.service.storage import ArtifactStore
 log = logging.getLogger("neurflow.service")
 
 
+def _private_paths(settings: Settings) -> dict[str, str]:
+    import sys
+    from pathlib import Path
+
+    import neurflow
+
+    paths = {str(settings.data_path): "<data>", sys.prefix: "<python>", sys.base_prefix: "<python>",
+             str(Path(neurflow.__file__).resolve().parents[1]): "<neurflow>", str(Path.home()): "~"}
+    paths.update({str(p): "<assets>" for p in settings.asset_paths})
+    return paths
+
+
 def build_services(settings: Settings) -> Services:
+    errors.register_private_paths(_private_paths(settings))
     settings.data_path.mkdir(parents=True, exist_ok=True)
     (settings.data_path / "assets").mkdir(exist_ok=True)
     db = Database(settings.db_path)

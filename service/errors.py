@@ -24,6 +24,24 @@ log = logging.getLogger("neurflow.service")
 PROBLEM_TYPE = "https://neurflow.dev/problems/"
 
 
+#: (absolute path, what a client sees instead), longest first: the server's own folders never appear in
+#: a problem or a job's error (a library's message may quote a path of the data dir or the install)
+_PRIVATE: list[tuple[str, str]] = []
+
+
+def register_private_paths(paths: dict[str, str]) -> None:
+    """Folders whose absolute paths are replaced by a label (``{"/srv/neurflow-data": "<data>"}``)."""
+    known = dict(_PRIVATE)
+    known.update({str(p).rstrip("/"): label for p, label in paths.items() if str(p).rstrip("/")})
+    _PRIVATE[:] = sorted(known.items(), key=lambda kv: -len(kv[0]))
+
+
+def redact(text: str) -> str:
+    for path, label in _PRIVATE:
+        text = text.replace(path, label)
+    return text
+
+
 class ApiError(Exception):
     """An error the client can act on; rendered as problem+json with ``status``."""
 
@@ -71,7 +89,7 @@ _HTTP_TITLES = {401: "Unauthorized", 429: "Too many requests"}
 
 def _from_api_error(exc: ApiError) -> ProblemDetailsException:
     return ProblemDetailsException(status_code=exc.status, type_=PROBLEM_TYPE + exc.slug, title=exc.title,
-                                   detail=exc.detail, extra=exc.extra or None)
+                                   detail=redact(exc.detail), extra=exc.extra or None)
 
 
 def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
@@ -88,6 +106,7 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
         detail = f"{detail}; send multipart/form-data (curl -F name=value -F file=@path)"
     if status == 413:
         detail = f"{detail}; the request body is larger than this route accepts"
+    detail = redact(detail)
     title = _HTTP_TITLES.get(status, detail if len(detail) < 60 else "Error")
     return ProblemDetailsException(status_code=status, type_=PROBLEM_TYPE + _HTTP_SLUGS.get(status, "error"),
                                    title=title, detail=detail, extra=extra or None, headers=dict(exc.headers or {}))

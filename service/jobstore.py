@@ -14,7 +14,7 @@ import json
 from typing import Any, Callable
 
 from neurflow.service.db import Database, now
-from neurflow.service.errors import Conflict, NotFound
+from neurflow.service.errors import Conflict, NotFound, redact
 from neurflow.service.jobtypes import Job, circuit_used, dataset_used, decode_job, encode_job, kind_of, model_used
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -107,7 +107,8 @@ class JobStore:
                           "stage=CASE WHEN ?='succeeded' THEN 'done' ELSE stage END, "
                           "done=CASE WHEN ?='succeeded' THEN total ELSE done END "
                           "WHERE id=? AND state IN ('queued','running')",
-                          (state, error, json.dumps(result) if result is not None else None, t, t, state, state,
+                          (state, redact(error) if error else error, json.dumps(result) if result is not None else None,
+                           t, t, state, state,
                            job_id)).rowcount
             if n and also is not None:
                 also(c)
@@ -116,7 +117,7 @@ class JobStore:
     def requeue(self, job_id: str, reason: str) -> None:
         with self.db.tx() as c:
             c.execute("UPDATE jobs SET state='queued', worker=NULL, error=?, stage='queued', updated_at=? "
-                      "WHERE id=? AND state='running'", (reason, now(), job_id))
+                      "WHERE id=? AND state='running'", (redact(reason), now(), job_id))
 
     def release(self, job_id: str, reason: str) -> None:
         """Give a running job back to the queue without counting the attempt (graceful shutdown)."""

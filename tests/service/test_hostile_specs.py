@@ -214,3 +214,29 @@ def test_unknown_fields_and_other_keys_ids(env, ids):
         assert_problem(env["client"].post("/v1/jobs", headers=A, json=bad), 400, "surprise")
     assert_problem(submit(env, ids, headers=B), 422, "one of your models")
     assert_problem(submit(env, ids, labeling={**labeling_section(), "surprise": 1}), 422, "surprise")
+
+
+# -- defect 7: problems and job errors name nothing of the server ------------------------------------
+def test_server_paths_are_redacted_from_problems_and_job_errors(tmp_path):
+    import sys
+
+    from neurflow.service import errors
+    from neurflow.service.app import _private_paths
+    from neurflow.service.db import Database
+    from neurflow.service.jobstore import JobStore
+
+    from .helpers import run_job
+
+    settings = Settings(data_dir=str(tmp_path / "d"), asset_dirs=[str(tmp_path / "a")])
+    errors.register_private_paths(_private_paths(settings))
+    text = f"cannot open {settings.data_path}/scratch/x.zip, {tmp_path / 'a'}/v.txt or {sys.prefix}/lib/x.py"
+    out = errors.redact(text)
+    assert "<data>/scratch/x.zip" in out and "<assets>/v.txt" in out and "<python>/lib/x.py" in out, out
+    assert str(tmp_path) not in out and sys.prefix not in out
+    problem = errors._from_api_error(Invalid(text))
+    assert str(tmp_path) not in problem.detail
+    jobs = JobStore(Database(tmp_path / "jobs.db"))
+    jobs.create("job-1", "owner", run_job(), 2)
+    assert jobs.finish("job-1", "failed", error=text)
+    stored = jobs.get("owner", "job-1")["error"]
+    assert str(tmp_path) not in stored and "<data>/scratch/x.zip" in stored
