@@ -2,15 +2,15 @@
 
 ``Group.confidence`` is the labeler's confidence in ``labels[0]``. Below ``UNCERTAIN_BELOW`` the label
 is shown as uncertain (the viewer marks the group; exports carry the lower score, so annotators who
-sort by score review those first). The threshold and how it was chosen are documented in
-docs/label-quality.md; a group that was never labeled is neither certain nor uncertain.
+sort by score review those first). The threshold belongs to the scoring that produces the confidence
+(``neurflow.labeler.scoring``, which caps doubtful labels below it); how it was chosen is in
+docs/label-quality.md. A group that was never labeled is neither certain nor uncertain.
 """
 
 from __future__ import annotations
 
 from neurflow.core.circuit import Group
-
-UNCERTAIN_BELOW = 0.5
+from neurflow.labeler.scoring import UNCERTAIN_BELOW
 
 
 def is_uncertain(group: Group, threshold: float = UNCERTAIN_BELOW) -> bool:
