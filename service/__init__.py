@@ -15,8 +15,13 @@ Modules, one job each (bottom to top; nothing imports upward):
 * ``jobstore``  – the job table (typed job + the ids it uses as columns) and its state transitions
 * ``intake``    – checking uploads: weights vs architecture, dataset zips, images
 * ``policy``    – what a submitted job may ask for; turns the public job spec into a ``RunJob``
-* ``manager``   – worker subprocesses (spawn), dispatch, cancellation, crash handling
+* ``executor``  – the executor interface (``create_executor`` picks ``local`` or ``ray``) and the
+  bookkeeping of finished classes every executor shares
+* ``manager``   – the local executor: worker subprocesses (spawn), dispatch, cancellation, crash handling
+* ``executor_ray`` – the Ray executor (optional extra): a job's units of work as Ray tasks
 * ``worker``    – the worker process loop; ``tasks`` – what a worker runs for each job kind
+* ``units``     – a run's units of work (what its classes share, one class), the same for every executor;
+  ``gpu`` – device checks, out-of-memory batch halving, autocast, determinism
 * ``summary``   – the per-circuit summary kept in the catalog
 * ``deps``      – the components handlers get, as Litestar ``Provide`` dependencies
 * ``security``  – API keys (auth middleware) and rate limits
