@@ -54,6 +54,7 @@ class Executor:
     def notify_threadsafe(self, job_id: str) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.notify, job_id)
+            self._loop.call_soon_threadsafe(self.wake)
 
     def wake(self) -> None:
         if self._wake is not None:
