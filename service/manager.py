@@ -225,6 +225,7 @@ class JobManager(Executor):
         if isinstance(msg, Progressed):
             await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.stage, msg.done, msg.total)
         elif isinstance(msg, ClassDone):
+            handle.busy_since = time.monotonic()  # job_timeout_s limits each class of a batch, not the batch
             await self._record(job_id, lambda: self.register_class(job_id, msg.circuit))
         elif isinstance(msg, (Finished, Failed, Cancelled)):
             # the worker is free whatever happens to the write: a full disk must not wedge the queue (#13)
