@@ -94,13 +94,14 @@ def finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key:
 
 def class_progress(progress: Progress, target: int, finished: int, total: int, every_s: float = 0.5) -> Progress:
     """The engine's progress of one class as the job's: ``done``/``total`` count finished classes and
-    the stage names the class and its own step (``class 7 (3 of 10 done): activations 40/96``)."""
+    the stage is the class's own step, then the class (``activations 40/96 | class 7, 3 of 10 done``):
+    clients that look at how a stage starts see the same stages as in a job of one class."""
     last = [0.0, ""]
 
     def report(stage: str, done: int, of: int) -> None:
         now = time.monotonic()
         if stage != last[1] or done >= of or now - last[0] > every_s:
             last[0], last[1] = now, stage
-            progress(f"class {target} ({finished} of {total} done): {stage} {done}/{of}", finished, total)
+            progress(f"{stage} {done}/{of} | class {target}, {finished} of {total} done", finished, total)
 
     return report

@@ -7,6 +7,7 @@ SIGKILL after the first class is stored, and the retry must neither redo nor dup
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -47,10 +48,12 @@ def test_all_classes_one_circuit_each_with_per_class_progress(server, uploaded):
         done = sorted(r["class_index"] for r in final["result"]["circuits"])
         assert done == [0, 1, 2]
         # per class and overall: the stage names the class, done/total count finished classes
-        stages = [e["stage"] for e in events if e.get("stage", "").startswith("class ")]
-        assert {s.split(" ")[1] for s in stages} == {"0", "1", "2"}, stages
-        assert all(e["total"] == 3 for e in events if e.get("stage", "").startswith("class ")), events
-        assert any(e["done"] == 2 for e in events if e.get("stage", "").startswith("class 2 ")), events
+        per_class = [(re.search(r"\| class (\d+), (\d+) of 3 done$", e["stage"]), e) for e in events
+                     if "| class " in e.get("stage", "")]
+        assert all(m for m, _ in per_class), [e["stage"] for _, e in per_class]
+        assert {m.group(1) for m, _ in per_class} == {"0", "1", "2"}
+        assert all(e["total"] == 3 and e["done"] == int(m.group(2)) for m, e in per_class), per_class
+        assert any(e["done"] == 2 for m, e in per_class if m.group(1) == "2")
         listed = c.circuits(job["id"])
         assert sorted(x["class_index"] for x in listed) == [0, 1, 2]
         one = c.http.get("/v1/circuits", params={"job_id": job["id"], "class_index": 1}).json()["circuits"]
