@@ -66,7 +66,7 @@ def test_provenance_and_holdout_are_recorded(labeled, world_clip):
     original, _, circuit = labeled[0]
     info = circuit.labeling
     assert info.clip.model == "neurflow-world-clip" and len(info.clip.weights_sha256) == 64
-    assert info.vocabulary.size == 14 and info.templates and info.settings.score == "mosaic"
+    assert info.vocabulary.size == 14 and info.templates and info.settings.score == "contrastive"
     for layer_index, _, group in original.iter_groups():
         held = {tuple(b) for b in info.holdout[group.id]}
         all_patches = {patch_key(p) for p in group_patches(original, layer_index, group)}
