@@ -21,12 +21,15 @@ class ProgressBars:
 
     On a terminal each stage gets a tqdm bar that is redrawn at most every ``min_interval`` seconds
     and stays on screen when the stage ends. Anywhere else (a log file, CI) a bar's carriage returns
-    would pile up as noise, so each stage prints one line when it starts and one when it ends.
+    would pile up as noise, so each stage prints one line when it starts, one every ``log_interval``
+    seconds while it runs (a long stage is not silent), and one when it ends.
     """
 
-    def __init__(self, stream: IO[str] | None = None, min_interval: float = 0.5) -> None:
+    def __init__(self, stream: IO[str] | None = None, min_interval: float = 0.5, log_interval: float = 30.0) -> None:
         self.stream = stream
         self.min_interval = min_interval
+        self.log_interval = log_interval
+        self._logged = 0.0
         self._stage: str | None = None
         self._bar = None
         self._started = 0.0
@@ -48,7 +51,11 @@ class ProgressBars:
                                  dynamic_ncols=True)
             else:
                 print(f"{stage}: started ({total} to do)", file=self._out, flush=True)
+            self._logged = self._started
         self._done, self._total = done, total
+        if self._bar is None and time.monotonic() - self._logged >= self.log_interval:
+            self._logged = time.monotonic()
+            print(f"{stage}: {done}/{total} after {self._logged - self._started:.0f} s", file=self._out, flush=True)
         if self._bar is not None:
             self._bar.total = total
             self._bar.update(done - self._bar.n)  # update() honours mininterval; refresh() would not
