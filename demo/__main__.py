@@ -160,6 +160,8 @@ def main() -> int:
     print(f"\nreport: {report.resolve()}")
     print(f"demo finished in {time.time() - start:.0f} s (preparation {prepared - start:.0f} s, "
           f"service + job {time.time() - prepared:.0f} s)")
+    print("next: `. .venv/bin/activate` puts the `neurflow` command on your PATH (`neurflow --help`); "
+          "README.md shows how to explain your own model")
     return 0
 
 
