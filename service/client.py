@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -174,10 +175,16 @@ class Client:
 
 
 def progress_from_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
-    """Feed a job's SSE events (and its final state) to a ``(stage, done, total)`` progress callback."""
+    """Feed a job's SSE events (and its final state) to a ``(stage, done, total)`` progress callback.
+
+    A batch job's stage text carries the step within the class and the class itself
+    (``"ig layer4.1 65/300 | class 0, 0 of 2 done"``); the callback gets the stage without them, so a
+    display keeps one line per stage instead of one per event.
+    """
 
     def on_event(event: dict[str, Any]) -> None:
-        stage = "queued" if event.get("state") == "queued" else (event.get("stage") or event.get("state"))
+        stage = "queued" if event.get("state") == "queued" else (event.get("stage") or event.get("state") or "")
+        stage = re.sub(r"\s+\d+/\d+", "", stage.split(" | ")[0])
         progress(stage, event.get("done") or 0, max(event.get("total") or 0, 1))
 
     return on_event

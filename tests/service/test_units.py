@@ -281,3 +281,15 @@ def test_html_report_is_self_contained(tmp_path):
     assert text.count("<svg") == 1 and "<line" in text and "data:image/png;base64," in text
     assert "red &lt;circle&gt;" in text and "<circle>" not in text.replace("<circle cx", "")  # escaped
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")  # no external assets
+
+
+def test_progress_from_events_keeps_one_stage_per_engine_step():
+    from neurflow.service.client import progress_from_events
+
+    got = []
+    feed = progress_from_events(lambda stage, done, total: got.append((stage, done, total)))
+    feed({"state": "queued"})
+    feed({"state": "running", "stage": "ig layer4.1 65/300 | class 0, 0 of 2 done", "done": 0, "total": 2})
+    feed({"state": "running", "stage": "ig layer4.1 118/300 | class 0, 0 of 2 done", "done": 0, "total": 2})
+    feed({"state": "succeeded", "done": 2, "total": 2})
+    assert got == [("queued", 0, 1), ("ig layer4.1", 0, 2), ("ig layer4.1", 0, 2), ("succeeded", 2, 2)]
