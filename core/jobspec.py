@@ -49,23 +49,33 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
         return list(tc) if isinstance(tc, list) else [tc]
 
 
-def load_jobspec(path: str | Path) -> tuple[JobSpec, Path]:
-    """Read and validate a spec file; return it with the folder relative paths resolve against."""
+def read_spec_file(path: str | Path, what: str) -> tuple[bytes, Path]:
+    """A spec file's bytes and the folder its relative paths resolve against; unreadable: a clear error."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes(), path.resolve().parent
     except OSError as exc:
-        raise ValueError(f"cannot read job spec {path}: {exc.strerror}") from None
-    return parse_jobspec(raw), path.resolve().parent
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def decode_spec(raw: bytes | str, type: Any, what: str) -> Any:
+    """Decode and validate a JSON spec into ``type``; every problem becomes one ValueError naming it."""
+    try:
+        return msgspec.json.decode(raw, type=type)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid {what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
+def load_jobspec(path: str | Path) -> tuple[JobSpec, Path]:
+    """Read and validate a spec file; return it with the folder relative paths resolve against."""
+    raw, base = read_spec_file(path, "job spec")
+    return parse_jobspec(raw), base
 
 
 def parse_jobspec(raw: bytes | str) -> JobSpec:
-    try:
-        return msgspec.json.decode(raw, type=JobSpec)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"invalid job spec: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"job spec is not valid JSON: {exc}") from None
+    return decode_spec(raw, JobSpec, "job spec")
 
 
 def json_schema() -> dict[str, Any]:

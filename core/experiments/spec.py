@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from ..jobspec import JobSpec
+from ..jobspec import JobSpec, decode_spec, read_spec_file
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -78,19 +78,10 @@ class ExperimentJobSpec(JobSpec, forbid_unknown_fields=True):
 
 
 def parse_experiment_spec(raw: bytes | str) -> ExperimentJobSpec:
-    try:
-        return msgspec.json.decode(raw, type=ExperimentJobSpec)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"invalid experiment spec: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"experiment spec is not valid JSON: {exc}") from None
+    return decode_spec(raw, ExperimentJobSpec, "experiment spec")
 
 
 def load_experiment_spec(path: str | Path) -> tuple[ExperimentJobSpec, Path]:
     """Read and validate a spec file; return it with the folder relative paths resolve against."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read experiment spec {path}: {exc.strerror}") from None
-    return parse_experiment_spec(raw), path.resolve().parent
+    raw, base = read_spec_file(path, "experiment spec")
+    return parse_experiment_spec(raw), base
