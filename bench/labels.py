@@ -187,12 +187,12 @@ def _mosaic(weight: float, contrast: float, coefficients=None):
     return method
 
 
-def _evaluate(w: WorldData, method) -> list[dict]:
+def _evaluate(w: WorldData, method, groups: list[GroupData] | None = None) -> list[dict]:
     from neurflow.labeler.scoring import top_indices
     from neurflow.labeler.evaluation.metrics import roc_auc
 
     rows = []
-    for g in w.groups:
+    for g in w.groups if groups is None else groups:
         scores, confidence = method(w, g)
         top = top_indices(scores, 5)
         row = {"gid": g.gid, "label": w.names[top[0]], "reference": g.reference, "mixed": g.mixed, "confidence": confidence}
@@ -232,16 +232,29 @@ def _summary(rows: list[dict], baseline_rows: list[dict]) -> dict:
     }
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> np.ndarray:
-    """Newton's method for L2-regularised logistic regression; x (n, k) without the intercept column."""
-    X = np.c_[np.ones(len(x)), x]
-    beta = np.zeros(X.shape[1])
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-X @ beta))
-        grad = X.T @ (p - y) + l2 * np.r_[0.0, beta[1:]]
-        hess = (X.T * (p * (1 - p))) @ X + l2 * np.diag(np.r_[0.0, np.ones(X.shape[1] - 1)])
-        beta -= np.linalg.solve(hess, grad)
-    return beta
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50, signs: tuple[int, ...] | None = None) -> np.ndarray:
+    """Newton's method for L2-regularised logistic regression; x (n, k) without the intercept column.
+
+    ``signs`` (+1, -1 or 0 per feature) constrains the direction of each coefficient: a feature whose
+    fitted coefficient has the wrong sign is dropped (coefficient 0) and the rest refitted, until all
+    agree. The confidence must not fall when more of a group's patches agree with its label, even if
+    the labels it was fitted on (a grid of methods, some following the patches into error) say so."""
+    active = np.ones(x.shape[1], bool)
+    while True:
+        X = np.c_[np.ones(len(x)), x[:, active]]
+        beta = np.zeros(X.shape[1])
+        for _ in range(steps):
+            p = 1.0 / (1.0 + np.exp(-X @ beta))
+            grad = X.T @ (p - y) + l2 * np.r_[0.0, beta[1:]]
+            hess = (X.T * (p * (1 - p))) @ X + l2 * np.diag(np.r_[0.0, np.ones(X.shape[1] - 1)])
+            beta -= np.linalg.solve(hess, grad)
+        full = np.zeros(x.shape[1] + 1)
+        full[0] = beta[0]
+        full[1:][active] = beta[1:]
+        wrong = [i for i in np.flatnonzero(active) if signs is not None and signs[i] * full[1 + i] < 0]
+        if not wrong:
+            return full
+        active[wrong] = False
 
 
 def _fmt(v, pattern="{:.3f}") -> str:
@@ -276,10 +289,29 @@ def _reliability(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+#: L2 weight of the confidence calibration fit: the dev worlds hold few wrong labels, and an unpenalised
+#: fit on them pushes the coefficients towards separating those few perfectly (overconfident).
+CALIBRATION_L2 = 1.0
+#: Directions of the calibration's features (``ConfidenceParts.features``): more agreement and a wider
+#: margin never lower the confidence, a stronger second part never raises it.
+CALIBRATION_SIGNS = (1, 1, 1, -1)
+
+
+def _calibration_rows(rows: list[dict], coefficients) -> tuple[list[float], list[float], list[bool]]:
+    """(capped confidence, uncapped probability, correct) of rows whose confidence is ConfidenceParts."""
+    from neurflow.labeler.scoring import calibrated_confidence, calibrated_probability
+
+    ref = [r for r in rows if "top1" in r]
+    return ([calibrated_confidence(r["confidence"], coefficients) for r in ref],
+            [calibrated_probability(r["confidence"], coefficients) for r in ref], [bool(r["top1"]) for r in ref])
+
+
 def run_section(args) -> dict:
     import torch
 
+    from bench.mixed import constructed_mixed
     from neurflow.labeler import scoring
+    from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
     from neurflow.world.suite import SUITE
 
     torch.set_num_threads(1)
@@ -292,74 +324,112 @@ def run_section(args) -> dict:
     worlds = [_collect(n, log) for n in names]
     dev = [w for w in worlds if w.role == "dev"]
     held = [w for w in worlds if w.role != "dev"]
+    # Two sets of groups per world: the engine's own, and mixed groups constructed from its pure ones.
+    sets = {w.name: {"engine": w.groups, "mixed*": constructed_mixed(w)} for w in worlds}
     print("worlds:")
     for w in worlds:
         n_mixed = sum(g.mixed for g in w.groups if g.reference)
         print(f"  {w.name:<10} {w.role:<8} CLIP {w.arch:<6} (zero-shot {w.clip_top1:.3f}), resnet18 held-out acc "
               f"{_fmt(w.heldout_accuracy)}, {len(w.groups)} groups, {sum(g.reference is not None for g in w.groups)} with a "
-              f"reference, {n_mixed} of them mixed")
+              f"reference, {n_mixed} of them mixed; {len(sets[w.name]['mixed*'])} constructed mixed groups (mixed*)")
 
-    baseline = {w.name: _evaluate(w, _baseline) for w in worlds}
-    # -- choose the mosaic setting on the dev worlds only --------------------------------------------
-    grid = {(wt, c): {w.name: _evaluate(w, _mosaic(wt, c)) for w in dev} for wt in GRID_WEIGHTS for c in GRID_CONTRAST}
+    def run(w: WorldData, method) -> dict[str, list[dict]]:
+        return {name: _evaluate(w, method, groups) for name, groups in sets[w.name].items()}
+
+    baseline = {w.name: run(w, _baseline) for w in worlds}
+    # -- choose the mosaic setting on the dev worlds only (engine and constructed groups) --------------
+    grid = {(wt, c): {w.name: run(w, _mosaic(wt, c)) for w in worlds} for wt in GRID_WEIGHTS for c in GRID_CONTRAST}
 
     def dev_key(setting):
-        rows = [r for w in dev for r in grid[setting][w.name] if "top1" in r]
+        rows = [r for w in dev for rs in grid[setting][w.name].values() for r in rs if "top1" in r]
         mixed = [r for r in rows if r["mixed"]]
         return (_mean(r["top1"] for r in rows) or 0, _mean(r["top1"] for r in mixed) or 0,
-                _mean(r.get("retrieval_auc") for w in dev for r in grid[setting][w.name]) or 0)
+                _mean(r.get("retrieval_auc") for w in dev for r in grid[setting][w.name]["engine"]) or 0)
 
     chosen = max(grid, key=dev_key)
-    # -- calibrate the chosen method's confidence on the dev worlds' groups ---------------------------
+    # -- fit the confidence calibration on the dev worlds: every grid setting's labels, so that wrong
+    #    labels exist to learn from (the chosen setting alone may label every dev group right) ---------
     feats, ys = [], []
-    for w in dev:
-        for g in w.groups:
-            if g.reference is None:
-                continue
-            scores, parts = _mosaic(*chosen)(w, g)
-            feats.append([parts.exemplars, parts.patches, parts.margin])
-            ys.append(float(w.names[int(scores.argmax())] == g.reference))
-    fitted = fit_logistic(np.array(feats), np.array(ys)) if len(set(ys)) == 2 else None
+    for setting in grid:
+        for w in dev:
+            for rows in grid[setting][w.name].values():
+                for r in rows:
+                    if "top1" in r:
+                        feats.append(r["confidence"].features())
+                        ys.append(float(r["top1"]))
+    fitted = (fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=CALIBRATION_SIGNS)
+              if len(set(ys)) == 2 else None)
     default = (scoring.MOSAIC_EXEMPLAR_WEIGHT, scoring.MOSAIC_CONTRAST)
+    constants = tuple(scoring.CONFIDENCE_COEFFICIENTS)
     methods = {
         "baseline (5 exemplars)": _baseline,
         "contrastive (old default)": _contrastive,
-        f"mosaic w={default[0]:g} l={default[1]:g} (default)": _mosaic(*default, scoring.CONFIDENCE_COEFFICIENTS),
+        f"mosaic w={default[0]:g} l={default[1]:g} (default)": _mosaic(*default, constants),
     }
-    results = {w.name: {m: _evaluate(w, f) for m, f in methods.items()} for w in worlds}
+    results = {w.name: {m: run(w, f) for m, f in methods.items()} for w in worlds}
 
     lines = []
     for w in dev:
         for (wt, c), per_world in grid.items():
-            mark = "  <- chosen" if (wt, c) == chosen else ""
-            lines.append((w.name + " (dev)", f"mosaic w={wt:g} l={c:g}{mark}"[:26], _summary(per_world[w.name], baseline[w.name])))
+            mark = " <- chosen" if (wt, c) == chosen else ""
+            for set_name, rows in per_world[w.name].items():
+                lines.append((f"{w.name} (dev) {set_name}", f"mosaic w={wt:g} l={c:g}{mark}"[:26],
+                              _summary(rows, baseline[w.name][set_name])))
     if not dev:
         print("\n  no dev world in this run: nothing is chosen or calibrated, the labeler's constants are reported as they are")
     print()
-    print(_table("dev worlds: the mosaic grid (confidence: raw exemplar agreement share)", [
+    print(_table("dev worlds: the mosaic grid (confidence: see the calibration below)", [
         (wn, m, {**s, "ece": None, "confidence_auc": None}) for wn, m, s in lines]))
     print(f"\n  chosen on dev ({', '.join(w.name for w in dev) or 'none'}): exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}; "
           f"labeler default: {default[0]:g}, {default[1]:g} -> {'same' if tuple(chosen) == default else 'DIFFERENT'}")
     if fitted is not None:
-        print(f"  confidence calibration fitted on dev groups: b = {np.round(fitted, 2).tolist()}; "
-              f"labeler constants: {list(scoring.CONFIDENCE_COEFFICIENTS)}")
+        print(f"  confidence calibration fitted on dev ({len(ys)} labels of the grid, {int(len(ys) - sum(ys))} wrong): "
+              f"b = {np.round(fitted, 2).tolist()}; labeler constants: {list(constants)}")
+    elif dev:
+        print("  confidence calibration: the dev labels are all right (or all wrong): nothing to fit")
 
-    summary: dict = {"chosen": list(chosen), "fitted_coefficients": None if fitted is None else fitted.tolist(), "worlds": {}}
+    summary: dict = {"chosen": list(chosen), "fitted_coefficients": None if fitted is None else fitted.tolist(),
+                     "constants": list(constants), "worlds": {}}
     lines = []
     for w in worlds:
-        tag = f"{w.name} ({'dev' if w.role == 'dev' else 'HELD-OUT'}, {w.arch})"
-        summary["worlds"][w.name] = {"role": w.role, "arch": w.arch, "methods": {}}
-        for m in methods:
-            s = _summary(results[w.name][m], baseline[w.name])
-            summary["worlds"][w.name]["methods"][m] = s
-            lines.append((tag, m[:26], s))
+        summary["worlds"][w.name] = {"role": w.role, "arch": w.arch, "sets": {}}
+        for set_name in sets[w.name]:
+            tag = f"{w.name} ({'dev' if w.role == 'dev' else 'HELD-OUT'}, {w.arch}) {set_name}"
+            per_set = summary["worlds"][w.name]["sets"][set_name] = {}
+            for m in methods:
+                s = _summary(results[w.name][m][set_name], baseline[w.name][set_name])
+                per_set[m] = s
+                lines.append((tag, m[:26], s))
     print()
     print(_table("all worlds: baseline, former default, default (confidence as the labeler computes it)", lines))
 
+    # -- calibration on held-out worlds: the default's labels, and every grid setting's (wrong labels exist)
     name = next(m for m in methods if m.endswith("(default)"))
-    pooled = [r for w in held for r in results[w.name][name]]
+    calibration = {}
+    if held:
+        grid_rows = [r for setting in grid for w in held for rows in grid[setting][w.name].values() for r in rows]
+        print("\nconfidence on the held-out worlds (engine + mixed* groups)")
+        print(f"  {'labels':<44} {'n':>5} {'wrong':>5} {'ECE':>6} {'ROC-AUC':>7} {'ECE uncapped':>12} {'ROC-AUC uncapped':>16}")
+        for label, rows in (("default (mosaic w=%g l=%g)" % default,
+                             [r for w in held for rs in grid[default][w.name].values() for r in rs] if default in grid else []),
+                            ("every grid setting pooled", grid_rows)):
+            if not rows:
+                continue
+            capped, raw, correct = _calibration_rows(rows, constants)
+            both = len(set(correct)) == 2
+            stats = {"n": len(correct), "wrong": correct.count(False),
+                     "ece": expected_calibration_error(capped, correct, RELIABILITY_BINS),
+                     "roc_auc": roc_auc(correct, capped) if both else None,
+                     "ece_uncapped": expected_calibration_error(raw, correct, RELIABILITY_BINS),
+                     "roc_auc_uncapped": roc_auc(correct, raw) if both else None}
+            calibration[label] = stats
+            print(f"  {label:<44} {stats['n']:>5} {stats['wrong']:>5} {_fmt(stats['ece']):>6} {_fmt(stats['roc_auc']):>7} "
+                  f"{_fmt(stats['ece_uncapped']):>12} {_fmt(stats['roc_auc_uncapped']):>16}")
+    summary["heldout_calibration"] = calibration
+
+    pooled = [r for w in held for rows in results[w.name][name].values() for r in rows]
     if pooled:
-        print(f"\nreliability of the default's confidence, held-out worlds pooled "
+        print(f"\nreliability of the default's confidence, held-out worlds pooled, engine + mixed* "
               f"(uncertain below {scoring.UNCERTAIN_BELOW}):")
         print(_reliability(pooled))
         ref = [r for r in pooled if "top1" in r]
@@ -367,10 +437,13 @@ def run_section(args) -> dict:
         high = [r for r in ref if r["confidence"] >= scoring.UNCERTAIN_BELOW]
         print(f"  marked uncertain: {len(low)} of {len(ref)} groups, accuracy {_fmt(_mean(r['top1'] for r in low))}; "
               f"the others: accuracy {_fmt(_mean(r['top1'] for r in high))}")
-    losses = [(w.name, m) for w in worlds for m in [name]
-              if (summary["worlds"][w.name]["methods"][m]["top1"] or 0) < (summary["worlds"][w.name]["methods"][m]["baseline_top1"] or 0)]
-    print(f"\ndefault below the baseline's top-1 on: {losses or 'no world'}")
+    losses = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
+              if (per_set[name]["top1"] or 0) < (per_set[name]["baseline_top1"] or 0)]
+    wins = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
+            if (per_set[name]["top1"] or 0) > (per_set[name]["baseline_top1"] or 0)]
+    print(f"\ndefault below the baseline's top-1 on: {losses or 'no world'}; above it on: {wins or 'no world'}")
     summary["default_loses_on"] = losses
+    summary["default_wins_on"] = wins
     if getattr(args, "label_json", None):
         Path(args.label_json).write_text(json.dumps(summary, indent=1))
     return summary

@@ -52,3 +52,58 @@ def test_embedding_cache_round_trips_without_pickles(tmp_path):
         assert (a.gid, a.reference, a.mixed) == (b.gid, b.reference, b.mixed)
         for key in ("exemplars", "patches", "held", "ref_mixture", "negatives"):
             assert np.array_equal(getattr(a, key), getattr(b, key))
+
+
+def test_logistic_fit_drops_a_feature_whose_sign_is_wrong():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (3000, 2))
+    beta = np.array([-1.0, 4.0, -2.0])  # the data say the second feature lowers the probability
+    y = (rng.uniform(size=len(x)) < 1 / (1 + np.exp(-(beta[0] + x @ beta[1:])))).astype(float)
+    free = fit_logistic(x, y, l2=1e-6)
+    assert free[2] < -1.0
+    constrained = fit_logistic(x, y, l2=1e-6, signs=(1, 1))
+    assert constrained[2] == 0.0 and constrained[1] > 2.0
+
+
+def _world_of_parts(rng):
+    from bench.labels import GroupData, WorldData
+
+    def group(gid, part, mixed=False, n=12):
+        shift = part or 0
+        return GroupData("w", gid, rng.normal(size=(5, 4)) + shift, rng.normal(size=(n, 4)) + shift, rng.normal(size=(3, 4)),
+                         None if part is None else f"part {part}", mixed, rng.uniform(size=3), rng.normal(size=(7, 4)))
+
+    groups = [group("a", 1), group("b", 2), group("c", 2, n=30), group("impure", 1, mixed=True), group("none", None)]
+    return WorldData("w", "dev", "vit", rng.normal(size=(3, 4)), ["x", "y", "z"], 10.0, groups, 1.0, 1.0), groups
+
+
+def test_constructed_mixed_groups_merge_pure_groups_of_different_parts():
+    from bench.mixed import KINDS, constructed_mixed
+
+    world, groups = _world_of_parts(np.random.default_rng(3))
+    mixed = constructed_mixed(world)
+    by_source = {}
+    for m in mixed:
+        by_source.setdefault(m.gid.split("+")[0], []).append(m)
+    assert set(by_source) == {"a", "b", "c"}  # impure groups and groups without a reference are not merged
+    originals = {g.gid: g for g in groups}
+    for source, made in by_source.items():
+        a = originals[source]
+        assert len(made) == len(KINDS)
+        for m in made:
+            kind = m.gid.split(" ", 1)[1]
+            n_a = KINDS[kind][0]
+            b = originals[m.gid.split("+")[1].split(" ")[0]]
+            assert b.reference != a.reference and m.reference == a.reference and m.mixed
+            assert np.array_equal(m.exemplars[:n_a], a.exemplars[:n_a]) and np.array_equal(m.exemplars[n_a:], b.exemplars[:5 - n_a])
+            assert np.array_equal(m.patches[:5], m.exemplars) and len(m.patches) == min(64, 5 + len(a.patches) + len(b.patches) - 10)
+            assert len(m.held) == len(a.held) + len(b.held)
+
+
+def test_interleave_takes_rounds_then_the_rest():
+    from bench.mixed import interleave
+
+    a = np.arange(3)[:, None] * np.ones((1, 2))
+    b = 10 + np.arange(5)[:, None] * np.ones((1, 2))
+    assert interleave(a, b, 1, 2)[:, 0].tolist() == [0, 10, 11, 1, 12, 13, 2, 14]
+    assert interleave(a[:0], b, 1, 1)[:, 0].tolist() == [10, 11, 12, 13, 14]
