@@ -10,7 +10,7 @@ What is written:
 
 * ``group.labels``: the CLIP top-k, best first, ``{text, score, source: "clip"}`` (score in nats, see
   :mod:`labeler.scoring`), then, when a caption was summarised, one ``source: "caption"`` label whose
-  score is the same contrastive score of the summary text (so the two kinds are comparable);
+  score is the configured score of the summary text (so the two kinds are comparable);
 * ``group.confidence``: the calibrated confidence of ``labels[0]``;
 * ``group.caption``: ``{text, model, prompt_id, prompt_version}`` when a captioner is configured;
 * ``circuit.labeling``: a :class:`~neurflow.core.circuit.Labeling` record: the settings, provenance

@@ -3,7 +3,7 @@
 Inputs are L2-normalised CLIP embeddings: the group's patches ``G`` (n, d), a reference pool ``R``
 (m, d) of patches from the same run, and the vocabulary's concept embeddings ``T`` (c, d).
 
-**Contrastive score (the default).** Each patch ``x`` votes for concepts with CLIP's own zero-shot
+**Contrastive score (the former default; the default is the mosaic score below).** Each patch ``x`` votes for concepts with CLIP's own zero-shot
 distribution ``p(d | x) = softmax_d(s * cos(x, t_d))``, ``s`` the model's logit scale. The group's
 concept distribution is the mixture over its patches, ``P_G(d) = mean_{x in G} p(d | x)`` (a mixture,
 not a product, so a few off-topic patches cannot veto the shared concept); the run's is the same
@@ -19,7 +19,8 @@ mixture over the reference pool, ``P_R(d)``. The score is a smoothed pointwise m
 * ``lambda`` (``LabelerConfig.contrast``, default 1) trades the two terms; ``lambda = 0`` is plain
   zero-shot voting.
 
-**Confidence of the top label** (``Group.confidence``): the *patch agreement*, the estimated
+**Confidence of the top label** (``Group.confidence``) under the contrastive and mean-cosine scores
+(the mosaic score's is calibrated, see ``calibrated_confidence``): the *patch agreement*, the estimated
 probability that a further top patch of the group, labeled on its own, gets the group's top label.
 Each patch used for labeling is scored alone (the same score with the group reduced to that patch);
 with ``k`` of ``n`` patches agreeing, the confidence is the posterior mean under a uniform prior,
