@@ -123,6 +123,17 @@ class Executor:
         self.jobs.finish(job_id, "succeeded", result={"circuits": []}, also=insert)
 
 
+def timeout_reason(limit_s: float, consequence: str) -> str:
+    """Why a job failed over ``job_timeout_s``: the same words from both executors."""
+    return f"the job ran longer than this server's limit of {limit_s:.0f} s (job_timeout_s); {consequence}"
+
+
+def memory_reason(rss_mb: int, limit_mb: int, consequence: str) -> str:
+    """Why a job failed over ``worker_memory_mb``: the same words from both executors."""
+    return (f"the worker used {rss_mb} MB, over this server's limit of {limit_mb} MB per worker "
+            f"(worker_memory_mb); {consequence}")
+
+
 def create_executor(settings: Settings, jobs: JobStore, catalog: Catalog) -> Executor:
     """The executor ``settings.executor`` names."""
     executor = getattr(settings, "executor", "local")

@@ -14,6 +14,12 @@ vocabulary's embedding) loaded for the whole job. Relabel, debug and evaluate jo
 * Cancel: ``ray.cancel`` of the job's tasks (forced for tasks, polite for the actor's calls).
 * A Ray worker that dies mid-task: Ray runs the task again (``max_retries``); the same class folder
   is rewritten and registered once.
+* Limits and progress (:mod:`neurflow.service.ray_guard`): every unit of work reports its start, its
+  stages and its end to a ``ProgressBoard`` actor that the service drains each round. A unit running
+  longer than ``job_timeout_s`` (the service's clock, from its start) or a task process over
+  ``worker_memory_mb`` (its own watchdog kills it) fails the job with the local executor's reason and
+  cancels the job's tasks; classes already stored stay. Stage reports become the same job stages as
+  the local executor's.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +37,21 @@ import msgspec
 import ray
 
 from neurflow.service.catalog import Catalog
-from neurflow.service.executor import Executor
+from neurflow.service.executor import Executor, memory_reason, timeout_reason
 from neurflow.service.jobstore import JobStore
 from neurflow.service.jobtypes import NewCircuit, RunJob, RunTask, TaskOutput, decode_job
+from neurflow.service.ray_guard import (
+    ProgressBoard,
+    UnitEnded,
+    UnitOverMemory,
+    UnitStage,
+    UnitStarted,
+    decode_events,
+    memory_limit_bytes,
+    unit,
+)
 from neurflow.service.settings import Settings
+from neurflow.service.units import class_stage
 
 log = logging.getLogger("neurflow.ray")
 _task_encoder = msgspec.json.Encoder()
@@ -79,37 +97,49 @@ def _setup(settings_json: bytes, task: RunTask, logits):
     return _setups[key]
 
 
-def _prepare_task(settings_json: bytes, task_json: bytes):
+def _unit(settings_json: bytes, board, task: RunTask, name: str, target: int | None = None):
+    """The unit's guard (:func:`ray_guard.unit`) under this server's memory limit per task process."""
+    settings = msgspec.json.decode(settings_json, type=Settings)
+    limit = memory_limit_bytes(settings.worker_memory_mb, settings.ray_num_cpus)
+    return unit(board, task.id, task.attempt, name, target, limit)
+
+
+def _prepare_task(settings_json: bytes, task_json: bytes, board):
     from neurflow.service.units import prepare
 
     task = msgspec.json.decode(task_json, type=RunTask)
-    return prepare(task.job, _context(settings_json)).logits.numpy()
+    with _unit(settings_json, board, task, "prepare") as progress:
+        return prepare(task.job, _context(settings_json), progress).logits.numpy()
 
 
-def _fit_task(settings_json: bytes, task_json: bytes, target: int, logits) -> bytes:
+def _fit_task(settings_json: bytes, task_json: bytes, target: int, logits, board) -> bytes:
     """Fit one class; return its circuit document (to be labeled and stored by the actor)."""
     from neurflow.service.units import fit_one
 
     task = msgspec.json.decode(task_json, type=RunTask)
-    return fit_one(_setup(settings_json, task, logits), target, _context(settings_json)).to_json().encode()
+    with _unit(settings_json, board, task, f"class {target}", target) as progress:
+        ctx = _context(settings_json)
+        return fit_one(_setup(settings_json, task, logits), target, ctx, progress).to_json().encode()
 
 
-def _class_task(settings_json: bytes, task_json: bytes, target: int, logits) -> bytes:
+def _class_task(settings_json: bytes, task_json: bytes, target: int, logits, board) -> bytes:
     """Fit and store one class (a job without labeling)."""
     from neurflow.service.units import run_class
 
     task = msgspec.json.decode(task_json, type=RunTask)
-    ctx = _context(settings_json)
-    return _task_encoder.encode(run_class(task.job, _setup(settings_json, task, logits), task.id, task.attempt,
-                                          target, ctx))
+    with _unit(settings_json, board, task, f"class {target}", target) as progress:
+        ctx = _context(settings_json)
+        return _task_encoder.encode(run_class(task.job, _setup(settings_json, task, logits), task.id, task.attempt,
+                                              target, ctx, progress))
 
 
-def _whole_task(settings_json: bytes, task_json: bytes) -> bytes:
+def _whole_task(settings_json: bytes, task_json: bytes, board) -> bytes:
     """A job that is one unit (relabel, debug, evaluate)."""
     from neurflow.service.tasks import run_task
 
     task = msgspec.json.decode(task_json, type=RunTask)
-    return _task_encoder.encode(run_task(task, _context(settings_json), lambda stage, done, total: None))
+    with _unit(settings_json, board, task, "the job") as progress:
+        return _task_encoder.encode(run_task(task, _context(settings_json), progress))
 
 
 class ClipLabeler:
@@ -118,14 +148,16 @@ class ClipLabeler:
     def __init__(self, settings_json: bytes) -> None:
         self.settings_json = settings_json
 
-    def store(self, task_json: bytes, circuit_json: bytes) -> bytes:
+    def store(self, task_json: bytes, circuit_json: bytes, board) -> bytes:
         from neurflow.core.circuit import Circuit
         from neurflow.service.units import store_class
 
         task = msgspec.json.decode(task_json, type=RunTask)
         circuit = Circuit.from_json(circuit_json)
-        return _task_encoder.encode(store_class(task.job, circuit, task.id, task.attempt,
-                                                _context(self.settings_json)))
+        target = circuit.target.class_index
+        with _unit(self.settings_json, board, task, f"labels of class {target}", target) as progress:
+            return _task_encoder.encode(store_class(task.job, circuit, task.id, task.attempt,
+                                                    _context(self.settings_json), progress))
 
 
 # -- the executor (in the service process) -------------------------------------------------------
@@ -136,11 +168,13 @@ class _RayJob:
     id: str
     job: Any
     total: int
+    attempt: int
     pending: dict[Any, int | None] = field(default_factory=dict)  # ref -> class (None: the whole job)
     helpers: list[Any] = field(default_factory=list)  # refs the pending ones depend on
     actor: Any = None
     stored: int = 0
     cancelling: bool = False
+    started: dict[str, float] = field(default_factory=dict)  # unit -> when the service saw it start
 
 
 class RayExecutor(Executor):
@@ -170,6 +204,8 @@ class RayExecutor(Executor):
             "whole": ray.remote(_whole_task),
         }
         self._actor_class = ray.remote(ClipLabeler)
+        # 0 CPUs: reporting must never wait for a CPU the job's own tasks hold
+        self._board = ray.remote(ProgressBoard).options(num_cpus=0, max_restarts=-1).remote()
         self._connected = True
         log.info("connected to Ray: %s", ray.cluster_resources())
 
@@ -247,21 +283,23 @@ class RayExecutor(Executor):
         job_id = row["id"]
         if not isinstance(job, RunJob):
             task = RunTask(id=job_id, attempt=row["attempt"], job=job)
-            rj = _RayJob(id=job_id, job=job, total=1)
-            rj.pending[self._remote["whole"].options(**self._options()).remote(self._settings_json,
-                                                                                _task_encoder.encode(task))] = None
+            rj = _RayJob(id=job_id, job=job, total=1, attempt=row["attempt"])
+            rj.pending[self._remote["whole"].options(**self._options()).remote(
+                self._settings_json, _task_encoder.encode(task), self._board)] = None
             self._running[job_id] = rj
             return
         skip = self.finished_classes(job_id)
         task = RunTask(id=job_id, attempt=row["attempt"], job=job, skip=skip)
         todo = [c for c in job.spec.target_classes() if c not in set(skip)]
-        rj = _RayJob(id=job_id, job=job, total=len(job.spec.target_classes()), stored=len(skip))
+        rj = _RayJob(id=job_id, job=job, total=len(job.spec.target_classes()), attempt=row["attempt"],
+                     stored=len(skip))
         self._running[job_id] = rj
         self.jobs.progress(job_id, f"ray: {len(todo)} class tasks", rj.stored, rj.total)
         if not todo:
             return
         task_json = _task_encoder.encode(task)
-        logits = self._remote["prepare"].options(**self._options()).remote(self._settings_json, task_json)
+        logits = self._remote["prepare"].options(**self._options()).remote(self._settings_json, task_json,
+                                                                           self._board)
         rj.helpers.append(logits)
         if job.labeling is not None:
             rj.actor = self._actor_class.options(num_cpus=self.settings.ray_num_cpus, num_gpus=0, max_restarts=RETRIES,
@@ -269,16 +307,20 @@ class RayExecutor(Executor):
         for target in todo:
             if rj.actor is not None:
                 fitted = self._remote["fit"].options(**self._options()).remote(self._settings_json, task_json, target,
-                                                                                 logits)
+                                                                                 logits, self._board)
                 rj.helpers.append(fitted)
-                ref = rj.actor.store.remote(task_json, fitted)
+                ref = rj.actor.store.remote(task_json, fitted, self._board)
             else:
                 ref = self._remote["class"].options(**self._options()).remote(self._settings_json, task_json, target,
-                                                                              logits)
+                                                                              logits, self._board)
             rj.pending[ref] = target
 
     def _poll(self) -> None:
-        """Collect finished tasks (waits at most 0.2 s)."""
+        """Apply the units' reports and the limits, then collect finished tasks (waits at most 0.2 s).
+        Reports go first: a task its watchdog killed must fail the job for being over the memory limit,
+        not look like a crash."""
+        self._drain()
+        self._check_time()
         owners = {ref: rj for rj in self._running.values() for ref in rj.pending}
         if not owners:
             self._finish_idle()
@@ -307,6 +349,50 @@ class RayExecutor(Executor):
                                    rj.total)
             self.notify_threadsafe(rj.id)
         self._finish_idle()
+
+    def _drain(self) -> None:
+        try:
+            events = decode_events(ray.get(self._board.drain.remote(), timeout=10))
+        except (ray.exceptions.RayError, msgspec.DecodeError) as exc:  # the board restarts; try next round
+            log.warning("cannot read the Ray tasks' progress: %s", exc)
+            return
+        stages: dict[str, UnitStage] = {}
+        for ev in events:
+            rj = self._running.get(ev.job_id)
+            if rj is None or ev.attempt != rj.attempt or rj.cancelling:
+                continue  # a job that ended (or a stale attempt): nothing to report or to limit
+            if isinstance(ev, UnitStarted):
+                rj.started[ev.unit] = time.monotonic()
+            elif isinstance(ev, UnitEnded):
+                rj.started.pop(ev.unit, None)
+            elif isinstance(ev, UnitStage):
+                stages[rj.id] = ev  # only the newest reaches the table, as the local worker's throttle does
+            elif isinstance(ev, UnitOverMemory):
+                log.error("job %s: %s used %d MB (limit %d MB)", rj.id, ev.unit, ev.rss_mb, ev.limit_mb)
+                self._end(rj, "failed", memory_reason(ev.rss_mb, ev.limit_mb,
+                                                      f"the Ray task of {ev.unit} was killed and the job's "
+                                                      "other tasks cancelled"))
+        for job_id, ev in stages.items():
+            rj = self._running.get(job_id)
+            if rj is None or rj.cancelling:
+                continue
+            if ev.target is not None and rj.total > 1:
+                stage = class_stage(ev.stage, ev.done, ev.total, ev.target, rj.stored, rj.total)
+                self.jobs.progress(job_id, stage, rj.stored, rj.total)
+            else:
+                self.jobs.progress(job_id, ev.stage, ev.done, ev.total)
+            self.notify_threadsafe(job_id)
+
+    def _check_time(self) -> None:
+        """``job_timeout_s`` per unit of work, from the moment it started, as the local executor's clock
+        restarts at every stored class."""
+        limit, now = self.settings.job_timeout_s, time.monotonic()
+        for rj in list(self._running.values()):
+            over = [name for name, since in rj.started.items() if now - since > limit]
+            if over and not rj.cancelling:
+                log.error("job %s: %s ran longer than %.0f s", rj.id, over[0], limit)
+                self._end(rj, "failed", timeout_reason(limit, f"{over[0]} was still running; the job's Ray "
+                                                              "tasks were cancelled"))
 
     def _finish_idle(self) -> None:
         for rj in list(self._running.values()):

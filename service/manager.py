@@ -29,7 +29,7 @@ import anyio
 import msgspec
 
 from neurflow.service.catalog import Catalog
-from neurflow.service.executor import Executor
+from neurflow.service.executor import Executor, memory_reason, timeout_reason
 from neurflow.service.jobstore import JobStore
 from neurflow.service.jobtypes import (
     Cancelled,
@@ -267,13 +267,11 @@ class JobManager(Executor):
         and the worker is killed (and replaced by ``_on_exit``)."""
         reason = None
         if now - handle.busy_since > self.settings.job_timeout_s:
-            reason = (f"the job ran longer than this server's limit of {self.settings.job_timeout_s:.0f} s "
-                      "(job_timeout_s); the worker was replaced")
+            reason = timeout_reason(self.settings.job_timeout_s, "the worker was replaced")
         else:
             rss, limit = _rss_bytes(handle.pid), self.settings.worker_memory_bytes
             if rss > limit:
-                reason = (f"the worker used {rss >> 20} MB, over this server's limit of {limit >> 20} MB per worker "
-                          "(worker_memory_mb); the worker was replaced")
+                reason = memory_reason(rss >> 20, limit >> 20, "the worker was replaced")
         if reason is None:
             return
         job_id, handle.job_id = handle.job_id, None  # nothing else ends this job now

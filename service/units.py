@@ -102,6 +102,11 @@ def class_progress(progress: Progress, target: int, finished: int, total: int, e
         now = time.monotonic()
         if stage != last[1] or done >= of or now - last[0] > every_s:
             last[0], last[1] = now, stage
-            progress(f"{stage} {done}/{of} | class {target}, {finished} of {total} done", finished, total)
+            progress(class_stage(stage, done, of, target, finished, total), finished, total)
 
     return report
+
+
+def class_stage(stage: str, done: int, of: int, target: int, finished: int, total: int) -> str:
+    """The job stage of one class's step: the same text from both executors."""
+    return f"{stage} {done}/{of} | class {target}, {finished} of {total} done"

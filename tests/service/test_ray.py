@@ -2,13 +2,16 @@
 
 A batch job of every class of the tiny model runs as Ray tasks (labeling in a CLIP actor) and makes
 the same circuit documents as the local executor; a Ray worker process killed mid-job is retried by
-Ray and the job completes with each class once; a cancel ends the job and its Ray tasks.
+Ray and the job completes with each class once; a cancel ends the job and its Ray tasks; the
+server's per-job time limit and per-worker memory limit fail a job on Ray as they do locally; a Ray
+job streams the engine's in-class stages.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -23,7 +26,7 @@ pytest.importorskip("ray")
 
 from neurflow.service.client import Client  # noqa: E402
 
-from .helpers import ENGINE, KEY_A, REPO, LiveServer, job_spec, wait_for, write_tiny_clip  # noqa: E402
+from .helpers import ENGINE, KEY_A, REPO, SLOW_ENGINE, LiveServer, job_spec, wait_for, write_tiny_clip  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -64,9 +67,30 @@ def ray_server(ray_head, tmp_path_factory):
     srv.stop()
 
 
-def _upload(server, assets) -> tuple[str, str]:
+#: limits of the second server: a class of ENGINE (a cold Ray worker imports torch first) stays far
+#: under the time limit, LONG_ENGINE takes minutes; the memory limit is about 1 GB over a task
+#: process's resident size with the tiny model (0.9-1.0 GB here), a 224 px readout batch goes past it
+LIMIT_S, LIMIT_MB = 30, 2000
+#: minutes of IG in chunks of one patch: long, but small (SLOW_ENGINE's chunks of 8 x 4000 samples
+#: reach 1.6 GB)
+LONG_ENGINE = {**SLOW_ENGINE, "batch_size": 1}
+#: patches at 224 px in one forward batch: conv1 alone writes 472 x 64 x 112 x 112 floats (1.5 GB)
+HUGE_ENGINE = {**ENGINE, "forward_batch_size": 1024}
+
+
+@pytest.fixture(scope="module")
+def limited_server(ray_head, tmp_path_factory):
+    env = {**ray_head["env"], "NEURFLOW_EXECUTOR": "ray", "NEURFLOW_RAY_ADDRESS": ray_head["address"],
+           "NEURFLOW_RAY_NUM_GPUS": "0", "NEURFLOW_TORCH_THREADS": "1", "NEURFLOW_JOB_TIMEOUT_S": str(LIMIT_S),
+           "NEURFLOW_WORKER_MEMORY_MB": str(LIMIT_MB)}
+    srv = LiveServer(tmp_path_factory.mktemp("ray-limits") / "data", workers=1, env=env).start(timeout=180)
+    yield srv
+    srv.stop()
+
+
+def _upload(server, assets, weights=None, descriptor=None) -> tuple[str, str]:
     with Client(server.url, KEY_A) as c:
-        model = c.upload_model(assets["weights"], assets["descriptor"])
+        model = c.upload_model(weights or assets["weights"], descriptor or assets["descriptor"])
         dataset = c.upload_dataset(assets["images"])
     return model["id"], dataset["id"]
 
@@ -121,10 +145,15 @@ def test_batch_job_on_ray_matches_the_local_executor(ray_server, assets):
     with Client(ray_server.url, KEY_A) as c:
         health = c.health()
         assert health["workers"][0]["name"] == "ray" and health["ready"], health
-        final = c.follow(c.submit(spec)["id"])
+        events: list[dict] = []
+        final = c.follow(c.submit(spec)["id"], events.append)
         assert final["state"] == "succeeded", final
         assert sorted(x["class_index"] for x in final["result"]["circuits"]) == [0, 1, 2]
         assert final["done"] == final["total"] == 3
+    # the engine's stages inside a class reach the SSE stream, worded as the local executor words them
+    in_class = [e["stage"] for e in events if re.fullmatch(r"(activations|ig \S+|groups|select) \d+/\d+ "
+                                                           r"\| class [0-2], [0-3] of 3 done", e["stage"] or "")]
+    assert in_class, [e["stage"] for e in events]
     on_ray = _documents(ray_server, final["id"])
     assert all(g["labels"] for doc in on_ray.values() for layer in doc["layers"] for g in layer["groups"])
     on_local = _local_documents(ray_server, final)
@@ -160,3 +189,33 @@ def test_cancel_on_ray_cancels_the_tasks(ray_server, assets):
         assert final["state"] == "cancelled", final
         wait_for(lambda: not _ray_pids("_class_task"), 30, what="the class tasks to stop")
         assert len(c.circuits(job["id"])) < 3
+
+
+def test_time_and_memory_limits_on_ray(limited_server, assets):
+    mid, did = _upload(limited_server, assets)
+    from safetensors.torch import load_file, save_file
+
+    weights = Path(tempfile.mkdtemp()) / "tiny224.safetensors"  # other bytes: a model id of its own
+    save_file(load_file(str(assets["weights"])), str(weights), metadata={"input": "224"})
+    big, _ = _upload(limited_server, assets, weights, {**assets["descriptor"], "input_size": 224})
+    with Client(limited_server.url, KEY_A) as c:
+        first = c.follow(c.submit(job_spec(mid, did, target=[0]))["id"])
+        assert first["state"] == "succeeded", first
+        kept = c.circuit(first["result"]["circuits"][0]["id"])
+
+        slow = c.follow(c.submit(job_spec(mid, did, target=[0], engine=LONG_ENGINE))["id"])
+        assert slow["state"] == "failed" and "job_timeout_s" in slow["error"], slow
+        assert "class 0" in slow["error"] and slow["attempt"] == 1, slow
+        wait_for(lambda: not _ray_pids("_class_task"), 30, what="the timed-out class task to be cancelled")
+
+        spec = job_spec(big, did, target=[1], engine=HUGE_ENGINE)
+        spec["model"]["input_size"] = 224
+        huge = c.follow(c.submit(spec)["id"])
+        assert huge["state"] == "failed" and "worker_memory_mb" in huge["error"], huge
+        assert huge["attempt"] == 1, huge  # neither Ray's retry nor the service's reran it
+        wait_for(lambda: not _ray_pids("_class_task"), 30, what="the retried class task to be cancelled")
+
+        after = c.follow(c.submit(job_spec(mid, did, target=[2]))["id"])
+        assert after["state"] == "succeeded", after  # the executor runs the next job
+        assert [x["id"] for x in c.circuits(first["id"])] == [first["result"]["circuits"][0]["id"]]
+        assert c.circuit(first["result"]["circuits"][0]["id"]) == kept  # nothing finished is lost
