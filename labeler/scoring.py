@@ -191,7 +191,7 @@ def confidence_parts(exemplars: np.ndarray, patches: np.ndarray, concepts: np.nd
 #: with the signs constrained (``CALIBRATION_SIGNS``): patch agreement came out negative, because the
 #: grid's wrong labels are those that follow the patches, so it was dropped (b2 = 0). The bench prints
 #: its fit next to these constants; they are reported on the held-out worlds only.
-CONFIDENCE_COEFFICIENTS = (-2.27, 7.16, 0.0, 5.43, -1.97)
+CONFIDENCE_COEFFICIENTS = (-2.83, 10.44, 0.0, 5.61, -3.08)
 
 #: Labels whose confidence is below this are shown as uncertain (viewer) and exported with this
 #: lower score (Label Studio), so that reviewers see them first.
