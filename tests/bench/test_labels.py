@@ -107,3 +107,50 @@ def test_interleave_takes_rounds_then_the_rest():
     b = 10 + np.arange(5)[:, None] * np.ones((1, 2))
     assert interleave(a, b, 1, 2)[:, 0].tolist() == [0, 10, 11, 1, 12, 13, 2, 14]
     assert interleave(a[:0], b, 1, 1)[:, 0].tolist() == [10, 11, 12, 13, 14]
+
+
+def _synthetic_world(name, role, rng, scramble=False):
+    """Four concepts; pure groups of each part (exemplars and patches near the part's text embedding),
+    a reference pool dominated by parts 0 and 1 (the class's own parts) so that reference-weighted
+    settings of the grid make mistakes."""
+    from bench.labels import GroupData, WorldData
+    from neurflow.labeler.scoring import mixture
+
+    concepts = np.eye(4, 8)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    names = ["part a", "part b", "part c", "part d"]
+    ref_mixture = mixture(unit(np.repeat(concepts[:2], 40, axis=0) + 0.3 * rng.normal(size=(80, 8))), concepts, 20.0)
+    groups = []
+    for i in range(8):
+        part = i % 4
+        exemplars = unit(concepts[part] + 0.4 * rng.normal(size=(5, 8)))
+        patches = np.concatenate([exemplars, unit(concepts[part] + 0.5 * rng.normal(size=(20, 8)))])
+        reference = names[(part + 1) % 4] if scramble else names[part]
+        groups.append(GroupData(name, f"c0/l{i}g0", exemplars, patches, unit(concepts[part] + 0.5 * rng.normal(size=(4, 8))),
+                                reference, False, ref_mixture, unit(rng.normal(size=(30, 8)))))
+    return WorldData(name, role, "vit", concepts, names, 20.0, groups, 1.0, 1.0)
+
+
+def test_label_section_chooses_and_calibrates_on_dev_worlds_only(monkeypatch, capsys):
+    """What the held-out world holds changes what is reported, never what is chosen or fitted."""
+    import bench.labels as labels
+    from types import SimpleNamespace
+
+    def run(scramble_heldout):
+        worlds = {"standard": _synthetic_world("standard", "dev", np.random.default_rng(5)),
+                  "shapes2": _synthetic_world("shapes2", "held-out", np.random.default_rng(6), scramble=scramble_heldout)}
+        monkeypatch.setattr(labels, "_collect", lambda name, log: worlds[name])
+        return labels.run_section(SimpleNamespace(label_worlds=["standard", "shapes2"], label_json=None))
+
+    honest, scrambled = run(False), run(True)
+    out = capsys.readouterr().out
+    assert "constructed mixed groups (mixed*)" in out and "confidence on the held-out worlds" in out
+    assert honest["fitted_coefficients"] is not None  # the grid's reference-weighted settings err on dev
+    assert honest["chosen"] == scrambled["chosen"] and honest["fitted_coefficients"] == scrambled["fitted_coefficients"]
+    default = next(m for m in honest["worlds"]["shapes2"]["sets"]["engine"] if m.endswith("(default)"))
+    assert honest["worlds"]["shapes2"]["sets"]["engine"][default]["top1"] == 1.0
+    assert scrambled["worlds"]["shapes2"]["sets"]["engine"][default]["top1"] == 0.0
+    assert honest["default_loses_on"] == []
