@@ -9,7 +9,7 @@ masks), when at least 3 of 5 do; groups without such a majority have no referenc
 Methods (all from the same CLIP embeddings of the same patches):
 
 * ``baseline``: the concept with the highest mean cosine similarity to the five exemplars;
-* ``contrastive``: the former default, contrastive score over all top patches (reference term 1);
+* ``contrastive``: contrastive score over all top patches (reference term 1);
 * ``mosaic w=.. l=..``: the mosaic score (:func:`neurflow.labeler.scoring.mosaic_scores`) on a grid
   of exemplar weights and reference weights.
 
@@ -18,9 +18,9 @@ constructed from its pure ones (``mixed*``, :mod:`bench.mixed`), where labels ca
 
 The grid is compared on the *dev* worlds only (both sets); the best setting there (top-1, then top-1
 on mixed groups, then retrieval AUC) is the one reported on the *held-out* worlds, next to the
-baseline and the former default. The confidence's logistic calibration is fitted on the dev worlds'
+baseline and the contrastive score. The confidence's logistic calibration is fitted on the dev worlds'
 labels of every grid setting (the chosen one alone may make no mistake to learn from) and checked on
-the held-out worlds' labels of the default and of every grid setting (ECE and ROC-AUC, before and
+the held-out worlds' labels of the chosen setting and of every grid setting (ECE and ROC-AUC, before and
 after the doubt cap). Columns: top-1 / top-5 against the mosaic's part, top-1 on mixed groups,
 held-out retrieval ROC-AUC (the group's held-out top patches against random patches of the run,
 ranked by similarity to the label), and the confidence's ECE and ROC-AUC against correctness; every
@@ -311,6 +311,14 @@ def _calibration_rows(rows: list[dict], coefficients) -> tuple[list[float], list
             [calibrated_probability(r["confidence"], coefficients) for r in ref], [bool(r["top1"]) for r in ref])
 
 
+def _default_score() -> str:
+    import msgspec
+
+    from neurflow.core.circuit import LabelingSettings
+
+    return next(f.default for f in msgspec.structs.fields(LabelingSettings) if f.name == "score")
+
+
 def run_section(args) -> dict:
     import torch
 
@@ -366,10 +374,12 @@ def run_section(args) -> dict:
               if len(set(ys)) == 2 else None)
     default = (scoring.MOSAIC_EXEMPLAR_WEIGHT, scoring.MOSAIC_CONTRAST)
     constants = tuple(scoring.CONFIDENCE_COEFFICIENTS)
+    labeler_default = _default_score()
+    mosaic_name = f"mosaic w={default[0]:g} l={default[1]:g}"
     methods = {
         "baseline (5 exemplars)": _baseline,
-        "contrastive (old default)": _contrastive,
-        f"mosaic w={default[0]:g} l={default[1]:g} (default)": _mosaic(*default, constants),
+        "contrastive" + (" (default)" if labeler_default == "contrastive" else ""): _contrastive,
+        mosaic_name + (" (default)" if labeler_default == "mosaic" else ""): _mosaic(*default, constants),
     }
     results = {w.name: {m: run(w, f) for m, f in methods.items()} for w in worlds}
 
@@ -386,7 +396,7 @@ def run_section(args) -> dict:
     print(_table("dev worlds: the mosaic grid (confidence: see the calibration below)", [
         (wn, m, {**s, "ece": None, "confidence_auc": None}) for wn, m, s in lines]))
     print(f"\n  chosen on dev ({', '.join(w.name for w in dev) or 'none'}): exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}; "
-          f"labeler default: {default[0]:g}, {default[1]:g} -> {'same' if tuple(chosen) == default else 'DIFFERENT'}")
+          f"labeler's mosaic constants: {default[0]:g}, {default[1]:g} -> {'same' if tuple(chosen) == default else 'DIFFERENT'}")
     if fitted is not None:
         print(f"  confidence calibration fitted on dev ({len(ys)} labels of the grid, {int(len(ys) - sum(ys))} wrong): "
               f"b = {np.round(fitted, 2).tolist()}; labeler constants: {list(constants)}")
@@ -406,16 +416,17 @@ def run_section(args) -> dict:
                 per_set[m] = s
                 lines.append((tag, m[:26], s))
     print()
-    print(_table("all worlds: baseline, former default, default (confidence as the labeler computes it)", lines))
+    print(_table(f"all worlds: baseline, contrastive, mosaic; the labeler's default is {labeler_default!r} "
+                 "(confidence as the labeler computes it)", lines))
 
-    # -- calibration on held-out worlds: the default's labels, and every grid setting's (wrong labels exist)
-    name = next(m for m in methods if m.endswith("(default)"))
+    # -- calibration on held-out worlds: the mosaic's labels, and every grid setting's (wrong labels exist)
+    name = next(m for m in methods if m.startswith(mosaic_name))
     calibration = {}
     if held:
         grid_rows = [r for setting in grid for w in held for rows in grid[setting][w.name].values() for r in rows]
         print("\nconfidence on the held-out worlds (engine + mixed* groups)")
         print(f"  {'labels':<44} {'n':>5} {'wrong':>5} {'ECE':>6} {'ROC-AUC':>7} {'ECE uncapped':>12} {'ROC-AUC uncapped':>16}")
-        for label, rows in (("default (mosaic w=%g l=%g)" % default,
+        for label, rows in ((mosaic_name,
                              [r for w in held for rs in grid[default][w.name].values() for r in rs] if default in grid else []),
                             ("every grid setting pooled", grid_rows)):
             if not rows:
@@ -434,7 +445,7 @@ def run_section(args) -> dict:
 
     pooled = [r for w in held for rows in results[w.name][name].values() for r in rows]
     if pooled:
-        print(f"\nreliability of the default's confidence, held-out worlds pooled, engine + mixed* "
+        print(f"\nreliability of the {mosaic_name} confidence, held-out worlds pooled, engine + mixed* "
               f"(uncertain below {scoring.UNCERTAIN_BELOW}):")
         print(_reliability(pooled))
         ref = [r for r in pooled if "top1" in r]
@@ -454,13 +465,18 @@ def run_section(args) -> dict:
             counts[1] += 1
         print("  marked uncertain, by kind of group: " + "; ".join(f"{k} {a} of {n}" for k, (a, n) in flagged.items()))
         summary["heldout_marked_uncertain"] = flagged
-    losses = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
-              if (per_set[name]["top1"] or 0) < (per_set[name]["baseline_top1"] or 0)]
-    wins = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
-            if (per_set[name]["top1"] or 0) > (per_set[name]["baseline_top1"] or 0)]
-    print(f"\ndefault below the baseline's top-1 on: {losses or 'no world'}; above it on: {wins or 'no world'}")
-    summary["default_loses_on"] = losses
-    summary["default_wins_on"] = wins
+    # The rule for the default: it must never score below the baseline's top-1, on any world or set.
+    verdicts = {}
+    for m in methods:
+        if m.startswith("baseline"):
+            continue
+        below = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
+                 if (per_set[m]["top1"] or 0) < (per_set[m]["baseline_top1"] or 0)]
+        above = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
+                 if (per_set[m]["top1"] or 0) > (per_set[m]["baseline_top1"] or 0)]
+        verdicts[m] = {"below_baseline": below, "above_baseline": above}
+        print(f"\n{m}: below the baseline's top-1 on {below or 'no world'}; above it on {above or 'no world'}")
+    summary["versus_baseline"] = verdicts
     if getattr(args, "label_json", None):
         Path(args.label_json).write_text(json.dumps(summary, indent=1))
     return summary

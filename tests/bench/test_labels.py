@@ -150,7 +150,8 @@ def test_label_section_chooses_and_calibrates_on_dev_worlds_only(monkeypatch, ca
     assert "constructed mixed groups (mixed*)" in out and "confidence on the held-out worlds" in out
     assert honest["fitted_coefficients"] is not None  # the grid's reference-weighted settings err on dev
     assert honest["chosen"] == scrambled["chosen"] and honest["fitted_coefficients"] == scrambled["fitted_coefficients"]
-    default = next(m for m in honest["worlds"]["shapes2"]["sets"]["engine"] if m.endswith("(default)"))
-    assert honest["worlds"]["shapes2"]["sets"]["engine"][default]["top1"] == 1.0
-    assert scrambled["worlds"]["shapes2"]["sets"]["engine"][default]["top1"] == 0.0
-    assert honest["default_loses_on"] == []
+    mosaic = next(m for m in honest["worlds"]["shapes2"]["sets"]["engine"] if m.startswith("mosaic"))
+    assert honest["worlds"]["shapes2"]["sets"]["engine"][mosaic]["top1"] == 1.0
+    assert scrambled["worlds"]["shapes2"]["sets"]["engine"][mosaic]["top1"] == 0.0
+    assert honest["versus_baseline"][mosaic]["below_baseline"] == []
+    assert scrambled["versus_baseline"][mosaic]["below_baseline"] == []  # the baseline is scrambled alike
