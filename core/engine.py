@@ -7,8 +7,10 @@ neurons of the lower layer, and cluster the neuron's top patches into concepts. 
 concepts of each layer and weigh the edges between groups. See docs/method.md for the choices
 made where the paper and the reference code disagree.
 
-Memory: patches are generated and streamed in batches from the selected images; only the neuron
-readouts (patches x channels) of each layer are held, never full activation maps of every patch.
+Memory: patches are generated and streamed in batches from the selected images; the neuron readouts
+(patches x channels) of each layer are held, and the complete maps of the last layer only (the IG
+input space) when they fit ``map_cache_mb``: every IG stage starts from those instead of re-running
+the model's trunk for each chunk of patches.
 """
 
 from __future__ import annotations
@@ -169,14 +171,16 @@ class NeurFlow(BaseEstimator):
         timings["select"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
+        keep_maps = self._fits_map_cache(shapes[p.layers[-1]], len(index))
         cached = readout_cache.get("pixels") if readout_cache is not None else None
-        if cached is not None and cached.shape == pixels.shape and torch.equal(cached, pixels):
-            acts = readout_cache["acts"]
+        if (cached is not None and cached.shape == pixels.shape and torch.equal(cached, pixels)
+                and (readout_cache.get("maps") is not None or not keep_maps)):
+            acts, maps = readout_cache["acts"], readout_cache.get("maps")
         else:
-            acts = self._readouts(access, pixels, index)
+            acts, maps = self._readouts(access, pixels, index, keep_maps)
             if readout_cache is not None:  # one entry: the last selection (memory stays one readout set)
                 readout_cache.clear()
-                readout_cache.update(pixels=pixels, acts=acts)
+                readout_cache.update(pixels=pixels, acts=acts, maps=maps)
         timings["activations"] = time.perf_counter() - clock
         if len(index) < p.top_n:
             warnings.warn(f"only {len(index)} patches for top_n={p.top_n}; using all of them", FewPatchesWarning,
@@ -187,7 +191,7 @@ class NeurFlow(BaseEstimator):
         importance = {target_class: 1.0}
         for u in range(len(p.layers) - 1):
             clock = time.perf_counter()
-            fit = self._fit_layer(access, u, current, importance, acts, pixels, index, selected)
+            fit = self._fit_layer(access, u, current, importance, acts, maps, pixels, index, selected)
             layers.append(Layer(name=p.layers[u], shape=list(shapes[p.layers[u]]), neurons=fit.neurons, groups=[]))
             current, importance = fit.next_neurons, fit.importance
             timings[f"layer:{p.layers[u]}"] = time.perf_counter() - clock
@@ -265,29 +269,59 @@ class NeurFlow(BaseEstimator):
                              f"with none left out): {counts}. Use select='all' or give images of that class")
         return images.subset(keep[: selection.max_images] if selection.max_images else keep)
 
-    def _readouts(self, access: LayerAccess, pixels: torch.Tensor, index: PatchIndex) -> dict[str, torch.Tensor]:
-        """Neuron readouts of every layer for every patch (float32 on CPU), one streamed pass."""
+    def _fits_map_cache(self, bottom_shape: tuple[int, ...], n_patches: int) -> bool:
+        size = n_patches * int(np.prod(bottom_shape)) * 4  # float32
+        return 0 < size <= self.params_.map_cache_mb * 2**20
+
+    def _readouts(self, access: LayerAccess, pixels: torch.Tensor, index: PatchIndex,
+                  keep_maps: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Neuron readouts of every layer for every patch (float32 on CPU), one streamed pass; with
+        ``keep_maps``, also the complete maps of the last layer (on the fit's device), which the IG
+        stages start from instead of re-running the model up to their lower layer for every chunk."""
         total = len(index)
+        bottom = self.params_.layers[-1]
         chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.params_.layers}
+        maps = None
         with torch.no_grad():
             for start in range(0, total, self.params_.forward_batch_size):
                 which = np.arange(start, min(start + self.params_.forward_batch_size, total))
-                found = access.readouts(make_patches(pixels, index, which))
+                wanted = {bottom: None} if keep_maps else None
+                found = access.readouts(make_patches(pixels, index, which), maps=wanted)
                 for name, value in found.items():
                     chunks[name].append(value.float().cpu())
+                if keep_maps:
+                    if maps is None:  # filled in place: no second copy from a final concatenation
+                        maps = torch.empty((total, *wanted[bottom].shape[1:]), dtype=torch.float32,
+                                           device=wanted[bottom].device)
+                    maps[start:start + len(which)] = wanted[bottom]
                 self._report("activations", int(which[-1]) + 1, total)
         acts = {name: torch.cat(parts) for name, parts in chunks.items()}
         for name in self.params_.layers:
             if not torch.isfinite(acts[name]).all():
                 raise ValueError(f"layer {name!r} produces non-finite activations (NaN or inf) on these images")
-        return acts
+        return acts, maps
 
-    def _fit_layer(self, access, u, neurons, importance, acts, pixels, index, selected) -> _LayerFit:
+    def _lower_maps(self, access: LayerAccess, lower: str, which, x: torch.Tensor,
+                    maps: torch.Tensor | None) -> torch.Tensor:
+        """Complete maps of layer ``lower`` for the patches ``which`` (pixels ``x``): from the kept maps
+        of the last layer through the block up to ``lower`` when there is one that needs no input
+        (a few blocks instead of the whole trunk), else by re-running the model from the pixels."""
+        if maps is not None:
+            bottom = self.params_.layers[-1]
+            z = maps[torch.as_tensor(np.asarray(which, dtype=np.int64), device=maps.device)].to(x.device)
+            if lower == bottom:
+                return z
+            block = access.block(bottom, lower)
+            if not block.needs_input:
+                return block(z)
+        return access.full_output(x, lower)
+
+    def _fit_layer(self, access, u, neurons, importance, acts, maps, pixels, index, selected) -> _LayerFit:
         upper, lower = self.params_.layers[u], self.params_.layers[u + 1]
         a_up = acts[upper]
         n_top = min(self.params_.top_n, len(index))
         top = {i: torch.topk(a_up[:, i], n_top, sorted=True).indices.numpy() for i in neurons}
-        scores = self._ig_scores(access, upper, lower, top, pixels, index)
+        scores = self._ig_scores(access, upper, lower, top, maps, pixels, index)
 
         v_low = acts[lower].double().numpy()
         n_lower = v_low.shape[1]
@@ -299,7 +333,7 @@ class NeurFlow(BaseEstimator):
             ranking = np.abs(s).mean(axis=0)
             chosen = np.argsort(-ranking, kind="stable")[:tau]
             if self.params_.acceptable_error_range >= 0:
-                chosen = self._prune(access, upper, lower, i, chosen, a_up, pixels, index, n_top)
+                chosen = self._prune(access, upper, lower, i, chosen, a_up, maps, pixels, index, n_top)
             for j in chosen:
                 next_importance[int(j)] = max(next_importance.get(int(j), 0.0), float(ranking[j]))
             concepts = self._concepts(i, top[i], s, chosen, v_low, a_up, index, selected)
@@ -308,7 +342,7 @@ class NeurFlow(BaseEstimator):
         next_neurons = [] if is_last_pair else sorted(next_importance)
         return _LayerFit(out_neurons, next_neurons, next_importance)
 
-    def _ig_scores(self, access, upper, lower, top, pixels, index) -> dict[int, np.ndarray]:
+    def _ig_scores(self, access, upper, lower, top, maps, pixels, index) -> dict[int, np.ndarray]:
         """Per-channel IG scores (n_top, C_lower) of every upper core neuron on its top patches."""
         needs: dict[int, list[int]] = {}
         for i, rows in top.items():
@@ -327,7 +361,7 @@ class NeurFlow(BaseEstimator):
                 which = patches[start:start + self.params_.batch_size]
                 x = make_patches(pixels, index, which)
                 with torch.no_grad():
-                    z = access.full_output(x, lower)
+                    z = self._lower_maps(access, lower, which, x, maps)
                 targets = [needs[p] for p in which]
                 result = multi_target_ig(block, z, targets, self.params_.ig_steps, self.params_.token_reduce, x=x)
                 for p, tlist, rows in zip(which, targets, result):
@@ -367,7 +401,7 @@ class NeurFlow(BaseEstimator):
         box = selected.geometry(image).to_source(tuple(float(b) for b in index.box[p]))
         return Exemplar(image=image, box=box, activation=float(a_up[p, i]), granularity=float(index.granularity[p]))
 
-    def _prune(self, access, upper, lower, i, chosen, a_up, pixels, index, n_top) -> np.ndarray:
+    def _prune(self, access, upper, lower, i, chosen, a_up, maps, pixels, index, n_top) -> np.ndarray:
         """The reference's optional pruning: cumulative masks of the tau list, over all patches."""
         block = access.block(lower, upper)
         tau = len(chosen)
@@ -376,7 +410,7 @@ class NeurFlow(BaseEstimator):
             for start in range(0, len(index), self.params_.forward_batch_size):
                 which = np.arange(start, min(start + self.params_.forward_batch_size, len(index)))
                 x = make_patches(pixels, index, which)
-                z = access.full_output(x, lower)
+                z = self._lower_maps(access, lower, which, x, maps)
                 for j in range(tau):
                     masked = zero_channels(z, chosen[: j + 1])
                     values[j, which] = readout(block(masked, x), self.params_.token_reduce)[:, i].float().cpu()

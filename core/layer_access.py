@@ -356,8 +356,11 @@ class LayerAccess:
             self.probe(x)
 
     # -- forward passes with hooks -----------------------------------------------------------
-    def readouts(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Neuron activations (B, C) of ``names`` (default: all layers) in one forward pass."""
+    def readouts(self, x: torch.Tensor, names: Sequence[str] | None = None,
+                 maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Neuron activations (B, C) of ``names`` (default: all layers) in one forward pass. ``maps``:
+        a dict whose keys name layers whose complete (canonical) outputs are wanted too; their values
+        are filled in."""
         names = list(names or self.layers)
         self._ensure_probed(x)
         found: dict[str, torch.Tensor] = {}
@@ -365,7 +368,10 @@ class LayerAccess:
         for name in names:
 
             def hook(_m, _i, out, name=name):
-                found[name] = readout(self._canonical(out, name), self.token_reduce)
+                full = self._canonical(out, name)
+                if maps is not None and name in maps:
+                    maps[name] = full.clone()  # an in-place op further up (ReLU(inplace=True)) would rewrite it
+                found[name] = readout(full, self.token_reduce)
                 if len(found) == len(names):
                     raise _StopForward
 

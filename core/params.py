@@ -72,6 +72,10 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     forward_batch_size: Annotated[int, _doc(
         "Patches per plain forward pass (small batches keep the peak memory of the streamed activation pass "
         "low; larger ones are not faster on CPU).", ge=1)] = 32
+    map_cache_mb: Annotated[int, _doc(
+        "Memory (MB) for keeping the complete output maps of the last layer (the IG input space) for every "
+        "patch, taken during the readout pass: each IG stage then starts from them instead of re-running the "
+        "model from the pixels. 0, or maps larger than this, re-run the model.", ge=0)] = 4096
     device: Annotated[str | None, _doc(
         "Torch device of the computation (the model is moved there for the fit and back afterwards); null: "
         "cpu, or the device of the service worker that runs the job.")] = None
