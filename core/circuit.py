@@ -179,7 +179,7 @@ class LabelingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     vocabulary: list[str] | str = "builtin:general"  # inline list, a text file, or "builtin:NAME"
     templates: list[str] | str = "builtin:default"  # prompt ensemble, each with one "{}"
     top_k: Annotated[int, Meta(ge=1, le=100)] = 5
-    score: Literal["contrastive", "mosaic", "mean_cosine"] = "contrastive"  # see labeler/scoring.py, docs/label-quality.md
+    score: Literal["mosaic", "contrastive", "mean_cosine"] = "mosaic"  # see labeler/scoring.py, docs/label-quality.md
     contrast: Annotated[float, Meta(ge=0, le=2)] = 1.0  # lambda of the reference term
     patches: Literal["all", "exemplars"] = "all"  # all member concepts' top patches, or the display exemplars only
     max_patches: Annotated[int, Meta(ge=1, le=2000)] = 64  # patches embedded per group

@@ -3,7 +3,7 @@
 Inputs are L2-normalised CLIP embeddings: the group's patches ``G`` (n, d), a reference pool ``R``
 (m, d) of patches from the same run, and the vocabulary's concept embeddings ``T`` (c, d).
 
-**Contrastive score (the default).** Each patch ``x`` votes for concepts with CLIP's own zero-shot
+**Contrastive score (selectable; the default is the mosaic score below).** Each patch ``x`` votes for concepts with CLIP's own zero-shot
 distribution ``p(d | x) = softmax_d(s * cos(x, t_d))``, ``s`` the model's logit scale. The group's
 concept distribution is the mixture over its patches, ``P_G(d) = mean_{x in G} p(d | x)`` (a mixture,
 not a product, so a few off-topic patches cannot veto the shared concept); the run's is the same

@@ -155,3 +155,4 @@ def test_label_section_chooses_and_calibrates_on_dev_worlds_only(monkeypatch, ca
     assert scrambled["worlds"]["shapes2"]["sets"]["engine"][mosaic]["top1"] == 0.0
     assert honest["versus_baseline"][mosaic]["below_baseline"] == []
     assert scrambled["versus_baseline"][mosaic]["below_baseline"] == []  # the baseline is scrambled alike
+    assert mosaic.endswith("(default)")  # the bench marks the labeler's default score

@@ -11,7 +11,7 @@ def test_minimal_section_gets_defaults():
     cfg = LabelerConfig.from_spec({"clip": CLIP})
     assert cfg.clip.model == "ViT-B-32" and cfg.clip.model_config is None
     assert cfg.vocabulary == "builtin:general" and cfg.top_k == 5 and cfg.captioner is None
-    assert cfg.score == "contrastive"
+    assert cfg.score == "mosaic"
 
 
 def test_issue_example_section_validates():

@@ -52,27 +52,31 @@ def test_labels_are_sorted_top_k_clip_labels_with_confidence(labeled):
 
 
 def test_confidence_is_lower_for_mixed_groups(world_clip):
-    """A group whose patches show two different parts gets a lower confidence than pure ones under the
-    default score and under the mosaic score, where it is low enough that the label is shown as
-    uncertain while the mosaic's part stays the label."""
+    """A group whose patches show two different parts gets a lower confidence than pure ones, low
+    enough under the default (mosaic) score that its label is shown as uncertain, while its mosaic's
+    part stays the label."""
     from neurflow.labeler.confidence import is_uncertain
 
     circuit, expected = world_circuit(world_clip.world, 0, n_images=6, split="heldout")
     layer = circuit.layers[1]
     a, b = layer.groups[0], layer.groups[1]
     a.members = a.members + b.members  # the first group now holds two parts' patches
-    for overrides in ({}, {"score": "mosaic"}):
-        groups = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(**overrides)).layers[1].groups
-        assert groups[0].confidence < min(groups[1].confidence, groups[2].confidence), overrides
+    labeled = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling())
+    assert labeled.labeling.settings.score == "mosaic"
+    groups = labeled.layers[1].groups
+    assert groups[0].confidence < min(groups[1].confidence, groups[2].confidence)
     assert is_uncertain(groups[0]) and not is_uncertain(groups[1]) and not is_uncertain(groups[2])
     assert groups[0].labels[0].text == expected[a.id]  # its five exemplars are still the first part's
+    # The contrastive score's confidence (patch agreement) ranks it below the pure groups too.
+    contrastive = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(score="contrastive")).layers[1].groups
+    assert contrastive[0].confidence < min(contrastive[1].confidence, contrastive[2].confidence)
 
 
 def test_provenance_and_holdout_are_recorded(labeled, world_clip):
     original, _, circuit = labeled[0]
     info = circuit.labeling
     assert info.clip.model == "neurflow-world-clip" and len(info.clip.weights_sha256) == 64
-    assert info.vocabulary.size == 14 and info.templates and info.settings.score == "contrastive"
+    assert info.vocabulary.size == 14 and info.templates and info.settings.score == "mosaic"
     for layer_index, _, group in original.iter_groups():
         held = {tuple(b) for b in info.holdout[group.id]}
         all_patches = {patch_key(p) for p in group_patches(original, layer_index, group)}
@@ -142,4 +146,4 @@ def test_mosaic_score_names_what_the_mosaic_shows_and_doubts_it(world_clip):
     assert drifted.confidence < UNCERTAIN_BELOW <= pure.confidence
     assert mosaic.labeling.settings.score == "mosaic" and "calibrated" in mosaic.labeling.confidence_method
     contrastive = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(score="contrastive"))
-    assert contrastive.layers[1].groups[0].labels[0].text == behind  # the former default follows the drift
+    assert contrastive.layers[1].groups[0].labels[0].text == behind  # the contrastive score follows the drift
