@@ -12,6 +12,9 @@ Methods (all from the same CLIP embeddings of the same patches):
 * ``contrastive``: contrastive score over all top patches (reference term 1);
 * ``mosaic w=.. l=..``: the mosaic score (:func:`neurflow.labeler.scoring.mosaic_scores`) on a grid
   of exemplar weights and reference weights.
+* ``caption``: the short label made from a caption of the group's mosaic by a tiny captioner trained
+  on the dev worlds only (:mod:`neurflow.world.captioner`), through the labeler's captioning path;
+  engine groups only (``--no-captions`` leaves it out).
 
 Every world is measured on two sets of groups: the engine's own (``engine``) and mixed groups
 constructed from its pure ones (``mixed*``, :mod:`bench.mixed`), where labels can be wrong.
@@ -76,6 +79,8 @@ class WorldData:
 def add_arguments(parser) -> None:
     parser.add_argument("--label-worlds", nargs="+", metavar="WORLD", help="suite worlds (default: all)")
     parser.add_argument("--label-json", metavar="PATH", help="also write the label table as JSON here")
+    parser.add_argument("--no-captions", dest="label_captions", action="store_false",
+                        help="skip the caption row (a tiny captioner trained on the dev worlds; minutes on first use)")
 
 
 def _cache_paths(entry) -> tuple[Path, Path]:
@@ -477,9 +482,69 @@ def run_section(args) -> dict:
         verdicts[m] = {"below_baseline": below, "above_baseline": above}
         print(f"\n{m}: below the baseline's top-1 on {below or 'no world'}; above it on {above or 'no world'}")
     summary["versus_baseline"] = verdicts
+    # Callers that build their own namespace (tests with constructed worlds) have no images to caption.
+    if getattr(args, "label_captions", False):
+        summary["caption"] = caption_section(worlds, log)
     if getattr(args, "label_json", None):
         Path(args.label_json).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def caption_rows(w: WorldData, labels: dict[str, str | None]) -> dict:
+    """Top-1 of caption-derived labels (group id -> the caption's short label, None when captioning
+    failed) against the same references as the CLIP labels, next to the baseline's top-1 on the
+    same groups. A caption is one label, so it has no top-5; a label outside the world's vocabulary
+    counts as wrong, like a CLIP label naming another concept."""
+    ref = [g for g in w.groups if g.reference is not None]
+    right = [labels.get(g.gid) == g.reference for g in ref]
+    baseline = [r["top1"] for r in _evaluate(w, _baseline, ref)]
+    return {"groups": len(w.groups), "with_reference": len(ref), "top1": _mean(right), "baseline_top1": _mean(baseline),
+            "captioned": sum(labels.get(g.gid) is not None for g in w.groups),
+            "in_vocabulary": _mean(labels.get(g.gid) in w.names for g in w.groups)}
+
+
+def caption_section(worlds: list[WorldData], log: Callable[[str], None]) -> dict:
+    """Caption every engine group of every world with a captioner trained on the suite's dev worlds
+    only (:mod:`neurflow.world.captioner`), through the labeler's own captioning path (group request,
+    transformers back end, caption parsing, rule-based summary label), and score the labels."""
+    from neurflow.labeler.captioning import CaptionerError, caption_group
+    from neurflow.labeler.captioning.transformers_backend import TransformersCaptioner
+    from neurflow.labeler.config import CaptionerSpec
+    from neurflow.labeler.patches import PatchLoader
+    from neurflow.world.captioner import CaptionerTrainConfig, ensure_world_captioner
+    from neurflow.world.suite import SUITE, ensure_suite_world
+
+    dev_names = [n for n, s in SUITE.items() if s.role == "dev"]
+    config = CaptionerTrainConfig()
+    folder = ensure_world_captioner([ensure_suite_world(n, log=log).root for n in dev_names], config, log=log)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    captioner = TransformersCaptioner(folder, max_new_tokens=6)
+    # One group's own mosaic per request: a plain captioner gets no text, so the multi-level circuit
+    # prompt would only put other groups' patches into its image.
+    spec = CaptionerSpec(backend="transformers", model=str(folder), max_images=5, image_size=config.image_size,
+                         circuit_prompt=None, max_new_tokens=6)
+    out = {"captioner": folder.name, "trained_on": dev_names, "fresh_mosaic_top1": metrics["fresh_mosaic_top1"], "worlds": {}}
+    print(f"\ncaption-derived labels (engine groups): captioner {folder.name}, trained on {', '.join(dev_names)} only "
+          f"({metrics['parameters']:,} parameters, {metrics['train_seconds']:.0f} s; top-1 {metrics['fresh_mosaic_top1']:.3f} "
+          "on fresh train-split mosaics)")
+    print(f"  {'world':<26} {'method':<22} {'groups':>6} {'top-1':>6} {'in vocab':>8} {'baseline top-1':>14}")
+    for w in worlds:
+        entry = ensure_suite_world(w.name, log=log)
+        labels: dict[str, str | None] = {}
+        for circuit in entry.circuits.values():
+            loader = PatchLoader(circuit, entry.images)
+            for _, _, group in circuit.iter_groups():
+                gid = f"c{circuit.target.class_index}/{group.id}"
+                try:
+                    labels[gid] = caption_group(captioner, loader, group, [], spec).label
+                except CaptionerError as exc:
+                    log(f"{w.name} {gid}: no caption: {exc}")
+                    labels[gid] = None
+        row = out["worlds"][w.name] = {**caption_rows(w, labels), "labels": labels}
+        tag = f"{w.name} ({'dev' if w.role == 'dev' else 'HELD-OUT'}) engine"
+        print(f"  {tag:<26} {'caption (dev-trained)':<22} {row['with_reference']:>6} {_fmt(row['top1']):>6} "
+              f"{_fmt(row['in_vocabulary']):>8} {_fmt(row['baseline_top1']):>14}")
+    return out
 
 
 if __name__ == "__main__":

@@ -156,3 +156,19 @@ def test_label_section_chooses_and_calibrates_on_dev_worlds_only(monkeypatch, ca
     assert honest["versus_baseline"][mosaic]["below_baseline"] == []
     assert scrambled["versus_baseline"][mosaic]["below_baseline"] == []  # the baseline is scrambled alike
     assert mosaic.endswith("(default)")  # the bench marks the labeler's default score
+
+
+def test_caption_rows_score_caption_labels_against_the_mosaic_part():
+    """Caption labels are scored like CLIP top-1: only the reference part counts; a missing caption
+    and a label outside the vocabulary are wrong."""
+    from bench.labels import caption_rows
+
+    w = _synthetic_world("uneven", "held-out", np.random.default_rng(7))
+    right = {g.gid: g.reference for g in w.groups}
+    assert caption_rows(w, right)["top1"] == 1.0 and caption_rows(w, right)["in_vocabulary"] == 1.0
+    half = dict(right)
+    for g in w.groups[:4]:
+        half[g.gid] = None if g.gid.startswith("c0/l0") else "a caption word"
+    row = caption_rows(w, half)
+    assert row["top1"] == 0.5 and row["captioned"] == len(w.groups) - 1 and row["in_vocabulary"] == 0.5
+    assert row["baseline_top1"] == caption_rows(w, {})["baseline_top1"] and caption_rows(w, {})["top1"] == 0.0
