@@ -87,6 +87,31 @@ def _borrowed(model: nn.Module, device: str) -> Iterator[nn.Module]:
             model.to(devices.pop())
 
 
+@contextmanager
+def _channels_last(model: nn.Module, wanted: bool, probe: torch.Tensor) -> Iterator[None]:
+    """4-D weights channels-last for the block when ``wanted`` and the model runs so on ``probe``
+    (one image); the weights that were contiguous are contiguous again afterwards."""
+    converted = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4 and t.is_contiguous()]
+    if not wanted or not converted:
+        yield
+        return
+
+    def restore() -> None:
+        for t in converted:
+            t.data = t.data.contiguous()
+
+    try:
+        model.to(memory_format=torch.channels_last)
+        try:
+            with torch.no_grad():
+                model(probe)
+        except RuntimeError:  # e.g. a .view of a feature map: strides the model's code assumes
+            restore()
+        yield
+    finally:
+        restore()
+
+
 class FewPatchesWarning(UserWarning):
     """Fewer patches than ``top_n``: every patch is used."""
 
@@ -147,7 +172,8 @@ class NeurFlow(BaseEstimator):
         readouts are reused instead of recomputed."""
         self.params_, selection = self._validated()
         p = self.params_
-        with _borrowed(model, p.device) as model:
+        first = (images.pixels if isinstance(images, ImageSet) else images)[:1].to(p.device)
+        with _borrowed(model, p.device) as model, _channels_last(model, bool(p.channels_last), first):
             self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
                                       readout_cache)
         return self

@@ -18,11 +18,11 @@ from msgspec import Meta
 PositiveInt = Annotated[int, Meta(ge=1)]
 Fraction = Annotated[float, Meta(gt=0, le=1)]
 
-#: What each preset puts where ``ig_steps`` / ``batch_size`` are left unset (``None``). The fast
-#: preset is validated against the exact one by ``make bench`` (mean per-layer Jaccard of core-neuron
-#: sets); see docs/speed.md.
-PRESETS: dict[str, dict[str, int]] = {"exact": {"ig_steps": 50, "batch_size": 8},
-                                      "fast": {"ig_steps": 8, "batch_size": 16}}
+#: What each preset puts where ``ig_steps`` / ``batch_size`` / ``channels_last`` are left unset
+#: (``None``). The fast preset is validated against the exact one by ``make bench`` (mean per-layer
+#: Jaccard of core-neuron sets); see docs/speed.md.
+PRESETS: dict[str, dict[str, int | bool]] = {"exact": {"ig_steps": 50, "batch_size": 8, "channels_last": False},
+                                             "fast": {"ig_steps": 8, "batch_size": 16, "channels_last": True}}
 FAST_PRESET = PRESETS["fast"]
 
 
@@ -72,6 +72,11 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     forward_batch_size: Annotated[int, _doc(
         "Patches per plain forward pass (small batches keep the peak memory of the streamed activation pass "
         "low; larger ones are not faster on CPU).", ge=1)] = 32
+    channels_last: Annotated[bool | None, _doc(
+        "Run the model with channels-last (NHWC) weights during the fit (restored afterwards): faster "
+        "convolutions on CPU; the numbers equal a contiguous run's up to float rounding. A model whose "
+        "forward cannot run so (a .view of a feature map) runs contiguous. null: the preset's (exact: "
+        "false, fast: true).")] = None
     map_cache_mb: Annotated[int, _doc(
         "Memory (MB) for keeping the complete output maps of the last layer (the IG input space) for every "
         "patch, taken during the readout pass: each IG stage then starts from them instead of re-running the "
@@ -80,7 +85,8 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "Torch device of the computation (the model is moved there for the fit and back afterwards); null: "
         "cpu, or the device of the service worker that runs the job.")] = None
     preset: Annotated[Literal["exact", "fast"], _doc(
-        "Fills ig_steps and batch_size where they are null: exact (50, 8) or fast (8, 16).")] = "exact"
+        "Fills ig_steps, batch_size and channels_last where they are null: exact (50, 8, false) or fast "
+        "(8, 16, true).")] = "exact"
 
     def resolved(self) -> EngineParams:
         """A copy with every unset value filled: the preset's ``ig_steps`` / ``batch_size``, the CPU."""
