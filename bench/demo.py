@@ -15,6 +15,9 @@ import torch
 #: The layers of the full bench: six fitted layers, ``layer2.0`` is only the IG input space.
 LAYERS = ["fc", "layer4.1", "layer4.0", "layer3.1", "layer3.0", "layer2.1", "layer2.0"]
 QUICK_LAYERS = LAYERS[:4]
+#: The real-size bench (``--model resnet50``): the paper's ResNet-50 layers, one bottleneck per step;
+#: five fitted layers, ``layer3.4`` is only the IG input space.
+REAL_LAYERS = ["fc", "layer4.2", "layer4.1", "layer4.0", "layer3.5", "layer3.4"]
 
 
 @dataclass
@@ -34,6 +37,8 @@ def ensure_model(kind: str = "world") -> None:
 
 
 def load_demo(n_images: int, target_class: int = 0, kind: str = "world") -> Demo:
+    if kind == "resnet50":
+        return _resnet50(n_images, target_class)
     if kind == "random":
         torch.manual_seed(0)
         import torchvision
@@ -67,4 +72,19 @@ def load_demo(n_images: int, target_class: int = 0, kind: str = "world") -> Demo
     return Demo(model, pixels, target_class, info)
 
 
-__all__ = ["Demo", "LAYERS", "QUICK_LAYERS", "ensure_model", "load_demo"]
+def _resnet50(n_images: int, target_class: int) -> Demo:
+    """torchvision's ResNet-50 at 224 px with seeded random weights and smooth random images (noise
+    upsampled from 28 px, so that patches differ the way crops of photographs do, not pixel by pixel).
+    The circuits mean nothing; the sizes, and so the times, are those of a real model."""
+    import torch.nn.functional as F
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    noise = torch.randn(n_images, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    pixels = F.interpolate(noise, size=224, mode="bilinear", align_corners=False)
+    return Demo(model, pixels, target_class, {"model": "random resnet50 (torchvision, 1000 classes)", "input_size": 224,
+                                              "images": f"{n_images} smooth random 224 px images"})
+
+
+__all__ = ["Demo", "LAYERS", "QUICK_LAYERS", "REAL_LAYERS", "ensure_model", "load_demo"]

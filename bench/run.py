@@ -4,6 +4,7 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
 
 * ``engine``: engine speed and peak memory against the reference-structured baseline
   (:mod:`bench.engine_speed`).
+* ``realsize``: the same comparison on ResNet-50 at 224 px, 50 images (:mod:`bench.real_size`).
 * ``api``: requests per second and p50/p99 latency of the REST API's read endpoints under 32
   concurrent clients (:mod:`bench.api_load`).
 * ``labels``: label quality on the world suite, dev and held-out worlds: top-1 / top-5, retrieval
@@ -22,6 +23,7 @@ import time
 #: section name -> module (imported lazily, so one section's imports never slow another one down).
 SECTIONS: dict[str, str] = {
     "engine": "bench.engine_speed",
+    "realsize": "bench.real_size",
     "api": "bench.api_load",
     "labels": "bench.labels",
 }

@@ -18,11 +18,14 @@ from msgspec import Meta
 PositiveInt = Annotated[int, Meta(ge=1)]
 Fraction = Annotated[float, Meta(gt=0, le=1)]
 
-#: What each preset puts where ``ig_steps`` / ``batch_size`` / ``channels_last`` are left unset
-#: (``None``). The fast preset is validated against the exact one by ``make bench`` (mean per-layer
-#: Jaccard of core-neuron sets); see docs/speed.md.
-PRESETS: dict[str, dict[str, int | bool]] = {"exact": {"ig_steps": 50, "batch_size": 8, "channels_last": False},
-                                             "fast": {"ig_steps": 8, "batch_size": 16, "channels_last": True}}
+#: What each preset puts where ``ig_steps`` / ``batch_size`` / ``channels_last`` / ``map_cache_mb``
+#: are left unset (``None``). The fast preset is validated against the exact one by ``make bench``
+#: (mean per-layer Jaccard of core-neuron sets); see docs/speed.md. Exact keeps the fit's memory low
+#: (no kept maps); fast spends memory on them for speed.
+PRESETS: dict[str, dict[str, int | bool]] = {
+    "exact": {"ig_steps": 50, "batch_size": 8, "channels_last": False, "map_cache_mb": 0},
+    "fast": {"ig_steps": 4, "batch_size": 16, "channels_last": True, "map_cache_mb": 4096},
+}
 FAST_PRESET = PRESETS["fast"]
 
 
@@ -47,7 +50,7 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         default_factory=lambda: [1.0, 0.5, 0.25])
     stride_ratio: Annotated[float, _doc("Patch stride as a fraction of the patch side.", gt=0, le=1)] = 0.5
     ig_steps: Annotated[PositiveInt | None, _doc(
-        "Gauss-Legendre quadrature steps of Integrated Gradients; null: the preset's (50 exact, 8 fast).")] = None
+        "Gauss-Legendre quadrature steps of Integrated Gradients; null: the preset's (50 exact, 4 fast).")] = None
     seed: Annotated[int, _doc(
         "Recorded with the circuit. The fit draws no random numbers, so the seed does not change its result "
         "today; a randomised option would seed a generator of its own with it (never the global ones).")] = 0
@@ -77,16 +80,17 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "convolutions on CPU; the numbers equal a contiguous run's up to float rounding. A model whose "
         "forward cannot run so (a .view of a feature map) runs contiguous. null: the preset's (exact: "
         "false, fast: true).")] = None
-    map_cache_mb: Annotated[int, _doc(
+    map_cache_mb: Annotated[Annotated[int, Meta(ge=0)] | None, _doc(
         "Memory (MB) for keeping the complete output maps of the last layer (the IG input space) for every "
         "patch, taken during the readout pass: each IG stage then starts from them instead of re-running the "
-        "model from the pixels. 0, or maps larger than this, re-run the model.", ge=0)] = 4096
+        "model from the pixels. 0, or maps larger than this, re-run the model. null: the preset's (exact: 0, "
+        "fast: 4096).")] = None
     device: Annotated[str | None, _doc(
         "Torch device of the computation (the model is moved there for the fit and back afterwards); null: "
         "cpu, or the device of the service worker that runs the job.")] = None
     preset: Annotated[Literal["exact", "fast"], _doc(
-        "Fills ig_steps, batch_size and channels_last where they are null: exact (50, 8, false) or fast "
-        "(8, 16, true).")] = "exact"
+        "Fills ig_steps, batch_size, channels_last and map_cache_mb where they are null: exact (50, 8, false, 0) "
+        "or fast (4, 16, true, 4096).")] = "exact"
 
     def resolved(self) -> EngineParams:
         """A copy with every unset value filled: the preset's ``ig_steps`` / ``batch_size``, the CPU."""

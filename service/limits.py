@@ -64,7 +64,7 @@ _ENGINE_FIELDS = [
     ("max_groups", _int(_ENGINE_DOC["max_groups"], 2, 1000), 100),
     ("batch_size", _opt_int(_ENGINE_DOC["batch_size"], 1, MAX_BATCH), None),
     ("forward_batch_size", _int(_ENGINE_DOC["forward_batch_size"], 1, MAX_BATCH), 32),
-    ("map_cache_mb", _int(_ENGINE_DOC["map_cache_mb"], 0, MAX_MAP_CACHE_MB), 4096),
+    ("map_cache_mb", _opt_int(_ENGINE_DOC["map_cache_mb"], 0, MAX_MAP_CACHE_MB), None),
 ]
 
 #: The engine section as the API accepts it: the engine's parameters with upper bounds.

@@ -49,7 +49,7 @@ def fit(model, images, layers, **kw):
 
 @pytest.mark.parametrize("layers", [["fc", "layer4.1", "layer4.0", "layer3.1"], ["fc", "layer4.1", "layer3.0"]])
 def test_kept_maps_give_the_circuit_of_a_rerun_from_pixels(tiny_resnet, random_images, layers):
-    kept = fit(tiny_resnet, random_images, layers)
+    kept = fit(tiny_resnet, random_images, layers, map_cache_mb=64)
     rerun = fit(tiny_resnet, random_images, layers, map_cache_mb=0)
     assert_same_circuit(kept, rerun)
 
@@ -57,12 +57,13 @@ def test_kept_maps_give_the_circuit_of_a_rerun_from_pixels(tiny_resnet, random_i
 def test_kept_maps_are_taken_before_an_inplace_op_rewrites_them(random_images):
     torch.manual_seed(0)
     model = InplaceNet().eval()
-    assert_same_circuit(fit(model, random_images, ["fc", "conv2", "conv1"]),
+    assert_same_circuit(fit(model, random_images, ["fc", "conv2", "conv1"], map_cache_mb=64),
                         fit(model, random_images, ["fc", "conv2", "conv1"], map_cache_mb=0))
 
 
-def test_maps_over_the_budget_are_not_kept(tiny_resnet, random_images, monkeypatch):
-    """A budget smaller than the maps re-runs the model: the readout pass is asked for no map."""
+def test_maps_are_kept_within_the_budget_only(tiny_resnet, random_images, monkeypatch):
+    """A budget smaller than the maps (1.4 MB here) re-runs the model: the readout pass is asked for no
+    map; the fast preset keeps them."""
     from neurflow.core import layer_access
 
     asked = []
@@ -73,9 +74,11 @@ def test_maps_over_the_budget_are_not_kept(tiny_resnet, random_images, monkeypat
         return original(self, x, names, maps)
 
     monkeypatch.setattr(layer_access.LayerAccess, "readouts", spy)
-    layers = ["fc", "layer4.1", "layer3.0"]  # layer3.0 at 32 px: 256 x 2 x 2 floats = 4 KB per patch
-    fit(tiny_resnet, random_images, layers, map_cache_mb=0)
-    assert asked and not any(asked)
+    layers = ["fc", "layer4.1", "layer3.0"]  # layer3.0 at 32 px: 256 x 2 x 2 floats = 4 KB per patch, 354 patches
+    for budget, kept in [(0, False), (1, False), (2, True), (None, False)]:  # None: the exact preset's 0
+        asked.clear()
+        fit(tiny_resnet, random_images, layers, map_cache_mb=budget)
+        assert asked and set(asked) == {kept}, budget
     asked.clear()
-    fit(tiny_resnet, random_images, layers)
+    NeurFlow(layers, tau=3, top_n=8, select="all", preset="fast").fit(tiny_resnet, random_images, 1)
     assert asked and all(asked)
