@@ -34,32 +34,30 @@ WATCH_EVERY_S = 0.1  # the memory watchdog's sampling period
 BOARD_CAP = 10_000  # events kept while nobody drains (a service that is gone must not grow the actor forever)
 
 
-class UnitStarted(msgspec.Struct, tag="start", tag_field="ev", forbid_unknown_fields=True):
+class _UnitEvent(msgspec.Struct, tag_field="ev", forbid_unknown_fields=True):
+    """What every event says: which unit of which job attempt it is about."""
+
     job_id: str
     attempt: int
     unit: str
 
 
-class UnitEnded(msgspec.Struct, tag="end", tag_field="ev", forbid_unknown_fields=True):
-    job_id: str
-    attempt: int
-    unit: str
+class UnitStarted(_UnitEvent, tag="start"):
+    pass
 
 
-class UnitStage(msgspec.Struct, tag="stage", tag_field="ev", forbid_unknown_fields=True):
-    job_id: str
-    attempt: int
-    unit: str
+class UnitEnded(_UnitEvent, tag="end"):
+    pass
+
+
+class UnitStage(_UnitEvent, tag="stage"):
     target: int | None  # the class the unit works on; None for the shared prepare and whole-job units
     stage: str
     done: int
     total: int
 
 
-class UnitOverMemory(msgspec.Struct, tag="memory", tag_field="ev", forbid_unknown_fields=True):
-    job_id: str
-    attempt: int
-    unit: str
+class UnitOverMemory(_UnitEvent, tag="memory"):
     rss_mb: int
     limit_mb: int
 
