@@ -151,9 +151,14 @@ class ConfidenceParts:
     exemplar_split: float = 0.0
     patch_split: float = 0.0
 
+    @property
+    def split(self) -> float:
+        """The larger split: a second part shown by the mosaic or by the other patches."""
+        return max(self.exemplar_split, self.patch_split)
+
     def features(self) -> list[float]:
         """The calibration's inputs, in the order of ``CONFIDENCE_COEFFICIENTS[1:]``."""
-        return [self.exemplars, self.patches, self.margin, max(self.exemplar_split, self.patch_split)]
+        return [self.exemplars, self.patches, self.margin, self.split]
 
 
 def split_ratio(best: np.ndarray, top: int) -> float:
@@ -213,7 +218,7 @@ DOUBT_CAP = 0.45
 
 def doubtful(parts: ConfidenceParts) -> bool:
     return (parts.patches < DISAGREE_BELOW or parts.margin < CLOSE_MARGIN
-            or max(parts.exemplar_split, parts.patch_split) >= SPLIT_AT)
+            or parts.split >= SPLIT_AT)
 
 
 def calibrated_probability(parts: ConfidenceParts, coefficients: tuple[float, ...] = CONFIDENCE_COEFFICIENTS) -> float:
