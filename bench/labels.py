@@ -10,8 +10,9 @@ Methods (all from the same CLIP embeddings of the same patches):
 
 * ``baseline``: the concept with the highest mean cosine similarity to the five exemplars;
 * ``contrastive``: contrastive score over all top patches (reference term 1);
-* ``mosaic w=.. l=..``: the mosaic score (:func:`neurflow.labeler.scoring.mosaic_scores`) on a grid
-  of exemplar weights and reference weights.
+* ``mosaic w=.. l=.. votes``: the mosaic score (:func:`neurflow.labeler.scoring.mosaic_scores`) on a
+  grid of exemplar weights, reference weights and exemplar votes (``hard``: each exemplar's best
+  concept counted once; ``soft``: their zero-shot distributions averaged).
 * ``caption``: the short label made from a caption of the group's mosaic by a tiny captioner trained
   on the dev worlds only (:mod:`neurflow.world.captioner`), through the labeler's captioning path;
   engine groups only (``--no-captions`` leaves it out).
@@ -44,6 +45,7 @@ import numpy as np
 
 GRID_WEIGHTS = (1.0, 0.7, 0.5)
 GRID_CONTRAST = (0.0, 0.3, 1.0)
+GRID_VOTES = ("soft", "hard")  # how the exemplars vote (neurflow.labeler.scoring.MOSAIC_EXEMPLAR_VOTES)
 MIN_MAJORITY = 3  # of 5 exemplars: below, the mosaic shows no one part and the group has no reference
 RELIABILITY_BINS = 5
 
@@ -187,11 +189,11 @@ def _contrastive(w: WorldData, g: GroupData):
     return scores, patch_agreement(per_patch, int(scores.argmax()))
 
 
-def _mosaic(weight: float, contrast: float, coefficients=None):
+def _mosaic(weight: float, contrast: float, votes: str, coefficients=None):
     def method(w: WorldData, g: GroupData):
         from neurflow.labeler.scoring import calibrated_confidence, confidence_parts, mosaic_scores
 
-        scores = mosaic_scores(g.exemplars, g.patches, g.ref_mixture, w.concepts, w.logit_scale, weight, contrast)
+        scores = mosaic_scores(g.exemplars, g.patches, g.ref_mixture, w.concepts, w.logit_scale, weight, contrast, votes)
         parts = confidence_parts(g.exemplars, g.patches, w.concepts, w.logit_scale, int(scores.argmax()), weight)
         return scores, (parts if coefficients is None else calibrated_confidence(parts, coefficients))
     return method
@@ -356,7 +358,8 @@ def run_section(args) -> dict:
 
     baseline = {w.name: run(w, _baseline) for w in worlds}
     # -- choose the mosaic setting on the dev worlds only (engine and constructed groups) --------------
-    grid = {(wt, c): {w.name: run(w, _mosaic(wt, c)) for w in worlds} for wt in GRID_WEIGHTS for c in GRID_CONTRAST}
+    grid = {(wt, c, v): {w.name: run(w, _mosaic(wt, c, v)) for w in worlds}
+            for v in GRID_VOTES for wt in GRID_WEIGHTS for c in GRID_CONTRAST}
 
     def dev_key(setting):
         rows = [r for w in dev for rs in grid[setting][w.name].values() for r in rs if "top1" in r]
@@ -377,10 +380,10 @@ def run_section(args) -> dict:
                         ys.append(float(r["top1"]))
     fitted = (fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=CALIBRATION_SIGNS)
               if len(set(ys)) == 2 else None)
-    default = (scoring.MOSAIC_EXEMPLAR_WEIGHT, scoring.MOSAIC_CONTRAST)
+    default = (scoring.MOSAIC_EXEMPLAR_WEIGHT, scoring.MOSAIC_CONTRAST, scoring.MOSAIC_EXEMPLAR_VOTES)
     constants = tuple(scoring.CONFIDENCE_COEFFICIENTS)
     labeler_default = _default_score()
-    mosaic_name = f"mosaic w={default[0]:g} l={default[1]:g}"
+    mosaic_name = f"mosaic w={default[0]:g} l={default[1]:g} {default[2]}"
     methods = {
         "baseline (5 exemplars)": _baseline,
         "contrastive" + (" (default)" if labeler_default == "contrastive" else ""): _contrastive,
@@ -390,18 +393,19 @@ def run_section(args) -> dict:
 
     lines = []
     for w in dev:
-        for (wt, c), per_world in grid.items():
-            mark = " <- chosen" if (wt, c) == chosen else ""
+        for (wt, c, v), per_world in grid.items():
+            mark = " <-" if (wt, c, v) == chosen else ""
             for set_name, rows in per_world[w.name].items():
-                lines.append((f"{w.name} (dev) {set_name}", f"mosaic w={wt:g} l={c:g}{mark}"[:26],
+                lines.append((f"{w.name} (dev) {set_name}", f"mosaic w={wt:g} l={c:g} {v}{mark}"[:26],
                               _summary(rows, baseline[w.name][set_name])))
     if not dev:
         print("\n  no dev world in this run: nothing is chosen or calibrated, the labeler's constants are reported as they are")
     print()
     print(_table("dev worlds: the mosaic grid (confidence: see the calibration below)", [
         (wn, m, {**s, "ece": None, "confidence_auc": None}) for wn, m, s in lines]))
-    print(f"\n  chosen on dev ({', '.join(w.name for w in dev) or 'none'}): exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}; "
-          f"labeler's mosaic constants: {default[0]:g}, {default[1]:g} -> {'same' if tuple(chosen) == default else 'DIFFERENT'}")
+    print(f"\n  chosen on dev ({', '.join(w.name for w in dev) or 'none'}): exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}, "
+          f"{chosen[2]} exemplar votes; labeler's mosaic constants: {default[0]:g}, {default[1]:g}, {default[2]} -> "
+          f"{'same' if tuple(chosen) == default else 'DIFFERENT'}")
     if fitted is not None:
         print(f"  confidence calibration fitted on dev ({len(ys)} labels of the grid, {int(len(ys) - sum(ys))} wrong): "
               f"b = {np.round(fitted, 2).tolist()}; labeler constants: {list(constants)}")

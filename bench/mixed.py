@@ -13,7 +13,11 @@ a hash of ``A``'s id, so it is fixed) and gives four groups, each with ``A``'s p
 * ``split 3+2, B patches``: the same mosaic, other patches 1 of ``A`` for 2 of ``B``;
 * ``split 4+1``: 4 exemplars of ``A`` and 1 of ``B``, other patches 1:1;
 * ``drift``: all 5 exemplars of ``A``, other patches 1 of ``A`` for 2 of ``B`` (the mosaic is clean,
-  the group's patches are not: the labeler's test of a merged group, made harder).
+  the group's patches are not: the labeler's test of a merged group, made harder);
+* ``split 3+2, sure B``: a mosaic of the 3 exemplars of ``A`` that the world's CLIP is least sure of
+  (lowest zero-shot probability of ``A``'s part) and the 2 of ``B`` it is surest of, other patches
+  1:1: the minority of the mosaic is the more confident, as in a group of a weak CLIP whose two
+  clearest exemplars show a second part.
 
 The truth is what the majority of the mosaic shows, as for real groups (docs/label-quality.md).
 """
@@ -25,7 +29,10 @@ import zlib
 import numpy as np
 
 #: kind -> (exemplars of A out of 5, A patches, B patches per round of the interleave)
-KINDS = {"split 3+2": (3, 1, 1), "split 3+2, B patches": (3, 1, 2), "split 4+1": (4, 1, 1), "drift": (5, 1, 2)}
+KINDS = {"split 3+2": (3, 1, 1), "split 3+2, B patches": (3, 1, 2), "split 4+1": (4, 1, 1), "drift": (5, 1, 2),
+         "split 3+2, sure B": (3, 1, 1)}
+#: Kinds whose mosaic takes ``A``'s least sure and ``B``'s surest exemplars (else the first ones).
+BY_CERTAINTY = {"split 3+2, sure B"}
 MAX_PATCHES = 64  # as the labeler embeds per group
 
 
@@ -49,6 +56,13 @@ def constructed_mixed(world) -> list:
     """The constructed mixed groups of a world (``bench.labels.GroupData``, ``mixed`` set)."""
     from bench.labels import GroupData
 
+    from neurflow.labeler.scoring import concept_votes
+
+    def by_certainty(group) -> np.ndarray:
+        """The group's exemplars, the one CLIP gives the highest probability of its part first."""
+        sure = concept_votes(group.exemplars, world.concepts, world.logit_scale)[:, world.names.index(group.reference)]
+        return group.exemplars[np.argsort(-sure, kind="stable")]
+
     pure = [g for g in world.groups if g.reference is not None and not g.mixed and len(g.exemplars) == 5]
     out = []
     for a in pure:
@@ -56,7 +70,10 @@ def constructed_mixed(world) -> list:
         if b is None:
             continue
         for kind, (n_a, ka, kb) in KINDS.items():
-            exemplars = np.concatenate([a.exemplars[:n_a], b.exemplars[:5 - n_a]])
+            if kind in BY_CERTAINTY:
+                exemplars = np.concatenate([by_certainty(a)[::-1][:n_a], by_certainty(b)[:5 - n_a]])
+            else:
+                exemplars = np.concatenate([a.exemplars[:n_a], b.exemplars[:5 - n_a]])
             rest = interleave(a.patches[5:], b.patches[5:], ka, kb)
             patches = np.concatenate([exemplars, rest])[:MAX_PATCHES]
             out.append(GroupData(world.name, f"{a.gid}+{b.gid} {kind}", exemplars, patches,

@@ -104,33 +104,57 @@ def patch_agreement(per_patch_scores: np.ndarray, top: int) -> float:
 # parts a class is made of (they fill every patch of the run), and a group's many top patches drift
 # from what its mosaic shows. The mosaic score therefore votes with the exemplars first:
 #
-#     P(d) = w * P_E(d) + (1 - w) * P_G(d)          (zero-shot vote mixtures, see ``mixture``)
+#     P(d) = w * P_E(d) + (1 - w) * P_G(d)          (zero-shot votes, see ``exemplar_mixture``, ``mixture``)
 #     score(d) = log(P(d) + eps) - lambda * log(P_R(d) + eps)
 #
-# with ``P_E`` over the exemplars, ``P_G`` over all labeling patches and ``P_R`` over the run's
-# reference pool. ``w`` and ``lambda`` below were chosen on the dev worlds of the label suite
+# with ``P_E`` over the exemplars (each exemplar's best concept counted once, see
+# ``MOSAIC_EXEMPLAR_VOTES``), ``P_G`` over all labeling patches and ``P_R`` over the run's
+# reference pool. ``w``, ``lambda`` and the votes below were chosen on the dev worlds of the label suite
 # (``python -m bench.run labels``) and only reported on its held-out worlds.
 
 #: Weight of the exemplars' votes in the mixture (the rest: all the group's labeling patches).
 MOSAIC_EXEMPLAR_WEIGHT = 1.0
 #: Weight of the run's reference pool in the mosaic score (the contrastive score uses 1).
 MOSAIC_CONTRAST = 0.0
+#: How the exemplars vote in ``P_E``. ``"hard"``: each exemplar's own best concept counts once (the
+#: mosaic's majority, what a reader of the mosaic sees), the soft mixture only breaks ties; ``"soft"``:
+#: the mean of their zero-shot distributions, where two confident exemplars outvote three hesitant ones.
+MOSAIC_EXEMPLAR_VOTES = "hard"
+EXEMPLAR_VOTES = ("hard", "soft")
+
+
+def exemplar_mixture(exemplars: np.ndarray, concepts: np.ndarray, logit_scale: float,
+                     votes: str = MOSAIC_EXEMPLAR_VOTES) -> np.ndarray:
+    """``P_E``, shape (c,): the exemplars' votes, counted ``votes`` (see ``MOSAIC_EXEMPLAR_VOTES``).
+
+    Hard votes are ``(1 - b) * counts / n + b * soft`` with ``b = 0.5 / (n + 1)``: one vote is worth
+    ``(1 - b) / n > b``, more than the whole soft term can move, so the soft mixture decides only
+    between concepts with the same number of votes (a rule, not a fit)."""
+    if votes not in EXEMPLAR_VOTES:
+        raise ValueError(f"exemplar votes must be one of {EXEMPLAR_VOTES}, got {votes!r}")
+    soft = mixture(exemplars, concepts, logit_scale)
+    if votes == "soft" or len(exemplars) == 0:
+        return soft
+    counts = np.bincount(concept_votes(exemplars, concepts, logit_scale).argmax(axis=1), minlength=len(concepts))
+    tie_break = 0.5 / (len(exemplars) + 1)
+    return (1 - tie_break) * counts / len(exemplars) + tie_break * soft
 
 
 def mosaic_mixture(exemplars: np.ndarray, patches: np.ndarray, concepts: np.ndarray, logit_scale: float,
-                   exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT) -> np.ndarray:
+                   exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES) -> np.ndarray:
     """``w * P_E + (1 - w) * P_G``, shape (c,); the exemplars alone when there are no other patches."""
-    p_exemplars = mixture(exemplars, concepts, logit_scale)
+    p_exemplars = exemplar_mixture(exemplars, concepts, logit_scale, votes)
     if len(patches) == 0:
         return p_exemplars
     return exemplar_weight * p_exemplars + (1 - exemplar_weight) * mixture(patches, concepts, logit_scale)
 
 
 def mosaic_scores(exemplars: np.ndarray, patches: np.ndarray, reference_mixture: np.ndarray, concepts: np.ndarray,
-                  logit_scale: float, exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, contrast: float = MOSAIC_CONTRAST) -> np.ndarray:
+                  logit_scale: float, exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, contrast: float = MOSAIC_CONTRAST,
+                  votes: str = MOSAIC_EXEMPLAR_VOTES) -> np.ndarray:
     """The mosaic score of every concept, shape (c,), in nats (see the comment above)."""
     eps = 1.0 / len(concepts)
-    p = mosaic_mixture(exemplars, patches, concepts, logit_scale, exemplar_weight)
+    p = mosaic_mixture(exemplars, patches, concepts, logit_scale, exemplar_weight, votes)
     return np.log(p + eps) - contrast * np.log(reference_mixture + eps)
 
 
@@ -176,7 +200,9 @@ def confidence_parts(exemplars: np.ndarray, patches: np.ndarray, concepts: np.nd
                      exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT) -> ConfidenceParts:
     best_e = concept_votes(exemplars, concepts, logit_scale).argmax(axis=1) if len(exemplars) else np.zeros(0, int)
     best_p = concept_votes(patches, concepts, logit_scale).argmax(axis=1) if len(patches) else best_e
-    p = mosaic_mixture(exemplars, patches, concepts, logit_scale, exemplar_weight)
+    # The margin is read in the soft mixture whatever the score's votes: it says how sure CLIP is of
+    # the top two; the hard counts are already in the agreement and the split.
+    p = mosaic_mixture(exemplars, patches, concepts, logit_scale, exemplar_weight, "soft")
     others = np.delete(p, top)
     margin = float(p[top] - (others.max() if len(others) else 0.0))
     return ConfidenceParts(
@@ -196,7 +222,7 @@ def confidence_parts(exemplars: np.ndarray, patches: np.ndarray, concepts: np.nd
 #: with the signs constrained (``CALIBRATION_SIGNS``): patch agreement came out negative, because the
 #: grid's wrong labels are those that follow the patches, so it was dropped (b2 = 0). The bench prints
 #: its fit next to these constants; they are reported on the held-out worlds only.
-CONFIDENCE_COEFFICIENTS = (-2.83, 10.44, 0.0, 5.61, -3.08)
+CONFIDENCE_COEFFICIENTS = (-4.98, 17.26, 0.0, 6.41, -4.41)
 
 #: Labels whose confidence is below this are shown as uncertain (viewer) and exported with this
 #: lower score (Label Studio), so that reviewers see them first.
@@ -230,9 +256,16 @@ def calibrated_probability(parts: ConfidenceParts, coefficients: tuple[float, ..
     return float(1.0 / (1.0 + np.exp(-z)))
 
 
+#: No label is shown as certain: the calibration is fitted on a few thousand dev labels, which cannot
+#: tell an error rate below about one in a hundred from zero, and the logistic curve would otherwise
+#: print 1.0 for every clean group.
+MAX_CONFIDENCE = 0.99
+
+
 def calibrated_confidence(parts: ConfidenceParts, coefficients: tuple[float, ...] = CONFIDENCE_COEFFICIENTS) -> float:
-    """The logistic calibration of the parts, capped at ``DOUBT_CAP`` for doubtful labels."""
-    confidence = calibrated_probability(parts, coefficients)
+    """The logistic calibration of the parts, at most ``MAX_CONFIDENCE``, and at most ``DOUBT_CAP`` for
+    doubtful labels."""
+    confidence = min(calibrated_probability(parts, coefficients), MAX_CONFIDENCE)
     return min(confidence, DOUBT_CAP) if doubtful(parts) else confidence
 
 
@@ -242,6 +275,6 @@ def confidence_method(score: str) -> str:
         b = ", ".join(f"{v:g}" for v in CONFIDENCE_COEFFICIENTS)
         return (f"calibrated: sigmoid(b0 + b1*exemplar agreement + b2*patch agreement + b3*top-two margin + b4*split), "
                 f"b = ({b}), at most {DOUBT_CAP:g} when split >= {SPLIT_AT:g}, patch agreement < {DISAGREE_BELOW:g} "
-                f"or margin < {CLOSE_MARGIN:g}; "
+                f"or margin < {CLOSE_MARGIN:g}, at most {MAX_CONFIDENCE:g} otherwise; "
                 f"below {UNCERTAIN_BELOW:g} the label is uncertain")
     return "patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]"

@@ -17,7 +17,9 @@ disk, so every tool reads them alike (see :data:`VARIANTS`):
 * ``objects``: object-like composite parts (a house, a car, a clock...), cube classes;
 * ``cluttered``: the standard parts and classes on backgrounds full of small coloured clutter;
 * ``uneven``: the standard parts in classes of two to four parts that share them unevenly (the red
-  circle is in five classes, the white crescent in two, the blue square's classes share nothing else).
+  circle is in five classes, the white crescent in two, the blue square's classes share nothing else);
+* ``shapes2-cluttered``: the second part set and its classes on the cluttered background (added after
+  the labeling method was chosen, as a world no method was ever looked at on).
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ VARIANTS: dict[str, Variant] = {
     "objects": Variant("objects", PART_SETS["objects"], _cube_classes(_set_groups(PART_SETS["objects"]))),
     "cluttered": Variant("cluttered", PART_SETS["standard"], CLASSES, clutter=True),
     "uneven": Variant("uneven", PART_SETS["standard"], tuple(_class(i, p) for i, p in enumerate(_UNEVEN))),
+    "shapes2-cluttered": Variant("shapes2-cluttered", PART_SETS["shapes2"],
+                                 _cube_classes(_set_groups(PART_SETS["shapes2"])), clutter=True),
 }
 
 

@@ -57,6 +57,7 @@ SUITE: dict[str, SuiteWorld] = {w.name: w for w in (
     SuiteWorld("shapes2", "shapes2", "resnet", "held-out"),
     SuiteWorld("objects", "objects", "vit", "held-out", per_class=_SMALL, epochs=4),
     SuiteWorld("uneven", "uneven", "resnet", "held-out", classes=(3, 5)),
+    SuiteWorld("shapes2-cluttered", "shapes2-cluttered", "vit", "held-out", per_class=_SMALL, epochs=4),
 )}
 
 

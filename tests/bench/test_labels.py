@@ -74,11 +74,12 @@ def _world_of_parts(rng):
                          None if part is None else f"part {part}", mixed, rng.uniform(size=3), rng.normal(size=(7, 4)))
 
     groups = [group("a", 1), group("b", 2), group("c", 2, n=30), group("impure", 1, mixed=True), group("none", None)]
-    return WorldData("w", "dev", "vit", rng.normal(size=(3, 4)), ["x", "y", "z"], 10.0, groups, 1.0, 1.0), groups
+    return WorldData("w", "dev", "vit", rng.normal(size=(3, 4)), ["part 1", "part 2", "z"], 10.0, groups, 1.0, 1.0), groups
 
 
 def test_constructed_mixed_groups_merge_pure_groups_of_different_parts():
-    from bench.mixed import KINDS, constructed_mixed
+    from bench.mixed import BY_CERTAINTY, KINDS, constructed_mixed
+    from neurflow.labeler.scoring import concept_votes
 
     world, groups = _world_of_parts(np.random.default_rng(3))
     mixed = constructed_mixed(world)
@@ -95,6 +96,12 @@ def test_constructed_mixed_groups_merge_pure_groups_of_different_parts():
             n_a = KINDS[kind][0]
             b = originals[m.gid.split("+")[1].split(" ")[0]]
             assert b.reference != a.reference and m.reference == a.reference and m.mixed
+            if kind in BY_CERTAINTY:  # A's least sure exemplars beside B's surest
+                def sure(g, rows):
+                    return concept_votes(rows, world.concepts, world.logit_scale)[:, world.names.index(g.reference)]
+                assert sure(a, m.exemplars[:n_a]).max() <= np.sort(sure(a, a.exemplars))[n_a - 1] + 1e-12
+                assert sure(b, m.exemplars[n_a:]).min() >= np.sort(sure(b, b.exemplars))[n_a] - 1e-12
+                continue
             assert np.array_equal(m.exemplars[:n_a], a.exemplars[:n_a]) and np.array_equal(m.exemplars[n_a:], b.exemplars[:5 - n_a])
             assert np.array_equal(m.patches[:5], m.exemplars) and len(m.patches) == min(64, 5 + len(a.patches) + len(b.patches) - 10)
             assert len(m.held) == len(a.held) + len(b.held)

@@ -62,8 +62,8 @@ def test_per_patch_scores_match_the_group_score_for_one_patch():
 
 # -- the mosaic score and its confidence ------------------------------------------------------------
 from neurflow.labeler.scoring import (  # noqa: E402
-    CLOSE_MARGIN, DOUBT_CAP, UNCERTAIN_BELOW, ConfidenceParts, calibrated_confidence, calibrated_probability,
-    confidence_parts, doubtful, mosaic_scores, split_ratio,
+    CLOSE_MARGIN, DOUBT_CAP, MAX_CONFIDENCE, UNCERTAIN_BELOW, ConfidenceParts, calibrated_confidence, calibrated_probability,
+    confidence_parts, doubtful, exemplar_mixture, mosaic_scores, split_ratio,
 )
 
 
@@ -86,6 +86,33 @@ def test_mosaic_score_names_what_the_exemplars_show():
     assert mosaic_scores(exemplars, patches, ref, concepts, 10.0, exemplar_weight=0.7, contrast=0.0).argmax() == 0
     # With the exemplars' weight at zero it is zero-shot voting over all patches, which drifts too.
     assert mosaic_scores(exemplars, patches, ref, concepts, 10.0, exemplar_weight=0.0, contrast=0.0).argmax() == 2
+
+
+def test_hard_votes_follow_the_mosaic_majority_when_the_minority_is_surer():
+    """Three exemplars lean to concept 0 without conviction, two show concept 1 clearly: a reader of
+    the mosaic sees concept 0 three times. Soft votes (mean distributions) let the two sure ones win."""
+    concepts = np.eye(4)
+    exemplars = _unit(np.array([[1.0, 0.8, 0, 0]] * 3 + [[0.0, 1.0, 0, 0]] * 2))
+    ref = np.full(4, 0.25)
+    soft = mosaic_scores(exemplars, exemplars, ref, concepts, 10.0, votes="soft")
+    hard = mosaic_scores(exemplars, exemplars, ref, concepts, 10.0, votes="hard")
+    assert soft.argmax() == 1 and hard.argmax() == 0
+    # It is still a distribution, and one vote outweighs all that the soft term can move: a 3-2 count
+    # keeps its order even when the soft mixture is at its most lopsided the other way.
+    p = exemplar_mixture(exemplars, concepts, 10.0, "hard")
+    assert np.isclose(p.sum(), 1.0) and p[0] - p[1] > 0
+    tie_break = 0.5 / (len(exemplars) + 1)
+    assert (1 - tie_break) / len(exemplars) > tie_break
+
+
+def test_hard_votes_break_ties_with_the_soft_mixture_and_refuse_unknown_kinds():
+    concepts = np.eye(4)
+    # Two votes each for concepts 0 and 2 (and one for 3); concept 2's exemplars are the surer ones.
+    exemplars = _unit(np.array([[1.0, 0, 0.7, 0]] * 2 + [[0, 0, 1.0, 0]] * 2 + [[0, 0, 0, 1.0]]))
+    p = exemplar_mixture(exemplars, concepts, 10.0, "hard")
+    assert p.argmax() == 2 and p[2] > p[0] > p[3]
+    with pytest.raises(ValueError, match="exemplar votes must be one of"):
+        exemplar_mixture(exemplars, concepts, 10.0, "majority")
 
 
 def test_confidence_says_when_patches_disagree_with_the_mosaic_or_labels_are_close():
@@ -115,6 +142,9 @@ def test_calibrated_confidence_is_a_monotone_probability():
         delta = calibrated_probability(ConfidenceParts(*moved)) - calibrated_probability(ConfidenceParts(*base))
         assert direction * delta >= 0
     assert calibrated_probability(ConfidenceParts(0.8, 0.6, 0.3)) > calibrated_probability(ConfidenceParts(*base))
+    # A clean mosaic is very likely right, but never shown as certain.
+    clean = ConfidenceParts(6 / 7, 0.99, 1.0)
+    assert calibrated_probability(clean) > MAX_CONFIDENCE == calibrated_confidence(clean)
 
 
 def test_calibration_needs_one_coefficient_per_feature():
