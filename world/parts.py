@@ -250,6 +250,84 @@ _SHAPES.update({
 _TEXTURES.update({"zigzag patch": _zigzag, "grid patch": _grid, "wavy patch": _waves})
 
 
+# -- the third part set ("shapes3"): a held-out vocabulary, added after the labeling method was chosen
+_OCTAGON = _regular(8, 1.0, math.pi / 8)
+_KITE = [(0.0, -1.0), (0.62, -0.2), (0.0, 0.95), (-0.62, -0.2)]
+_BOLT = [(-0.18, -0.85), (0.4, -0.85), (0.09, -0.14), (0.5, -0.14), (-0.32, 0.85), (-0.05, 0.09), (-0.45, 0.09)]
+_CORNER = [(-0.6, -0.68), (-0.17, -0.68), (-0.17, 0.26), (0.64, 0.26), (0.64, 0.68), (-0.6, 0.68)]
+_PARALLELOGRAM = [(-0.4, -0.5), (0.82, -0.5), (0.4, 0.5), (-0.82, 0.5)]
+_HOURGLASS = [(-0.58, -0.76), (0.58, -0.76), (0.1, 0.0), (0.58, 0.76), (-0.58, 0.76), (-0.1, 0.0)]
+
+
+def _arch(u, v):
+    r = u * u + v * v
+    return (r <= 0.8 ** 2) & (r >= 0.4 ** 2) & (v <= 0.2) | ((np.abs(np.abs(u) - 0.6) <= 0.2) & (v > 0.2) & (v <= 0.55))
+
+
+def _pill(u, v):
+    body = (np.abs(u) <= 0.55) & (np.abs(v) <= 0.35)
+    return body | _disc(u, v, -0.55, 0.0, 0.35) | _disc(u, v, 0.55, 0.0, 0.35)
+
+
+def _cluster(u, v):
+    centres = [(0.0, 0.0), (0.55, 0.0), (-0.55, 0.0), (0.27, 0.48), (-0.27, -0.48), (0.27, -0.48), (-0.27, 0.48)]
+    return np.logical_or.reduce([_disc(u, v, cx, cy, 0.22) for cx, cy in centres])
+
+
+def _blob(u, v):
+    return _disc(u, v, -0.25, 0.1, 0.55) | _disc(u, v, 0.3, -0.15, 0.5) | _disc(u, v, 0.15, 0.4, 0.4)
+
+
+def _bricks(px, py, period):
+    row = np.floor(py / (period / 2))
+    shift = np.mod(row, 2) * period / 2
+    return ~((np.mod(py, period / 2) < 0.15 * period) | (np.mod(px + shift, period) < 0.15 * period))
+
+
+def _hatch(px, py, period):
+    return (np.mod(px + py, period) < 0.28 * period) | (np.mod(px - py, period) < 0.28 * period)
+
+
+def _bubbles(px, py, period):
+    fx = np.mod(px, period) - period / 2
+    fy = np.mod(py, period) - period / 2
+    r2 = fx * fx + fy * fy
+    return (r2 <= (0.42 * period) ** 2) & (r2 >= (0.22 * period) ** 2)
+
+
+PARTS_SHAPES3: tuple[Part, ...] = (
+    Part(1, "coral octagon", "shape", (250, 110, 80), 20.0),
+    Part(2, "indigo kite", "shape", (75, 20, 140), 15.0),
+    Part(3, "mint bolt", "shape", (110, 230, 170), 15.0),
+    Part(4, "crimson corner", "shape", (200, 20, 60), 15.0),
+    Part(5, "azure arch", "shape", (40, 150, 240), 10.0),
+    Part(6, "lavender pill", "shape", (190, 160, 235), 30.0),
+    Part(7, "amber parallelogram", "shape", (250, 185, 0), 15.0),
+    Part(8, "jade cluster", "shape", (0, 165, 110), 30.0),
+    Part(9, "brick patch", "texture", (170, 60, 40), 15.0, period=7.0),
+    Part(10, "hatched patch", "texture", (90, 40, 120), 15.0, period=6.0),
+    Part(11, "bubble patch", "texture", (0, 120, 150), 15.0, period=6.5),
+    Part(12, "silver hourglass", "shape", (195, 200, 210), 15.0),
+    Part(13, "grey blob", "shape", (120, 120, 120), 90.0),
+)
+_SHAPES.update({
+    "coral octagon": lambda u, v: _polygon_inside(u, v, _OCTAGON),
+    "indigo kite": lambda u, v: _polygon_inside(u, v, _KITE),
+    "mint bolt": lambda u, v: _polygon_inside(u, v, _BOLT),
+    "crimson corner": lambda u, v: _polygon_inside(u, v, _CORNER),
+    "azure arch": _arch,
+    "lavender pill": _pill,
+    "amber parallelogram": lambda u, v: _polygon_inside(u, v, _PARALLELOGRAM),
+    "jade cluster": _cluster,
+    "brick patch": _patch,
+    "hatched patch": _patch,
+    "bubble patch": _patch,
+    "silver hourglass": lambda u, v: _polygon_inside(u, v, _HOURGLASS),
+    "grey blob": _blob,
+})
+_TEXTURES.update({"brick patch": _bricks, "hatched patch": _hatch, "bubble patch": _bubbles})
+
+
 # -- object-like composite parts ("objects"): several coloured pieces drawn as one part -----------
 # A painter lists (inside, colour) layers, later layers on top; the part is the union of the layers,
 # so its mask covers the whole object while its look is made of pieces a network (and CLIP) can
@@ -355,7 +433,8 @@ PARTS_OBJECTS: tuple[Part, ...] = tuple(
 )
 
 #: Every part set by name, distractor last in each.
-PART_SETS: dict[str, tuple[Part, ...]] = {"standard": PARTS, "shapes2": PARTS_SHAPES2, "objects": PARTS_OBJECTS}
+PART_SETS: dict[str, tuple[Part, ...]] = {"standard": PARTS, "shapes2": PARTS_SHAPES2, "objects": PARTS_OBJECTS,
+                                          "shapes3": PARTS_SHAPES3}
 _ALL_PARTS: dict[str, Part] = {}
 for _set in PART_SETS.values():
     for _part in _set:

@@ -18,8 +18,9 @@ disk, so every tool reads them alike (see :data:`VARIANTS`):
 * ``cluttered``: the standard parts and classes on backgrounds full of small coloured clutter;
 * ``uneven``: the standard parts in classes of two to four parts that share them unevenly (the red
   circle is in five classes, the white crescent in two, the blue square's classes share nothing else);
-* ``shapes2-cluttered``: the second part set and its classes on the cluttered background (added after
-  the labeling method was chosen, as a world no method was ever looked at on).
+* ``shapes2-cluttered``: the second part set and its classes on the cluttered background;
+* ``shapes3``: a third part set (other outlines, colours and textures), cube classes, added as a
+  held-out world after the labeling method was last changed.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ VARIANTS: dict[str, Variant] = {
     "uneven": Variant("uneven", PART_SETS["standard"], tuple(_class(i, p) for i, p in enumerate(_UNEVEN))),
     "shapes2-cluttered": Variant("shapes2-cluttered", PART_SETS["shapes2"],
                                  _cube_classes(_set_groups(PART_SETS["shapes2"])), clutter=True),
+    "shapes3": Variant("shapes3", PART_SETS["shapes3"], _cube_classes(_set_groups(PART_SETS["shapes3"]))),
 }
 
 

@@ -105,12 +105,15 @@ def test_hard_votes_follow_the_mosaic_majority_when_the_minority_is_surer():
     assert (1 - tie_break) / len(exemplars) > tie_break
 
 
-def test_hard_votes_break_ties_with_the_soft_mixture_and_refuse_unknown_kinds():
+def test_hard_votes_break_ties_like_the_mean_cosine_baseline_and_refuse_unknown_kinds():
     concepts = np.eye(4)
-    # Two votes each for concepts 0 and 2 (and one for 3); concept 2's exemplars are the surer ones.
-    exemplars = _unit(np.array([[1.0, 0, 0.7, 0]] * 2 + [[0, 0, 1.0, 0]] * 2 + [[0, 0, 0, 1.0]]))
+    # Three exemplars of concept 0, one of them read as concept 3; two sure exemplars of concept 2. The
+    # votes tie 2-2: concept 0 is what every exemplar supports a little, concept 2 what two support surely.
+    exemplars = _unit(np.array([[1.0, 0.8, 0, 0]] * 2 + [[0.8, 0, 0, 1.0]] + [[0, 0, 1.0, 0]] * 2))
+    assert mixture(exemplars, concepts, 10.0).argmax() == 2  # the arithmetic mean follows the sure two
     p = exemplar_mixture(exemplars, concepts, 10.0, "hard")
-    assert p.argmax() == 2 and p[2] > p[0] > p[3]
+    assert p.argmax() == 0 == mean_cosine_scores(exemplars, concepts).argmax()
+    assert np.isclose(p.sum(), 1.0) and p[0] > p[2] > p[3] > p[1]  # the lone vote for 3 stays below the tie
     with pytest.raises(ValueError, match="exemplar votes must be one of"):
         exemplar_mixture(exemplars, concepts, 10.0, "majority")
 
