@@ -56,10 +56,11 @@ def worker(run: str, config: dict[str, Any], result_path: str) -> None:
     from bench.demo import load_demo
     from bench.reference_baseline import engine_core_sets, reference_fit
     from neurflow.core.engine import NeurFlow
-    from neurflow.core.memory import mmap_large_allocations
+    from neurflow.core.memory import malloc_for_fit
 
-    if run != "baseline":
-        mmap_large_allocations()  # the engine's runs as `neurflow run` and the service's workers do them
+    if run != "baseline":  # the engine's runs as `neurflow run` and the service's workers do them
+        malloc = {"exact": "exact", "fast_alt": config.get("alt_malloc") or "fast"}.get(run, "fast")
+        malloc_for_fit(malloc)
     demo = load_demo(config["images"], config["target_class"], config["model"])
     device = config["device"]
     settings = dict(config["settings"])
@@ -214,6 +215,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast-preset", default=None, help="JSON dict overriding core.params.FAST_PRESET")
     parser.add_argument("--fast-alt", default=None,
                         help="JSON dict: also run this candidate fast preset (run name fast_alt)")
+    parser.add_argument("--alt-malloc", choices=["exact", "fast"], default=None,
+                        help="malloc setting of the fast_alt run (core.memory.FIT_MALLOC; default: fast's)")
     parser.add_argument("--fitted-layers", type=int, default=None,
                         help="fit only the first N layers of the bench's layer list (default 6; 3 with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count)")
@@ -240,6 +243,7 @@ def run_section(args: argparse.Namespace) -> dict[str, Any]:
                      "stride_ratio": 0.5, "ig_steps": 50, "batch_size": 8},
         "fast_preset": json.loads(args.fast_preset) if args.fast_preset else dict(FAST_PRESET),
         "fast_alt_preset": json.loads(args.fast_alt) if args.fast_alt else None,
+        "alt_malloc": getattr(args, "alt_malloc", None),
         "quick": quick,
     }
     runs_wanted = [r.strip() for r in args.runs.split(",") if r.strip()]

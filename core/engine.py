@@ -134,8 +134,8 @@ class NeurFlow(BaseEstimator):
     :class:`~neurflow.core.params.EngineParams` and :class:`~neurflow.core.params.ImageSelection`
     (listed below, generated from them), plus ``progress``: a callback ``(stage, done, total)``.
 
-    ``fit`` changes no global state: it draws no random numbers, sets no malloc policy (a long-running
-    process may call :func:`neurflow.core.memory.mmap_large_allocations` once itself), and hands the
+    ``fit`` changes no global state: it draws no random numbers, sets no malloc policy (a process that
+    runs fits may call :func:`neurflow.core.memory.malloc_for_fit` itself before each), and hands the
     model back in the train/eval modes and on the device it came in.
     """
 

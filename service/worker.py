@@ -34,6 +34,7 @@ from neurflow.service.jobtypes import (
     FromWorker,
     Hello,
     Progressed,
+    RunJob,
     RunTask,
     StopWorker,
     ToWorker,
@@ -93,9 +94,7 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
 
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    from neurflow.core.memory import mmap_large_allocations
-
-    mmap_large_allocations()  # this process runs fits: keep its peak near the live memory (core/memory.py)
+    from neurflow.core.memory import malloc_for_fit
     from neurflow.service.tasks import JobCancelled, TaskContext, run_task
 
     ctx = TaskContext(settings, device)
@@ -123,6 +122,8 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
                 channel.send(Progressed(job_id=job_id, stage=str(stage), done=int(done), total=int(total)))
 
         ctx.emit = lambda circuit, job_id=job_id: channel.send(ClassDone(job_id=job_id, circuit=circuit))
+        # a fit job sets its preset's trade of peak memory against page faults (core/memory.py)
+        malloc_for_fit(task.job.spec.engine.preset if isinstance(task.job, RunJob) else "exact")
         try:
             output = run_task(task, ctx, progress)
             if cancel.is_set():

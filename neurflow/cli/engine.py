@@ -55,11 +55,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from neurflow.core.jobspec import load_jobspec
-    from neurflow.core.memory import mmap_large_allocations
+    from neurflow.core.memory import malloc_for_fit
     from neurflow.labeler.pipeline import run_job
 
     spec, base_dir = load_jobspec(args.spec)
-    mmap_large_allocations()  # this process only fits: keep its peak near the live memory (core/memory.py)
+    # this process only fits: the preset's trade of peak memory against page faults (core/memory.py)
+    malloc_for_fit(spec.engine.preset)
     with ProgressBars() as bars:
         written = run_job(spec, base_dir, Path(args.out), progress=bars)
     for target, path in written.items():
