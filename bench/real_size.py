@@ -8,7 +8,9 @@ random 224 px images (2950 patches), tau 16, top_n 50, and the paper's layers on
 By default only the first two fitted layers are run (``fc`` and ``layer4.2``: 1 and 16 core neurons,
 850 (neuron, patch) pairs of IG), which the baseline finishes in well under an hour on two cores;
 the readout pass over all 2950 patches is the same as in the full configuration. ``--real-layers 5``
-runs all five fitted layers: tens of thousands of pairs, hours on two cores (docs/speed.md).
+runs all five fitted layers: tens of thousands of pairs (docs/speed.md). ``--fast-alt JSON`` adds a
+candidate fast preset (run ``fast_alt``), as in the engine section; results go to
+``bench/results/realsize-<layers>layers-<images>images-<runs>.json`` (and ``.md``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def run_section(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--real-layers must be 1..5 (fitted layers of the real-size list), got {args.real_layers}")
     sub = copy.copy(args)
     sub.model, sub.quick, sub.fitted_layers = "resnet50", False, args.real_layers
-    sub.images, sub.runs, sub.fast_alt = args.real_images, args.real_runs, None
+    sub.images, sub.runs = args.real_images, args.real_runs
     sub.target_class = 0
-    sub.out = str(engine_speed.RESULTS / f"realsize-{args.real_layers}layers.json")
+    runs = args.real_runs.replace(",", "-") + ("-alt" if args.fast_alt else "")
+    sub.out = str(engine_speed.RESULTS / f"realsize-{args.real_layers}layers-{args.real_images}images-{runs}.json")
     return engine_speed.run_section(sub)

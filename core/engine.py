@@ -49,6 +49,31 @@ _ENGINE_FIELDS = EngineParams.__struct_fields__
 _SELECTION_FIELDS = ImageSelection.__struct_fields__
 
 
+def concept_sample(labels: np.ndarray, budget: int | None) -> np.ndarray:
+    """Which of a neuron's top patches (rows, activation order; ``labels`` their concepts) its IG runs
+    on: all of them, or about ``budget`` drawn from every concept in proportion to its size (at least
+    one each), evenly spaced in activation order within the concept. Sorted row positions."""
+    n = len(labels)
+    if budget is None or budget >= n:
+        return np.arange(n)
+    picked = []
+    for k in np.unique(labels):
+        rows = np.nonzero(labels == k)[0]
+        m = min(len(rows), max(1, round(budget * len(rows) / n)))
+        picked.extend(rows[np.floor((np.arange(m) + 0.5) * len(rows) / m).astype(int)])
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
+def sample_weights(labels: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Weights of the sampled rows that make a weighted sum over them estimate the mean over all rows:
+    each concept's share of the rows, split evenly among its sampled rows (a stratified mean)."""
+    drawn = labels[sample]
+    concepts, counts = np.unique(labels, return_counts=True)
+    share = dict(zip(concepts.tolist(), (counts / len(labels)).tolist()))
+    per_concept = dict(zip(*np.unique(drawn, return_counts=True)))
+    return np.array([share[int(k)] / per_concept[k] for k in drawn])
+
+
 def _signature() -> inspect.Signature:
     """``NeurFlow(layers, *, <every other field of EngineParams and ImageSelection>, progress=None)``."""
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
@@ -347,22 +372,29 @@ class NeurFlow(BaseEstimator):
         a_up = acts[upper]
         n_top = min(self.params_.top_n, len(index))
         top = {i: torch.topk(a_up[:, i], n_top, sorted=True).indices.numpy() for i in neurons}
-        scores = self._ig_scores(access, upper, lower, top, maps, pixels, index)
-
         v_low = acts[lower].double().numpy()
+        # Concepts come from the lower activations alone, so they can be found before any IG and
+        # decide which of a neuron's patches its IG runs on (all of them unless ig_patches is set).
+        clusters = {i: self._cluster(v_low[top[i]]) for i in neurons}
+        sample = {i: concept_sample(clusters[i], self.params_.ig_patches) for i in neurons}
+        scores = self._ig_scores(access, upper, lower, {i: top[i][sample[i]] for i in neurons}, maps, pixels, index)
+
         n_lower = v_low.shape[1]
         tau = min(self.params_.tau, n_lower)
         out_neurons: list[Neuron] = []
         next_importance: dict[int, float] = {}
         for i in neurons:
-            s = scores[i]  # (n_top, C_lower), rows in activation order
-            ranking = np.abs(s).mean(axis=0)
+            s = scores[i]  # (rows of the sample, C_lower), in activation order
+            if len(sample[i]) == n_top:
+                ranking = np.abs(s).mean(axis=0)
+            else:  # each sampled row stands for its concept's share of the top patches
+                ranking = sample_weights(clusters[i], sample[i]) @ np.abs(s)
             chosen = np.argsort(-ranking, kind="stable")[:tau]
             if self.params_.acceptable_error_range >= 0:
                 chosen = self._prune(access, upper, lower, i, chosen, a_up, maps, pixels, index, n_top)
             for j in chosen:
                 next_importance[int(j)] = max(next_importance.get(int(j), 0.0), float(ranking[j]))
-            concepts = self._concepts(i, top[i], s, chosen, v_low, a_up, index, selected)
+            concepts = self._concepts(i, top[i], clusters[i], s, sample[i], chosen, v_low, a_up, index, selected)
             out_neurons.append(Neuron(id=int(i), importance=float(importance.get(i, 0.0)), concepts=concepts))
         is_last_pair = u + 1 == len(self.params_.layers) - 1
         next_neurons = [] if is_last_pair else sorted(next_importance)
@@ -398,10 +430,13 @@ class NeurFlow(BaseEstimator):
                 self._report(f"ig {upper}", done, total)
         return {i: np.stack([found[(i, int(p))] for p in rows]) for i, rows in top.items()}
 
-    def _concepts(self, i, top_rows, s, chosen, v_low, a_up, index, selected) -> list[Concept]:
-        v = v_low[top_rows]
+    def _cluster(self, v: np.ndarray) -> np.ndarray:
+        """Concept label of each of a neuron's top patches (rows of lower activations)."""
         allow_single = self.params_.allow_single_concept and not self.params_.reference_compat
-        labels = ward_silhouette(v, max_k=self.params_.max_concepts, allow_single=allow_single)
+        return ward_silhouette(v, max_k=self.params_.max_concepts, allow_single=allow_single)
+
+    def _concepts(self, i, top_rows, labels, s, sample, chosen, v_low, a_up, index, selected) -> list[Concept]:
+        v = v_low[top_rows]
         normalise = reference_rescale if self.params_.reference_compat else l1_normalise
         concepts = []
         for k in range(int(labels.max()) + 1):
@@ -409,7 +444,7 @@ class NeurFlow(BaseEstimator):
             sub = v[rows][:, chosen]
             dist = np.linalg.norm(sub - sub.mean(axis=0), axis=1)
             nearest = np.sort(rows[np.argsort(dist, kind="stable")[: self.params_.n_exemplars]])
-            weights = normalise(s[rows][:, chosen].mean(axis=0))
+            weights = normalise(s[labels[sample] == k][:, chosen].mean(axis=0))
             concepts.append(Concept(
                 id=k,
                 activation=float(a_up[top_rows[rows], i].double().mean()),

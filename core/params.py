@@ -49,6 +49,11 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         extra_json_schema={"default": [1.0, 0.5, 0.25]})] = msgspec.field(
         default_factory=lambda: [1.0, 0.5, 0.25])
     stride_ratio: Annotated[float, _doc("Patch stride as a fraction of the patch side.", gt=0, le=1)] = 0.5
+    ig_patches: Annotated[PositiveInt | None, _doc(
+        "Integrated Gradients on about this many of each neuron's top_n patches, drawn from each of its "
+        "concepts in proportion to the concept's size (at least one each); the core-neuron ranking and "
+        "the concept edges are estimated from them (a stratified mean). null: every top patch, as the "
+        "method does (both presets).")] = None
     ig_steps: Annotated[PositiveInt | None, _doc(
         "Gauss-Legendre quadrature steps of Integrated Gradients; null: the preset's (50 exact, 4 fast).")] = None
     seed: Annotated[int, _doc(
