@@ -226,8 +226,9 @@ def confidence_parts(exemplars: np.ndarray, patches: np.ndarray, concepts: np.nd
 #: the dev worlds' groups, real and constructed mixed ones (``bench/mixed.py``), labeled by every setting
 #: of the mosaic grid (the default alone labels every dev group right, which leaves nothing to separate),
 #: with the signs constrained (``CALIBRATION_SIGNS``): patch agreement came out negative, because the
-#: grid's wrong labels are those that follow the patches, so it was dropped (b2 = 0). The bench prints
-#: its fit next to these constants; they are reported on the held-out worlds only.
+#: grid's wrong labels are those that follow the patches, so it was dropped (b2 = 0); on the four dev
+#: worlds the split came out positive and was dropped too (b4 = 0: it acts through the doubt rule).
+#: The bench prints its fit next to these constants; they are reported on the held-out worlds only.
 CONFIDENCE_COEFFICIENTS = (-5.78, 8.72, 0.0, 7.03, 0.0)
 
 #: Labels whose confidence is below this are shown as uncertain (viewer) and exported with this
