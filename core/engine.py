@@ -68,10 +68,8 @@ def sample_weights(labels: np.ndarray, sample: np.ndarray) -> np.ndarray:
     """Weights of the sampled rows that make a weighted sum over them estimate the mean over all rows:
     each concept's share of the rows, split evenly among its sampled rows (a stratified mean)."""
     drawn = labels[sample]
-    concepts, counts = np.unique(labels, return_counts=True)
-    share = dict(zip(concepts.tolist(), (counts / len(labels)).tolist()))
-    per_concept = dict(zip(*np.unique(drawn, return_counts=True)))
-    return np.array([share[int(k)] / per_concept[k] for k in drawn])
+    rows = np.bincount(labels)
+    return rows[drawn] / len(labels) / np.bincount(drawn, minlength=len(rows))[drawn]
 
 
 def _signature() -> inspect.Signature:

@@ -140,8 +140,9 @@ def exemplar_mixture(exemplars: np.ndarray, concepts: np.ndarray, logit_scale: f
         raise ValueError(f"exemplar votes must be one of {EXEMPLAR_VOTES}, got {votes!r}")
     if votes == "soft" or len(exemplars) == 0:
         return mixture(exemplars, concepts, logit_scale)
-    counts = np.bincount(concept_votes(exemplars, concepts, logit_scale).argmax(axis=1), minlength=len(concepts))
-    geometric = softmax(logit_scale * mean_cosine_scores(exemplars, concepts))
+    similarity = exemplars @ concepts.T  # an exemplar's best concept is the argmax of its softmax too
+    counts = np.bincount(similarity.argmax(axis=1), minlength=len(concepts))
+    geometric = softmax(logit_scale * similarity.mean(axis=0))
     tie_break = 0.5 / (len(exemplars) + 1)
     return (1 - tie_break) * counts / len(exemplars) + tie_break * geometric
 
