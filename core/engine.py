@@ -39,6 +39,7 @@ from .integrated_gradients import multi_target_ig
 from .layer_access import LayerAccess, readout, zero_channels
 from .memory import release_free_memory
 from .params import EngineParams, ImageSelection, validated
+from .batch_norm_folding import folded_copy
 from .block_gradients import fast_block_gradients
 from .patches import PatchIndex, build_index, make_patches
 from neurflow.progress import Progress
@@ -226,7 +227,10 @@ class NeurFlow(BaseEstimator):
                 and (readout_cache.get("maps") is not None or not keep_maps)):
             acts, maps = readout_cache["acts"], readout_cache.get("maps")
         else:
-            acts, maps = self._readouts(access, pixels, index, keep_maps)
+            folded = folded_copy(model, p.layers) if p.fold_batch_norm else None
+            read_access = LayerAccess(folded, p.layers, p.token_reduce) if folded is not None else access
+            acts, maps = self._readouts(read_access, pixels, index, keep_maps)
+            del folded, read_access
             if readout_cache is not None:  # one entry: the last selection (memory stays one readout set)
                 readout_cache.clear()
                 readout_cache.update(pixels=pixels, acts=acts, maps=maps)

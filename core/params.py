@@ -18,13 +18,16 @@ from msgspec import Meta
 PositiveInt = Annotated[int, Meta(ge=1)]
 Fraction = Annotated[float, Meta(gt=0, le=1)]
 
-#: What each preset puts where ``ig_steps`` / ``batch_size`` / ``channels_last`` / ``map_cache_mb``
-#: are left unset (``None``). The fast preset is validated against the exact one by ``make bench``
-#: (mean per-layer Jaccard of core-neuron sets); see docs/speed.md. Exact keeps the fit's memory low
-#: (no kept maps); fast spends memory on them for speed.
+#: What each preset puts where ``ig_steps`` / ``ig_patches`` / ``batch_size`` / ``channels_last`` /
+#: ``map_cache_mb`` / ``fold_batch_norm`` are left unset (``None``). The fast preset is validated
+#: against the exact one by ``make bench`` (mean per-layer Jaccard of core-neuron sets); see
+#: docs/speed.md. Exact is the method as written and keeps the fit's memory low (no kept maps); fast
+#: spends memory on them, and estimates each neuron's IG ranking from a sample of its patches.
 PRESETS: dict[str, dict[str, int | bool]] = {
-    "exact": {"ig_steps": 50, "batch_size": 8, "channels_last": False, "map_cache_mb": 0},
-    "fast": {"ig_steps": 4, "batch_size": 16, "channels_last": True, "map_cache_mb": 4096},
+    "exact": {"ig_steps": 50, "ig_patches": None, "batch_size": 8, "channels_last": False, "map_cache_mb": 0,
+              "fold_batch_norm": False},
+    "fast": {"ig_steps": 2, "ig_patches": 20, "batch_size": 16, "channels_last": True, "map_cache_mb": 4096,
+             "fold_batch_norm": True},
 }
 FAST_PRESET = PRESETS["fast"]
 
@@ -52,10 +55,10 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ig_patches: Annotated[PositiveInt | None, _doc(
         "Integrated Gradients on about this many of each neuron's top_n patches, drawn from each of its "
         "concepts in proportion to the concept's size (at least one each); the core-neuron ranking and "
-        "the concept edges are estimated from them (a stratified mean). null: every top patch, as the "
-        "method does (both presets).")] = None
+        "the concept edges are estimated from them (a stratified mean); top_n or more: every top patch, as the "
+        "method does. null: the preset's (exact: every top patch; fast: 20).")] = None
     ig_steps: Annotated[PositiveInt | None, _doc(
-        "Gauss-Legendre quadrature steps of Integrated Gradients; null: the preset's (50 exact, 4 fast).")] = None
+        "Gauss-Legendre quadrature steps of Integrated Gradients; null: the preset's (50 exact, 2 fast).")] = None
     seed: Annotated[int, _doc(
         "Recorded with the circuit. The fit draws no random numbers, so the seed does not change its result "
         "today; a randomised option would seed a generator of its own with it (never the global ones).")] = 0
@@ -85,6 +88,11 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "convolutions on CPU; the numbers equal a contiguous run's up to float rounding. A model whose "
         "forward cannot run so (a .view of a feature map) runs contiguous. null: the preset's (exact: "
         "false, fast: true).")] = None
+    fold_batch_norm: Annotated[bool | None, _doc(
+        "Fold each batch norm into the convolution before it for the readout pass, in a copy of the model (the "
+        "model itself is unchanged; IG runs on it as it is): a faster forward pass, numbers equal up to float "
+        "rounding. Pairs whose modules are fitted layers are left alone. null: the preset's (exact: false, fast: "
+        "true).")] = None
     map_cache_mb: Annotated[Annotated[int, Meta(ge=0)] | None, _doc(
         "Memory (MB) for keeping the complete output maps of the last layer (the IG input space) for every "
         "patch, taken during the readout pass: each IG stage then starts from them instead of re-running the "
@@ -94,8 +102,8 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "Torch device of the computation (the model is moved there for the fit and back afterwards); null: "
         "cpu, or the device of the service worker that runs the job.")] = None
     preset: Annotated[Literal["exact", "fast"], _doc(
-        "Fills ig_steps, batch_size, channels_last and map_cache_mb where they are null: exact (50, 8, false, 0) "
-        "or fast (4, 16, true, 4096).")] = "exact"
+        "Fills ig_steps, ig_patches, batch_size, channels_last, map_cache_mb and fold_batch_norm where they are "
+        "null: exact (50, every patch, 8, false, 0, false) or fast (2, 20, 16, true, 4096, true).")] = "exact"
 
     def resolved(self) -> EngineParams:
         """A copy with every unset value filled: the preset's ``ig_steps`` / ``batch_size``, the CPU."""

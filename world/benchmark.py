@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from neurflow.core.circuit import Circuit
+from neurflow.world.suite import ENGINE, LAYERS
 
-LAYERS = ["fc", "layer4.1", "layer4.0", "layer3.1", "layer3.0"]
 METHODS = {
     # the plain baseline: highest mean cosine similarity of the (display) exemplars
     "baseline: mean cos, exemplars": {"score": "mean_cosine", "patches": "exemplars"},
@@ -42,7 +42,7 @@ def engine_circuit(model, cls: int, out: Path, max_images: int, tau: int) -> Cir
     spec = {
         "model": model.model_spec(),
         "data": {"images": str(model.images("heldout")), "target_class": cls, "select": "predicted", "max_images": max_images},
-        "engine": {"layers": LAYERS, "tau": tau, "top_n": 50, "preset": "fast", "seed": 0},
+        "engine": {**ENGINE, "tau": tau},
     }
     circuit = fit_spec(parse_jobspec(json.dumps(spec)), Path("."))[cls]
     path.write_text(circuit.to_json())
