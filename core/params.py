@@ -23,7 +23,7 @@ Fraction = Annotated[float, Meta(gt=0, le=1)]
 #: against the exact one by ``make bench`` (mean per-layer Jaccard of core-neuron sets); see
 #: docs/speed.md. Exact is the method as written and keeps the fit's memory low (no kept maps); fast
 #: spends memory on them, and estimates each neuron's IG ranking from a sample of its patches.
-PRESETS: dict[str, dict[str, int | bool]] = {
+PRESETS: dict[str, dict[str, int | bool | None]] = {
     "exact": {"ig_steps": 50, "ig_patches": None, "batch_size": 8, "channels_last": False, "map_cache_mb": 0,
               "fold_batch_norm": False},
     "fast": {"ig_steps": 2, "ig_patches": 20, "batch_size": 16, "channels_last": True, "map_cache_mb": 4096,
@@ -106,7 +106,7 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "null: exact (50, every patch, 8, false, 0, false) or fast (2, 20, 16, true, 4096, true).")] = "exact"
 
     def resolved(self) -> EngineParams:
-        """A copy with every unset value filled: the preset's ``ig_steps`` / ``batch_size``, the CPU."""
+        """A copy with every unset value filled: the preset's values, the CPU."""
         filled = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) is None}
         return msgspec.structs.replace(self, **filled, device=self.device or "cpu")
 
