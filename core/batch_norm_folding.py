@@ -46,8 +46,7 @@ def foldable_pairs(model: nn.Module, keep: Collection[str] = ()) -> list[tuple[s
         conv_name, bn_name = node.target, user.target
         bn = modules[bn_name]
         if (calls[conv_name] > 1 or calls[bn_name] > 1 or conv_name in keep or bn_name in keep
-                or bn.training or bn.running_mean is None or user.args[:1] != (node,) or len(user.args) > 1
-                or user.kwargs):
+                or bn.training or bn.running_mean is None or user.args != (node,) or user.kwargs):
             continue
         pairs.append((conv_name, bn_name))
     return pairs
