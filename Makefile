@@ -16,12 +16,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Only what the demo runs (labeling and the service); a venv that `make test` built holds it already.
+$(VENV)/.installed-demo: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test $(VENV)/.installed -nt pyproject.toml || $(PY) -m pip install -q $(TORCH_PIP) -e '.[clip,service]'
+	touch $@
+
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-demo
 	$(PY) -m demo
 
 bench: $(VENV)/.installed

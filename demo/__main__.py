@@ -1,17 +1,20 @@
 """``make demo``: the main job, end to end, through the service on the embedded default.
 
-1. prepare the synthetic world's resnet18 and its CLIP (trained once, then cached);
+1. prepare the demo's synthetic world, its resnet18 and its CLIP (``neurflow.world.setups.DEMO``:
+   trained once, side by side, then cached);
 2. start ``neurflow serve`` on loopback (SQLite job table, one spawn worker, a fresh API key);
 3. upload the model and the held-out images through the API, submit one job for two classes with
    CLIP labeling, and follow its Server-Sent Events with a progress bar;
 4. download the labeled circuits and every group's mosaic, print a table of labeled groups per layer
-   (label, confidence, ground-truth part, purity), save each circuit's Label Studio export, GraphML
+   (label, confidence, ground-truth part, purity) and how many labels name the ground-truth part,
+   save each circuit's Label Studio export, GraphML
    and graph PNG, and write the interactive HTML viewer (``demo-out/report.html``);
 5. stop the service.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -21,7 +24,7 @@ import time
 from pathlib import Path
 
 from neurflow.core.circuit import Circuit
-from neurflow.world import ensure_world_model, score_circuit
+from neurflow.world import score_circuit
 from neurflow.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 
 OUT = Path("demo-out")
@@ -39,17 +42,6 @@ def demo_spec(model_spec: dict, model_id: str, dataset_id: str, labeling: dict |
     if labeling is not None:
         spec["labeling"] = labeling
     return spec
-
-
-def world_clip(world_root: Path) -> Path | None:
-    """The world CLIP bundle (trained on first use), or None when labeling is not installed."""
-    try:
-        import neurflow.labeler.labeling  # noqa: F401
-        from neurflow.world.clip import ensure_world_clip
-    except ImportError as exc:
-        print(f"note: CLIP labeling unavailable ({exc}); circuits will be unlabeled", file=sys.stderr)
-        return None
-    return ensure_world_clip(world_root, log=lambda line: print(line, file=sys.stderr))
 
 
 class Service:
@@ -79,6 +71,13 @@ class Service:
         self.log.close()
 
 
+def label_hits(circuit: Circuit, scores: dict) -> tuple[int, int]:
+    """(groups whose top label is their ground-truth part, groups that have one)."""
+    parts = {g["id"]: g["majority_part"] for g in scores["groups"] if g.get("majority_part")}
+    hits = sum(1 for _, _, g in circuit.iter_groups() if g.id in parts and g.labels and g.labels[0].text == parts[g.id])
+    return hits, len(parts)
+
+
 def print_table(circuit: Circuit, scores: dict, class_name: str) -> None:
     by_id = {g["id"]: g for g in scores["groups"]}
     mean = scores.get("mean_purity")
@@ -98,17 +97,19 @@ def main() -> int:
     from neurflow.viewer.report import ReportEntry, write_report
     from neurflow.progress import ProgressBars
     from neurflow.service.client import Client, progress_from_events
+    from neurflow.world.setups import DEMO, ensure_setup
 
     start = time.time()
-    model = ensure_world_model(progress=True)
+    model, bundle = ensure_setup(DEMO)
     print(f"world model: {model.directory} (held-out accuracy {model.heldout_accuracy:.3f})")
-    bundle = world_clip(model.world_root)
     labeling = None
     if bundle is not None:
-        from neurflow.world.clip import labeling_section
+        from neurflow.world.clip import METRICS_FILE, labeling_section
 
         labeling = labeling_section(bundle)
-        print(f"world CLIP: {bundle}")
+        metrics = json.loads((bundle / METRICS_FILE).read_text())
+        print(f"world CLIP: {bundle} (zero-shot top-1 {metrics['zero_shot_top1']:.3f} on {metrics['n_crops']} "
+              f"held-out part crops)")
     prepared = time.time()
     # a fresh data dir per run (the service's database and artifacts); removed when the demo succeeds
     service_dir = SERVICE_ROOT / f"run-{os.getpid()}"
@@ -132,6 +133,7 @@ def main() -> int:
                 print(f"job {final['state']}: {final['error']}", file=sys.stderr)
                 return 1
             entries = []
+            hits = [0, 0]
             for ref in final["result"]["circuits"]:
                 folder = OUT / f"class-{ref['class_index']}"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -142,6 +144,7 @@ def main() -> int:
                 scores = score_circuit(circuit, model.world_root, model.images("heldout"))
                 name = model.class_names[circuit.target.class_index]
                 print_table(circuit, scores, name)
+                hits = [a + b for a, b in zip(hits, label_hits(circuit, scores))]
                 print(f"circuit: {folder / 'circuit.json'} (GET {service.url}/v1/circuits/{ref['id']})")
                 # what an annotation team would pull: Label Studio config + tasks, and the graph as a picture
                 (folder / "labelstudio.json").write_bytes(client.export(ref["id"], "labelstudio"))
@@ -157,7 +160,9 @@ def main() -> int:
     shutil.rmtree(service_dir, ignore_errors=True)
     report = write_report(entries, OUT / "report.html", title="NeurFlow demo: labeled circuits of the synthetic world",
                           notes=f"Job {final['id']} through the NeurFlow service; ground truth from the world's part masks.")
-    print(f"\nreport: {report.resolve()}")
+    if labeling is not None:
+        print(f"\nlabels: {hits[0]} of the {hits[1]} groups with a ground-truth part are labeled with that part")
+    print(f"report: {report.resolve()}")
     print(f"demo finished in {time.time() - start:.0f} s (preparation {prepared - start:.0f} s, "
           f"service + job {time.time() - prepared:.0f} s)")
     print("next: `. .venv/bin/activate` puts the `neurflow` command on your PATH (`neurflow --help`); "

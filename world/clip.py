@@ -41,6 +41,7 @@ from PIL import Image
 MODEL_NAME = "neurflow-world-clip"
 BUNDLE_WEIGHTS = "open_clip_model.safetensors"
 BUNDLE_CONFIG = "open_clip_config.json"
+METRICS_FILE = "metrics.json"
 
 #: A three-layer ViT on 48 px crops with 8 px patches (36 tokens) and a two-layer text transformer
 #: over 16 tokens (captions are a few words). Small enough to train in minutes on one CPU core. At
@@ -250,7 +251,7 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
         "world": str(world_root),
         **evaluate_zero_shot(out, world_root),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
     if log:
         log(f"world-clip zero-shot top-1 on single-part crops (heldout): {metrics['zero_shot_top1']:.3f} over {metrics['n_crops']} crops")
     return metrics
@@ -307,5 +308,10 @@ def ensure_world_clip(
     from neurflow.world.cache import build_entry, ensure_world
 
     root = Path(world_root) if world_root is not None else ensure_world()
-    final = root / f"world-clip-{config.key()}"
-    return build_entry(final, "metrics.json", lambda tmp: train_world_clip(root, tmp, config, log=log), force=force)
+    return build_entry(bundle_dir(root, config), METRICS_FILE, lambda tmp: train_world_clip(root, tmp, config, log=log),
+                       force=force)
+
+
+def bundle_dir(world_root: str | Path, config: TrainConfig = TrainConfig()) -> Path:
+    """Where :func:`ensure_world_clip` keeps the bundle of this world and training config."""
+    return Path(world_root) / f"world-clip-{config.key()}"
