@@ -16,10 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Only what the demo runs (labeling and the service); a venv that `make test` built holds it already.
+# Only what the demo runs (labeling, the service, the Label Studio export); a venv that `make test` built holds it already.
 $(VENV)/.installed-demo: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	test $(VENV)/.installed -nt pyproject.toml || $(PY) -m pip install -q $(TORCH_PIP) -e '.[clip,service]'
+	test $(VENV)/.installed -nt pyproject.toml || $(PY) -m pip install -q $(TORCH_PIP) -e '.[clip,service,labelstudio]'
 	touch $@
 
 venv: $(VENV)/.installed
