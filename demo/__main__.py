@@ -2,7 +2,8 @@
 
 1. prepare the demo's synthetic world, its resnet18 and its CLIP (``neurflow.world.setups.DEMO``:
    trained once, side by side, then cached);
-2. start ``neurflow serve`` on loopback (SQLite job table, one spawn worker, a fresh API key);
+2. start ``neurflow serve`` on loopback (SQLite job table, one spawn worker on one torch thread, a
+   fresh API key);
 3. upload the model and the held-out images through the API, submit one job for two classes with
    CLIP labeling, and follow its Server-Sent Events with a progress bar;
 4. download the labeled circuits and every group's mosaic, print a table of labeled groups per layer
@@ -52,7 +53,10 @@ class Service:
         self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "NEURFLOW_API_KEYS": self.key,
+        # One torch thread in the worker unless the caller says otherwise: measured on the shared 2-core
+        # machine, the cached demo took 176 s with one thread and 723 s with torch's two, whose threads
+        # spin-wait for each other whenever anything else runs (docs/world.md).
+        env = {"NEURFLOW_TORCH_THREADS": "1", **os.environ, "NEURFLOW_API_KEYS": self.key,
                "NEURFLOW_ASSET_DIRS": ",".join(str(p.resolve()) for p in asset_dirs)}
         self.log_path = data_dir / "service.log"
         self.log = open(self.log_path, "ab")
