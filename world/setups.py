@@ -1,14 +1,14 @@
 """A world together with its network and its CLIP, built once and side by side.
 
-:class:`WorldSetup` names the three configs that key the three cache entries (the world, its resnet18,
-its world CLIP). :data:`DEMO` is ``make demo``'s: the standard world's parts and classes at a size
-that trains in about a minute on two cores. The standard world (``WorldConfig()``, 3,200 images, its
-network and CLIP at their defaults) stays the reference of the bench, the slow tests and the docs,
-so their numbers keep their meaning.
+:class:`WorldSetup` names the three configs that key the three cache entries (the world, its
+resnet18, its world CLIP). :data:`DEMO` is ``make demo``'s: the standard world's parts and classes, a
+third of its images and of its network's training steps, a lighter CLIP. The standard world
+(``WorldConfig()``, 3,200 images, its network and CLIP at their defaults) stays the reference of the
+bench, the slow tests and the docs, so their numbers keep their meaning.
 
-:func:`ensure_setup` trains whatever is missing. When both the network and the CLIP are missing it
-trains them at once, the CLIP in a child process, each on one torch thread: on two cores that beats
-training one after the other with two threads each (measured in docs/world.md).
+:func:`ensure_setup` trains whatever is missing, on one torch thread (two threads of one small
+network spin-wait for each other whenever anything else runs: docs/world.md). When both the network
+and the CLIP are missing it trains them at once, the CLIP in a child process, so two cores do two jobs.
 """
 
 from __future__ import annotations
@@ -74,5 +74,5 @@ def ensure_setup(setup: WorldSetup, cache_dir: str | Path | None = None, *, prog
             clip_job = pool.submit(_train_clip, root, setup.clip)
             model = train.ensure_world_model(cache_dir, setup.world, setup.model, progress=progress, threads=1)
             return model, clip_job.result()
-    model = train.ensure_world_model(cache_dir, setup.world, setup.model, progress=progress)
+    model = train.ensure_world_model(cache_dir, setup.world, setup.model, progress=progress, threads=1)
     return model, _train_clip(root, setup.clip) if clip_wanted else None
