@@ -1,7 +1,7 @@
 """The client side of the service: what talks to a NeurFlow server over HTTP and imports nothing of it.
 
-* ``api``     – :class:`Client`, one method per route of the REST API; :class:`ApiError` for problem+json answers
-* ``submit``  – what ``neurflow submit`` does: upload, run, follow, download (one folder per class)
+* ``api``     – :class:`Client`, a synchronous client of the REST API; :class:`ApiError` for problem+json answers
+* ``submit``  – what ``neurflow submit`` does: upload, run, follow, download the circuits
 * ``process`` – starting a server as a child process and waiting until it answers (demo, load test, tests)
 
 It sits beside ``neurflow.service`` (the same rank in ``tests/test_layers.py``), so it cannot import

@@ -1,4 +1,4 @@
-"""A small synchronous client of the service's REST API: one method per route, errors as :class:`ApiError`."""
+"""A small synchronous client of the service's REST API; error answers (problem+json) raise :class:`ApiError`."""
 
 from __future__ import annotations
 

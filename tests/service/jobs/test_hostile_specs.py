@@ -222,6 +222,7 @@ def test_server_paths_are_redacted_from_problems_and_job_errors(tmp_path):
 
     from neurflow.service import errors
     from neurflow.service.http.app import _private_paths
+    from neurflow.service.http.problems import _from_api_error
     from neurflow.service.jobs.store import JobStore
     from neurflow.service.storage.db import Database
 
@@ -233,7 +234,7 @@ def test_server_paths_are_redacted_from_problems_and_job_errors(tmp_path):
     out = errors.redact(text)
     assert "<data>/scratch/x.zip" in out and "<assets>/v.txt" in out and "<python>/lib/x.py" in out, out
     assert str(tmp_path) not in out and sys.prefix not in out
-    problem = errors._from_api_error(Invalid(text))
+    problem = _from_api_error(Invalid(text))
     assert str(tmp_path) not in problem.detail
     jobs = JobStore(Database(tmp_path / "jobs.db"))
     jobs.create("job-1", "owner", run_job(), 2)
