@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from neurflow.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
+from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
 
 KEY = "loadtest-key"
 
@@ -83,7 +83,7 @@ async def _drive(url: str, paths: list[str], clients: int, seconds: float) -> di
 
 
 def run(clients: int = 32, seconds: float = 10.0, log=print) -> dict[str, Any]:
-    from neurflow.service.client import Client
+    from neurflow.client.api import Client
 
     with tempfile.TemporaryDirectory(prefix="neurflow-load-") as tmp:
         root = Path(tmp)

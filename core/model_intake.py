@@ -13,19 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .arch_names import split_arch
 from .hashing import sha256_file  # noqa: F401  (re-exported: model ids are weight hashes)
 from .layer_access import did_you_mean
 from .layer_catalog import probe_model, readable_layers
-
-
-def split_arch(arch: str) -> tuple[str, str]:
-    """``"torchvision:resnet18"`` -> ("torchvision", "resnet18"); a bare name means torchvision."""
-    family, _, name = arch.partition(":")
-    if not name:
-        family, name = "torchvision", family
-    if family not in ("torchvision", "timm"):
-        raise ValueError(f"unknown architecture family {family!r} in {arch!r}; use 'torchvision:<name>' or 'timm:<name>'")
-    return family, name
 
 
 def build_architecture(arch: str, num_classes: int) -> nn.Module:

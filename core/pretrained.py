@@ -21,6 +21,7 @@ import msgspec
 import torch
 from torch import nn
 
+from .arch_names import split_arch
 from .layer_access import did_you_mean
 
 #: timm's default pretrained tag of an architecture.
@@ -146,8 +147,6 @@ def _timm_meta(arch: str, name: str, tag: str) -> PretrainedMeta:
 # -- public ------------------------------------------------------------------------------------------
 def pretrained_meta(arch: str, tag: str) -> PretrainedMeta:
     """Class names, normalisation and file location of published weights (nothing is loaded)."""
-    from .model_intake import split_arch
-
     family, name = split_arch(arch)
     return _torchvision_meta(arch, name, tag) if family == "torchvision" else _timm_meta(arch, name, tag)
 
@@ -165,8 +164,6 @@ def _missing(meta: PretrainedMeta, family: str, name: str) -> ValueError:
 
 def load_pretrained(arch: str, tag: str, num_classes: int) -> tuple[nn.Module, PretrainedMeta]:
     """The architecture with its published weights (eval mode), and their metadata."""
-    from .model_intake import split_arch
-
     family, name = split_arch(arch)
     meta = pretrained_meta(arch, tag)
     if num_classes != meta.num_classes:

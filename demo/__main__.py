@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from neurflow.core.circuit import Circuit
 from neurflow.world import score_circuit
-from neurflow.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 
 OUT = Path("demo-out")
 SERVICE_ROOT = Path(".cache") / "demo-service"
@@ -97,10 +97,11 @@ def print_table(circuit: Circuit, scores: dict, class_name: str) -> None:
 
 
 def main() -> int:
+    from neurflow.client.api import Client
+    from neurflow.client.submit import progress_from_events
+    from neurflow.progress import ProgressBars
     from neurflow.viewer.circuit_png import render_circuit_png
     from neurflow.viewer.report import ReportEntry, write_report
-    from neurflow.progress import ProgressBars
-    from neurflow.service.client import Client, progress_from_events
     from neurflow.world.setups import DEMO, ensure_setup
 
     start = time.time()

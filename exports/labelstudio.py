@@ -11,7 +11,7 @@ group's candidate labels. Every prediction is checked with Label Studio's own
 ``LabelInterface.validate_prediction`` before it is written, because Label Studio itself imports
 predictions that do not fit the config without a word and then shows nothing.
 
-The ML backend (``labeler/service/api/labelstudio_backend.py``) builds its predictions with the same
+The ML backend (``service/http/controllers/labelstudio_backend.py``) builds its predictions with the same
 functions, from the cached circuit.
 """
 

@@ -39,7 +39,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_image_pixels: int = 40_000_000  # per image, against decompression bombs
     max_dataset_pixels: int = 2_000_000_000  # all images of one dataset zip together (the decode budget)
     max_predict_kb: int = 4096  # POST /predict of the Label Studio backend (a batch of task references)
-    max_job_cost: int = 200_000_000  # estimated IG sample passes of one run (service.limits.estimated_cost)
+    max_job_cost: int = 200_000_000  # estimated IG sample passes of one run (service.jobs.limits.estimated_cost)
     job_timeout_s: float = 6 * 3600.0  # wall-clock limit of one job attempt; the job fails, the worker is replaced
     worker_memory_mb: int = 0  # resident memory limit of one worker; 0 = 80% of the machine's memory / workers
     cors_origins: list[str] = []
@@ -55,13 +55,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model_cache_size: int = 2  # models kept loaded in each worker between jobs
     sync_wait_s: float = 120.0  # default wait of /debug and /evaluate before answering 202
     torch_threads: int = 0  # intra-op threads per worker; 0 = torch's default
-    # executors (service.executor): "local" worker processes, or "ray" tasks on a Ray cluster
+    # executors (service.executors): "local" worker processes, or "ray" tasks on a Ray cluster
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # "host:port" of a running Ray cluster; unset: start a local one
     ray_num_gpus: float = 0.0  # GPUs each Ray task of a job asks for (0: CPU tasks)
     ray_num_cpus: float = 1.0  # CPUs each Ray task of a job asks for
     ray_max_jobs: int = 4  # jobs the Ray executor runs at once (their classes run as parallel tasks)
-    # the GPU path (service.gpu)
+    # the GPU path (service.executors.gpu)
     autocast: Literal["off", "bf16", "fp16"] = "off"  # autocast of the engine's passes; circuits record it
     deterministic: bool = False  # torch.use_deterministic_algorithms in every worker
 

@@ -286,7 +286,7 @@ class Session:
                 raise AssertionError(f"{block.where}: the example should show a clear error, got:\n{out[-4000:]}")
 
     def _start(self, block: Block) -> None:
-        from neurflow.service.process import NotReady, wait_healthy
+        from neurflow.client.process import NotReady, wait_healthy
 
         log = open(self.meta / f"background-{len(self.servers)}.log", "wb")
         script = f"[ -f {self.state} ] && . {self.state}\ncd {self.root}\nexec {self._text(block).strip()}\n"
@@ -300,7 +300,7 @@ class Session:
             raise AssertionError(f"{block.where}: {exc}\n--- example ---\n{block.text}--- log ---\n{tail}") from None
 
     def close(self) -> None:
-        from neurflow.service.process import stop_process
+        from neurflow.client.process import stop_process
 
         for proc in self.servers:
             stop_process(proc, grace=20, group=True)

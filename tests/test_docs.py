@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from neurflow.service.process import free_loopback_port
+from neurflow.client.process import free_loopback_port
 from tests.doc_examples import FIRST, REPO, Session, bad_links, check_block, inventory, pages, parse
 
 README_MAX_LINES = 250

@@ -29,8 +29,8 @@ def test_wheel_holds_only_neurflow(wheel):
     # every layer and the data files it reads at run time travel in the wheel
     for needed in ("neurflow/core/engine.py", "neurflow/core/schemas/circuit.schema.json",
                    "neurflow/labeler/vocabularies/general.txt", "neurflow/prompts/group_caption.v1.txt",
-                   "neurflow/viewer/static/viewer.js", "neurflow/service/app.py", "neurflow/world/spec.py",
-                   "neurflow/exports/registry.py", "neurflow/cli/__init__.py"):
+                   "neurflow/viewer/static/viewer.js", "neurflow/service/http/app.py", "neurflow/world/spec.py",
+                   "neurflow/exports/registry.py", "neurflow/cli/__init__.py", "neurflow/client/api.py"):
         assert needed in names, needed
     assert not any(name.startswith(("neurflow/tests", "neurflow/bench", "neurflow/demo")) for name in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

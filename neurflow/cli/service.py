@@ -49,9 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from neurflow.service.app import create_app
-    from neurflow.service.catalog import Catalog
-    from neurflow.service.db import Database
+    from neurflow.service.http.app import create_app
+    from neurflow.service.storage.catalog import Catalog
+    from neurflow.service.storage.db import Database
 
     settings = _settings(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -70,8 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from neurflow.client.api import ApiError, Client, default_api_key
+    from neurflow.client.submit import progress_from_events, submit_spec
     from neurflow.progress import ProgressBars
-    from neurflow.service.client import ApiError, Client, default_api_key, progress_from_events, submit_spec
 
     try:
         with ProgressBars() as bars, Client(args.server, args.api_key or default_api_key()) as client:
@@ -85,8 +86,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from neurflow.service.catalog import Catalog
-    from neurflow.service.db import Database
+    from neurflow.service.storage.catalog import Catalog
+    from neurflow.service.storage.db import Database
 
     settings = _settings(args)
     catalog = Catalog(Database(settings.db_path))

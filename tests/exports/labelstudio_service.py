@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neurflow.service.client import Client
+from neurflow.client.api import Client
 from tests.service.helpers import KEY_A, LiveServer, job_spec, labeling_section, write_tiny_clip
 
 

@@ -171,7 +171,7 @@ def test_cli_writes_config_and_tasks(labeled, tmp_path, capsys):
 
 
 def test_ml_backend_without_auth_answers_anyone(tmp_path):
-    from neurflow.service.app import create_app
+    from neurflow.service.http.app import create_app
     from neurflow.service.settings import Settings
 
     with TestClient(create_app(Settings(data_dir=str(tmp_path), auth=False))) as client:

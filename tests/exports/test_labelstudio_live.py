@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from tests.exports.labelstudio_service import start_labeled_service
 from tests.service.conftest import assets  # noqa: F401 - the service tests' model + dataset fixture
-from neurflow.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from tests.service.helpers import KEY_A, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

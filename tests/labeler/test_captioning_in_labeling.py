@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from neurflow.client.process import free_loopback_port
 from neurflow.labeler.labeling import label_circuit
-from neurflow.service.process import free_loopback_port
 from neurflow.world.circuits import world_circuit
 
 from .fake_chat_server import FakeChatServer, reply

@@ -9,10 +9,10 @@ import logging
 import pytest
 from PIL import Image
 
+from neurflow.client.process import free_loopback_port
 from neurflow.labeler.captioning import CaptionRequest
 from neurflow.labeler.captioning.base import CaptionerError, CaptionerUnavailable
 from neurflow.labeler.captioning.openai_backend import OpenAICaptioner
-from neurflow.service.process import free_loopback_port
 
 from .fake_chat_server import FakeChatServer, reply
 

@@ -16,9 +16,9 @@ import httpx
 import msgspec
 from PIL import Image
 
+from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from neurflow.core.jobspec import JobSpec
-from neurflow.service.jobtypes import CircuitRef, DatasetRef, DebugJob, ModelRef, RunJob
-from neurflow.service.process import NotReady, free_loopback_port, stop_process, wait_healthy
+from neurflow.service.jobs.types import CircuitRef, DatasetRef, DebugJob, ModelRef, RunJob
 
 KEY_A = "test-key-alpha"
 KEY_B = "test-key-beta"

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from neurflow.service.client import Client
-from neurflow.service.storage import ArtifactStore
+from neurflow.client.api import Client
+from neurflow.service.storage.artifacts import ArtifactStore
 
 from .helpers import KEY_A, SLOW_ENGINE, LiveServer, assert_problem, job_spec, wait_for
 

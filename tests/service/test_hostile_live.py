@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from neurflow.service.client import Client
+from neurflow.client.api import Client
 
 from .helpers import KEY_A, KEY_B, SLOW_ENGINE, LiveServer, job_spec, labeling_section, wait_for, write_tiny_clip
 

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from neurflow.service.client import ApiError, Client
+from neurflow.client.api import ApiError, Client
 
 from .helpers import (
     KEY_A,
@@ -60,7 +60,7 @@ def test_whole_flow_over_loopback(server, assets, uploaded, tmp_path):
         running = [t for t, ev, d in received if ev == "progress" and d["state"] == "running"]
         assert len(running) >= 2
         assert running[0] < final["finished_at"] - 0.05  # events are streamed while the job runs
-        from neurflow.service.client import download
+        from neurflow.client.submit import download
 
         written = download(c, final, tmp_path / "out", mosaics=True)
         assert sorted(written) == [0, 1] and all(p.is_file() for p in written.values())

@@ -16,7 +16,7 @@ from tests.atlas.conftest import engine_circuits  # noqa: F401  (four classes of
 from tests.atlas.handmade import circuits
 from tests.service.conftest import assets  # noqa: F401
 from tests.service.helpers import KEY_A
-from tests.service.test_atlas_api import atlas_service  # noqa: F401
+from tests.service.http.test_atlas_api import atlas_service  # noqa: F401
 from tests.viewer.test_viewer_browser import Viewer, browser  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from neurflow.cli import main as neurflow
+from neurflow.client.api import Client
 from neurflow.exports.source import ExportSource
-from neurflow.service.client import Client
 
 from tests.exports.conftest import labeled  # noqa: F401  (the shared labeled-circuit fixture)
 from tests.service.conftest import assets, live_server  # noqa: F401  (the service tests' real server on loopback)

@@ -1,0 +1,75 @@
+"""What ``neurflow submit`` does with a :class:`~neurflow.client.api.Client`: upload the job spec's
+weights and images, run the job, follow its progress and download its circuits."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from neurflow.client.api import Client
+from neurflow.progress import Progress
+
+
+def progress_from_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
+    """Feed a job's SSE events (and its final state) to a ``(stage, done, total)`` progress callback.
+
+    A batch job's stage text carries the step within the class and the class itself
+    (``"ig layer4.1 65/300 | class 0, 0 of 2 done"``); the callback gets the stage without them, so a
+    display keeps one line per stage instead of one per event.
+    """
+
+    def on_event(event: dict[str, Any]) -> None:
+        stage = "queued" if event.get("state") == "queued" else (event.get("stage") or event.get("state") or "")
+        stage = re.sub(r"\s+\d+/\d+", "", stage.split(" | ")[0])
+        progress(stage, event.get("done") or 0, max(event.get("total") or 0, 1))
+
+    return on_event
+
+
+def submit_spec(spec_path: str | Path, client: Client, out_dir: str | Path,
+                on_progress: Callable[[dict[str, Any]], None] | None = None,
+                mosaics: bool = False) -> dict[int, Path]:
+    """What ``neurflow submit`` does: upload, run, follow, download. Returns class -> circuit.json."""
+    from neurflow.core.jobspec import load_jobspec
+
+    spec, base_dir = load_jobspec(spec_path)
+    doc = json.loads(Path(spec_path).read_bytes())
+
+    def resolve(p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+    weights = resolve(spec.model.weights)
+    if not weights.is_file():
+        raise ValueError(f"model weights {weights} do not exist")
+    descriptor = {k: v for k, v in doc["model"].items() if k != "weights"}
+    model = client.upload_model(weights, descriptor)
+    dataset = client.upload_dataset(resolve(spec.data.images))
+    doc["model"]["weights"] = model["id"]
+    doc["data"]["images"] = dataset["id"]
+    job = client.submit(doc)
+    final = client.follow(job["id"], on_progress)
+    if final["state"] != "succeeded":
+        raise RuntimeError(f"job {final['id']} {final['state']}: {final.get('error')}")
+    return download(client, final, out_dir, single=not isinstance(spec.data.target_class, list), mosaics=mosaics)
+
+
+def download(client: Client, job: dict[str, Any], out_dir: str | Path, single: bool = False,
+             mosaics: bool = False) -> dict[int, Path]:
+    out_dir = Path(out_dir)
+    written: dict[int, Path] = {}
+    for entry in job["result"]["circuits"]:
+        folder = out_dir if single else out_dir / f"class-{entry['class_index']}"
+        folder.mkdir(parents=True, exist_ok=True)
+        doc = client.request("GET", f"/v1/circuits/{entry['id']}").content
+        (folder / "circuit.json").write_bytes(doc)
+        if mosaics:
+            (folder / "mosaics").mkdir(exist_ok=True)
+            for layer in json.loads(doc)["layers"]:
+                for group in layer["groups"]:
+                    if group["exemplars"]:
+                        (folder / "mosaics" / f"{group['id']}.png").write_bytes(client.mosaic(entry["id"], group["id"]))
+        written[entry["class_index"]] = folder / "circuit.json"
+    return written

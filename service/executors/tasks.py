@@ -1,0 +1,112 @@
+"""What a worker runs for each job kind. Runs inside the worker process only.
+
+Every task gets its typed job (:mod:`neurflow.service.jobs.types`), the job's id and attempt, and a
+:class:`~neurflow.service.executors.context.TaskContext` (artifact store, device, resident models); it
+resolves the job's ids to local paths through the store and hands them to the engine and the labeler
+as explicit arguments. It returns a :class:`TaskOutput`. ``progress(stage, done, total)`` raises
+:class:`~neurflow.service.executors.context.JobCancelled` once a cancel was requested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from neurflow.progress import Progress
+from neurflow.service.executors.context import TaskContext
+from neurflow.service.jobs.types import DebugJob, EvaluateJob, RelabelJob, RunJob, RunTask, TaskOutput
+from neurflow.service.storage import keys
+
+
+def _load_circuit(ctx: TaskContext, circuit_key: str):
+    from neurflow.core.circuit import Circuit
+
+    return Circuit.from_json(ctx.store.get_bytes(keys.document(circuit_key)))
+
+
+def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    """Engine (+ labeling when the job has a labeling section): one unit of work per target class.
+
+    Each finished class is stored and announced through ``ctx.emit`` at once (the executor registers
+    it), so a retry of the job skips the classes in ``task.skip``; the output lists none of them."""
+    from neurflow.service.executors.units import class_progress, prepare, run_class
+
+    classes = job.spec.target_classes()
+    todo = [c for c in classes if c not in set(task.skip)]
+    progress("loading model", 0, 1)
+    setup = prepare(job, ctx, progress) if todo else None
+    circuits = []
+    for target in todo:
+        finished = len(classes) - len(todo) + len(circuits)
+        report = class_progress(progress, target, finished, len(classes)) if len(classes) > 1 else progress
+        circuit = run_class(job, setup, task.id, task.attempt, target, ctx, report)
+        circuits.append(circuit)
+        if ctx.emit is not None:
+            ctx.emit(circuit)
+    return TaskOutput(circuits=[] if ctx.emit is not None else circuits)
+
+
+def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run."""
+    from neurflow.labeler.labeling import label_circuit
+    from neurflow.service.executors.units import finish_circuit
+
+    progress("loading circuit", 0, 1)
+    circuit = _load_circuit(ctx, job.circuit.key)
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    labeled = label_circuit(circuit, images_root, job.labeling, progress=progress)
+    key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
+    local_dir = ctx.output_dir(key, task.id)
+    (local_dir / keys.DOCUMENT).write_text(labeled.to_json())
+    return TaskOutput(circuits=[finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)])
+
+
+def debug(job: DebugJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    """Why did the model predict this? Group scores, firing crops and ablated target logits."""
+    from neurflow.core.debug import debug_image
+    from neurflow.service.intake.images import decode_image
+
+    progress("loading model", 0, 2)
+    model = ctx.model(job.model)
+    circuit = _load_circuit(ctx, job.circuit.key)
+    image = decode_image(ctx.store.get_bytes(job.image_key), ctx.settings.max_image_pixels)
+    progress("explaining", 1, 2)
+    options: dict[str, Any] = {}
+    if job.layer is not None:
+        options["layer"] = job.layer
+    if job.threshold is not None:
+        options["threshold"] = job.threshold
+    return TaskOutput(result=msgspec.to_builtins(debug_image(model, circuit, image, **options)))
+
+
+def evaluate(job: EvaluateJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    """The labeler's offline evaluation of a labeled circuit (held-out retrieval, faithfulness,
+    agreement with reference labels when the request gives them)."""
+    from neurflow.labeler.evaluation import EvaluationOptions, References, evaluate_circuit
+
+    opts = job.options
+    progress("loading circuit", 0, 1)
+    circuit = _load_circuit(ctx, job.circuit.key)
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    activations = None
+    if job.model is not None:
+        from neurflow.labeler.evaluation.evaluate import ModelActivations
+        from neurflow.labeler.patches import PatchLoader
+
+        activations = ModelActivations(ctx.model(job.model), PatchLoader(circuit, images_root),
+                                       circuit.model.input_size, circuit.model.mean, circuit.model.std)
+    references = References(source="request", labels=opts.references) if opts.references else None
+    options = EvaluationOptions(source=opts.source, negatives=opts.negatives, faithfulness_pool=opts.faithfulness_pool,
+                                presence_top=opts.presence_top, activation_top_fraction=opts.activation_top_fraction,
+                                seed=opts.seed)
+    report = evaluate_circuit(circuit, images_root, references, activations=activations, options=options,
+                              progress=progress)
+    return TaskOutput(result=msgspec.to_builtins(report))
+
+
+_TASKS = {RunJob: run, RelabelJob: relabel, DebugJob: debug, EvaluateJob: evaluate}
+
+
+def run_task(task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    return _TASKS[type(task.job)](task.job, task, ctx, progress)

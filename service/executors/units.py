@@ -1,0 +1,112 @@
+"""A run job's units of work, the same for every executor: what its classes share, and one class.
+
+A run of many classes (``data.target_class`` a list or ``"all"``) fans out one unit per class.
+:func:`prepare` does the work every class shares once per job (per worker process, or once as its own
+Ray task): loading the model and the images and one forward pass over all images (the logits that
+select each class's images). :func:`run_class` fits one class, labels it when the job asks (CLIP and
+its vocabulary embedding are cached per process, see ``labeler.clip_model``), writes the circuit
+folder to the artifact store and returns the :class:`NewCircuit` the executor registers at once, so a
+retry of the job skips it. The local worker and the Ray tasks both call these two functions, so both
+executors produce the same documents.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from neurflow.progress import Progress
+from neurflow.service.jobs.types import NewCircuit, RunJob
+from neurflow.service.storage import keys
+
+if TYPE_CHECKING:
+    import torch
+
+    from neurflow.core.circuit import Circuit
+    from neurflow.core.pipeline import FitSetup
+    from neurflow.service.executors.context import TaskContext
+
+
+def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
+            logits: torch.Tensor | None = None) -> FitSetup:
+    """What every class of ``job`` shares; ``logits`` when another process already computed them."""
+    from neurflow.core.pipeline import prepare_fit
+
+    model = ctx.model(job.model)
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    return prepare_fit(job.spec, images_root, progress, model=model, images_dir=images_root,
+                       weights_path=ctx.store.local_path(keys.weights(job.model.id)),
+                       device=None if ctx.device == "cpu" else ctx.device, logits=logits)
+
+
+def run_class(job: RunJob, setup: FitSetup, job_id: str, attempt: int, target: int, ctx: TaskContext,
+              progress: Progress | None = None) -> NewCircuit:
+    """Fit (and label) one class and store its circuit folder; return what the catalog registers."""
+    return store_class(job, fit_one(setup, target, ctx, progress), job_id, attempt, ctx, progress)
+
+
+def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress | None = None) -> Circuit:
+    """The engine's part of one class, on the worker's GPU path (:mod:`neurflow.service.executors.gpu`): batch
+    sizes that adapt to device memory, and autocast when the server asks for it."""
+    from neurflow.core.pipeline import fit_class
+    from neurflow.service.executors import gpu
+
+    setup.engine.progress = progress
+    device = setup.engine.device or "cpu"
+    mode = getattr(ctx.settings, "autocast", "off")
+    key = (setup.info.weights_sha256, setup.spec.model.input_size, device)
+    with gpu.autocast(device, mode):
+        circuit = ctx.memory.run(key, setup.engine, lambda: fit_class(setup, target))
+    if mode != "off":
+        circuit.params["autocast"] = mode
+    return circuit
+
+
+def store_class(job: RunJob, circuit: Circuit, job_id: str, attempt: int, ctx: TaskContext,
+                progress: Progress | None = None) -> NewCircuit:
+    """Label a fitted class when the job asks, render its patches and publish its folder."""
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    if job.labeling is not None:
+        from neurflow.labeler.labeling import label_circuit
+
+        circuit = label_circuit(circuit, images_root, job.labeling, progress=progress)
+    key = keys.class_circuit(keys.attempt(job_id, attempt), circuit.target.class_index)
+    local_dir = ctx.output_dir(key, f"{job_id}/class-{circuit.target.class_index}")
+    (local_dir / keys.DOCUMENT).write_text(circuit.to_json())
+    return finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)
+
+
+def finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key: str, local_dir: Path) -> NewCircuit:
+    """Render a circuit's patches next to its document and publish the folder under ``key``."""
+    from neurflow.core.circuit import Circuit
+    from neurflow.labeler.patches import render_patches
+    from neurflow.service.jobs.summary import summarize
+
+    circuit = Circuit.from_json(circuit_path.read_bytes())
+    if circuit_path != local_dir / keys.DOCUMENT:
+        shutil.copyfile(circuit_path, local_dir / keys.DOCUMENT)
+    render_patches(circuit, images_root, local_dir / keys.PATCHES)
+    ctx.publish(key, local_dir)
+    return NewCircuit(class_index=circuit.target.class_index, key=key, summary=summarize(circuit))
+
+
+def class_progress(progress: Progress, target: int, finished: int, total: int, every_s: float = 0.5) -> Progress:
+    """The engine's progress of one class as the job's: ``done``/``total`` count finished classes and
+    the stage is the class's own step, then the class (``activations 40/96 | class 7, 3 of 10 done``):
+    clients that look at how a stage starts see the same stages as in a job of one class."""
+    last = [0.0, ""]
+
+    def report(stage: str, done: int, of: int) -> None:
+        now = time.monotonic()
+        if stage != last[1] or done >= of or now - last[0] > every_s:
+            last[0], last[1] = now, stage
+            progress(class_stage(stage, done, of, target, finished, total), finished, total)
+
+    return report
+
+
+def class_stage(stage: str, done: int, of: int, target: int, finished: int, total: int) -> str:
+    """The job stage of one class's step: the same text from both executors."""
+    return f"{stage} {done}/{of} | class {target}, {finished} of {total} done"

@@ -1,0 +1,151 @@
+"""``/v1/circuits``: the labeled circuit documents, their patches and mosaics, relabel, evaluate.
+
+Relabel and evaluate run in a worker (they load CLIP or the user's model) as jobs of their own kind
+(debug, the image upload, is :mod:`.debug`). Relabel answers 202 with the job; evaluate waits up to
+``wait`` seconds (default: the ``sync_wait_s`` setting) and answers 200 with the result, or 202 with
+the job to poll when it takes longer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import anyio
+from litestar import Controller, Response, delete, get, post
+from litestar.params import Parameter
+
+from neurflow.service.errors import Conflict, NotFound
+from neurflow.service.http.answers import submitted
+from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, StoreDep, provides
+from neurflow.service.http.schemas import CircuitList, CircuitOut, EvaluateIn, JobOut, RelabelIn, circuit_out
+from neurflow.service.jobs.policy import check_labeling, circuit_ref, model_ref
+from neurflow.service.jobs.types import DatasetRef, EvaluateJob, RelabelJob
+from neurflow.service.storage import keys
+from neurflow.service.storage.artifacts import ArtifactStore
+from neurflow.service.storage.catalog import Catalog, new_id
+
+GROUP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_EXEMPLAR = re.compile(r"^(\d{1,6})\.png$")
+PNG_HEADERS = {"Cache-Control": "private, max-age=86400, immutable"}
+
+
+def _png(store: ArtifactStore, key: str, what: str) -> Response:
+    try:
+        data = store.get_bytes(key)
+    except (KeyError, ValueError):
+        raise NotFound(f"no {what}") from None
+    return Response(data, media_type="image/png", headers=PNG_HEADERS)
+
+
+def dataset_present(catalog: Catalog, owner: str, row: dict[str, Any]) -> DatasetRef:
+    """The circuit's dataset, which a job on it needs (its images)."""
+    try:
+        catalog.get_dataset(owner, row["dataset_id"])
+    except NotFound:
+        raise Conflict(f"the dataset {row['dataset_id']} of this circuit was deleted; this needs its images") from None
+    return DatasetRef(id=row["dataset_id"])
+
+
+def model_present(catalog: Catalog, owner: str, row: dict[str, Any], hint: str):
+    """The circuit's model, for jobs that run it."""
+    try:
+        return model_ref(catalog.get_model(owner, row["model_id"]))
+    except NotFound:
+        raise Conflict(f"the model of this circuit was deleted; {hint}") from None
+
+
+class CircuitController(Controller):
+    path = "/circuits"
+    tags = ["circuits"]
+    dependencies = provides("catalog", "jobs", "store", "executor")
+
+    @get("/", summary="List circuits (optionally of one job, and of one class: ?job_id=&class_index=)")
+    async def list_circuits(self, catalog: CatalogDep, owner: Owner, job_id: str | None = None,
+                            class_index: int | None = None) -> CircuitList:
+        rows = await anyio.to_thread.run_sync(catalog.list_circuits, owner, job_id)
+        return CircuitList(circuits=[circuit_out(r) for r in rows if class_index in (None, r["class_index"])])
+
+    @get("/{circuit_id:str}", summary="The labeled circuit document (neurflow.circuit schema)",
+         media_type="application/json")
+    async def document(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> Response[bytes]:
+        def work() -> bytes:
+            return store.get_bytes(keys.document(catalog.get_circuit(owner, circuit_id)["key"]))
+
+        return Response(await anyio.to_thread.run_sync(work), media_type="application/json")
+
+    @get("/{circuit_id:str}/info", summary="Catalog entry of a circuit (job, class, summary, links)")
+    async def info(self, catalog: CatalogDep, owner: Owner, circuit_id: str) -> CircuitOut:
+        return circuit_out(await anyio.to_thread.run_sync(catalog.get_circuit, owner, circuit_id))
+
+    @get("/{circuit_id:str}/groups/{group_id:str}/mosaic.png", summary="Mosaic of a group's exemplar patches",
+         media_type="image/png")
+    async def mosaic(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str,
+                     group_id: str) -> Response[bytes]:
+        if not GROUP_ID.match(group_id):
+            raise NotFound(f"no group {group_id!r}")
+
+        def work() -> Response:
+            row = catalog.get_circuit(owner, circuit_id)
+            return _png(store, keys.mosaic(row["key"], group_id), f"group {group_id!r} in this circuit")
+
+        return await anyio.to_thread.run_sync(work)
+
+    @get("/{circuit_id:str}/groups/{group_id:str}/exemplars/{name:str}", media_type="image/png",
+         summary="One exemplar patch of a group: .../exemplars/{k}.png, k from 0 in exemplar order")
+    async def exemplar(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str, group_id: str,
+                       name: str) -> Response[bytes]:
+        m = _EXEMPLAR.match(name)
+        if not GROUP_ID.match(group_id) or not m:
+            raise NotFound(f"no exemplar {name!r} of group {group_id!r}; use .../exemplars/<k>.png")
+        k = int(m.group(1))
+
+        def work() -> Response:
+            row = catalog.get_circuit(owner, circuit_id)
+            return _png(store, keys.exemplar(row["key"], group_id, k), f"exemplar {k} of group {group_id!r}")
+
+        return await anyio.to_thread.run_sync(work)
+
+    @delete("/{circuit_id:str}", summary="Delete a circuit")
+    async def delete_circuit(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> None:
+        def work() -> None:
+            row = catalog.delete_circuit(owner, circuit_id)
+            if not catalog.key_in_use(row["key"]):
+                store.delete(row["key"])
+
+        await anyio.to_thread.run_sync(work)
+
+    @post("/{circuit_id:str}/labels", status_code=202,
+          summary="Relabel with another vocabulary, CLIP model or captioner (no engine rerun)")
+    async def relabel(self, catalog: CatalogDep, jobs: JobsDep, executor: ExecutorDep, settings: SettingsDep,
+                      owner: Owner, circuit_id: str, data: RelabelIn) -> Response[JobOut]:
+        def work() -> dict[str, Any]:
+            row = catalog.get_circuit(owner, circuit_id)
+            job = RelabelJob(circuit=circuit_ref(row), labeling=check_labeling(data.labeling, settings),
+                             dataset=dataset_present(catalog, owner, row))
+            return jobs.create(new_id("job"), owner, job, settings.max_attempts)
+
+        job = await anyio.to_thread.run_sync(work)
+        executor.wake()
+        return Response(JobOut(**job), status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+    @post("/{circuit_id:str}/evaluate", summary="Offline evaluation of the circuit's labels")
+    async def evaluate(self, catalog: CatalogDep, jobs: JobsDep, executor: ExecutorDep, settings: SettingsDep,
+                       owner: Owner, circuit_id: str, data: EvaluateIn | None = None,
+                       wait: float | None = Parameter(default=None, ge=0, le=600,
+                                                      description="seconds to wait; default: the server's "
+                                                                  "sync_wait_s")) -> Response:
+        options = data.options if data is not None else EvaluateIn().options
+
+        def work() -> dict[str, Any]:
+            row = catalog.get_circuit(owner, circuit_id)
+            dataset = dataset_present(catalog, owner, row)
+            if not any(g["label"] for layer in row["summary"]["layers"] for g in layer["groups"]):
+                raise Conflict("this circuit has no labels; label it first (POST .../labels)")
+            model = (model_present(catalog, owner, row, 'use activations "recorded"')
+                     if options.activations == "model" else None)
+            job = EvaluateJob(circuit=circuit_ref(row), dataset=dataset, options=options, model=model)
+            return jobs.create(new_id("job"), owner, job, 1)
+
+        job = await anyio.to_thread.run_sync(work)
+        return await submitted(jobs, executor, owner, job, settings.sync_wait_s if wait is None else wait)

@@ -1,0 +1,132 @@
+"""Request and response bodies of the API (msgspec Structs; the OpenAPI schema is built from them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Layer(msgspec.Struct):
+    name: str
+    shape: list[int]
+
+
+class ModelOut(msgspec.Struct):
+    id: str  # sha256 of the weights
+    arch: str
+    num_classes: int
+    input_size: int
+    mean: list[float]
+    std: list[float]
+    class_names: list[str] | None
+    name: str | None
+    size: int
+    created_at: float
+    layers: list[Layer] = []
+
+
+class ModelList(msgspec.Struct):
+    models: list[ModelOut]
+
+
+class DatasetOut(msgspec.Struct):
+    id: str
+    name: str
+    n_images: int
+    classes: list[str]
+    size: int
+    created_at: float
+
+
+class DatasetList(msgspec.Struct):
+    datasets: list[DatasetOut]
+
+
+class JobOut(msgspec.Struct):
+    id: str
+    kind: Kind
+    state: JobState
+    stage: str
+    done: int
+    total: int
+    progress: float
+    error: str | None
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    spec: Job  # the job as stored and run (``kind`` says which)
+    result: dict[str, Any] | None
+
+
+class JobList(msgspec.Struct):
+    jobs: list[JobOut]
+
+
+class CircuitOut(msgspec.Struct):
+    id: str
+    job_id: str
+    class_index: int
+    parent: str | None
+    model_id: str
+    dataset_id: str
+    summary: dict[str, Any]
+    created_at: float
+    links: dict[str, str] = {}
+
+
+class CircuitList(msgspec.Struct):
+    circuits: list[CircuitOut]
+
+
+class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The ``labeling`` section of a job spec (vocabulary, CLIP model, captioner)."""
+
+    labeling: dict[str, Any]
+
+
+class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/circuits/{id}/evaluate`` (optional)."""
+
+    options: EvaluateOptions = msgspec.field(default_factory=EvaluateOptions)
+
+
+class HealthOut(msgspec.Struct):
+    status: Literal["ok", "degraded"]
+    live: bool
+    ready: bool
+    database: bool
+    storage: bool
+    workers: list[dict[str, Any]]
+    queued: int
+    running: int
+    version: str
+
+
+WaitSeconds = Annotated[float, msgspec.Meta(ge=0, le=600)]
+
+
+def model_out(record: dict[str, Any], with_layers: bool = True) -> ModelOut:
+    d = record["descriptor"]
+    return ModelOut(id=record["id"], arch=d["arch"], num_classes=d["num_classes"], input_size=d["input_size"],
+                    mean=d["mean"], std=d["std"], class_names=d.get("class_names"), name=d.get("name"),
+                    size=record["size"], created_at=record["created_at"],
+                    layers=[Layer(name=n, shape=list(s)) for n, s in record["layers"]] if with_layers else [])
+
+
+def circuit_out(record: dict[str, Any]) -> CircuitOut:
+    cid = record["id"]
+    return CircuitOut(id=cid, job_id=record["job_id"], class_index=record["class_index"], parent=record["parent"],
+                      model_id=record["model_id"], dataset_id=record["dataset_id"], summary=record["summary"],
+                      created_at=record["created_at"],
+                      links={"document": f"/v1/circuits/{cid}",
+                             "mosaic": f"/v1/circuits/{cid}/groups/{{group_id}}/mosaic.png",
+                             "exemplar": f"/v1/circuits/{cid}/groups/{{group_id}}/exemplars/{{k}}.png"})

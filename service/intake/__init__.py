@@ -1,0 +1,2 @@
+"""Intake: every upload checked before anything is stored (model descriptors and safetensors weights,
+dataset zips, images)."""

@@ -1,0 +1,61 @@
+"""A model upload: the descriptor (the JSON part of ``POST /v1/models``) and the weights checked against it.
+
+Only safetensors are accepted. The header and the values are read here without loading a tensor
+(:mod:`~neurflow.service.intake.weightfile`); the architecture is compared in the weight checker's
+child process (:mod:`~neurflow.service.intake.weightcheck`), so the web process never imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from neurflow.service.errors import Invalid
+from neurflow.service.intake.weightcheck import WeightCheck, run_checker
+from neurflow.service.intake.weightfile import check_finite, read_safetensors_index
+
+Finite = Annotated[float, msgspec.Meta(gt=-1e6, lt=1e6)]
+
+
+class ModelDescriptor(msgspec.Struct, forbid_unknown_fields=True):
+    """The JSON part of ``POST /v1/models``."""
+
+    arch: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    num_classes: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+    input_size: Annotated[int, msgspec.Meta(ge=8, le=2048)]
+    mean: Annotated[list[Finite], msgspec.Meta(min_length=3, max_length=3)] = msgspec.field(
+        default_factory=lambda: [0.485, 0.456, 0.406])
+    std: Annotated[list[Annotated[float, msgspec.Meta(gt=0, lt=1e6)]], msgspec.Meta(min_length=3, max_length=3)] = (
+        msgspec.field(default_factory=lambda: [0.229, 0.224, 0.225]))
+    class_names: list[Annotated[str, msgspec.Meta(max_length=200)]] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+def parse_descriptor(raw: str | bytes) -> ModelDescriptor:
+    try:
+        desc = msgspec.json.decode(raw, type=ModelDescriptor)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid model descriptor: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"the model descriptor is not valid JSON: {exc}") from None
+    if desc.class_names is not None and len(desc.class_names) != desc.num_classes:
+        raise Invalid(f"class_names has {len(desc.class_names)} names but num_classes is {desc.num_classes}")
+    return desc
+
+
+def check_weights(path: str | Path, desc: ModelDescriptor) -> list[tuple[str, tuple[int, ...]]]:
+    """Verify the weights fit ``desc.arch`` exactly; return the model's addressable layers.
+
+    The header and the values are checked here; the architecture (torch, on the ``meta`` device) in a
+    child process (:mod:`neurflow.service.intake.weightcheck`), so the web process never imports torch
+    and an architecture that misbehaves cannot take it down.
+    """
+    read_safetensors_index(path)
+    check_finite(path)
+    verdict = run_checker(WeightCheck(path=str(path), arch=desc.arch, num_classes=desc.num_classes,
+                                      input_size=desc.input_size))
+    if verdict.problem is not None:
+        raise Invalid(verdict.problem)
+    return [(name, tuple(shape)) for name, shape in verdict.layers or []]

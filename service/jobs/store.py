@@ -1,0 +1,155 @@
+"""The durable job table and its state machine.
+
+``queued -> running -> succeeded | failed | cancelled``; ``queued -> cancelled``; and
+``running -> queued`` when the worker died and the job has attempts left. Only the executor
+moves a job out of ``running``; handlers create jobs and flag cancellation.
+
+A row holds the typed job (:data:`neurflow.service.jobs.types.Job`, msgspec JSON) and, as columns, the
+ids it uses, so "is this model in use" is an indexed query.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from neurflow.service.errors import Conflict, NotFound, redact
+from neurflow.service.jobs.types import Job, circuit_used, dataset_used, decode_job, encode_job, kind_of, model_used
+from neurflow.service.storage.db import Database, now
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+#: interactive kinds go before engine runs in the queue
+PRIORITY = {"run": 0, "relabel": 1, "evaluate": 2, "debug": 3}
+
+
+def job_view(row) -> dict[str, Any]:
+    total = row["total"]
+    progress = (row["done"] / total) if total else (1.0 if row["state"] == "succeeded" else 0.0)
+    return {
+        "id": row["id"], "kind": row["kind"], "state": row["state"], "stage": row["stage"],
+        "done": row["done"], "total": total, "progress": round(min(max(progress, 0.0), 1.0), 4),
+        "error": row["error"], "attempt": row["attempt"], "max_attempts": row["max_attempts"],
+        "cancel_requested": bool(row["cancel_requested"]),
+        "created_at": row["created_at"], "started_at": row["started_at"], "finished_at": row["finished_at"],
+        "updated_at": row["updated_at"],
+        "spec": decode_job(row["job"]), "result": json.loads(row["result"]) if row["result"] else None,
+    }
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, job_id: str, owner: str, job: Job, max_attempts: int) -> dict[str, Any]:
+        kind, t = kind_of(job), now()
+        with self.db.tx() as c:
+            c.execute("INSERT INTO jobs (id, owner, kind, state, priority, job, model_id, dataset_id, circuit_id, "
+                      "max_attempts, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (job_id, owner, kind, "queued", PRIORITY[kind], encode_job(job), model_used(job),
+                       dataset_used(job), circuit_used(job), max_attempts, t, t))
+        return self.get(owner, job_id)
+
+    def row(self, job_id: str):
+        return self.db.one("SELECT * FROM jobs WHERE id=?", (job_id,))
+
+    def get(self, owner: str, job_id: str) -> dict[str, Any]:
+        row = self.db.one("SELECT * FROM jobs WHERE id=? AND owner=?", (job_id, owner))
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job_view(row)
+
+    def list(self, owner: str, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if state:
+            rows = self.db.all("SELECT * FROM jobs WHERE owner=? AND state=? ORDER BY created_at DESC LIMIT ?",
+                               (owner, state, limit))
+        else:
+            rows = self.db.all("SELECT * FROM jobs WHERE owner=? ORDER BY created_at DESC LIMIT ?", (owner, limit))
+        return [job_view(r) for r in rows]
+
+    def model_in_use(self, owner: str, model_id: str) -> bool:
+        """A queued or running job of ``owner`` loads this model."""
+        return self.db.one("SELECT 1 FROM jobs WHERE model_id=? AND owner=? AND state IN ('queued','running') LIMIT 1",
+                           (model_id, owner)) is not None
+
+    def dataset_in_use(self, owner: str, dataset_id: str) -> bool:
+        """A queued or running job of ``owner`` reads this dataset's images."""
+        return self.db.one("SELECT 1 FROM jobs WHERE dataset_id=? AND owner=? AND state IN ('queued','running') "
+                           "LIMIT 1", (dataset_id, owner)) is not None
+
+    def live_counts(self) -> dict[str, int]:
+        """How many jobs are queued and running (all owners)."""
+        rows = self.db.all("SELECT state, COUNT(*) AS n FROM jobs WHERE state IN ('queued','running') GROUP BY state")
+        return {row["state"]: row["n"] for row in rows}
+
+    # -- transitions (executor) ------------------------------------------------------------------
+    def next_queued(self):
+        return self.db.one("SELECT * FROM jobs WHERE state='queued' ORDER BY priority DESC, created_at LIMIT 1")
+
+    def claim(self, job_id: str, worker: str) -> bool:
+        t = now()
+        with self.db.tx() as c:
+            return c.execute("UPDATE jobs SET state='running', worker=?, attempt=attempt+1, started_at=?, updated_at=?, "
+                             "stage='starting', done=0, total=0, error=NULL WHERE id=? AND state='queued'",
+                             (worker, t, t, job_id)).rowcount == 1
+
+    def progress(self, job_id: str, stage: str, done: int, total: int) -> None:
+        with self.db.tx() as c:
+            c.execute("UPDATE jobs SET stage=?, done=?, total=?, updated_at=? WHERE id=? AND state='running'",
+                      (stage, done, total, now(), job_id))
+
+    def finish(self, job_id: str, state: str, *, error: str | None = None, result: Any = None,
+               also: Callable[[Any], None] | None = None) -> bool:
+        """Move a live job to a terminal state; ``also(conn)`` runs in the same transaction."""
+        assert state in TERMINAL
+        t = now()
+        with self.db.tx() as c:
+            n = c.execute("UPDATE jobs SET state=?, error=?, result=?, finished_at=?, updated_at=?, "
+                          "stage=CASE WHEN ?='succeeded' THEN 'done' ELSE stage END, "
+                          "done=CASE WHEN ?='succeeded' THEN total ELSE done END "
+                          "WHERE id=? AND state IN ('queued','running')",
+                          (state, redact(error) if error else error, json.dumps(result) if result is not None else None,
+                           t, t, state, state,
+                           job_id)).rowcount
+            if n and also is not None:
+                also(c)
+        return n == 1
+
+    def requeue(self, job_id: str, reason: str) -> None:
+        with self.db.tx() as c:
+            c.execute("UPDATE jobs SET state='queued', worker=NULL, error=?, stage='queued', updated_at=? "
+                      "WHERE id=? AND state='running'", (redact(reason), now(), job_id))
+
+    def release(self, job_id: str, reason: str) -> None:
+        """Give a running job back to the queue without counting the attempt (graceful shutdown)."""
+        with self.db.tx() as c:
+            c.execute("UPDATE jobs SET state='queued', worker=NULL, error=?, stage='queued', attempt=MAX(attempt-1, 0), "
+                      "updated_at=? WHERE id=? AND state='running'", (reason, now(), job_id))
+
+    def request_cancel(self, owner: str, job_id: str) -> dict[str, Any]:
+        with self.db.tx() as c:
+            row = c.execute("SELECT state FROM jobs WHERE id=? AND owner=?", (job_id, owner)).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id!r}")
+            if row["state"] in TERMINAL:
+                raise Conflict(f"job {job_id} already ended ({row['state']}); only queued or running jobs can be cancelled")
+            t = now()
+            if row["state"] == "queued":
+                c.execute("UPDATE jobs SET state='cancelled', error='cancelled before it started', finished_at=?, "
+                          "updated_at=?, cancel_requested=1 WHERE id=?", (t, t, job_id))
+            else:
+                c.execute("UPDATE jobs SET cancel_requested=1, updated_at=? WHERE id=?", (t, job_id))
+        return self.get(owner, job_id)
+
+    def recover(self) -> list[str]:
+        """At startup: jobs left ``running`` by a stopped server are requeued or failed."""
+        touched = []
+        for row in self.db.all("SELECT * FROM jobs WHERE state='running'"):
+            touched.append(row["id"])
+            if row["cancel_requested"]:
+                self.finish(row["id"], "cancelled", error="cancelled (the server stopped while cancelling)")
+            elif row["attempt"] < row["max_attempts"]:
+                self.requeue(row["id"], f"the server stopped during attempt {row['attempt']}; requeued")
+            else:
+                self.finish(row["id"], "failed", error=f"the server stopped during attempt {row['attempt']} of "
+                                                       f"{row['max_attempts']}; not retried")
+        return touched

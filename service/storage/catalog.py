@@ -1,0 +1,158 @@
+"""Rows of the catalog: API keys, models, datasets and circuits, always scoped by owner.
+
+Every read takes the owner, so one key can never see another key's objects: a foreign id answers
+404 exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from neurflow.service.errors import Conflict, NotFound
+from neurflow.service.storage.db import Database, now
+
+ANONYMOUS = "anonymous"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def owner_of(key_hash: str) -> str:
+    return "k-" + key_hash[:16]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+class Catalog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- API keys --------------------------------------------------------------------------------
+    def add_key(self, key: str, name: str) -> str:
+        h = hash_key(key)
+        with self.db.tx() as c:
+            c.execute("INSERT OR IGNORE INTO api_keys (hash, owner, name, created_at) VALUES (?,?,?,?)",
+                      (h, owner_of(h), name, now()))
+        return owner_of(h)
+
+    def create_key(self, name: str) -> tuple[str, str]:
+        key = "nf_" + secrets.token_urlsafe(24)
+        return key, self.add_key(key, name)
+
+    def owner_for_key(self, key: str) -> str | None:
+        row = self.db.one("SELECT owner FROM api_keys WHERE hash=? AND revoked=0", (hash_key(key),))
+        return row["owner"] if row else None
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.all("SELECT owner, name, created_at, revoked FROM api_keys ORDER BY created_at")]
+
+    def revoke_key(self, owner: str) -> bool:
+        with self.db.tx() as c:
+            return c.execute("UPDATE api_keys SET revoked=1 WHERE owner=?", (owner,)).rowcount > 0
+
+    def has_keys(self) -> bool:
+        return self.db.one("SELECT 1 FROM api_keys WHERE revoked=0 LIMIT 1") is not None
+
+    # -- models ----------------------------------------------------------------------------------
+    def add_model(self, owner: str, model_id: str, descriptor: dict[str, Any], layers: list, size: int) -> tuple[dict, bool]:
+        with self.db.tx() as c:
+            row = c.execute("SELECT * FROM models WHERE owner=? AND id=?", (owner, model_id)).fetchone()
+            if row is not None:
+                existing = json.loads(row["descriptor"])
+                if existing != descriptor:
+                    raise Conflict(f"model {model_id} (these weights) is already registered with another descriptor; "
+                                   "delete it first to change arch, classes or normalisation")
+                return self._model(row), False
+            c.execute("INSERT INTO models (owner, id, descriptor, layers, size, created_at) VALUES (?,?,?,?,?,?)",
+                      (owner, model_id, json.dumps(descriptor), json.dumps(layers), size, now()))
+        return self.get_model(owner, model_id), True
+
+    @staticmethod
+    def _model(row) -> dict[str, Any]:
+        return {"id": row["id"], "descriptor": json.loads(row["descriptor"]),
+                "layers": json.loads(row["layers"]), "size": row["size"], "created_at": row["created_at"]}
+
+    def get_model(self, owner: str, model_id: str) -> dict[str, Any]:
+        row = self.db.one("SELECT * FROM models WHERE owner=? AND id=?", (owner, model_id))
+        if row is None:
+            raise NotFound(f"no model {model_id!r}")
+        return self._model(row)
+
+    def list_models(self, owner: str) -> list[dict[str, Any]]:
+        return [self._model(r) for r in self.db.all("SELECT * FROM models WHERE owner=? ORDER BY created_at", (owner,))]
+
+    def delete_model(self, owner: str, model_id: str) -> bool:
+        """Delete the row; True when no owner references the weights any more."""
+        with self.db.tx() as c:
+            if c.execute("DELETE FROM models WHERE owner=? AND id=?", (owner, model_id)).rowcount == 0:
+                raise NotFound(f"no model {model_id!r}")
+            return c.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone() is None
+
+    # -- datasets --------------------------------------------------------------------------------
+    def add_dataset(self, owner: str, dataset_id: str, name: str, n_images: int, classes: list[str], size: int) -> dict:
+        with self.db.tx() as c:
+            c.execute("INSERT INTO datasets (id, owner, name, n_images, classes, size, created_at) VALUES (?,?,?,?,?,?,?)",
+                      (dataset_id, owner, name, n_images, json.dumps(classes), size, now()))
+        return self.get_dataset(owner, dataset_id)
+
+    @staticmethod
+    def _dataset(row) -> dict[str, Any]:
+        return {"id": row["id"], "name": row["name"], "n_images": row["n_images"],
+                "classes": json.loads(row["classes"]), "size": row["size"], "created_at": row["created_at"]}
+
+    def get_dataset(self, owner: str, dataset_id: str) -> dict[str, Any]:
+        row = self.db.one("SELECT * FROM datasets WHERE owner=? AND id=?", (owner, dataset_id))
+        if row is None:
+            raise NotFound(f"no dataset {dataset_id!r}")
+        return self._dataset(row)
+
+    def list_datasets(self, owner: str) -> list[dict[str, Any]]:
+        return [self._dataset(r) for r in self.db.all("SELECT * FROM datasets WHERE owner=? ORDER BY created_at", (owner,))]
+
+    def delete_dataset(self, owner: str, dataset_id: str) -> None:
+        with self.db.tx() as c:
+            if c.execute("DELETE FROM datasets WHERE owner=? AND id=?", (owner, dataset_id)).rowcount == 0:
+                raise NotFound(f"no dataset {dataset_id!r}")
+
+    # -- circuits --------------------------------------------------------------------------------
+    def add_circuit(self, c, *, circuit_id: str, owner: str, job_id: str, class_index: int, parent: str | None,
+                    key: str, model_id: str, dataset_id: str, summary: dict[str, Any]) -> None:
+        """Insert inside the caller's transaction ``c`` (the job's completion)."""
+        c.execute("INSERT OR IGNORE INTO circuits (id, owner, job_id, class_index, parent, key, model_id, dataset_id, "
+                  "summary, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                  (circuit_id, owner, job_id, class_index, parent, key, model_id, dataset_id, json.dumps(summary), now()))
+
+    @staticmethod
+    def _circuit(row) -> dict[str, Any]:
+        return {"id": row["id"], "job_id": row["job_id"], "class_index": row["class_index"], "parent": row["parent"],
+                "key": row["key"], "model_id": row["model_id"], "dataset_id": row["dataset_id"],
+                "summary": json.loads(row["summary"]), "created_at": row["created_at"]}
+
+    def get_circuit(self, owner: str, circuit_id: str) -> dict[str, Any]:
+        row = self.db.one("SELECT * FROM circuits WHERE owner=? AND id=?", (owner, circuit_id))
+        if row is None:
+            raise NotFound(f"no circuit {circuit_id!r}")
+        return self._circuit(row)
+
+    def list_circuits(self, owner: str, job_id: str | None = None) -> list[dict[str, Any]]:
+        if job_id:
+            rows = self.db.all("SELECT * FROM circuits WHERE owner=? AND job_id=? ORDER BY class_index", (owner, job_id))
+        else:
+            rows = self.db.all("SELECT * FROM circuits WHERE owner=? ORDER BY created_at", (owner,))
+        return [self._circuit(r) for r in rows]
+
+    def key_in_use(self, key: str) -> bool:
+        """Another circuit (of any owner) still points at this artifact folder."""
+        return self.db.one("SELECT 1 FROM circuits WHERE key=? LIMIT 1", (key,)) is not None
+
+    def delete_circuit(self, owner: str, circuit_id: str) -> dict[str, Any]:
+        row = self.get_circuit(owner, circuit_id)
+        with self.db.tx() as c:
+            c.execute("DELETE FROM circuits WHERE owner=? AND id=?", (owner, circuit_id))
+        return row

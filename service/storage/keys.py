@@ -1,0 +1,64 @@
+"""Where each artifact lives in the store: the one definition of the key layout.
+
+=====================================  =========================================================
+``models/<model id>.safetensors``      uploaded weights (the id is their sha256; shared by owners)
+``datasets/<dataset id>/``             an uploaded dataset; its images under ``images/``
+``jobs/<job id>/input.png``            the image of a debug job
+``jobs/<job id>/attempt-<n>/``         what attempt ``n`` of a job wrote
+``<circuit>/circuit.json``             a circuit folder (``class-<c>`` or ``relabeled`` of an
+``<circuit>/patches/<group>/``         attempt): the document, each group's ``mosaic.png`` and
+                                       exemplars ``<k>.png`` (written by ``labeler.patches``)
+=====================================  =========================================================
+
+Keys are ``/``-separated paths relative to the store's root (:mod:`neurflow.service.storage.artifacts`). The
+catalog keeps a circuit's folder key; everything inside it is derived here.
+"""
+
+from __future__ import annotations
+
+
+def weights(model_id: str) -> str:
+    return f"models/{model_id}.safetensors"
+
+
+def dataset(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}"
+
+
+def images(dataset_id: str) -> str:
+    return f"{dataset(dataset_id)}/images"
+
+
+def debug_input(job_id: str) -> str:
+    return f"jobs/{job_id}/input.png"
+
+
+def attempt(job_id: str, attempt_no: int) -> str:
+    return f"jobs/{job_id}/attempt-{attempt_no}"
+
+
+def class_circuit(attempt_key: str, class_index: int) -> str:
+    """The circuit folder of one target class of a run."""
+    return f"{attempt_key}/class-{class_index}"
+
+
+def relabeled_circuit(attempt_key: str) -> str:
+    return f"{attempt_key}/relabeled"
+
+
+DOCUMENT = "circuit.json"  # a circuit folder's document (the folder mirrors it locally in a worker)
+
+
+def document(circuit_key: str) -> str:
+    return f"{circuit_key}/{DOCUMENT}"
+
+
+PATCHES = "patches"  # the folder of a circuit that ``labeler.patches.render_patches`` fills
+
+
+def mosaic(circuit_key: str, group_id: str) -> str:
+    return f"{circuit_key}/{PATCHES}/{group_id}/mosaic.png"
+
+
+def exemplar(circuit_key: str, group_id: str, k: int) -> str:
+    return f"{circuit_key}/{PATCHES}/{group_id}/{k}.png"

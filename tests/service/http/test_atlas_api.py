@@ -1,0 +1,118 @@
+"""``/v1/atlas`` on a real server on loopback: the atlas of a job's circuits, search in it, the atlas page,
+and every bad input as problem+json (unknown job, job without circuits, circuits of different models)."""
+
+from __future__ import annotations
+
+import httpx
+import msgspec
+import pytest
+
+from neurflow.atlas import Atlas, AtlasInput, build_atlas, search
+from neurflow.client.api import Client
+from neurflow.core.circuit import Circuit
+
+from ..helpers import KEY_A, KEY_B, LiveServer, assert_problem, job_spec, labeling_section, write_tiny_clip
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+A = {"X-API-Key": KEY_A}
+B = {"X-API-Key": KEY_B}
+
+
+@pytest.fixture(scope="session")
+def atlas_service(assets, tmp_path_factory):
+    """A server with a finished, CLIP-labeled job for three classes (a tiny random CLIP: the labels mean
+    nothing, but they are real labels to search), a one-class job of another model, and a debug job."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    data = tmp_path_factory.mktemp("atlas-svc")
+    write_tiny_clip(data / "assets")
+    server = LiveServer(data).start()
+    try:
+        with Client(server.url, KEY_A, timeout=300) as c:
+            model = c.upload_model(assets["weights"], assets["descriptor"])
+            dataset = c.upload_dataset(assets["images"])
+            final = c.follow(c.submit(job_spec(model["id"], dataset["id"], target=[0, 1, 2],
+                                                  labeling=labeling_section()))["id"])
+            assert final["state"] == "succeeded", final
+            torch.manual_seed(1)
+            other_weights = tmp_path_factory.mktemp("other") / "other.safetensors"
+            save_file(torchvision.models.resnet18(num_classes=3).state_dict(), str(other_weights))
+            other = c.upload_model(other_weights, assets["descriptor"])
+            lone = c.follow(c.submit(job_spec(other["id"], dataset["id"], target=0))["id"])
+            assert lone["state"] == "succeeded", lone
+            circuits = [ref["id"] for ref in final["result"]["circuits"]]
+            docs = {cid: c.request("GET", f"/v1/circuits/{cid}").content for cid in circuits}
+            c.debug(circuits[0], assets["image"])
+            debug_job = next(j for j in c.json("GET", "/v1/jobs")["jobs"] if j["kind"] == "debug")
+        yield {"server": server, "job": final["id"], "circuits": circuits, "docs": docs,
+               "other_circuit": lone["result"]["circuits"][0]["id"], "debug_job": debug_job["id"]}
+    finally:
+        server.stop()
+
+
+def get(svc, path: str, headers=A, **params) -> httpx.Response:
+    return httpx.get(svc["server"].url + path, params=params, headers=headers, timeout=120)
+
+
+def test_atlas_of_a_job(atlas_service):
+    svc = atlas_service
+    r = get(svc, "/v1/atlas", job=svc["job"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    atlas = Atlas.from_json(r.content)
+    assert atlas.source.job == svc["job"] and atlas.source.circuits == 3
+    assert [(c.class_index, c.circuit_id) for c in atlas.classes] == list(zip([0, 1, 2], svc["circuits"]))
+    # the same document as building it here from the circuits the API serves
+    local = build_atlas([AtlasInput(Circuit.from_json(svc["docs"][cid]), cid) for cid in svc["circuits"]],
+                        job=svc["job"])
+    assert atlas == local
+    # settings travel: a looser threshold finds at least as many shared concepts
+    loose = Atlas.from_json(get(svc, "/v1/atlas", job=svc["job"], jaccard=0.2, min_classes=3).content)
+    assert loose.settings.jaccard == 0.2 and loose.settings.min_classes == 3
+    assert all(len(c.classes) >= 3 for c in loose.concepts())
+    # chosen circuits instead of a job: two of the three
+    pair = Atlas.from_json(get(svc, "/v1/atlas", circuits=",".join(svc["circuits"][:2])).content)
+    assert [c.class_index for c in pair.classes] == [0, 1] and pair.source.job is None
+
+
+def test_search_in_a_jobs_atlas(atlas_service):
+    svc = atlas_service
+    atlas = Atlas.from_json(get(svc, "/v1/atlas", job=svc["job"]).content)
+    assert atlas.source.labeled == 3 and atlas.source.clip is not None
+    label = next(g.labels[0] for c in atlas.classes for g in c.groups if g.labels)
+    r = get(svc, "/v1/atlas", job=svc["job"], q=label.upper())
+    assert r.status_code == 200
+    assert r.json() == msgspec.to_builtins(search(atlas, label))
+    hits = r.json()["classes"]
+    assert hits and r.json()["mode"] == "text"  # no CLIP in the web process: text search
+    assert {h["class_index"] for h in hits} == {c.class_index for c in atlas.classes
+                                                if any(label in t for g in c.groups for t in g.labels)}
+    assert get(svc, "/v1/atlas", job=svc["job"], q="no label is like this").json()["classes"] == []
+    assert_problem(get(svc, "/v1/atlas", job=svc["job"], q="   "), 422, "query is empty")
+
+
+def test_atlas_page_links_each_class_to_its_viewer(atlas_service):
+    svc = atlas_service
+    r = get(svc, "/v1/atlas/report", job=svc["job"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert '"report_url":"/v1/circuits/{circuit_id}/report"' in r.text
+    assert get(svc, f"/v1/circuits/{svc['circuits'][0]}/report").status_code == 200  # where a class leads
+
+
+def test_atlas_problems(atlas_service):
+    svc = atlas_service
+    assert_problem(get(svc, "/v1/atlas", job="job-nope"), 404, "no job 'job-nope'")
+    assert_problem(get(svc, "/v1/atlas", headers=B, job=svc["job"]), 404)  # another owner's job
+    assert get(svc, "/v1/atlas", headers={}, job=svc["job"]).status_code == 401
+    body = assert_problem(get(svc, "/v1/atlas", job=svc["debug_job"]), 409, "has no circuits")
+    assert "debug" in body["detail"]
+    mixed = ",".join([svc["circuits"][0], svc["other_circuit"]])
+    assert_problem(get(svc, "/v1/atlas", circuits=mixed), 422, "one model")
+    assert_problem(get(svc, "/v1/atlas/report", circuits=mixed), 422, "weights_sha256")
+    assert_problem(get(svc, "/v1/atlas"), 400, "either job=")
+    assert_problem(get(svc, "/v1/atlas", job=svc["job"], circuits=svc["circuits"][0]), 400, "not both")
+    assert_problem(get(svc, "/v1/atlas", circuits="c-nope"), 404)
+    assert_problem(get(svc, "/v1/atlas", circuits=" , "), 400, "empty")
+    assert_problem(get(svc, "/v1/atlas", job=svc["job"], jaccard=0), 400)
+    assert_problem(get(svc, "/v1/atlas", job=svc["job"], min_classes=1), 400)
