@@ -8,8 +8,8 @@
    CLIP labeling, and follow its Server-Sent Events with a progress bar;
 4. download the labeled circuits and every group's mosaic, print a table of labeled groups per layer
    (label, confidence, ground-truth part, purity) and how many labels name the ground-truth part,
-   save each circuit's Label Studio export, GraphML
-   and graph PNG, and write the interactive HTML viewer (``demo-out/report.html``);
+   save each circuit's Label Studio export, GraphML and graph PNG, and write the interactive HTML
+   viewer (``demo-out/report.html``);
 5. stop the service.
 """
 

@@ -13,6 +13,7 @@ Modules, one job each:
 * :mod:`core.world.ground_truth` ``World``: parts in a box, purity of a circuit's groups
 * :mod:`core.world.cache`        the cache of worlds and models (``ensure_world``)
 * :mod:`core.world.train`        the reference resnet18 (``ensure_world_model``)
+* :mod:`neurflow.world.setups`   a world with its network and CLIP, built side by side (``DEMO``)
 * :mod:`core.world.cli`          ``neurflow world generate|train``
 
 The training names are imported lazily so that using the data does not import torchvision.
