@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Only what the demo runs (labeling, the service, the Label Studio export); a venv that `make test`
-# built holds it already. --no-compile: byte-compiling all 15,000 files was 42 of the install's 111
-# CPU-seconds; Python compiles the modules the demo imports on first use.
+# built holds it already. --no-compile: byte-compiling all 15,000 files took the install from 62 to
+# 111 CPU-seconds (docs/world.md); Python compiles the modules the demo imports on first use.
 $(VENV)/.installed-demo: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test $(VENV)/.installed -nt pyproject.toml || \
