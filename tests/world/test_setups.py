@@ -28,7 +28,7 @@ def test_demo_has_its_own_entries_beside_the_standard_world():
 def test_network_and_clip_are_built_side_by_side_then_reused(tmp_path):
     model, bundle = ensure_setup(TINY, tmp_path, progress=False)
     assert model.directory == train.model_dir(model.world_root, TINY.model)
-    assert model.meta["steps"] == 2 and model.meta["threads"] == 1  # trained beside the CLIP: one thread
+    assert model.meta["steps"] == 2 and model.meta["threads"] == 1  # one torch thread, beside the CLIP
     assert bundle == clip.bundle_dir(model.world_root, TINY.clip)
     metrics = json.loads((bundle / clip.METRICS_FILE).read_text())
     assert metrics["train_config"]["steps"] == 2 and metrics["n_crops"] > 0
