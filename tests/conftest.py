@@ -19,6 +19,29 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 QUICK_STEPS = 400
 
 
+_LABEL_STUDIO = None
+
+
+def pytest_configure(config):
+    """Start the live test's Label Studio in the background now (installing and migrating it takes
+    minutes that the other tests hide); only the process that runs the session does, pytest-xdist's
+    workers inherit where to find it (``tests/exports/labelstudio_process.py``)."""
+    global _LABEL_STUDIO
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    from tests.exports.labelstudio_process import ENV_DIR, EarlyStart, wanted
+
+    if ENV_DIR not in os.environ and wanted(config):
+        _LABEL_STUDIO = EarlyStart()
+
+
+def pytest_unconfigure(config):
+    global _LABEL_STUDIO
+    if _LABEL_STUDIO is not None:
+        _LABEL_STUDIO.close()
+        _LABEL_STUDIO = None
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread(request):
     """CLIP inference in one thread: on two shared, busy cores, two torch threads spin-wait on each

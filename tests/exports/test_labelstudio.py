@@ -1,7 +1,7 @@
 """The Label Studio export (config + tasks with predictions) and the ML backend of the service.
 
 Predictions are checked with Label Studio's own validator (label-studio-sdk); the live round trip
-through a real Label Studio is ``tests/labeler/integration/test_labelstudio_live.py``.
+through a real Label Studio is ``tests/exports/test_labelstudio_live.py``.
 """
 
 from __future__ import annotations

@@ -1,113 +1,47 @@
 """A real Label Studio (PyPI ``label-studio==1.23.2``) on loopback: our export imports with its
 predictions intact, and our service works as its ML backend.
 
-Label Studio lives in its own virtual environment, ``.cache/labelstudio-venv`` (about 1 GB; created
-on first use, about a minute from a warm pip cache, and reused afterwards). Its first start runs the
-database migrations (about a minute). The test fails, rather than skips, when Label Studio cannot be
+Label Studio is installed and started by ``tests/exports/labelstudio_process.py``, in the background
+from the start of the session. The test fails, rather than skips, when Label Studio cannot be
 installed or started; set ``NEURFLOW_SKIP_LABELSTUDIO=1`` to leave it out on purpose.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
-from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
+from tests.exports.labelstudio_process import ENV_DIR, SKIP_ENV, LabelStudioUnavailable, Starter, wait_for_server
 from tests.exports.labelstudio_service import start_labeled_service
 from tests.service.conftest import assets  # noqa: F401 - the service tests' model + dataset fixture
-from tests.service.helpers import KEY_A, REPO
+from tests.service.helpers import KEY_A
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-LABEL_STUDIO = "label-studio==1.23.2"
-VENV = REPO / ".cache" / "labelstudio-venv"
-INSTALL_TIMEOUT_S = 1800
-START_TIMEOUT_S = 300
-
-
-@dataclass
-class LabelStudioServer:
-    url: str
-    token: str
-    seconds_to_install: float
-    seconds_to_start: float
-
-
-def _tail(text: str | bytes, n: int = 3000) -> str:
-    return (text.decode(errors="replace") if isinstance(text, bytes) else text)[-n:]
-
-
-def _installed() -> bool:
-    python = VENV / "bin" / "python"
-    if not (VENV / "bin" / "label-studio").is_file() or not python.is_file():
-        return False
-    wanted = LABEL_STUDIO.split("==")[1]
-    probe = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
-                           capture_output=True, text=True, timeout=120)
-    return probe.returncode == 0 and probe.stdout.strip() == wanted
-
-
-def _install() -> float:
-    """Create the Label Studio venv when it is missing or holds another version; seconds spent."""
-    if _installed():
-        return 0.0
-    started = time.monotonic()
-    base_python = getattr(sys, "_base_executable", None) or "python3"
-    steps = [[base_python, "-m", "venv", "--clear", str(VENV)],
-             [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", LABEL_STUDIO]]
-    for cmd in steps:
-        try:
-            done = subprocess.run(cmd, capture_output=True, timeout=INSTALL_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"installing {LABEL_STUDIO} took over {INSTALL_TIMEOUT_S} s: {' '.join(cmd)}")
-        if done.returncode != 0:
-            pytest.fail(f"cannot install {LABEL_STUDIO} ({' '.join(cmd)} exited {done.returncode}):\n"
-                        f"{_tail(done.stdout + done.stderr)}")
-    if not _installed():
-        pytest.fail(f"{VENV} has no working {LABEL_STUDIO} after the install")
-    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory):
-    if os.environ.get("NEURFLOW_SKIP_LABELSTUDIO") == "1":
-        pytest.skip("NEURFLOW_SKIP_LABELSTUDIO=1")
-    install_s = _install()
-    data = tmp_path_factory.mktemp("label-studio")
-    port, token = free_loopback_port(), secrets.token_hex(20)
-    env = {**os.environ, "USE_DEFAULT_BANNED_SUBNETS": "false", "SSRF_PROTECTION_ENABLED": "false",
-           "LABEL_STUDIO_BASE_DATA_DIR": str(data), "PYTHONPATH": ""}
-    log_path = data / "label-studio.log"
-    log = open(log_path, "wb")
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [str(VENV / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1",
-         "--port", str(port), "--data-dir", str(data / "ls"), "--username", "admin@example.com",
-         "--password", secrets.token_urlsafe(12), "--user-token", token, "--enable-legacy-api-token"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=data, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def stop() -> None:
-        stop_process(proc, group=True)
-        log.close()
-
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"{SKIP_ENV}=1")
+    announced = os.environ.get(ENV_DIR)
     try:
-        try:
-            wait_healthy(url, proc, START_TIMEOUT_S, interval=1.0)
-        except NotReady as exc:
-            pytest.fail(f"label-studio: {exc}:\n{_tail(log_path.read_bytes())}")
-        start_s = time.monotonic() - started
-        print(f"\nlabel studio: install {install_s:.0f} s, start {start_s:.0f} s")
-        yield LabelStudioServer(url=url, token=token, seconds_to_install=install_s, seconds_to_start=start_s)
-    finally:
-        stop()
+        if announced:  # started in the background when the session began (tests/conftest.py)
+            server = wait_for_server(Path(announced))
+            starter = None
+        else:
+            starter = Starter(tmp_path_factory.mktemp("label-studio"))
+            starter.run()
+            server = wait_for_server(starter.folder, timeout=1)
+    except LabelStudioUnavailable as exc:
+        pytest.fail(str(exc))
+    print(f"\nlabel studio: install {server.seconds_to_install:.0f} s, start {server.seconds_to_start:.0f} s")
+    yield server
+    if starter is not None:
+        starter.stop()
 
 
 @pytest.fixture(scope="module")
