@@ -83,6 +83,40 @@ class Caption(msgspec.Struct, forbid_unknown_fields=True):
     prompt_version: str
 
 
+class LabelVote(msgspec.Struct, forbid_unknown_fields=True):
+    """One piece of evidence for a group's label: what one voter (a CLIP, the caption, a prototype
+    made from corrections) ranked first, and how strongly."""
+
+    voter: str  # e.g. "clip:RN50@sha256_16", "caption", "prototype"
+    text: str  # the vocabulary concept this voter ranks first
+    score: float  # the voter's own score of that concept (not comparable across voters)
+    margin: float | None = None  # its score minus the voter's second-best score
+
+
+class LabelEvidence(msgspec.Struct, forbid_unknown_fields=True):
+    """What a group's label rests on: every vote and the features the combination read."""
+
+    votes: list[LabelVote] = []
+    features: dict[str, float] = {}  # name -> value, as fed to the combination
+    method: str = ""  # the combination that turned them into Group.confidence
+
+
+class Correction(msgspec.Struct, forbid_unknown_fields=True):
+    """A label a person set; it wins over every automatic label and survives relabeling."""
+
+    text: str
+    by: Literal["human"] = "human"
+    key: str | None = None  # the API key's id (never the secret) or the Label Studio user
+    at: str = ""  # ISO 8601 time, UTC
+    via: str = "api"  # "api", "labelstudio", "python"
+    previous: str | None = None  # the automatic label it replaced
+
+
+#: ``unlabeled``: no labeler ran; ``labeled``: labels[0] is the answer; ``uncertain``: the evidence
+#: disagrees and ``candidates`` holds the two best; ``corrected``: a person set ``correction``.
+GroupStatus = Literal["unlabeled", "labeled", "uncertain", "corrected"]
+
+
 class Group(msgspec.Struct, forbid_unknown_fields=True):
     """A neuron group: concepts of one layer whose concept vectors cluster together."""
 
@@ -90,8 +124,17 @@ class Group(msgspec.Struct, forbid_unknown_fields=True):
     members: list[Member]  # ordered by distance to the group centroid, nearest first
     exemplars: list[Exemplar]
     labels: list[Label] = []
-    confidence: float | None = None  # calibrated confidence of labels[0], filled by the labeler
+    confidence: float | None = None  # calibrated probability that labels[0] is right, filled by the labeler
     caption: Caption | None = None
+    status: GroupStatus = "unlabeled"
+    candidates: list[Label] = []  # the two best labels when status is "uncertain"
+    evidence: LabelEvidence | None = None
+    correction: Correction | None = None
+
+    def __post_init__(self) -> None:
+        # documents labeled before ``status`` existed carry labels but no status
+        if self.status == "unlabeled" and self.labels:
+            self.status = "labeled"
 
 
 class Layer(msgspec.Struct, forbid_unknown_fields=True):
