@@ -45,6 +45,7 @@ def test_v1_labeled_document_loads_as_v2():
         for group in layer["groups"]:
             assert group["status"] == ("labeled" if group["labels"] else "unlabeled")
             assert group["candidates"] == [] and group["evidence"] is None and group["correction"] is None
+    assert doc["model"].pop("normalisation") == "recorded"  # added since, defaulted
     stripped = {k: v for k, v in doc.items() if k not in ("schema", "labeling")}
     stripped["layers"] = [layer | {"groups": [{k: v for k, v in g.items() if k not in added} for g in layer["groups"]]}
                           for layer in stripped["layers"]]
