@@ -28,13 +28,6 @@ def resolve(base_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else (base_dir / path)
 
 
-def circuit_path(out_dir: Path, spec: JobSpec, target: int) -> Path:
-    """``out_dir/circuit.json`` for one target class, ``out_dir/class-<c>/circuit.json`` for a list."""
-    if not isinstance(spec.data.target_class, int):  # a list or "all"
-        return out_dir / f"class-{target}" / "circuit.json"
-    return out_dir / "circuit.json"
-
-
 def model_info(spec: JobSpec, weights_path: Path | None, sha256: str | None = None,
                preprocess: Preprocess | None = None) -> ModelInfo:
     """The circuit's model record; ``preprocess``: what the images were made with (default: the spec's)."""
@@ -56,6 +49,7 @@ class FitSetup:
     info: ModelInfo
     engine: NeurFlow
     logits: torch.Tensor
+    images_dir: Path  # the folder the images were read from (the circuits' image paths are relative to it)
     readouts: dict = field(default_factory=dict)  # the last selection's patch readouts (engine readout_cache)
     weights_name: str | None = None  # a published-weights name, when the spec's weights are one
 
@@ -82,7 +76,7 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     if logits is None:
         logits = engine.predict_logits(model, images)  # one forward pass serves every target class
     return FitSetup(spec=spec, model=model, images=images, info=info, engine=engine, logits=logits,
-                    weights_name=named)
+                    images_dir=Path(images_dir), weights_name=named)
 
 
 def fit_class(setup: FitSetup, target: int) -> Circuit:
@@ -105,13 +99,3 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     """
     setup = prepare_fit(spec, base_dir, progress, model, images_dir, weights_path, device)
     return {target: fit_class(setup, target) for target in spec.target_classes()}
-
-
-def write_circuits(spec: JobSpec, circuits: dict[int, Circuit], out_dir: Path) -> dict[int, Path]:
-    written = {}
-    for target, circuit in circuits.items():
-        path = circuit_path(out_dir, spec, target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(circuit.to_json())
-        written[target] = path
-    return written

@@ -49,17 +49,16 @@ def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> Tas
 
 def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
     """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run."""
-    from neurflow.labeler.labeling import label_circuit
+    from neurflow.labeler import pipeline
     from neurflow.service.executors.units import finish_circuit
 
     progress("loading circuit", 0, 1)
     circuit = _load_circuit(ctx, job.circuit.key)
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
-    labeled = label_circuit(circuit, images_root, job.labeling, progress=progress)
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
-    (local_dir / keys.DOCUMENT).write_text(labeled.to_json())
-    return TaskOutput(circuits=[finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)])
+    path = pipeline.finish(circuit, local_dir, images_root, job.labeling, progress)
+    return TaskOutput(circuits=[finish_circuit(ctx, path, images_root, key, local_dir)])
 
 
 def debug(job: DebugJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
