@@ -23,7 +23,7 @@ import msgspec
 import torch
 from torch import nn
 
-from .circuit import Neuron
+from .circuit import IGAccuracy, Neuron
 
 
 def fit_key(params: dict[str, Any], target_class: int, pixels: torch.Tensor, model: nn.Module) -> str:
@@ -44,6 +44,7 @@ class LayerStage(msgspec.Struct):
     neurons: list[Neuron]
     next_neurons: list[int]
     importance: dict[int, float]
+    accuracy: IGAccuracy | None = None  # the steps and residuals its IG reached (Layer.ig)
 
 
 class StageStore:
