@@ -12,6 +12,7 @@ labeler). The service adds only what is its own around these steps: the fit on i
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from neurflow.core.circuit import Circuit
+from neurflow.core.circuit_arrays import write_circuit
 from neurflow.core.jobspec import JobSpec
 from neurflow.core.pipeline import FitSetup, fit_class, prepare_fit
 from neurflow.progress import Progress
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 #: The circuit document's file name in a class folder.
 DOCUMENT = "circuit.json"
+#: the folder of finished stages inside a run's output folder (removed once the circuits are written)
+STAGES_FOLDER = ".neurflow-stages"
 
 
 def label(circuit: Circuit, images_dir: Path, labeling: LabelerConfig | None,
@@ -40,26 +44,26 @@ def label(circuit: Circuit, images_dir: Path, labeling: LabelerConfig | None,
     return label_circuit(circuit, images_dir, labeling, progress=progress)
 
 
-def write(circuit: Circuit, folder: Path) -> Path:
-    """Write ``folder/circuit.json`` (the folder is made); return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write(circuit: Circuit, folder: Path, compact: bool = False) -> Path:
+    """Write ``folder/circuit.json`` (the folder is made), its arrays in a sidecar when ``compact``
+    (:func:`~neurflow.core.circuit_arrays.write_circuit`); return its path."""
     path = folder / DOCUMENT
-    path.write_text(circuit.to_json())
+    write_circuit(circuit, path, compact=compact)
     return path
 
 
 def finish(circuit: Circuit, folder: Path, images_dir: Path, labeling: LabelerConfig | None,
-           progress: Progress | None = None) -> Path:
+           progress: Progress | None = None, compact: bool = False) -> Path:
     """Label a fitted class (when asked) and write it to ``folder``."""
-    return write(label(circuit, images_dir, labeling, progress), folder)
+    return write(label(circuit, images_dir, labeling, progress), folder, compact)
 
 
 def run_class(setup: FitSetup, target: int, folder: Path, labeling: LabelerConfig | None,
-              progress: Progress | None = None,
-              fit: Callable[[FitSetup, int], Circuit] = fit_class) -> Path:
+              progress: Progress | None = None, fit: Callable[[FitSetup, int], Circuit] = fit_class,
+              compact: bool = False) -> Path:
     """Fit, label and write one class of a prepared job; ``fit`` is the engine's fit of one class
     (the service passes its GPU path)."""
-    return finish(fit(setup, target), folder, setup.images_dir, labeling, progress)
+    return finish(fit(setup, target), folder, setup.images_dir, labeling, progress, compact)
 
 
 def run_job(spec: JobSpec, base_dir: Path, out_dir: Path, progress: Progress | None = None,
@@ -80,5 +84,9 @@ def run_job(spec: JobSpec, base_dir: Path, out_dir: Path, progress: Progress | N
         labeling = LabelerConfig.from_spec(spec.labeling, base_dir=Path(base_dir))
     setup = prepare_fit(spec, Path(base_dir), progress, model=model, images_dir=images_dir,
                         weights_path=weights_path, device=device)
-    return {target: run_class(setup, target, spec.class_folder(out_dir, target), labeling, progress)
-            for target in spec.target_classes()}
+    # finished stages go to the output folder: the same command after a crash or a kill continues
+    setup.stages = Path(out_dir) / STAGES_FOLDER
+    written = {target: run_class(setup, target, spec.class_folder(out_dir, target), labeling, progress, compact=True)
+               for target in spec.target_classes()}
+    shutil.rmtree(setup.stages, ignore_errors=True)
+    return written
