@@ -58,6 +58,8 @@ def _private_paths(settings: Settings) -> dict[str, str]:
     paths = {str(settings.data_path): "<data>", sys.prefix: "<python>", sys.base_prefix: "<python>",
              str(Path(neurflow.__file__).resolve().parents[1]): "<neurflow>", str(Path.home()): "~"}
     paths.update({str(p): "<assets>" for p in settings.asset_paths})
+    if "://" not in settings.artifact_url:  # a local artifact root (may lie outside the data dir)
+        paths[str(Path(settings.artifact_url).expanduser().resolve())] = "<artifacts>"
     return paths
 
 

@@ -81,7 +81,7 @@ def extract_dataset(zip_path: str | Path, dest: str | Path, *, max_entries: int,
             for (info, original), rel in zip(members, rels):
                 with _entry_errors(original):
                     total += _extract_member(zf, info, tmp / "images" / rel, original, total, max_bytes)
-                decode_image(tmp / "images" / rel, max_pixels, name=f"zip entry {_shown(original)}", budget=budget)
+                decode_image(tmp / "images" / rel, max_pixels, name=f"zip entry {str(original)[:200]}", budget=budget)
             shutil.rmtree(dest, ignore_errors=True)
             tmp.replace(dest)
         except (zipfile.BadZipFile, EOFError, zlib_error(), NotImplementedError, RuntimeError, ValueError,

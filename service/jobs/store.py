@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from neurflow.service.errors import Conflict, NotFound, redact
+from neurflow.service.errors import Conflict, NotFound, public_json, redact
 from neurflow.service.jobs.types import Job, circuit_used, dataset_used, decode_job, encode_job, kind_of, model_used
+from neurflow.service.storage import pages
 from neurflow.service.storage.db import Database, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -32,7 +33,7 @@ def job_view(row) -> dict[str, Any]:
         "cancel_requested": bool(row["cancel_requested"]),
         "created_at": row["created_at"], "started_at": row["started_at"], "finished_at": row["finished_at"],
         "updated_at": row["updated_at"],
-        "spec": decode_job(row["job"]), "result": json.loads(row["result"]) if row["result"] else None,
+        "spec": decode_job(public_json(row["job"])), "result": json.loads(row["result"]) if row["result"] else None,
     }
 
 
@@ -58,13 +59,13 @@ class JobStore:
             raise NotFound(f"no job {job_id!r}")
         return job_view(row)
 
-    def list(self, owner: str, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        if state:
-            rows = self.db.all("SELECT * FROM jobs WHERE owner=? AND state=? ORDER BY created_at DESC LIMIT ?",
-                               (owner, state, limit))
-        else:
-            rows = self.db.all("SELECT * FROM jobs WHERE owner=? ORDER BY created_at DESC LIMIT ?", (owner, limit))
-        return [job_view(r) for r in rows]
+    def list(self, owner: str, state: str | None = None, limit: int = pages.DEFAULT_PAGE,
+             cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the owner's jobs, newest first; the cursor of the next page."""
+        where, params = ("owner=? AND state=?", (owner, state)) if state else ("owner=?", (owner,))
+        rows, after = pages.page(self.db.conn(), "jobs", where, params, ("created_at", "id"), limit, cursor,
+                                 newest_first=True)
+        return [job_view(r) for r in rows], after
 
     def model_in_use(self, owner: str, model_id: str) -> bool:
         """A queued or running job of ``owner`` loads this model."""

@@ -20,7 +20,7 @@ from litestar.params import Body
 
 from neurflow.service.errors import Conflict, Invalid
 from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, SettingsDep, StoreDep, provides
-from neurflow.service.http.schemas import DatasetList, DatasetOut
+from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, DatasetList, DatasetOut, PageLimit
 from neurflow.service.intake.archives import extract_dataset
 from neurflow.service.settings import MB, Settings
 from neurflow.service.storage import keys
@@ -51,9 +51,10 @@ class DatasetController(Controller):
         return DatasetOut(**record)
 
     @get("/", summary="List datasets")
-    async def list_datasets(self, catalog: CatalogDep, owner: Owner) -> DatasetList:
-        rows = await anyio.to_thread.run_sync(catalog.list_datasets, owner)
-        return DatasetList(datasets=[DatasetOut(**r) for r in rows])
+    async def list_datasets(self, catalog: CatalogDep, owner: Owner, limit: PageLimit = DEFAULT_PAGE,
+                            cursor: Cursor = None) -> DatasetList:
+        rows, after = await anyio.to_thread.run_sync(catalog.page, "datasets", owner, limit, cursor)
+        return DatasetList(datasets=[DatasetOut(**r) for r in rows], next=after)
 
     @get("/{dataset_id:str}", summary="Show a dataset")
     async def get_dataset(self, catalog: CatalogDep, owner: Owner, dataset_id: str) -> DatasetOut:

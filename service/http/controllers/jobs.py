@@ -13,12 +13,12 @@ from typing import Annotated, Any, AsyncIterator
 
 import anyio
 from litestar import Controller, Response, delete, get, post
-from litestar.params import Parameter, QueryParameter
+from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from neurflow.service.executors.base import Executor
 from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, provides
-from neurflow.service.http.schemas import JobList, JobOut, JobState
+from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, JobList, JobOut, JobState, PageLimit
 from neurflow.service.jobs.limits import JobRequest, to_jobspec
 from neurflow.service.jobs.policy import prepare_run
 from neurflow.service.jobs.store import TERMINAL, JobStore
@@ -73,9 +73,9 @@ class JobController(Controller):
     @get("/", summary="List jobs (newest first)")
     async def list_jobs(self, jobs: JobsDep, owner: Owner,
                         state_filter: Annotated[JobState | None, QueryParameter(name="state")] = None,
-                        limit: int = Parameter(default=100, ge=1, le=1000)) -> JobList:
-        rows = await anyio.to_thread.run_sync(jobs.list, owner, state_filter, limit)
-        return JobList(jobs=[JobOut(**r) for r in rows])
+                        limit: PageLimit = DEFAULT_PAGE, cursor: Cursor = None) -> JobList:
+        rows, after = await anyio.to_thread.run_sync(jobs.list, owner, state_filter, limit, cursor)
+        return JobList(jobs=[JobOut(**r) for r in rows], next=after)
 
     @get("/{job_id:str}", summary="Job state, stage, progress, error and result")
     async def get_job(self, jobs: JobsDep, owner: Owner, job_id: str) -> JobOut:

@@ -22,7 +22,7 @@ from litestar.params import Body
 from neurflow.core.hashing import sha256_file
 from neurflow.service.errors import Conflict, Invalid, Unsupported
 from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, SettingsDep, StoreDep, provides
-from neurflow.service.http.schemas import ModelList, ModelOut, model_out
+from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, ModelList, ModelOut, PageLimit, model_out
 from neurflow.service.intake.models import ModelDescriptor, check_weights, parse_descriptor
 from neurflow.service.settings import Settings
 from neurflow.service.storage import weights
@@ -57,9 +57,10 @@ class ModelController(Controller):
         return Response(model_out(record), status_code=201 if created else 200)
 
     @get("/", summary="List models")
-    async def list_models(self, catalog: CatalogDep, owner: Owner) -> ModelList:
-        rows = await anyio.to_thread.run_sync(catalog.list_models, owner)
-        return ModelList(models=[model_out(r, with_layers=False) for r in rows])
+    async def list_models(self, catalog: CatalogDep, owner: Owner, limit: PageLimit = DEFAULT_PAGE,
+                          cursor: Cursor = None) -> ModelList:
+        rows, after = await anyio.to_thread.run_sync(catalog.page, "models", owner, limit, cursor)
+        return ModelList(models=[model_out(r, with_layers=False) for r in rows], next=after)
 
     @get("/{model_id:str}", summary="Show a model and its addressable layers")
     async def get_model(self, catalog: CatalogDep, owner: Owner, model_id: str) -> ModelOut:

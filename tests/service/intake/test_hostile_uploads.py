@@ -149,6 +149,26 @@ def test_non_finite_weights_are_refused(env, assets, dtype, bad):
     assert r.status_code in (200, 201), r.text
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint16", "bool", "float8_e4m3fn", "uint8"])
+def test_weights_in_a_dtype_the_architecture_cannot_load_are_refused(env, assets, dtype):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(assets["weights"]))
+    tensors["layer3.0.conv1.weight"] = tensors["layer3.0.conv1.weight"].to(getattr(torch, dtype))
+    path = env["data"].parent / f"odd-{dtype}.safetensors"
+    save_file(tensors, str(path))
+    clean(env, assert_problem(post_weights(env, path.read_bytes()), 422, "layer3.0.conv1.weight is stored as"))
+    # a batch norm's counter stored as a float is refused too; the same file in F16 is accepted
+    tensors = load_file(str(assets["weights"]))
+    tensors["bn1.num_batches_tracked"] = tensors["bn1.num_batches_tracked"].float()
+    save_file(tensors, str(path))
+    clean(env, assert_problem(post_weights(env, path.read_bytes()), 422, "bn1.num_batches_tracked"))
+    tensors["bn1.num_batches_tracked"] = tensors["bn1.num_batches_tracked"].long()
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(path))
+    assert post_weights(env, path.read_bytes()).status_code in (200, 201)
+
+
 def test_oversized_weights_and_fields(env):
     clean(env, assert_problem(post_weights(env, b"\0" * (61 << 20)), 413))
     r = env["client"].post("/v1/models", headers=A, files={"weights": ("m.safetensors", b"x" * 10)},
