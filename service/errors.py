@@ -83,6 +83,16 @@ class Unsupported(ApiError):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
 
 
+class TooMany(ApiError):
+    """A per-key cap or rate is reached; ``retry_after`` seconds is when trying again makes sense."""
+
+    status, title, slug = 429, "Too many requests", "rate-limited"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
 class Unavailable(ApiError):
     status, title, slug = 503, "Service unavailable", "unavailable"
 

@@ -18,7 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
-from neurflow.service.errors import ApiError, StorageFull, Unavailable, redact
+from neurflow.service.errors import ApiError, StorageFull, TooMany, Unavailable, redact
 
 log = logging.getLogger("neurflow.service")
 
@@ -31,8 +31,9 @@ _HTTP_TITLES = {401: "Unauthorized", 429: "Too many requests"}
 
 
 def _from_api_error(exc: ApiError) -> ProblemDetailsException:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else None
     return ProblemDetailsException(status_code=exc.status, type_=PROBLEM_TYPE + exc.slug, title=exc.title,
-                                   detail=redact(exc.detail), extra=exc.extra or None)
+                                   detail=redact(exc.detail), extra=exc.extra or None, headers=headers)
 
 
 def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:

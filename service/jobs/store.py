@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from neurflow.service.errors import Conflict, NotFound, public_json, redact
+from neurflow.service.errors import Conflict, NotFound, TooMany, public_json, redact
 from neurflow.service.jobs.types import Job, circuit_used, dataset_used, decode_job, encode_job, kind_of, model_used
 from neurflow.service.storage import pages
 from neurflow.service.storage.db import Database, now
@@ -41,9 +41,17 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, job_id: str, owner: str, job: Job, max_attempts: int) -> dict[str, Any]:
+    def create(self, job_id: str, owner: str, job: Job, max_attempts: int, max_live: int | None = None) -> dict[str, Any]:
+        """Queue a job; ``TooMany`` when ``owner`` already has ``max_live`` queued or running jobs (counted in the
+        same transaction, so concurrent submits cannot pass the cap together)."""
         kind, t = kind_of(job), now()
         with self.db.tx() as c:
+            if max_live is not None:
+                live = c.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('queued','running')",
+                                 (owner,)).fetchone()[0]
+                if live >= max_live:
+                    raise TooMany(f"this key has {live} queued or running jobs; at most {max_live} are accepted "
+                                  "(max_jobs_per_key): wait for some to end or cancel them", retry_after=30)
             c.execute("INSERT INTO jobs (id, owner, kind, state, priority, job, model_id, dataset_id, circuit_id, "
                       "max_attempts, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                       (job_id, owner, kind, "queued", PRIORITY[kind], encode_job(job), model_used(job),
@@ -84,7 +92,15 @@ class JobStore:
 
     # -- transitions (executor) ------------------------------------------------------------------
     def next_queued(self):
-        return self.db.one("SELECT * FROM jobs WHERE state='queued' ORDER BY priority DESC, created_at LIMIT 1")
+        """The next job to run: keys take turns. The key with the fewest running jobs, then the one whose last
+        job started longest ago (never: first), goes next; within a key, interactive kinds first, then the
+        oldest. One key's hundred queued jobs so wait behind one job of every other key, not the reverse."""
+        return self.db.one(
+            "SELECT q.* FROM jobs q WHERE q.state='queued' ORDER BY "
+            "(SELECT COUNT(*) FROM jobs r WHERE r.owner=q.owner AND r.state='running'), "
+            "(SELECT MAX(started_at) FROM jobs s WHERE s.owner=q.owner) IS NOT NULL, "
+            "(SELECT MAX(started_at) FROM jobs s WHERE s.owner=q.owner), "
+            "q.priority DESC, q.created_at LIMIT 1")
 
     def claim(self, job_id: str, worker: str) -> bool:
         t = now()

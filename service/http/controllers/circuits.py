@@ -130,7 +130,7 @@ class CircuitController(Controller):
             row = catalog.get_circuit(owner, circuit_id)
             job = RelabelJob(circuit=circuit_ref(row), labeling=check_labeling(data.labeling, settings),
                              dataset=dataset_present(catalog, owner, row))
-            return jobs.create(new_id("job"), owner, job, settings.max_attempts)
+            return jobs.create(new_id("job"), owner, job, settings.max_attempts, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)
         executor.wake()
@@ -152,7 +152,7 @@ class CircuitController(Controller):
             model = (model_present(catalog, owner, row, 'use activations "recorded"')
                      if options.activations == "model" else None)
             job = EvaluateJob(circuit=circuit_ref(row), dataset=dataset, options=options, model=model)
-            return jobs.create(new_id("job"), owner, job, 1)
+            return jobs.create(new_id("job"), owner, job, 1, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)
         return await submitted(jobs, executor, owner, job, settings.sync_wait_s if wait is None else wait)

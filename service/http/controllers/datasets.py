@@ -19,7 +19,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from neurflow.service.errors import Conflict, Invalid
-from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, SettingsDep, StoreDep, provides
+from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, QuotasDep, SettingsDep, StoreDep, provides
 from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, DatasetList, DatasetOut, PageLimit
 from neurflow.service.intake.archives import extract_dataset
 from neurflow.service.settings import MB, Settings
@@ -39,15 +39,16 @@ class DatasetUpload:
 class DatasetController(Controller):
     path = "/datasets"
     tags = ["datasets"]
-    dependencies = provides("catalog", "jobs", "store")
+    dependencies = provides("catalog", "jobs", "store", "quotas")
 
     @post("/", summary="Upload a dataset zip")
-    async def upload(self, catalog: CatalogDep, store: StoreDep, settings: SettingsDep, owner: Owner,
+    async def upload(self, catalog: CatalogDep, store: StoreDep, quotas: QuotasDep, settings: SettingsDep, owner: Owner,
                      data: Annotated[DatasetUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> DatasetOut:
         if not isinstance(data.file, UploadFile):
             raise Invalid("the 'file' part must be a file upload (a .zip of images)")
         name = (data.name or data.file.filename or "dataset")[:200]
-        record = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, name, data.file)
+        with quotas.uploads.hold(owner):
+            record = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, name, data.file)
         return DatasetOut(**record)
 
     @get("/", summary="List datasets")

@@ -22,7 +22,16 @@ from neurflow.core.circuit import Circuit
 from neurflow.service.errors import Invalid
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.controllers.circuits import model_present
-from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, StoreDep, provides
+from neurflow.service.http.deps import (
+    CatalogDep,
+    ExecutorDep,
+    JobsDep,
+    Owner,
+    QuotasDep,
+    SettingsDep,
+    StoreDep,
+    provides,
+)
 from neurflow.service.intake.images import decode_image
 from neurflow.service.jobs.policy import circuit_ref
 from neurflow.service.jobs.types import DebugJob
@@ -54,12 +63,12 @@ def _threshold(raw: str | None) -> float | None:
 class DebugController(Controller):
     path = "/circuits"
     tags = ["circuits"]
-    dependencies = provides("catalog", "jobs", "store", "executor")
+    dependencies = provides("catalog", "jobs", "store", "executor", "quotas")
 
     @post("/{circuit_id:str}/debug",
           summary="Why did the model predict this? Groups that fire on an image, their crops and ablations")
     async def debug(self, catalog: CatalogDep, jobs: JobsDep, store: StoreDep, executor: ExecutorDep,
-                    settings: SettingsDep, owner: Owner, circuit_id: str,
+                    quotas: QuotasDep, settings: SettingsDep, owner: Owner, circuit_id: str,
                     data: Annotated[DebugUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
                     wait: float | None = Parameter(default=None, ge=0, le=600,
                                                    description="seconds to wait; default: the server's sync_wait_s"),
@@ -84,7 +93,8 @@ class DebugController(Controller):
             store.put_bytes(keys.debug_input(job_id), buf.getvalue())
             job = DebugJob(circuit=circuit_ref(row), model=model, image_key=keys.debug_input(job_id),
                            layer=data.layer or None, threshold=threshold)
-            return jobs.create(job_id, owner, job, 1)
+            return jobs.create(job_id, owner, job, 1, settings.max_jobs_per_key)
 
-        job = await anyio.to_thread.run_sync(work)
+        with quotas.uploads.hold(owner):
+            job = await anyio.to_thread.run_sync(work)
         return await submitted(jobs, executor, owner, job, settings.sync_wait_s if wait is None else wait)
