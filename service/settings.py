@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_zip_uncompressed_mb: int = 2048
     max_image_pixels: int = 40_000_000  # per image, against decompression bombs
     max_dataset_pixels: int = 2_000_000_000  # all images of one dataset zip together (the decode budget)
+    image_check_memory_mb: int = 1024  # address space of the child process that decodes an upload's images
+    max_image_checks: int = 2  # image checks (child processes) at once; more uploads wait for a slot
     max_predict_kb: int = 4096  # POST /predict of the Label Studio backend (a batch of task references)
     max_job_cost: int = 200_000_000  # estimated IG sample passes of one run (service.jobs.limits.estimated_cost)
     job_timeout_s: float = 6 * 3600.0  # wall-clock limit of one job attempt; the job fails, the worker is replaced

@@ -21,7 +21,7 @@ from litestar.params import Body
 from neurflow.service.errors import Conflict, Invalid
 from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, QuotasDep, SettingsDep, StoreDep, provides
 from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, DatasetList, DatasetOut, PageLimit
-from neurflow.service.intake.archives import extract_dataset
+from neurflow.service.intake.imagecheck import ExtractZip, run_check
 from neurflow.service.settings import MB, Settings
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
@@ -88,9 +88,9 @@ def _ingest(catalog: Catalog, store: ArtifactStore, s: Settings, owner: str, nam
             raise
     target = work / dataset_id
     try:
-        info = extract_dataset(zip_path, target, max_entries=s.max_zip_entries,
-                               max_bytes=s.max_zip_uncompressed_mb * MB, max_pixels=s.max_image_pixels,
-                               max_total_pixels=s.max_dataset_pixels)
+        info = run_check(ExtractZip(zip_path=zip_path, dest=str(target), max_entries=s.max_zip_entries,
+                                    max_bytes=s.max_zip_uncompressed_mb * MB, max_pixels=s.max_image_pixels,
+                                    max_total_pixels=s.max_dataset_pixels), s.image_check_memory_mb, s.max_image_checks)
         key = keys.dataset(dataset_id)
         if store.is_local:
             dest = store.local_path(key)

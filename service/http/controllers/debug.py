@@ -8,7 +8,6 @@ setting, set on this controller's router layer by :func:`neurflow.service.http.a
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -32,10 +31,11 @@ from neurflow.service.http.deps import (
     StoreDep,
     provides,
 )
-from neurflow.service.intake.images import decode_image
+from neurflow.service.intake.imagecheck import ReencodeImage, run_check
 from neurflow.service.jobs.policy import circuit_ref
 from neurflow.service.jobs.types import DebugJob
 from neurflow.service.storage import keys
+from neurflow.service.settings import Settings
 from neurflow.service.storage.catalog import new_id
 
 
@@ -58,6 +58,21 @@ def _threshold(raw: str | None) -> float | None:
     if not 0.0 <= value <= 1.0:
         raise Invalid("threshold must lie in [0, 1]")
     return value
+
+
+def _reencoded(raw: bytes, settings: Settings, job_id: str) -> bytes:
+    """The uploaded image decoded and written again as PNG, in the image checker's child process."""
+    work = settings.scratch_path / "uploads"
+    work.mkdir(parents=True, exist_ok=True)
+    src, dest = work / f"{job_id}.upload", work / f"{job_id}.png"
+    try:
+        src.write_bytes(raw)
+        run_check(ReencodeImage(src=str(src), dest=str(dest), max_pixels=settings.max_image_pixels,
+                                name="the uploaded image"), settings.image_check_memory_mb, settings.max_image_checks)
+        return dest.read_bytes()
+    finally:
+        src.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
 
 
 class DebugController(Controller):
@@ -86,11 +101,8 @@ class DebugController(Controller):
                 if data.layer not in [layer.name for layer in circuit.layers]:
                     raise Invalid(f"layer {data.layer!r} is not a layer of this circuit; its layers: "
                                   f"{', '.join(layer.name for layer in circuit.layers)}")
-            image = decode_image(raw, settings.max_image_pixels, name="the uploaded image")
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
             job_id = new_id("job")
-            store.put_bytes(keys.debug_input(job_id), buf.getvalue())
+            store.put_bytes(keys.debug_input(job_id), _reencoded(raw, settings, job_id))
             job = DebugJob(circuit=circuit_ref(row), model=model, image_key=keys.debug_input(job_id),
                            layer=data.layer or None, threshold=threshold)
             return jobs.create(job_id, owner, job, 1, settings.max_jobs_per_key)

@@ -302,8 +302,9 @@ def test_label_studio_predict_body_is_sized_for_its_route(env):
 
 # -- defect 8: torch stays out of the web process ------------------------------------------------------
 def test_the_web_process_never_imports_torch(tmp_path, assets):
-    """Build the app, upload a model (checked against its architecture), a dataset, submit a job and read
-    every listing, all in a fresh interpreter; torch must not be in its sys.modules."""
+    """Build the app, upload a model (checked against its architecture), a dataset, read every listing, and
+    a labeled circuit over its images in every export format, its report and atlas (exports crop exemplars
+    from the source images), all in a fresh interpreter; torch must not be in its sys.modules."""
     script = f"""
 import json, sys
 from litestar.testing import TestClient
@@ -321,6 +322,30 @@ with TestClient(app) as c:
     assert r.status_code == 201, r.text
     for path in ('/v1/models', '/v1/datasets', '/v1/jobs', '/v1/circuits', '/health', '/schema/openapi.json'):
         assert c.get(path, headers=H).status_code == 200, path
+    # a labeled circuit over a dataset holding its images: exports crop exemplars from them
+    import io, zipfile
+    from PIL import Image
+    from neurflow.service.storage import keys
+    doc = json.loads(open({str(REPO / 'tests/core/data/circuit-v1-labeled.json')!r}).read())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as zf:
+        for im in doc['images']:
+            png = io.BytesIO()
+            Image.new('RGB', (im['width'], im['height']), (200, 30, 30)).save(png, 'PNG')
+            zf.writestr(im['path'], png.getvalue())
+    ds = c.post('/v1/datasets', headers=H, files={{'file': ('c.zip', buf.getvalue())}}).json()['id']
+    services = app.state.services
+    services.store.put_bytes(keys.document('jobs/j/attempt-1/class-0'), json.dumps(doc).encode())
+    with services.db.tx() as conn:
+        services.catalog.add_circuit(conn, circuit_id='c-1', owner='k-' + __import__('hashlib').sha256(b'k').hexdigest()[:16],
+                                     job_id='j', class_index=0, parent=None, key='jobs/j/attempt-1/class-0',
+                                     model_id='m', dataset_id=ds, summary={{'layers': []}})
+    routes = ['/v1/circuits/c-1', '/v1/circuits/c-1/info', '/v1/circuits/c-1/report', '/v1/atlas?circuits=c-1']
+    routes += [f'/v1/circuits/c-1/exports/{{fmt}}' + q for fmt in ('labelstudio', 'cvat', 'datumaro', 'fiftyone', 'graphml')
+               for q in ('', '?archive=zip')]
+    for path in routes:
+        r = c.get(path, headers=H)
+        assert r.status_code == 200, (path, r.text[:300])
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip', 'timm', 'transformers'))
 print(json.dumps(heavy))
 """
