@@ -47,7 +47,8 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
                 f"{e.get('key')}: {e.get('message')}" if e.get("key") else str(e.get("message"))
                 for e in exc.extra if isinstance(e, dict))
     if status == 400 and detail == "Request Entity Too Large":  # Litestar's multipart parser limit, said as a 400
-        status, detail = 413, "the multipart body is over the parser's limits (too many parts, or a part header over 4 KB)"
+        status = 413
+        detail = "the multipart body is over the parser's limits (too many parts, or a part header over 4 KB)"
     if "multipart" in detail.lower():
         detail = f"{detail}; send multipart/form-data (curl -F name=value -F file=@path)"
     if status == 413:
@@ -116,6 +117,5 @@ def problem_details() -> ProblemDetailsPlugin:
 
 
 #: what the plugin does not cover: anything unexpected is a 500 problem that names no internals
-exception_handlers = {OSError: _on_storage_error, sqlite3.DatabaseError: _on_storage_error, RecursionError: _on_recursion,
-                      UnicodeDecodeError: _on_undecodable,
-                      Exception: _on_unexpected}
+exception_handlers = {OSError: _on_storage_error, sqlite3.DatabaseError: _on_storage_error,
+                      RecursionError: _on_recursion, UnicodeDecodeError: _on_undecodable, Exception: _on_unexpected}

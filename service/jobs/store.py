@@ -41,7 +41,8 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, job_id: str, owner: str, job: Job, max_attempts: int, max_live: int | None = None) -> dict[str, Any]:
+    def create(self, job_id: str, owner: str, job: Job, max_attempts: int,
+               max_live: int | None = None) -> dict[str, Any]:
         """Queue a job; ``TooMany`` when ``owner`` already has ``max_live`` queued or running jobs (counted in the
         same transaction, so concurrent submits cannot pass the cap together)."""
         kind, t = kind_of(job), now()

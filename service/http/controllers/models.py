@@ -54,7 +54,8 @@ class ModelController(Controller):
             raise Unsupported(f"weights file {data.weights.filename!r} is not a .safetensors file; pickled "
                               ".pt/.pth/.bin and TorchScript files are refused")
         with quotas.uploads.hold(owner):
-            record, created = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, desc, data.weights)
+            record, created = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, desc,
+                                                             data.weights)
         return Response(model_out(record), status_code=201 if created else 200)
 
     @get("/", summary="List models")

@@ -36,7 +36,8 @@ def env(tmp_path_factory, assets):
             with open(assets["weights"], "rb") as fh:
                 model = client.post("/v1/models", headers=headers, files={"weights": ("m.safetensors", fh)},
                                     data={"descriptor": json.dumps(assets["descriptor"])}).json()["id"]
-            ids[name] = (model, client.post("/v1/datasets", headers=headers, files={"file": ("d.zip", ZIP)}).json()["id"])
+            dataset = client.post("/v1/datasets", headers=headers, files={"file": ("d.zip", ZIP)}).json()["id"]
+            ids[name] = (model, dataset)
         yield {"client": client, "ids": ids, "services": app.state.services}
 
 
