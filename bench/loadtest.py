@@ -151,7 +151,7 @@ def run(clients: int = 32, seconds: float = 10.0, log=print, burst: int = 6) -> 
                 wait_healthy(url, proc, 180, interval=0.2)
             except NotReady as exc:
                 raise RuntimeError(f"{exc}: " + (root / "server.log").read_text()[-2000:]) from None
-            with Client(url, KEY) as c:
+            with Client(url, KEY, timeout=600) as c:  # a loaded machine: the first upload waits for the checker
                 model = c.upload_model(weights, {"arch": "resnet18", "num_classes": 3, "input_size": 32})
                 ds = c.json("POST", "/v1/datasets", files={"file": ("d.zip", zipped, "application/zip")})
                 job = c.submit({"model": {"arch": "resnet18", "weights": model["id"], "num_classes": 3,
