@@ -111,9 +111,9 @@ def debug_image(model: nn.Module, circuit: Circuit, image: Image.Image, layer: s
     pixels = Preprocess(info.input_size, info.mean if mean is None else mean,
                         info.std if std is None else std)(image.convert("RGB")).unsqueeze(0)
     geometry = Geometry(image.size[0], image.size[1], info.input_size)
-    grans = granularities or tuple(circuit.params.get("granularities", (1.0, 0.5, 0.25)))
-    index = build_index(1, info.input_size, grans, float(circuit.params.get("stride_ratio", 0.5)))
-    access = LayerAccess(model.eval(), [layer], circuit.params.get("token_reduce", "mean"))
+    grans = granularities or tuple(circuit.params.granularities)
+    index = build_index(1, info.input_size, grans, circuit.params.stride_ratio)
+    access = LayerAccess(model.eval(), [layer], circuit.params.token_reduce)
     with torch.no_grad():
         acts = access.readouts(make_patches(pixels, index, np.arange(len(index))))[layer].double().numpy()
         logits = model(pixels).float()[0]

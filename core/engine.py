@@ -30,8 +30,8 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from .circuit import (SCHEMA_VERSION, Circuit, Concept, Edge, Exemplar, IGAccuracy, ImageRef, Layer, ModelInfo, Neuron,
-                      Target)
+from .circuit import (SCHEMA_VERSION, Circuit, Concept, Edge, Exemplar, FitRecord, IGAccuracy, ImageRef, Layer, ModelInfo,
+                      Neuron, Target)
 from .clustering import ward_silhouette
 from .edge_weights import l1_normalise, reference_rescale
 from .groups import build_groups, group_edges
@@ -200,6 +200,10 @@ class NeurFlow(BaseEstimator):
         selection = validated(ImageSelection, {name: getattr(self, name) for name in _SELECTION_FIELDS})
         return params, selection
 
+    def resolved_params(self) -> EngineParams:
+        """The engine parameters a fit would use now: validated, the preset resolved."""
+        return self._validated()[0]
+
     def _report(self, stage: str, done: int, total: int) -> None:
         if self.progress:
             self.progress(stage, done, total)
@@ -289,8 +293,9 @@ class NeurFlow(BaseEstimator):
         refs = [ImageRef(id=i, path=selected.paths[i], width=selected.sizes[i][0], height=selected.sizes[i][1])
                 for i in range(len(selected))]
         return Circuit(schema=SCHEMA_VERSION, model=info, target=Target(class_index=target_class, name=target_name),
-                       params=self._record(selection, len(selected), len(index)), images=refs, layers=layers,
-                       group_edges=edges, timings={k: round(v, 3) for k, v in timings.items()})
+                       params=msgspec.convert(msgspec.to_builtins(p), EngineParams), images=refs, layers=layers,
+                       group_edges=edges, timings={k: round(v, 3) for k, v in timings.items()},
+                       fit=FitRecord(n_patches=len(index), selection=selection))
 
     def _model_info(self, model: nn.Module, images: ImageSet) -> ModelInfo:
         """What a fit given no ``model_info`` knows: the module's class, and the images' real
@@ -299,15 +304,6 @@ class NeurFlow(BaseEstimator):
         mean, std = pre.normalisation() if pre else ([0.0] * 3, [1.0] * 3)
         return ModelInfo(arch=type(model).__name__, weights_sha256=None, num_classes=int(self.n_classes_),
                          input_size=images.input_size, mean=mean, std=std, normalisation="recorded" if pre else "unknown")
-
-    def _record(self, selection: ImageSelection, n_images: int, n_patches: int) -> dict[str, Any]:
-        """The circuit's ``params``: every parameter as used, the fixed method choices, the data sizes."""
-        p = self.params_
-        return msgspec.to_builtins(p) | msgspec.to_builtins(selection) | {
-            "ig_method": "gausslegendre", "ig_baseline": "zero",
-            "edge_normalisation": "reference" if p.reference_compat else "l1",
-            "n_images": n_images, "n_patches": n_patches,
-        }
 
     def _check_layer_order(self, access: LayerAccess, images: ImageSet) -> dict[str, tuple[int, ...]]:
         layers = self.params_.layers

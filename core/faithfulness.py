@@ -28,7 +28,7 @@ def _pixels(images: ImageSet | torch.Tensor) -> torch.Tensor:
 
 
 def _access(model: nn.Module, circuit: Circuit) -> LayerAccess:
-    return LayerAccess(model.eval(), [lay.name for lay in circuit.layers], circuit.params.get("token_reduce", "mean"))
+    return LayerAccess(model.eval(), [lay.name for lay in circuit.layers], circuit.params.token_reduce)
 
 
 def _neurons_by_group(circuit: Circuit) -> dict[str, list[int]]:

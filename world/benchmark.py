@@ -1,4 +1,4 @@
-"""Label quality on the synthetic world, end to end: ``python -m neurflow.labeler.world_benchmark``.
+"""Label quality on the synthetic world, end to end: ``python -m neurflow.world.benchmark``.
 
 Two conditions, each labeled with the world CLIP under every method of ``METHODS``:
 

@@ -65,7 +65,7 @@ def fidelity_curves(model: nn.Module, circuit: Circuit, pixels: torch.Tensor, ta
                     random_accuracy=float(np.mean([r[0] for r in rand])),
                     random_accuracy_std=float(np.std([r[0] for r in rand])),
                     core_logit=logit, random_logit=float(np.mean([r[1] for r in rand]))))
-            curves.append(FidelityCurve(class_index=int(target), tau=int(tau or circuit.params.get("tau", 0)),
+            curves.append(FidelityCurve(class_index=int(target), tau=int(tau or circuit.params.tau),
                                         mode=mode, operation=operation, n_images=int(len(pixels)),
                                         base_accuracy=base_acc, base_logit=base_logit, points=points))
     return curves

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar.params import Parameter
 
+from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
 from neurflow.service.storage.pages import DEFAULT_PAGE, MAX_PAGE
 
@@ -96,7 +97,7 @@ class CircuitList(msgspec.Struct):
 class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
     """The ``labeling`` section of a job spec (vocabulary, CLIP model, captioner)."""
 
-    labeling: dict[str, Any]
+    labeling: LabelingRequest  # type: ignore[valid-type]
 
 
 class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
