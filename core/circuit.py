@@ -167,6 +167,9 @@ class ModelInfo(msgspec.Struct, forbid_unknown_fields=True):
     input_size: int
     mean: list[float]
     std: list[float]
+    # "unknown": fit on a bare tensor without mean/std; mean/std are then 0 and 1 (the pixels as fed),
+    # and tools that normalise new images themselves (debug_image) refuse the circuit
+    normalisation: Literal["recorded", "unknown"] = "recorded"
 
 
 class Target(msgspec.Struct, forbid_unknown_fields=True):

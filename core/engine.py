@@ -39,7 +39,7 @@ from .images import ImageSet
 from .ig_accuracy import (completeness_residual, next_steps, relative, stratified_mean_and_error, to_resample,
                           uncertain_channels)
 from .integrated_gradients import multi_target_ig
-from .layer_access import LayerAccess, readout, zero_channels
+from .layer_access import LayerAccess, check_eval_mode, readout, zero_channels
 from .memory import release_free_memory
 from .params import EngineParams, ImageSelection, validated
 from .batch_norm_folding import folded_copy
@@ -207,8 +207,13 @@ class NeurFlow(BaseEstimator):
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int,
             model_info: ModelInfo | None = None, target_name: str | None = None,
-            logits: torch.Tensor | None = None, readout_cache: dict | None = None) -> NeurFlow:
+            logits: torch.Tensor | None = None, readout_cache: dict | None = None,
+            mean: list[float] | None = None, std: list[float] | None = None) -> NeurFlow:
         """Fit the circuit of ``target_class`` into ``self.circuit_``; return ``self``.
+
+        ``images``: an :class:`ImageSet` (it carries the preprocessing its pixels were made with, which
+        the circuit records) or a bare (N, 3, S, S) tensor of model inputs; for a tensor, ``mean`` and
+        ``std`` say how it was normalised, else the circuit records the normalisation as unknown.
 
         ``logits``: the model's outputs on ``images`` when the caller already has them (one forward
         pass shared by several target classes, see :meth:`predict_logits`). ``readout_cache``: a dict
@@ -217,8 +222,13 @@ class NeurFlow(BaseEstimator):
         readouts are reused instead of recomputed."""
         self.params_, selection = self._validated()
         p = self.params_
-        first = (images.pixels if isinstance(images, ImageSet) else images)[:1].to(p.device)
+        if isinstance(images, torch.Tensor):
+            images = ImageSet.from_tensor(images, mean, std)
+        elif mean is not None or std is not None:
+            raise ValueError("mean/std describe a bare tensor of images; an ImageSet records its own preprocessing")
+        first = images.pixels[:1].to(p.device)
         with _borrowed(model, p.device) as model, _channels_last(model, bool(p.channels_last), first):
+            check_eval_mode(model)
             self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
                                       readout_cache)
         return self
@@ -229,8 +239,6 @@ class NeurFlow(BaseEstimator):
         p = self.params_
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        if isinstance(images, torch.Tensor):
-            images = ImageSet.from_tensor(images)
         access = LayerAccess(model, p.layers, p.token_reduce)
         shapes = self._check_layer_order(access, images)
 
@@ -277,14 +285,20 @@ class NeurFlow(BaseEstimator):
         edges = self._group(layers)
         timings["groups"] = time.perf_counter() - clock
 
-        info = model_info or ModelInfo(arch=type(model).__name__, weights_sha256=None,
-                                       num_classes=int(self.n_classes_), input_size=images.input_size,
-                                       mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])
+        info = model_info or self._model_info(model, images)
         refs = [ImageRef(id=i, path=selected.paths[i], width=selected.sizes[i][0], height=selected.sizes[i][1])
                 for i in range(len(selected))]
         return Circuit(schema=SCHEMA_VERSION, model=info, target=Target(class_index=target_class, name=target_name),
                        params=self._record(selection, len(selected), len(index)), images=refs, layers=layers,
                        group_edges=edges, timings={k: round(v, 3) for k, v in timings.items()})
+
+    def _model_info(self, model: nn.Module, images: ImageSet) -> ModelInfo:
+        """What a fit given no ``model_info`` knows: the module's class, and the images' real
+        preprocessing (or that it is unknown)."""
+        pre = images.preprocess
+        mean, std = pre.normalisation() if pre else ([0.0] * 3, [1.0] * 3)
+        return ModelInfo(arch=type(model).__name__, weights_sha256=None, num_classes=int(self.n_classes_),
+                         input_size=images.input_size, mean=mean, std=std, normalisation="recorded" if pre else "unknown")
 
     def _record(self, selection: ImageSelection, n_images: int, n_patches: int) -> dict[str, Any]:
         """The circuit's ``params``: every parameter as used, the fixed method choices, the data sizes."""
