@@ -144,22 +144,24 @@ def _core_sets(circuit) -> dict[str, list[int]]:
             for layer in circuit.layers[:-1]}
 
 
-def run_case(case: Case) -> dict[str, Any]:
+def run_case(case: Case, fast: dict[str, Any], exact: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both fits of ``case`` (``fast``: parameters laid over the fast preset); ``exact``: a saved exact
+    run of the same case to reuse (the engine is deterministic)."""
     from neurflow.core.engine import NeurFlow
 
     model, pixels, description = case.load()
-    runs: dict[str, Any] = {}
-    for preset in ("exact", "fast"):
+    runs: dict[str, Any] = {"exact": exact} if exact else {}
+    for preset in [p for p in ("exact", "fast") if p not in runs]:
         started = time.perf_counter()
-        circuit = NeurFlow(case.layers, tau=case.tau, select="all", preset=preset, **case.settings).fit(
-            model, pixels, case.target_class).circuit_
+        circuit = NeurFlow(case.layers, tau=case.tau, select="all", preset=preset, **case.settings,
+                           **(fast if preset == "fast" else {})).fit(model, pixels, case.target_class).circuit_
         runs[preset] = {"fit_s": round(time.perf_counter() - started, 1), "core": _core_sets(circuit),
                         "ig": {layer.name: {"steps": layer.ig.steps, "residual": layer.ig.residual,
                                             "pairs": layer.ig.pairs, "resampled": layer.ig.resampled}
                                for layer in circuit.layers[:-1]}}
     per_layer = {name: round(jaccard(runs["exact"]["core"][name], runs["fast"]["core"][name]), 3)
                  for name in case.layers[:-1]}
-    return {"case": case.name, "model": description, "layers": case.layers, "tau": case.tau,
+    return {"case": case.name, "model": description, "layers": case.layers, "tau": case.tau, "fast_overrides": fast,
             "target_class": case.target_class, "n_images": len(pixels), "runs": runs, "jaccard": per_layer,
             "min_jaccard": min(per_layer.values()), "pass": min(per_layer.values()) >= TARGET}
 
@@ -182,11 +184,31 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _write(results: dict[str, Any], stem: str) -> str:
+    """Write the results so far to bench/results/STEM.json and .md; the markdown."""
+    results["load_after"] = os.getloadavg()
+    done = [r for r in results["cases"] if "skipped" not in r]
+    results["all_pass"] = all(r["pass"] for r in done)
+    fast = f", fast preset with {json.dumps(results['fast_overrides'])}" if results["fast_overrides"] else ""
+    text = (f"Fidelity of the fast preset against exact ({results['started']}, commit {results['commit']}, "
+            f"{results['threads']} torch thread(s), load {results['load_before'][0]:.1f} before / "
+            f"{results['load_after'][0]:.1f} after{fast}): target min per-layer Jaccard >= {TARGET}: "
+            f"{'PASS' if results['all_pass'] else 'FAIL'} on {len(done)} case(s)\n\n" + table(results) + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"{stem}.md").write_text(text)
+    return text
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--fidelity-cases", default=None,
                         help="comma-separated case names (or name prefixes) of the fidelity section; default: all")
     parser.add_argument("--fidelity-threads", type=int, default=1, help="torch threads of the fidelity section")
     parser.add_argument("--fidelity-out", default="fidelity", help="stem of the fidelity results in bench/results/")
+    parser.add_argument("--fidelity-fast", default="{}", help="JSON dict of parameters laid over the fast preset "
+                                                             "(a candidate setting)")
+    parser.add_argument("--fidelity-reuse-exact", default=None,
+                        help="a saved fidelity results JSON: its exact runs of the same cases are reused")
 
 
 def run_section(args) -> dict[str, Any]:
@@ -196,7 +218,11 @@ def run_section(args) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.processor() or platform.machine(),
         "threads": args.fidelity_threads, "load_before": os.getloadavg(), "target": TARGET,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "cases": []}
+        "fast_overrides": json.loads(args.fidelity_fast), "cases": []}
+    saved = {}
+    if args.fidelity_reuse_exact:
+        saved = {r["case"]: r["runs"]["exact"] for r in json.loads(Path(args.fidelity_reuse_exact).read_text())["cases"]
+                 if "runs" in r}
     for case in cases():
         if wanted and not any(case.name.startswith(w) for w in wanted):
             continue
@@ -204,20 +230,11 @@ def run_section(args) -> dict[str, Any]:
             results["cases"].append({"case": case.name, "skipped": "the suite world's network is not built"})
             print(f"{case.name}: skipped (not built)", flush=True)
             continue
-        row = run_case(case)
+        row = run_case(case, json.loads(args.fidelity_fast), saved.get(case.name))
         results["cases"].append(row)
         print(f"{case.name}: Jaccard per layer {row['jaccard']}, min {row['min_jaccard']:.3f} "
               f"({'PASS' if row['pass'] else 'FAIL'}); fast {row['runs']['fast']['fit_s']} s, "
               f"exact {row['runs']['exact']['fit_s']} s; fast ig {row['runs']['fast']['ig']}", flush=True)
-    results["load_after"] = os.getloadavg()
-    done = [r for r in results["cases"] if "skipped" not in r]
-    results["all_pass"] = all(r["pass"] for r in done)
-    text = (f"Fidelity of the fast preset against exact ({results['started']}, commit {results['commit']}, "
-            f"{results['threads']} torch thread(s), load {results['load_before'][0]:.1f} before / "
-            f"{results['load_after'][0]:.1f} after): target min per-layer Jaccard >= {TARGET}: "
-            f"{'PASS' if results['all_pass'] else 'FAIL'} on {len(done)} case(s)\n\n" + table(results) + "\n")
-    print(text, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.fidelity_out}.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / f"{args.fidelity_out}.md").write_text(text)
+        _write(results, args.fidelity_out)  # after every case: a long run stopped early keeps what it measured
+    print(_write(results, args.fidelity_out), flush=True)
     return results
