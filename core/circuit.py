@@ -367,6 +367,15 @@ def params_from_v2(record: dict[str, Any], layer_names: list[str], n_images: int
         raise ValueError(f"the params record is not one the engine wrote: {exc}") from None
 
 
+class CircuitArrays(msgspec.Struct, forbid_unknown_fields=True):
+    """Where a compact document keeps its bulky arrays (see :mod:`neurflow.core.circuit_arrays`)."""
+
+    file: str  # the safetensors sidecar's file name, in the document's folder
+    sha256: str  # of the sidecar's bytes
+    bytes: int
+    fields: list[str]  # what it holds: "concept.vector", "concept.patches"
+
+
 class Circuit(msgspec.Struct, forbid_unknown_fields=True):
     schema: str
     model: ModelInfo
@@ -379,14 +388,28 @@ class Circuit(msgspec.Struct, forbid_unknown_fields=True):
     labeling: Labeling | None = None  # how labels were made, when the circuit is labeled
     metrics: dict[str, Any] | None = None  # faithfulness / evaluation results, when computed
     fit: FitRecord | None = None  # what else the fit used; None for a circuit not made by the engine
+    arrays: CircuitArrays | None = None  # set in a compact document: its concept vectors and patches are there
 
     def to_json(self, indent: int = 1) -> str:
         raw = msgspec.json.encode(self)
         return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Circuit:
-        """Parse and validate a circuit document; raise ``ValueError`` naming what is wrong."""
+    def from_json(cls, text: str | bytes, without_arrays: bool = False) -> Circuit:
+        """Parse and validate a circuit document; raise ``ValueError`` naming what is wrong.
+
+        A compact document keeps its concept vectors and patches in a sidecar (``arrays``); it is
+        refused here, since it would read as concepts without them, unless ``without_arrays``:
+        :func:`neurflow.core.circuit_arrays.read_circuit` reads it with its sidecar."""
+        circuit = cls._decode(text)
+        if circuit.arrays is not None and not without_arrays:
+            raise ValueError(f"this circuit document keeps its concept vectors and patches in {circuit.arrays.file}; "
+                             "read it with neurflow.core.circuit_arrays.read_circuit(path), which reads that file "
+                             "from the document's folder")
+        return circuit
+
+    @classmethod
+    def _decode(cls, text: str | bytes) -> Circuit:
         try:
             head = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
