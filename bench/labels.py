@@ -79,32 +79,39 @@ class WorldData:
 
 
 def add_arguments(parser) -> None:
+    from neurflow.world.suite import CLIP_QUALITIES
+
     parser.add_argument("--label-worlds", nargs="+", metavar="WORLD", help="suite worlds (default: all)")
     parser.add_argument("--label-json", metavar="PATH", help="also write the label table as JSON here")
     parser.add_argument("--no-captions", dest="label_captions", action="store_false",
                         help="skip the caption row (a tiny captioner trained on the dev worlds; minutes on first use)")
+    parser.add_argument("--clip-quality", default="good", choices=["good", *CLIP_QUALITIES],
+                        help="label with each world's noisy CLIP of this quality instead of its own ('good'; "
+                             "q90, q80, q65: neurflow.world.suite.CLIP_QUALITIES; trained on first use)")
+    parser.add_argument("--clip-tower", default="vit", choices=["vit", "resnet"],
+                        help="the image tower of the noisy CLIP (--clip-quality other than 'good')")
 
 
-def _cache_paths(entry) -> tuple[Path, Path]:
-    stem = entry.model.directory / f"label-bench-{entry.bundle.name}-{'-'.join(map(str, sorted(entry.circuits)))}"
+def _cache_paths(entry, bundle: Path) -> tuple[Path, Path]:
+    stem = entry.model.directory / f"label-bench-{bundle.name}-{'-'.join(map(str, sorted(entry.circuits)))}"
     return stem.with_suffix(".npz"), stem.with_suffix(".json")
 
 
-def _save(w: WorldData, entry) -> None:
+def _save(w: WorldData, entry, bundle: Path) -> None:
     """Embeddings and truth of every group, so that a second run only scores (no pickles: arrays + JSON)."""
     arrays, meta = {"concepts": w.concepts}, []
     for i, g in enumerate(w.groups):
         for key in ("exemplars", "patches", "held", "ref_mixture", "negatives"):
             arrays[f"{i}_{key}"] = getattr(g, key)
         meta.append({"gid": g.gid, "reference": g.reference, "mixed": g.mixed})
-    npz, js = _cache_paths(entry)
+    npz, js = _cache_paths(entry, bundle)
     np.savez(npz, **arrays)
     js.write_text(json.dumps({"names": w.names, "logit_scale": w.logit_scale, "heldout_accuracy": w.heldout_accuracy,
                               "clip_top1": w.clip_top1, "groups": meta}))
 
 
-def _load(entry) -> WorldData | None:
-    npz, js = _cache_paths(entry)
+def _load(entry, bundle: Path, arch: str) -> WorldData | None:
+    npz, js = _cache_paths(entry, bundle)
     if not (npz.is_file() and js.is_file()):
         return None
     meta = json.loads(js.read_text())
@@ -114,22 +121,26 @@ def _load(entry) -> WorldData | None:
                   for i, m in enumerate(meta["groups"])]
         concepts = arrays["concepts"]
     suite = entry.world
-    return WorldData(suite.name, suite.role, suite.clip_arch, concepts, meta["names"], meta["logit_scale"], groups,
+    return WorldData(suite.name, suite.role, arch, concepts, meta["names"], meta["logit_scale"], groups,
                      meta["heldout_accuracy"], meta["clip_top1"])
 
 
-def _collect(name: str, log: Callable[[str], None]) -> WorldData:
+def _collect(name: str, log: Callable[[str], None], quality: str = "good", tower: str | None = None) -> WorldData:
+    """A world's groups embedded by its own CLIP (``good``), or by its noisy CLIP of ``quality`` and ``tower``."""
     from neurflow.world.suite import ensure_suite_world
 
-    entry = ensure_suite_world(name, log=log)
-    cached = _load(entry)
+    entry = ensure_suite_world(name, log=log, clip_qualities=[quality])
+    bundles = entry.clip_bundles(quality)
+    arch = next(iter(bundles)) if quality == "good" else (tower or "vit")
+    bundle = bundles[arch]
+    cached = _load(entry, bundle, arch)
     if cached is None:
-        cached = _embed(entry, log)
-        _save(cached, entry)
+        cached = _embed(entry, bundle, arch, log)
+        _save(cached, entry, bundle)
     return cached
 
 
-def _embed(entry, log: Callable[[str], None]) -> WorldData:
+def _embed(entry, bundle: Path, arch: str, log: Callable[[str], None]) -> WorldData:
     from neurflow.labeler.clip_model import load_clip
     from neurflow.labeler.labeling import PatchEmbedder
     from neurflow.labeler.patches import PatchLoader, group_patches, patch_key, random_boxes, reference_pool, split_holdout
@@ -139,12 +150,12 @@ def _embed(entry, log: Callable[[str], None]) -> WorldData:
     from neurflow.world.ground_truth import World, purity
 
     name = entry.world.name
-    log(f"{name}: embedding the groups' patches")
+    log(f"{name}: embedding the groups' patches ({bundle.name})")
     world = World.load(entry.root)
     order = [world.part_names[k] for k in sorted(world.part_names)]
-    clip = load_clip(clip_spec(entry.bundle))
-    vocab = load_vocabulary(str(entry.bundle / "vocabulary.txt"))
-    concepts = clip.vocabulary_matrix(vocab, load_templates(str(entry.bundle / "templates.txt")))
+    clip = load_clip(clip_spec(bundle))
+    vocab = load_vocabulary(str(bundle / "vocabulary.txt"))
+    concepts = clip.vocabulary_matrix(vocab, load_templates(str(bundle / "templates.txt")))
     groups = []
     for circuit in entry.circuits.values():
         embed = PatchEmbedder(clip, PatchLoader(circuit, entry.images))
@@ -168,8 +179,8 @@ def _embed(entry, log: Callable[[str], None]) -> WorldData:
                 ref_mixture=ref_mix, negatives=negatives,
             ))
     suite = entry.world
-    return WorldData(name, suite.role, suite.clip_arch, concepts, list(vocab.concepts), clip.logit_scale, groups,
-                     entry.model.heldout_accuracy, json.loads((entry.bundle / "metrics.json").read_text())["zero_shot_top1"])
+    return WorldData(name, suite.role, arch, concepts, list(vocab.concepts), clip.logit_scale, groups,
+                     entry.model.heldout_accuracy, json.loads((bundle / "metrics.json").read_text())["zero_shot_top1"])
 
 
 # -- methods: (world, group) -> (scores over the vocabulary, confidence parts or a confidence) ---------
@@ -341,7 +352,10 @@ def run_section(args) -> dict:
         raise SystemExit(f"unknown suite world(s) {unknown}; choose from {list(SUITE)}")
     started = time.time()
     log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", file=sys.stderr, flush=True)  # noqa: E731
-    worlds = [_collect(n, log) for n in names]
+    quality = getattr(args, "clip_quality", "good")
+    worlds = [_collect(n, log, quality, getattr(args, "clip_tower", None)) for n in names]
+    if quality != "good":
+        print(f"CLIPs: every world's noisy {quality} CLIP ({getattr(args, 'clip_tower', 'vit')} tower), not its own")
     dev = [w for w in worlds if w.role == "dev"]
     held = [w for w in worlds if w.role != "dev"]
     # Two sets of groups per world: the engine's own, and mixed groups constructed from its pure ones.

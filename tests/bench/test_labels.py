@@ -38,15 +38,16 @@ def test_embedding_cache_round_trips_without_pickles(tmp_path):
     from neurflow.world.suite import SUITE
 
     rng = np.random.default_rng(1)
-    entry = SimpleNamespace(model=SimpleNamespace(directory=tmp_path), bundle=tmp_path / "world-clip-abc",
-                            circuits={0: None, 5: None}, world=SUITE["shapes2"])
-    assert _load(entry) is None
+    bundle = tmp_path / "world-clip-abc"
+    entry = SimpleNamespace(model=SimpleNamespace(directory=tmp_path), circuits={0: None, 5: None}, world=SUITE["shapes2"])
+    assert _load(entry, bundle, "resnet") is None
     groups = [GroupData("shapes2", f"c0/l1g{i}", rng.normal(size=(5, 4)), rng.normal(size=(9, 4)), rng.normal(size=(2, 4)),
                         ref, mixed, rng.uniform(size=3), rng.normal(size=(7, 4)))
               for i, (ref, mixed) in enumerate([("lime arrow", False), (None, True)])]
     world = WorldData("shapes2", "held-out", "resnet", rng.normal(size=(3, 4)), ["a", "b", "c"], 42.0, groups, 0.99, 0.9)
-    _save(world, entry)
-    back = _load(entry)
+    _save(world, entry, bundle)
+    assert _load(entry, tmp_path / "world-clip-other", "resnet") is None  # each CLIP its own embeddings
+    back = _load(entry, bundle, "resnet")
     assert (back.names, back.logit_scale, back.role, back.arch) == (["a", "b", "c"], 42.0, "held-out", "resnet")
     for a, b in zip(world.groups, back.groups):
         assert (a.gid, a.reference, a.mixed) == (b.gid, b.reference, b.mixed)
@@ -149,7 +150,7 @@ def test_label_section_chooses_and_calibrates_on_dev_worlds_only(monkeypatch, ca
     def run(scramble_heldout):
         worlds = {"standard": _synthetic_world("standard", "dev", np.random.default_rng(5)),
                   "shapes2": _synthetic_world("shapes2", "held-out", np.random.default_rng(6), scramble=scramble_heldout)}
-        monkeypatch.setattr(labels, "_collect", lambda name, log: worlds[name])
+        monkeypatch.setattr(labels, "_collect", lambda name, log, *clip: worlds[name])
         return labels.run_section(SimpleNamespace(label_worlds=["standard", "shapes2"], label_json=None))
 
     honest, scrambled = run(False), run(True)
