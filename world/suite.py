@@ -67,6 +67,7 @@ SUITE: dict[str, SuiteWorld] = {w.name: w for w in (
     SuiteWorld("shapes2", "shapes2", "resnet", "held-out"),
     SuiteWorld("uneven", "uneven", "resnet", "held-out", classes=(3, 5)),
     SuiteWorld("shapes3", "shapes3", "vit", "held-out", per_class=_SMALL, epochs=4),
+    SuiteWorld("shapes3-cluttered", "shapes3-cluttered", "resnet", "held-out", per_class=_SMALL, epochs=4),
 )}
 
 
@@ -92,12 +93,13 @@ NOISY_TOWERS = ("vit", "resnet")
 
 
 def noisy_clip_config(quality: str, arch: str):
-    """The training config of a world's noisy CLIP: the world CLIP's budget, some parts misnamed."""
+    """The training config of a world's noisy CLIP: 120 steps of 32 crops (0.4 of the world CLIP's
+    budget: six per world must train on a shared CPU), some parts misnamed."""
     from neurflow.world.clip import TrainConfig
 
     if quality not in CLIP_QUALITIES:
         raise ValueError(f"unknown CLIP quality {quality!r}; choose from {['good', *CLIP_QUALITIES]}")
-    return TrainConfig(steps=200, batch_size=48, arch=arch, confused_share=CLIP_QUALITIES[quality])
+    return TrainConfig(steps=120, batch_size=32, arch=arch, confused_share=CLIP_QUALITIES[quality])
 
 
 @dataclass(frozen=True)
