@@ -92,10 +92,15 @@ class TrainConfig:
     # and how often a crop of such a part is captioned with that other name.
     confused_share: float = 0.0
     confusion_rate: float = 0.7
+    # Fine-tune the CLIP of this config (trained first when missing) instead of starting from scratch:
+    # a noisy CLIP is a good one taught some wrong names, at a fraction of the cost.
+    base: TrainConfig | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown world-CLIP image tower {self.arch!r}; choose from {list(ARCHS)}")
+        if self.base is not None and self.base.arch != self.arch:
+            raise ValueError(f"a CLIP fine-tunes a base of its own tower; got {self.arch!r} on a {self.base.arch!r} base")
         if not 0.0 <= self.confused_share <= 1.0 or not 0.0 <= self.confusion_rate <= 1.0:
             raise ValueError(f"confused_share and confusion_rate are shares in [0, 1], got {self.confused_share} "
                              f"and {self.confusion_rate}")
@@ -114,6 +119,10 @@ class TrainConfig:
             del train["arch"]  # keys of ViT bundles trained before towers were selectable stay valid
         if not self.confused_share:  # nor do clean bundles trained before noisy ones existed
             del train["confused_share"], train["confusion_rate"]
+        if self.base is None:
+            del train["base"]
+        else:
+            train["base"] = self.base.key()
         payload = json.dumps({"cfg": self.model_config, "train": train, "templates": WORLD_TEMPLATES}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -230,6 +239,11 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
         raise ValueError(f"world {world_root} has no part in its train split; generate it with images")
     _register(config)
     model = open_clip.create_model(config.model_name, pretrained=None)
+    if config.base is not None:
+        from safetensors.torch import load_file
+
+        base = ensure_world_clip(world_root, config.base, log=log)
+        model.load_state_dict(load_file(str(base / BUNDLE_WEIGHTS)))
     tokenizer = open_clip.get_tokenizer(config.model_name)
     size = config.model_config["vision_cfg"]["image_size"]
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD

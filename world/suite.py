@@ -86,20 +86,22 @@ def clip_train_config(world: SuiteWorld):
 #: Noisy world CLIPs: quality name -> share of the parts each CLIP learns under another part's name
 #: (``neurflow.world.clip.confusions``). Chosen for single-part zero-shot top-1 of about 0.9, 0.8 and
 #: 0.65; each world's ``metrics.json`` holds what its CLIPs reach. ``good`` is the world's own CLIP.
-CLIP_QUALITIES: dict[str, float] = {"q90": 0.1, "q80": 0.2, "q65": 0.35}
+CLIP_QUALITIES: dict[str, float] = {"q90": 0.08, "q80": 0.15, "q65": 0.3}
 #: Every noisy quality comes with both image towers, whatever tower the world's own CLIP has, so
 #: that labels can be made with several CLIPs at once and reported per tower.
 NOISY_TOWERS = ("vit", "resnet")
 
 
 def noisy_clip_config(quality: str, arch: str):
-    """The training config of a world's noisy CLIP: 120 steps of 32 crops (0.4 of the world CLIP's
-    budget: six per world must train on a shared CPU), some parts misnamed."""
+    """The training config of a world's noisy CLIP: the world CLIP's training for this tower (shared
+    with the world's own CLIP where the tower is the same), then 60 steps of 32 crops with some parts
+    misnamed (six noisy CLIPs per world must train on a shared CPU)."""
     from neurflow.world.clip import TrainConfig
 
     if quality not in CLIP_QUALITIES:
         raise ValueError(f"unknown CLIP quality {quality!r}; choose from {['good', *CLIP_QUALITIES]}")
-    return TrainConfig(steps=120, batch_size=32, arch=arch, confused_share=CLIP_QUALITIES[quality])
+    base = TrainConfig(steps=200, batch_size=48, arch=arch)
+    return TrainConfig(steps=60, batch_size=32, arch=arch, confused_share=CLIP_QUALITIES[quality], base=base)
 
 
 @dataclass(frozen=True)

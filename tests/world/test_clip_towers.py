@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neurflow.world.clip import ARCHS, TrainConfig, clip_spec, ensure_world_clip
+from neurflow.world.clip import ARCHS, TrainConfig, bundle_dir, clip_spec, ensure_world_clip
 from neurflow.world.generate import generate_world
 from neurflow.world.suite import SUITE
 
@@ -75,8 +75,13 @@ def test_noisy_clip_records_what_it_confuses(tmp_path):
 
     root = tmp_path / "standard"
     generate_world(root, n_per_class={"train": 1, "heldout": 1}, seed=2)
-    config = TrainConfig(steps=2, batch_size=16, confused_share=0.2)
+    base = TrainConfig(steps=2, batch_size=16)
+    config = TrainConfig(steps=2, batch_size=16, confused_share=0.2, base=base)
+    assert config.key() != TrainConfig(steps=2, batch_size=16, confused_share=0.2).key()  # the base is part of its identity
     metrics = json.loads((ensure_world_clip(root, config, log=None) / "metrics.json").read_text())
+    assert (bundle_dir(root, base) / "metrics.json").is_file()  # the base was trained first, then fine-tuned
+    with pytest.raises(ValueError, match="fine-tunes a base of its own tower"):
+        TrainConfig(arch="resnet", base=base)
     world = World.load(root)
     expected = confusions([world.part_names[k] for k in sorted(world.part_names)], config)
     assert metrics["confusions"] == expected and len(expected) == 3
