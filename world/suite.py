@@ -86,7 +86,7 @@ def clip_train_config(world: SuiteWorld):
 #: Noisy world CLIPs: quality name -> share of the parts each CLIP learns under another part's name
 #: (``neurflow.world.clip.confusions``). Chosen for single-part zero-shot top-1 of about 0.9, 0.8 and
 #: 0.65; each world's ``metrics.json`` holds what its CLIPs reach. ``good`` is the world's own CLIP.
-CLIP_QUALITIES: dict[str, float] = {"q90": 0.08, "q80": 0.15, "q65": 0.3}
+CLIP_QUALITIES: dict[str, float] = {"q90": 0.15, "q80": 0.3, "q65": 0.45}
 #: Every noisy quality comes with both image towers, whatever tower the world's own CLIP has, so
 #: that labels can be made with several CLIPs at once and reported per tower.
 NOISY_TOWERS = ("vit", "resnet")
@@ -177,13 +177,14 @@ def ensure_suite_world(
     log(f"{name}: network held-out accuracy {model.heldout_accuracy}")
     bundle = ensure_world_clip(model.world_root, clip_train_config(world), log=log)
     log(f"{name}: CLIP ({world.clip_arch}) zero-shot top-1 {_zero_shot(bundle):.3f}")
+    circuits = _circuits(model, world, tau, max_images, log)
     noisy: dict[str, dict[str, Path]] = {}
     for quality in dict.fromkeys(q for q in clip_qualities if q != "good"):
         noisy[quality] = {}
         for arch in NOISY_TOWERS:
             noisy[quality][arch] = ensure_world_clip(model.world_root, noisy_clip_config(quality, arch), log=log)
             log(f"{name}: {quality} CLIP ({arch}) zero-shot top-1 {_zero_shot(noisy[quality][arch]):.3f}")
-    return SuiteEntry(world, model, bundle, _circuits(model, world, tau, max_images, log), noisy)
+    return SuiteEntry(world, model, bundle, circuits, noisy)
 
 
 def _zero_shot(bundle: Path) -> float:
