@@ -33,6 +33,7 @@ import numpy as np
 
 from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipProvenance, Exemplar, Group, Label,
                                    LabelEvidence, Labeling, LabelVote, VocabularyProvenance)
+from neurflow.core.corrections import reapply as reapply_corrections
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
 from neurflow.labeler.evidence import UNCERTAIN_BELOW, ClipView, default_combination, judge
@@ -213,6 +214,7 @@ def label_circuit(
     )
     if config.captioner is not None:
         _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report)
+    reapply_corrections(circuit)  # a person's label outlives every relabel
     circuit.labeling.seconds = round(time.time() - started, 2)
     return circuit
 
