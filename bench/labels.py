@@ -1,34 +1,28 @@
 """``python -m bench.run labels``: label quality on worlds the labeler was tuned on, and on others.
 
 Every world of :data:`neurflow.world.suite.SUITE` has its own network, its own CLIP (ViT or ResNet
-image tower, trained only on that world) and engine circuits of two classes. Each group's truth is
+image tower, trained only on that world), noisy CLIPs of several qualities (``--clip-quality``:
+some parts learned under another part's name; ``--noisy-towers both`` makes one per tower and
+labels with each alone and both at once) and engine circuits of two classes. Each group's truth is
 what its mosaic shows: the part that dominates the majority of its five display exemplars (part
 masks), when at least 3 of 5 do; groups without such a majority have no reference. A group is
 *mixed* when its exemplars are not all that part, or when its other top patches are mostly another.
 
-Methods (all from the same CLIP embeddings of the same patches):
+Every (world, CLIP quality, CLIP set) is measured on two sets of groups: the engine's own (``engine``)
+and mixed groups constructed from its pure ones (``mixed*``, :mod:`bench.mixed`). Methods:
 
-* ``baseline``: the concept with the highest mean cosine similarity to the five exemplars;
-* ``contrastive``: contrastive score over all top patches (reference term 1);
-* ``mosaic w=.. l=.. votes``: the mosaic score (:func:`neurflow.labeler.scoring.mosaic_scores`) on a
-  grid of exemplar weights, reference weights and exemplar votes (``hard``: each exemplar's best
-  concept counted once; ``soft``: their zero-shot distributions averaged).
-* ``caption``: the short label made from a caption of the group's mosaic by a tiny captioner trained
-  on the dev worlds only (:mod:`neurflow.world.captioner`), through the labeler's captioning path;
-  engine groups only (``--no-captions`` leaves it out).
+* ``baseline``: the concept with the highest mean cosine similarity to the five exemplars (summed
+  over the set's CLIPs);
+* ``labeler``: the pooled mosaic score and the fitted combination of
+  :mod:`neurflow.labeler.evidence`, as ``label_circuit`` computes them.
 
-Every world is measured on two sets of groups: the engine's own (``engine``) and mixed groups
-constructed from its pure ones (``mixed*``, :mod:`bench.mixed`), where labels can be wrong.
-
-The grid is compared on the *dev* worlds only (both sets); the best setting there (top-1, then top-1
-on mixed groups, then retrieval AUC) is the one reported on the *held-out* worlds, next to the
-baseline and the contrastive score. The confidence's logistic calibration is fitted on the dev worlds'
-labels of every grid setting (the chosen one alone may make no mistake to learn from) and checked on
-the held-out worlds' labels of the chosen setting and of every grid setting (ECE and ROC-AUC, before and
-after the doubt cap). Columns: top-1 / top-5 against the mosaic's part, top-1 on mixed groups,
-held-out retrieval ROC-AUC (the group's held-out top patches against random patches of the run,
-ranked by similarity to the label), and the confidence's ECE and ROC-AUC against correctness; every
-row repeats the baseline's top-1 on the same groups.
+On the *dev* worlds only, a grid of exemplar weights and exemplar votes is compared with the
+labeler's constants, the combination is fitted (``--write-combination`` ships it as
+``labeler/combination.json``) and the uncertainty threshold is shown against others; every unit is
+then reported with the shipped combination: top-1 (all, mixed groups, labels with confidence >= 0.5
+and their coverage), the confidence's ROC-AUC and ECE, beside the baseline's. ``caption``: the short
+label of a tiny captioner trained on the dev worlds only (:mod:`neurflow.world.captioner`), engine
+groups only (``--no-captions`` leaves it out).
 """
 
 from __future__ import annotations
@@ -86,9 +80,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--label-json", metavar="PATH", help="also write the label table as JSON here")
     parser.add_argument("--no-captions", dest="label_captions", action="store_false",
                         help="skip the caption row (a tiny captioner trained on the dev worlds; minutes on first use)")
-    parser.add_argument("--clip-quality", nargs="+", default=["good"], choices=["good", *CLIP_QUALITIES],
+    parser.add_argument("--clip-quality", nargs="+", default=["good", "q80"], choices=["good", *CLIP_QUALITIES],
                         help="label with each world's own CLIP ('good') and/or its noisy CLIPs of these qualities "
                              "(neurflow.world.suite.CLIP_QUALITIES: each tower alone and both at once; trained on first use)")
+    parser.add_argument("--noisy-towers", default="own", choices=["both", "own"],
+                        help="noisy CLIPs of both towers (each alone and both at once), or only the tower of each "
+                             "world's own CLIP (one CLIP; the cheap one to train)")
     parser.add_argument("--write-combination", action="store_true",
                         help="write the combination fitted on the dev worlds to neurflow/labeler/combination.json")
 
@@ -136,7 +133,7 @@ def _collect(name: str, log: Callable[[str], None], quality: str = "good", tower
     (cached next to the world's network: a second run only scores)."""
     from neurflow.world.suite import ensure_suite_world
 
-    entry = ensure_suite_world(name, log=log, clip_qualities=[quality])
+    entry = ensure_suite_world(name, log=log, clip_qualities=[quality], towers=[tower or "vit"])
     bundles = entry.clip_bundles(quality)
     arch = next(iter(bundles)) if quality == "good" else (tower or "vit")
     bundle = bundles[arch]
@@ -350,24 +347,32 @@ CALIBRATION_L2 = 1.0
 CALIBRATION_SIGNS = {"exemplars": 1, "patches": 1, "margin": 1, "clips": 1, "prompts": 1, "split": -1}
 
 
-def _clip_sets(quality: str) -> dict[str, list[str]]:
-    """Set name -> towers: the world's own CLIP for ``good``; each tower alone and both for a noisy quality."""
-    return {"own": ["own"]} if quality == "good" else {"vit": ["vit"], "resnet": ["resnet"], "vit+resnet": ["vit", "resnet"]}
+def _clip_sets(quality: str, own_arch: str | None = None) -> dict[str, list[str]]:
+    """Set name -> towers: the world's own CLIP for ``good``; for a noisy quality each tower alone and
+    both at once, or only the world's own tower when ``own_arch`` is given."""
+    if quality == "good":
+        return {"own": ["own"]}
+    if own_arch is not None:
+        return {own_arch: [own_arch]}
+    return {"vit": ["vit"], "resnet": ["resnet"], "vit+resnet": ["vit", "resnet"]}
 
 
-def _units(names: list[str], qualities: list[str], log) -> list[dict]:
+def _units(names: list[str], qualities: list[str], log, own_tower_only: bool = False) -> list[dict]:
     """Every (world, CLIP quality, CLIP set) with its engine and constructed mixed groups as cases."""
     from bench.mixed import constructed_mixed
+    from neurflow.world.suite import SUITE
 
     units = []
     for name in names:
+        own = SUITE[name].clip_arch if own_tower_only else None
         for quality in qualities:
+            sets = _clip_sets(quality, own)
             views = {t: _collect(name, log, quality, None if t == "own" else t)
-                     for t in dict.fromkeys(t for ts in _clip_sets(quality).values() for t in ts)}
+                     for t in dict.fromkeys(t for ts in sets.values() for t in ts)}
             first = next(iter(views.values()))
             # the constructed groups take the same patches under every CLIP (the first one orders the "sure" kinds)
             mixed = {t: constructed_mixed(w, order_by=first) for t, w in views.items()}
-            for set_name, towers in _clip_sets(quality).items():
+            for set_name, towers in sets.items():
                 def cases(groups_of):
                     per_view = [groups_of(t) for t in towers]
                     return [Case(gs[0].gid, gs[0].reference, gs[0].mixed, [(views[t], g) for t, g in zip(towers, gs)])
@@ -406,9 +411,10 @@ def run_section(args) -> dict:
     qualities = list(dict.fromkeys(getattr(args, "clip_quality", None) or ["good"]))
     started = time.time()
     log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", file=sys.stderr, flush=True)  # noqa: E731
-    units = _units(names, qualities, log)
-    dev = [u for u in units if u["world"].role == "dev"]
-    held = [u for u in units if u["world"].role != "dev"]
+    units = _units(names, qualities, log, getattr(args, "noisy_towers", "both") == "own")
+    dev_index = [i for i, u in enumerate(units) if u["world"].role == "dev"]
+    held_index = [i for i, u in enumerate(units) if u["world"].role != "dev"]
+    dev = [units[i] for i in dev_index]
     print("worlds x CLIPs (single-part zero-shot top-1 of each CLIP of the set):")
     for u in units:
         w = u["world"]
@@ -421,7 +427,6 @@ def run_section(args) -> dict:
     baseline = [run(u, _baseline) for u in units]
     # -- choose the grid setting on the dev units only --------------------------------------------------
     grid = {(wt, v): [run(u, _evidence(wt, v)) for u in units] for v in GRID_VOTES for wt in GRID_WEIGHTS}
-    dev_index = [i for i, u in enumerate(units) if u in dev]
 
     def dev_key(setting):
         rows = [r for i in dev_index for rs in grid[setting][i].values() for r in rs if "top1" in r]
@@ -497,10 +502,10 @@ def run_section(args) -> dict:
     # -- pooled per quality and role -------------------------------------------------------------------
     pooled: dict = {}
     print("\npooled per role, CLIP quality and set (engine + mixed* groups)")
-    for role, group in (("dev", dev), ("held-out", held)):
+    for role, group in (("dev", dev_index), ("held-out", held_index)):
         for quality in qualities:
-            for set_name in _clip_sets(quality):
-                idx = [i for i, u in enumerate(units) if u in group and u["quality"] == quality and u["clips"] == set_name]
+            for set_name in dict.fromkeys(units[i]["clips"] for i in group if units[i]["quality"] == quality):
+                idx = [i for i in group if units[i]["quality"] == quality and units[i]["clips"] == set_name]
                 if not idx:
                     continue
                 rows = [r for i in idx for rs in ours[i].values() for r in rs]
@@ -512,7 +517,7 @@ def run_section(args) -> dict:
                       f"{_fmt(s['top1_confident'])} at coverage {_fmt(s['coverage'])}, ROC-AUC {_fmt(s['confidence_auc'])}, "
                       f"ECE {_fmt(s['ece'])}")
     summary["pooled"] = pooled
-    held_rows = [r for i, u in enumerate(units) if u in held for rs in ours[i].values() for r in rs]
+    held_rows = [r for i in held_index for rs in ours[i].values() for r in rs]
     if held_rows:
         print("\nreliability of the labeler's confidence, held-out units pooled (every quality and set):")
         print(_reliability(held_rows))

@@ -164,9 +164,11 @@ def _fit_missing(model, world: SuiteWorld, paths: dict[int, Path], tau: int, max
 def ensure_suite_world(
     name: str, cache_dir: str | Path | None = None, *, tau: int = 8, max_images: int = 40,
     log: Callable[[str], None] = lambda line: None, clip_qualities: tuple[str, ...] | list[str] = (),
+    towers: tuple[str, ...] | list[str] = NOISY_TOWERS,
 ) -> SuiteEntry:
     """Build (once) and return a suite world: images, network, CLIP, circuits, and the noisy CLIPs of
-    ``clip_qualities`` (keys of :data:`CLIP_QUALITIES`; ``good`` is the world's own CLIP)."""
+    ``clip_qualities`` (keys of :data:`CLIP_QUALITIES`; ``good`` is the world's own CLIP) for ``towers``
+    (``own``: the tower of the world's own CLIP, the cheap one: a fine-tune of that CLIP)."""
     from neurflow.world.clip import ensure_world_clip
     from neurflow.world.train import ensure_world_model
 
@@ -182,7 +184,7 @@ def ensure_suite_world(
     noisy: dict[str, dict[str, Path]] = {}
     for quality in dict.fromkeys(q for q in clip_qualities if q != "good"):
         noisy[quality] = {}
-        for arch in NOISY_TOWERS:
+        for arch in dict.fromkeys(world.clip_arch if t == "own" else t for t in towers):
             noisy[quality][arch] = ensure_world_clip(model.world_root, noisy_clip_config(quality, arch), log=log)
             log(f"{name}: {quality} CLIP ({arch}) zero-shot top-1 {_zero_shot(noisy[quality][arch]):.3f}")
     return SuiteEntry(world, model, bundle, circuits, noisy)
@@ -201,10 +203,12 @@ if __name__ == "__main__":  # build the suite: python -m neurflow.world.suite [-
     parser = argparse.ArgumentParser(description="build the label-quality suite's worlds (cached)")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"suite worlds (default: all of {list(SUITE)})")
     parser.add_argument("--clip-quality", nargs="+", default=[], choices=["good", *CLIP_QUALITIES],
-                        help="also train the noisy CLIPs of these qualities (both towers)")
+                        help="also train the noisy CLIPs of these qualities")
+    parser.add_argument("--towers", nargs="+", default=list(NOISY_TOWERS), choices=[*NOISY_TOWERS, "own"],
+                        help="image towers of the noisy CLIPs ('own': the world CLIP's tower only)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.time()
     for world_name in args.names or list(SUITE):
         ensure_suite_world(world_name, log=lambda line: print(f"[{time.time() - started:6.0f}s] {line}", flush=True),
-                           clip_qualities=args.clip_quality)
+                           clip_qualities=args.clip_quality, towers=args.towers)
