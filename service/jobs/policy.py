@@ -103,7 +103,7 @@ def check_labeling(labeling: LabelingSettings, settings: Settings) -> LabelerCon
             else:
                 _asset(field, value, roots)
     for n, clip in enumerate(config.clips):  # every CLIP of a list passes the same checks as the first
-        key = "labeling.clip" if n == 0 else f"labeling.clip[{n}]"
+        key = "labeling.clip" if n == 0 else f"labeling.extra_clips[{n - 1}]"
         folder = local_dir(clip.model)
         if folder is not None:
             _asset(f"{key}.model", folder, roots)
