@@ -10,6 +10,8 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
 * ``labels``: label quality on the world suite, dev and held-out worlds, per CLIP quality: top-1,
   top-1 of the confident labels and their coverage, ROC-AUC and ECE of the confidence, the
   five-exemplar baseline in every row (:mod:`bench.labels`).
+* ``fidelity``: the fast preset's core-neuron sets against exact on several worlds, models and sizes
+  (:mod:`bench.fidelity`).
 
 A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
 registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
@@ -27,6 +29,7 @@ SECTIONS: dict[str, str] = {
     "realsize": "bench.real_size",
     "api": "bench.api_load",
     "labels": "bench.labels",
+    "fidelity": "bench.fidelity",
 }
 
 
