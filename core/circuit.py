@@ -288,6 +288,7 @@ class Labeling(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     caption_errors: dict[str, str] = {}  # group id -> why it has no caption
     captioner_error: str | None = None  # the captioner could not be built at all
     unconverted: dict[str, Any] = {}  # keys of a /1 record that /2 has no field for, as they were
+    prototypes: dict[str, int] = {}  # concept -> corrected groups whose patches joined its embedding
 
 
 def labeling_from_v1(record: dict[str, Any]) -> Labeling:

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from neurflow.core.circuit import Correction, GroupStatus
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -88,9 +89,28 @@ class CircuitList(msgspec.Struct):
 
 
 class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
-    """The ``labeling`` section of a job spec (vocabulary, CLIP model, captioner)."""
+    """The ``labeling`` section of a job spec (vocabulary, CLIP model, captioner), and whose
+    corrections re-score the groups: the circuit's own and those of the model's other circuits
+    (``"model"``, the default), or the circuit's own only (``"circuit"``)."""
 
     labeling: dict[str, Any]
+    corrections: Literal["model", "circuit"] = "model"
+
+
+class LabelIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT /v1/circuits/{id}/groups/{group_id}/label``: a person's label for the group."""
+
+    label: str
+
+
+class GroupLabelOut(msgspec.Struct):
+    """A group's label after a correction: what readers now see, and the stored provenance."""
+
+    circuit_id: str
+    group_id: str
+    label: str | None
+    status: GroupStatus
+    correction: Correction | None
 
 
 class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):
