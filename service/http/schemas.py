@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from neurflow.core.circuit import Correction, GroupStatus
+from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -93,7 +94,7 @@ class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
     corrections re-score the groups: the circuit's own and those of the model's other circuits
     (``"model"``, the default), or the circuit's own only (``"circuit"``)."""
 
-    labeling: dict[str, Any]
+    labeling: LabelingRequest  # type: ignore[valid-type]
     corrections: Literal["model", "circuit"] = "model"
 
 
