@@ -9,6 +9,8 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
   concurrent clients (:mod:`bench.api_load`).
 * ``labels``: label quality on the world suite, dev and held-out worlds: top-1 / top-5, retrieval
   AUC, calibration, the five-exemplar baseline in every row (:mod:`bench.labels`).
+* ``fidelity``: the fast preset's core-neuron sets against exact on several worlds, models and sizes
+  (:mod:`bench.fidelity`).
 * ``corrections``: top-1 of the groups not corrected, before and after a simulated annotator corrects
   the 5 % and 10 % least-confident groups and the corrections re-score the rest (:mod:`bench.corrections`).
 
@@ -28,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "realsize": "bench.real_size",
     "api": "bench.api_load",
     "labels": "bench.labels",
+    "fidelity": "bench.fidelity",
     "corrections": "bench.corrections",
 }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from neurflow.core.circuit import Circuit, Exemplar, Group
-from neurflow.core.images import open_rgb
+from neurflow.core.image_files import open_rgb
 
 PatchKey = tuple[int, int, int, int, int]  # (image, x0, y0, x1, y1)
 

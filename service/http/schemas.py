@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
+from litestar.params import Parameter
 
 from neurflow.core.circuit import Correction, GroupStatus
 from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
+from neurflow.service.storage.pages import DEFAULT_PAGE, MAX_PAGE
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -34,6 +36,7 @@ class ModelOut(msgspec.Struct):
 
 class ModelList(msgspec.Struct):
     models: list[ModelOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class DatasetOut(msgspec.Struct):
@@ -47,6 +50,7 @@ class DatasetOut(msgspec.Struct):
 
 class DatasetList(msgspec.Struct):
     datasets: list[DatasetOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class JobOut(msgspec.Struct):
@@ -71,6 +75,7 @@ class JobOut(msgspec.Struct):
 
 class JobList(msgspec.Struct):
     jobs: list[JobOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class CircuitOut(msgspec.Struct):
@@ -87,6 +92,7 @@ class CircuitOut(msgspec.Struct):
 
 class CircuitList(msgspec.Struct):
     circuits: list[CircuitOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,6 +137,10 @@ class HealthOut(msgspec.Struct):
     running: int
     version: str
 
+
+#: ``?limit=`` of the list routes (at most ``MAX_PAGE`` rows a page) and ``?cursor=`` (a page's ``next``)
+PageLimit = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description=f"rows of this page (at most {MAX_PAGE})")]
+Cursor = Annotated[str | None, Parameter(max_length=200, description="the 'next' value of the previous page")]
 
 WaitSeconds = Annotated[float, msgspec.Meta(ge=0, le=600)]
 

@@ -26,6 +26,7 @@ import msgspec
 
 from neurflow.core.circuit import LabelingSettings
 from neurflow.core.jobspec import JobSpec
+from neurflow.core.layer_shape import num_channels
 from neurflow.labeler.config import LabelerConfig, local_dir
 from neurflow.labeler.vocabulary import BUILTIN_TEMPLATES, builtin_vocabularies
 from neurflow.prompts import available as available_prompts
@@ -53,7 +54,9 @@ def _asset(field: str, value: str, roots: list[Path]) -> None:
     """A name the client sent that becomes a path must resolve inside an asset folder."""
     path = Path(value)
     if not path.is_absolute() or not _inside(path, roots) or not path.exists():
-        shown = value if not path.is_absolute() else path.name
+        # only the last part of the name: a relative name the labeler resolved (the file exists somewhere) and
+        # one it could not must read the same, or the message tells which server files exist
+        shown = path.name
         raise Invalid(f"{field}: {shown!r} is not a file or folder of the server's asset folders; put CLIP "
                       "weights, model configs, vocabularies and captioner folders there and name them relative "
                       "to it")
@@ -181,6 +184,15 @@ def prepare_run(spec: JobSpec, catalog: Catalog, settings: Settings, owner: str)
         if layer not in layer_names:
             raise Invalid(f"engine.layers: {layer!r} is not a layer of {desc['arch']}; addressable layers are listed "
                           f"by GET /v1/models/{model_id}")
+    # the first layer's channels are what a target class indexes (the logits when it is the output layer)
+    top = spec.engine.layers[0]
+    shape = dict(model["layers"])[top]
+    channels = num_channels(shape)
+    beyond = [c for c in spec.target_classes() if c >= channels]
+    if beyond:
+        raise Invalid(f"engine.layers[0] {top!r} has {channels} channels (shape {list(shape)}), so class {beyond[0]} "
+                      f"of data.target_class cannot be traced from it ({len(beyond)} classes are beyond it); put the "
+                      f"model's output layer ({model['layers'][-1][0]!r}) first")
     cost = estimated_cost(spec, dataset["n_images"])
     if cost > settings.max_job_cost:
         raise Invalid(f"the job would run about {cost:,} Integrated-Gradients sample passes (images x targets x "

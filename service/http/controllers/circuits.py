@@ -17,11 +17,22 @@ from litestar import Controller, Response, delete, get, post, put
 from litestar.params import Parameter
 
 from neurflow.core.group_label import top_text
-from neurflow.service.errors import Conflict, NotFound
+from neurflow.service.errors import Conflict, NotFound, public_json
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, StoreDep, provides
-from neurflow.service.http.schemas import (CircuitList, CircuitOut, EvaluateIn, GroupLabelOut, JobOut, LabelIn, RelabelIn,
-                                           circuit_out)
+from neurflow.service.http.schemas import (
+    DEFAULT_PAGE,
+    CircuitList,
+    CircuitOut,
+    Cursor,
+    EvaluateIn,
+    GroupLabelOut,
+    JobOut,
+    LabelIn,
+    PageLimit,
+    RelabelIn,
+    circuit_out,
+)
 from neurflow.service.jobs.policy import check_labeling, circuit_ref, model_ref
 from neurflow.service.jobs.types import CorrectedCircuit, DatasetRef, EvaluateJob, RelabelJob
 from neurflow.service.storage import keys
@@ -82,15 +93,17 @@ class CircuitController(Controller):
 
     @get("/", summary="List circuits (optionally of one job, and of one class: ?job_id=&class_index=)")
     async def list_circuits(self, catalog: CatalogDep, owner: Owner, job_id: str | None = None,
-                            class_index: int | None = None) -> CircuitList:
-        rows = await anyio.to_thread.run_sync(catalog.list_circuits, owner, job_id)
-        return CircuitList(circuits=[circuit_out(r) for r in rows if class_index in (None, r["class_index"])])
+                            class_index: int | None = None, limit: PageLimit = DEFAULT_PAGE,
+                            cursor: Cursor = None) -> CircuitList:
+        rows, after = await anyio.to_thread.run_sync(
+            lambda: catalog.page("circuits", owner, limit, cursor, job_id=job_id, class_index=class_index))
+        return CircuitList(circuits=[circuit_out(r) for r in rows], next=after)
 
     @get("/{circuit_id:str}", summary="The labeled circuit document (neurflow.circuit schema)",
          media_type="application/json")
     async def document(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> Response[bytes]:
         def work() -> bytes:
-            return store.get_bytes(keys.document(catalog.get_circuit(owner, circuit_id)["key"]))
+            return public_json(store.get_bytes(keys.document(catalog.get_circuit(owner, circuit_id)["key"])))
 
         return Response(await anyio.to_thread.run_sync(work), media_type="application/json")
 
@@ -154,7 +167,7 @@ class CircuitController(Controller):
             evidence = corrected_circuits(catalog, owner, row) if data.corrections == "model" else []
             job = RelabelJob(circuit=circuit_ref(row), labeling=check_labeling(data.labeling, settings),
                              dataset=dataset_present(catalog, owner, row), evidence=evidence)
-            return jobs.create(new_id("job"), owner, job, settings.max_attempts)
+            return jobs.create(new_id("job"), owner, job, settings.max_attempts, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)
         executor.wake()
@@ -176,7 +189,7 @@ class CircuitController(Controller):
             model = (model_present(catalog, owner, row, 'use activations "recorded"')
                      if options.activations == "model" else None)
             job = EvaluateJob(circuit=circuit_ref(row), dataset=dataset, options=options, model=model)
-            return jobs.create(new_id("job"), owner, job, 1)
+            return jobs.create(new_id("job"), owner, job, 1, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)
         return await submitted(jobs, executor, owner, job, settings.sync_wait_s if wait is None else wait)

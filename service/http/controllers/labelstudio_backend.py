@@ -46,7 +46,7 @@ from neurflow import __version__
 from neurflow.core.circuit import Circuit
 from neurflow.exports.labelstudio import CONCEPT, group_prediction, image_prediction, interface_for
 from neurflow.exports.source import ExportSource
-from neurflow.service.errors import ApiError, Invalid, NotFound
+from neurflow.service.errors import ApiError, Invalid, NotFound, public_json
 from neurflow.service.http.deps import CatalogDep, Owner, StoreDep, provides
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
@@ -86,7 +86,7 @@ class CircuitCache:
                 self._items.move_to_end(key)
                 return hit
         try:
-            circuit = Circuit.from_json(store.get_bytes(keys.document(row["key"])))
+            circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(row["key"]))))
         except (KeyError, ValueError) as exc:
             log.warning("label studio backend: circuit %s unreadable: %s", circuit_id, exc)
             return None
