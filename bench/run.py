@@ -12,6 +12,8 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
   five-exemplar baseline in every row (:mod:`bench.labels`).
 * ``fidelity``: the fast preset's core-neuron sets against exact on several worlds, models and sizes
   (:mod:`bench.fidelity`).
+* ``corrections``: top-1 of the groups not corrected, before and after a simulated annotator corrects
+  the 5 % and 10 % least-confident groups and the corrections re-score the rest (:mod:`bench.corrections`).
 
 A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
 registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
@@ -30,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "api": "bench.api_load",
     "labels": "bench.labels",
     "fidelity": "bench.fidelity",
+    "corrections": "bench.corrections",
 }
 
 

@@ -296,6 +296,7 @@ class Labeling(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     captioner_error: str | None = None  # the captioner could not be built at all
     unconverted: dict[str, Any] = {}  # keys of a /1 record that /2 has no field for, as they were
     extra_clips: list[ClipProvenance] = []  # the CLIPs of ``settings.extra_clips``, as loaded
+    prototypes: dict[str, int] = {}  # concept -> corrected groups whose patches joined its embedding
 
 
 def labeling_from_v1(record: dict[str, Any]) -> Labeling:

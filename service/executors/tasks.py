@@ -48,14 +48,23 @@ def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> Tas
 
 
 def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
-    """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run."""
-    from neurflow.labeler.labeling import label_circuit
+    """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run.
+    The corrections of the circuit and of ``job.evidence`` (the model's other corrected circuits)
+    re-score its groups (:mod:`neurflow.labeler.prototypes`)."""
+    from neurflow.labeler.prototypes import relabel_with_corrections
     from neurflow.service.executors.units import finish_circuit
 
     progress("loading circuit", 0, 1)
     circuit = _load_circuit(ctx, job.circuit.key)
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
-    labeled = label_circuit(circuit, images_root, job.labeling, progress=progress)
+    evidence = []
+    for other in job.evidence:
+        try:
+            evidence.append((_load_circuit(ctx, other.circuit.key), ctx.store.local_path(keys.images(other.dataset.id))))
+        except (KeyError, ValueError):  # deleted since the job was submitted: its corrections are gone with it
+            continue
+    (labeled,) = relabel_with_corrections([(circuit, images_root)], job.labeling, evidence=evidence,
+                                          progress=progress)
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
     (local_dir / keys.DOCUMENT).write_text(labeled.to_json())
