@@ -9,6 +9,8 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
   concurrent clients (:mod:`bench.api_load`).
 * ``labels``: label quality on the world suite, dev and held-out worlds: top-1 / top-5, retrieval
   AUC, calibration, the five-exemplar baseline in every row (:mod:`bench.labels`).
+* ``audit``: the shortcut audit on planted worlds, dev and held-out: planted cue among the top 3
+  findings of its class, findings per class on clean networks, audit time (:mod:`bench.audit`).
 
 A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
 registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
@@ -26,6 +28,7 @@ SECTIONS: dict[str, str] = {
     "realsize": "bench.real_size",
     "api": "bench.api_load",
     "labels": "bench.labels",
+    "audit": "bench.audit",
 }
 
 
