@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurflow.atlas.build import AtlasInput, check_inputs
+from neurflow.atlas.build import AtlasInput, check_inputs, group_importance
 from neurflow.atlas.concepts import jaccard
 from neurflow.core.audit import (SCHEMA_VERSION, Audit, AuditClass, AuditSettings, Finding, FindingEvidence,
                                  OffClassAblation, Reviews)
@@ -83,18 +83,6 @@ def _image_sets(pixels: torch.Tensor, labels: list[int], target: int, related: s
         return pixels[idx]
 
     return _Sets(own=pick(own), off=pick(off))
-
-
-def _group_importance(layer: Layer) -> dict[str, float]:
-    # the atlas's measure: mean member importance over the layer's most important neuron
-    importance = {n.id: n.importance for n in layer.neurons}
-    top = max(importance.values(), default=0.0)
-    out = {}
-    for g in layer.groups:
-        neurons = {m.neuron for m in g.members}
-        mean = sum(importance.get(n, 0.0) for n in neurons) / len(neurons) if neurons else 0.0
-        out[g.id] = mean / top if top > 0 else 0.0
-    return out
 
 
 def _drops(access: LayerAccess, top: str, layer: str, pixels: torch.Tensor, target: int,
@@ -147,6 +135,10 @@ def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group],
     return out
 
 
+def _image_path(circuit: Circuit, index: int) -> str:
+    return circuit.images[index].path if 0 <= index < len(circuit.images) else ""
+
+
 def _matches(label: str, expected: Sequence[str]) -> bool:
     text = label.strip().casefold()
     return any(text == e.strip().casefold() or e.strip().casefold() in text for e in expected if e.strip())
@@ -186,7 +178,7 @@ def audit_circuits(
     related: Mapping[int, Sequence[int]] | None = None,
     settings: AuditSettings | None = None,
     reviews: Reviews | None = None,
-    images_root: str | None = None,
+    images_root: str | None = None,  # the circuits' data root (their images[].path are relative to it)
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Audit:
     """The audit of ``inputs`` (circuits of one model, one per class).
@@ -249,7 +241,7 @@ def audit_circuits(
         top = circuit.layers[0].name
         findings, examined = [], 0
         for layer in circuit.layers[1:]:
-            importance = _group_importance(layer)
+            importance = group_importance(layer)
             # two groups of one neuron set (two concepts of the same neurons) are one thing to switch off
             seen: set[tuple[int, ...]] = set()
             groups = []
@@ -275,7 +267,8 @@ def audit_circuits(
                                  if k != target and k not in related and jaccard(neurons, other) >= settings.jaccard})
                 ev = FindingEvidence(importance=round(importance[g.id], 4), label=label, confidence=g.confidence,
                                      expected=is_expected, expected_concepts=list(exp or []), shared_with=shared,
-                                     ablation=ablations.get(g.id), exemplars=list(g.exemplars[:5]))
+                                     ablation=ablations.get(g.id), exemplars=list(g.exemplars[:5]),
+                                     exemplar_paths=[_image_path(circuit, ex.image) for ex in g.exemplars[:5]])
                 reasons = []
                 a = ev.ablation
                 # share None: the group barely moves the class on its own images, so it hardly matters there

@@ -70,6 +70,7 @@ class FindingEvidence(msgspec.Struct, forbid_unknown_fields=True):
     shared_with: list[int] = []  # unrelated classes whose circuits hold the same neurons in this layer
     ablation: OffClassAblation | None = None
     exemplars: list[Exemplar] = []
+    exemplar_paths: list[str] = []  # each exemplar's source image, relative to Audit.images
 
 
 class Review(msgspec.Struct, forbid_unknown_fields=True):

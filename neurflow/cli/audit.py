@@ -32,20 +32,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--controls", type=int, default=d.controls, help=f"random neuron sets per size (default {d.controls})")
     p.add_argument("--max-images", type=int, default=d.max_images,
                    help=f"off-class images per class (default {d.max_images})")
+    p.add_argument("--labelstudio", action="store_true",
+                   help="also write a Label Studio project (config + one task per finding) into OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_audit)
 
     r = subparsers.add_parser("audit-review", help="confirm or dismiss a finding of an audit (kept across reruns)",
                               description="Record a verdict on a finding of OUT/audit.json in OUT/reviews.json.")
     r.add_argument("out", help="the audit's folder (holds audit.json)")
-    r.add_argument("key", help="the finding's key (audit.json, or `neurflow audit`'s listing)")
+    r.add_argument("key", nargs="?", help="the finding's key (audit.json, or `neurflow audit`'s listing)")
     verdict = r.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--from-labelstudio", metavar="EXPORT.json",
+                         help="take the verdicts of a Label Studio JSON export of the --labelstudio project")
     verdict.add_argument("--dismiss", action="store_const", const="dismissed", dest="verdict")
     verdict.add_argument("--confirm", action="store_const", const="confirmed", dest="verdict")
     verdict.add_argument("--reopen", action="store_const", const="open", dest="verdict")
     r.add_argument("--note", default="", help="why")
     r.add_argument("--by", default="human", help="who (default: human)")
     r.set_defaults(func=cmd_review)
+
+    d = subparsers.add_parser("diff", help="what changed between two checkpoints' circuits (diff.json + diff.html)",
+                              description="Match each class's groups across two checkpoints (member neurons for one "
+                                          "architecture, labels otherwise) and list what appeared, vanished, grew or shrank.")
+    d.add_argument("--before", nargs="+", required=True, help="circuit.json files of the first checkpoint")
+    d.add_argument("--after", nargs="+", required=True, help="circuit.json files of the second checkpoint (same classes)")
+    d.add_argument("--out", required=True, help="folder for diff.json and diff.html")
+    d.add_argument("--min-similarity", type=float, default=0.3, help="Jaccard (or label match) to pair two groups")
+    d.add_argument("--min-delta", type=float, default=0.15, help="importance change that counts as grew/shrank")
+    d.set_defaults(func=cmd_diff)
 
 
 def _class_map(path: str | None, what: str) -> dict[int, list]:
@@ -78,7 +92,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from neurflow.atlas.audit import audit_circuits, folder_labels
     from neurflow.atlas.build import AtlasInput
     from neurflow.core.audit import AuditSettings
-    from neurflow.core.circuit import Circuit
     from neurflow.core.images import ImageSet, Preprocess
     from neurflow.core.jobspec import load_jobspec
     from neurflow.core.model_intake import load_model
@@ -90,18 +103,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     except msgspec.ValidationError as exc:
         raise ValueError(f"{exc} (accepted: --controls 2..200, --max-images 4..10000)") from None
     spec, base = load_jobspec(args.spec)
-    inputs = []
-    for path in args.circuits:
-        try:
-            circuit = Circuit.from_json(Path(path).read_bytes())
-        except OSError as exc:
-            raise ValueError(f"cannot read circuit {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-        inputs.append(AtlasInput(circuit=circuit, circuit_id=Path(path).as_posix()))
+    inputs = [AtlasInput(circuit=c, circuit_id=Path(p).as_posix()) for p, c in zip(args.circuits, _read_circuits(args.circuits))]
     _check_weights(inputs, resolve(base, spec.model.weights))
     model = images = labels = None
-    images_root = Path(args.images) if args.images else resolve(base, spec.data.images)
+    circuits_root = resolve(base, spec.data.images)  # the circuits' exemplar paths are relative to it
+    images_root = Path(args.images) if args.images else circuits_root
     if not args.no_ablation:
         model = load_model(spec.model.arch, resolve(base, spec.model.weights), spec.model.num_classes)
         images = ImageSet.from_folder(images_root, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
@@ -116,10 +122,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     bars = None if args.quiet else ProgressBars()
     audit = audit_circuits(inputs, model, images, labels=labels, expected=_class_map(args.expected, "expected"),
                            related=_class_map(args.related, "related"), settings=settings, reviews=_reviews(out),
-                           images_root=str(images_root), progress=bars)
+                           images_root=str(circuits_root), progress=bars)
     if bars is not None:
         bars.close()
-    (out / AUDIT_FILE).write_text(audit.to_json(), encoding="utf-8")
+    _write(audit, out, args.labelstudio)
     findings = audit.findings()
     print(f"audit: {out / AUDIT_FILE}: {len(findings)} open findings in {len(audit.classes)} classes "
           f"({audit.seconds:.1f} s)")
@@ -130,6 +136,31 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for warning in audit.warnings:
         print(f"note: {warning}")
     return 0
+
+
+def _write(audit, out: Path, labelstudio: bool = False) -> None:
+    from neurflow.viewer.audit_page import render_audit_page, write_page
+
+    (out / AUDIT_FILE).write_text(audit.to_json(), encoding="utf-8")
+    write_page(render_audit_page(audit), out / "audit.html")
+    if labelstudio:
+        from neurflow.exports.audit_tasks import write_audit_project
+
+        write_audit_project(audit, out)
+
+
+def _read_circuits(paths: list[str]):
+    from neurflow.core.circuit import Circuit
+
+    found = []
+    for path in paths:
+        try:
+            found.append(Circuit.from_json(Path(path).read_bytes()))
+        except OSError as exc:
+            raise ValueError(f"cannot read circuit {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return found
 
 
 def _check_weights(inputs, weights: Path) -> None:
@@ -146,7 +177,13 @@ def _check_weights(inputs, weights: Path) -> None:
                              f"{weights} are {digest[:12]}...; audit a model's circuits with that model's spec")
 
 
+def _save(out: Path, audit, reviews) -> None:
+    (out / REVIEWS_FILE).write_text(reviews.to_json(), encoding="utf-8")
+    _write(audit, out)
+
+
 def cmd_review(args: argparse.Namespace) -> int:
+    from neurflow.atlas.audit import apply_reviews
     from neurflow.core.audit import Audit, Review
 
     out = Path(args.out)
@@ -154,14 +191,46 @@ def cmd_review(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"no {AUDIT_FILE} in {out}; run `neurflow audit ... --out {out}` first")
     audit = Audit.from_json(path.read_bytes())
+    reviews = _reviews(out)
+    if args.from_labelstudio:
+        from neurflow.exports.audit_tasks import reviews_from_labelstudio
+
+        try:
+            exported = json.loads(Path(args.from_labelstudio).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read the Label Studio export {args.from_labelstudio}: {exc}") from None
+        before = len(reviews.entries)
+        reviews = reviews_from_labelstudio(exported, audit, reviews)
+        apply_reviews(audit, reviews)
+        _save(out, audit, reviews)
+        print(f"{len(reviews.entries) - before} new verdicts from {args.from_labelstudio} (kept in {out / REVIEWS_FILE})")
+        return 0
+    if not args.key:
+        raise ValueError("name the finding's KEY, or pass --from-labelstudio EXPORT.json")
     finding = next((f for f in audit.findings(include_dismissed=True) if f.key == args.key), None)
     if finding is None:
         keys = [f.key for f in audit.findings(include_dismissed=True)]
         raise ValueError(f"no finding {args.key!r} in {path}; its findings are {keys}")
-    reviews = _reviews(out)
     at = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     reviews.record(finding, Review(verdict=args.verdict, by=args.by, at=at, note=args.note))
-    (out / REVIEWS_FILE).write_text(reviews.to_json(), encoding="utf-8")
-    path.write_text(audit.to_json(), encoding="utf-8")
+    _save(out, audit, reviews)
     print(f"{args.key}: {args.verdict} (kept in {out / REVIEWS_FILE}; a rerun of the audit applies it again)")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from neurflow.atlas.diff import diff_circuits
+    from neurflow.viewer.audit_page import render_diff_page, write_page
+
+    diff = diff_circuits(_read_circuits(args.before), _read_circuits(args.after), min_similarity=args.min_similarity,
+                         min_delta=args.min_delta)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "diff.json").write_text(diff.to_json(), encoding="utf-8")
+    write_page(render_diff_page(diff), out / "diff.html")
+    print(f"diff: {out / 'diff.json'} and {out / 'diff.html'}")
+    for cls in diff.classes:
+        moved = [c for c in cls.changes if c.change != "kept"]
+        head = ", ".join(f"{c.change} {(c.after or c.before).group} in {c.layer} ({c.delta:+.2f})" for c in moved[:3])
+        print(f"  class {cls.class_index}: {len(moved)} changes{': ' + head if head else ''}")
     return 0

@@ -194,14 +194,32 @@ def test_cli_audit_and_a_dismissal_that_survives_the_rerun(engine_circuits, tmp_
     out = tmp_path / "audit"
     circuits = [str(p) for p in engine_circuits.paths]
     assert main(["audit", str(spec), *circuits, "--out", str(out), "--expected", str(expected), "--quiet",
-                 "--controls", "4"]) == 0
+                 "--controls", "4", "--labelstudio"]) == 0
     audit = Audit.from_json((out / "audit.json").read_bytes())
+    page = (out / "audit.html").read_text()
+    assert all(f.key in page for f in audit.findings()) and "data:image/png;base64," in page
     assert [c.class_index for c in audit.classes] == [0, 1, 2, 3]
     assert all(f.evidence.ablation is not None for f in audit.findings())
     # every labeled group of class 0 that matters is unexpected: none of its labels is on the list
     labeled = [f for f in audit.classes[0].findings if f.evidence.label]
     assert labeled and all("unexpected_label" in f.reasons for f in labeled)
     key = labeled[0].key
+    # the Label Studio project: its config is valid, one task per open finding, exemplars embedded
+    from neurflow.exports.labelstudio import interface_for
+
+    interface_for((out / "labelstudio-config.xml").read_text())
+    tasks = json.loads((out / "labelstudio-tasks.json").read_text())
+    assert [t["data"]["key"] for t in tasks] == [f.key for f in audit.findings()]
+    assert all(t["data"]["image"].startswith("data:image/png;base64,") for t in tasks)
+    # a reviewer confirms the second finding in Label Studio; its export comes back as a verdict
+    confirmed = dict(tasks[1], id=2, annotations=[{"completed_by": 7, "updated_at": "2026-01-01T00:00:00Z", "result": [
+        {"from_name": "verdict", "to_name": "exemplars", "type": "choices", "value": {"choices": ["confirmed"]}},
+        {"from_name": "note", "to_name": "exemplars", "type": "textarea", "value": {"text": ["a shortcut"]}}]}])
+    export = tmp_path / "ls-export.json"
+    export.write_text(json.dumps([dict(tasks[0], id=1, annotations=[]), confirmed]))
+    assert main(["audit-review", str(out), "--from-labelstudio", str(export)]) == 0
+    reviewed = Audit.from_json((out / "audit.json").read_bytes())
+    assert next(f for f in reviewed.findings() if f.key == tasks[1]["data"]["key"]).review.note == "a shortcut"
     assert main(["audit-review", str(out), key, "--dismiss", "--note", "fine"]) == 0
     assert main(["audit", str(spec), *circuits, "--out", str(out), "--expected", str(expected), "--quiet",
                  "--controls", "4"]) == 0
