@@ -240,10 +240,11 @@ def audit_circuits(
                 warnings.append(f"class {target}: no off-class images; its groups were not ablated")
         top = circuit.layers[0].name
         findings, examined = [], 0
-        for layer in circuit.layers[1:]:
+        for index, layer in enumerate(circuit.layers):
             importance = group_importance(layer)
-            # two groups of one neuron set (two concepts of the same neurons) are one thing to switch off
-            seen: set[tuple[int, ...]] = set()
+            # two groups of one neuron set (two concepts of the same neurons) are one thing to switch off;
+            # the target's own neuron (a group of the top layer) is the class itself, not evidence about it
+            seen: set[tuple[int, ...]] = {(target,)} if index == 0 else set()
             groups = []
             for g in sorted(layer.groups, key=lambda g: -importance[g.id]):
                 members = tuple(sorted({m.neuron for m in g.members}))
@@ -254,7 +255,8 @@ def audit_circuits(
                 continue
             examined += len(groups)
             ablations = {}
-            if image_sets is not None and len(image_sets.off):
+            # the top layer's groups have no layer above them to read the class from: no ablation there
+            if index > 0 and image_sets is not None and len(image_sets.off):
                 ablations = _off_class(access, top, layer, groups, image_sets, target, settings, rng)
             for g in groups:
                 neurons = sorted({m.neuron for m in g.members})

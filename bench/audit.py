@@ -11,7 +11,8 @@ deviations of their activation without the cue. The cue groups of a circuit are 
 least ``CUE_RESPONSE`` and at least half as strongly as the circuit's most responsive group.
 
 A case (world, cue, class) passes when a cue group is among the audit's top 3 findings for the class.
-The issue's targets: >= 90 % of cases; <= 1 finding per class on the clean networks.
+The issue's targets: >= 90 % of cases; <= 1 finding per class on the clean networks; the diff of the
+clean and the shortcut network's circuits names a cue group first.
 
 Images without the class's parts (the off-class images of the ablation) are the held-out images of
 the classes that share no part with it: the world's ground truth plays the user's knowledge of which
@@ -89,6 +90,7 @@ def _audit(model, circuits, related):
 
 def run_section(args: argparse.Namespace) -> dict:
     from neurflow.world.planted import PLANTED_SUITE, cue_usage, ensure_planted_model
+    from neurflow.atlas.diff import diff_circuits
     from neurflow.world.suite import engine_circuits
 
     names = args.worlds.split(",") if args.worlds else list(PLANTED_SUITE)
@@ -104,6 +106,7 @@ def run_section(args: argparse.Namespace) -> dict:
         log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", flush=True)  # noqa: E731
         circuits = engine_circuits(shortcut, name, classes, log=log)
         clean_circuits = engine_circuits(clean, f"{name} (clean)", classes, log=log)
+        diff = {c.class_index: c for c in diff_circuits(list(clean_circuits.values()), list(circuits.values())).classes}
         audit = _audit(shortcut, circuits, related)
         clean_audit = _audit(clean, clean_circuits, related)
         timings.append({"world": name, "classes": len(classes), "seconds": audit.seconds})
@@ -113,16 +116,20 @@ def run_section(args: argparse.Namespace) -> dict:
             truth = cue_groups(responses)
             top = [f.group for f in by_class[cue.class_index].findings[:TOP]]
             u = usage[cue.kind]
+            changes = diff[cue.class_index].changes
+            diff_first = changes[0].after.group if changes and changes[0].after else None
             cases.append({"world": name, "role": world.role, "cue": cue.kind, "class": cue.class_index,
                           "used": u.used, "accuracy_with": u.accuracy_with, "accuracy_without": u.accuracy_without,
                           "to_class_with": u.to_class_with, "to_class_without": u.to_class_without,
                           "logit_shift": round(u.logit_shift, 3), "cue_groups": sorted(truth), "top_findings": top,
-                          "found": bool(truth & set(top)),
+                          "found": bool(truth & set(top)), "diff_first": diff_first,
+                          "diff_first_is_cue": diff_first in truth,
                           "rank": next((i + 1 for i, g in enumerate(top) if g in truth), None)})
             print(f"{name} ({world.role}) cue {cue.kind} -> class {cue.class_index}: used {u.used} "
                   f"(acc {u.accuracy_with:.2f}->{u.accuracy_without:.2f}, to-class {u.to_class_without:.2f}->"
                   f"{u.to_class_with:.2f}, logit +{u.logit_shift:.2f}); cue groups {sorted(truth)}; top {top}: "
-                  f"{'FOUND' if cases[-1]['found'] else 'missed'}", flush=True)
+                  f"{'FOUND' if cases[-1]['found'] else 'missed'}; diff names first {diff_first} "
+                  f"({'the cue' if diff_first in truth else 'not the cue'})", flush=True)
         for c in clean_audit.classes:
             clean_counts.append({"world": name, "role": world.role, "class": c.class_index, "findings": len(c.findings)})
             print(f"{name} clean class {c.class_index}: {len(c.findings)} findings", flush=True)
@@ -134,6 +141,7 @@ def run_section(args: argparse.Namespace) -> dict:
         used = [c for c in rc if c["used"]]
         cc = [c for c in clean_counts if c["role"] == role]
         summary[role] = {"cases": len(rc), "found": sum(c["found"] for c in rc),
+                         "diff_first_is_cue": sum(c["diff_first_is_cue"] for c in rc),
                          "used_cases": len(used), "found_used": sum(c["found"] for c in used),
                          "clean_classes": len(cc), "clean_max_findings": max((c["findings"] for c in cc), default=None),
                          "clean_mean_findings": (sum(c["findings"] for c in cc) / len(cc)) if cc else None}
@@ -143,7 +151,8 @@ def run_section(args: argparse.Namespace) -> dict:
             print(f"{role}: cue in top {TOP} in {s['found']}/{s['cases']} cases ({rate:.0%}; target >= 90 %: "
                   f"{'PASS' if rate >= 0.9 else 'FAIL'}); of cases whose cue the network uses: {s['found_used']}/"
                   f"{s['used_cases']}; clean networks: at most {s['clean_max_findings']} findings per class "
-                  f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'})")
+                  f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
+                  f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']}")
     result = {"cases": cases, "clean": clean_counts, "timings": timings, "worlds": worlds, "summary": summary}
     out = Path(args.audit_out)
     out.parent.mkdir(parents=True, exist_ok=True)
