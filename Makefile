@@ -27,8 +27,9 @@ $(VENV)/.installed-demo: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Two workers, one per core; tests of one file stay on one worker (their module fixtures are built once).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m demo

@@ -8,20 +8,42 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .layer_access import native_channels, zero_native
+from .layer_access import did_you_mean, has_layout, native_channels, probe_layers, zero_native
 
 
 @contextmanager
 def ablate(model: nn.Module, channels: Mapping[str, Sequence[int]], keep: bool = False) -> Iterator[None]:
     """Within the block, the listed channels of each named layer output are zero in every forward
-    pass (``keep=True``: every channel *except* the listed ones is zero, i.e. "retain")."""
+    pass (``keep=True``: every channel *except* the listed ones is zero, i.e. "retain").
+
+    Channels are zeroed along the channel axis the layer's probe measured (a channels-last Swin stage
+    along its last dim). A layer no probe has measured yet is probed on the first forward pass's input,
+    so a freshly loaded model is read the way a fit reads it; a layer that cannot be read is refused."""
     modules = dict(model.named_modules())
-    handles = []
+    for name in channels:
+        if not name or name not in modules:
+            raise ValueError(did_you_mean(name, [n for n in modules if n]))
+    unknown = {name for name in channels if not has_layout(modules[name])}
+    probing = []  # non-empty while the probe's own forward passes run: no zeroing then
+
+    def measure(_m, args):
+        if unknown and not probing and args and isinstance(args[0], torch.Tensor):
+            probing.append(True)
+            try:
+                for name, p in probe_layers(model, args[0], sorted(unknown)).items():
+                    if p.problem:
+                        raise ValueError(f"layer {name!r} cannot be ablated: {p.problem}")
+            finally:
+                probing.clear()
+            unknown.clear()
+
+    handles = [model.register_forward_pre_hook(measure)] if unknown else []
     for name, chans in channels.items():
         chans = list(chans)
 
-        # zero_native: channels-last outputs (Swin) are zeroed along their channel dim, as probed
         def hook(m, _i, out, chans=chans):
+            if probing:
+                return out
             if keep:
                 total = native_channels(m, out)
                 drop = sorted(set(range(total)) - set(chans))

@@ -137,11 +137,21 @@ class Group(msgspec.Struct, forbid_unknown_fields=True):
             self.status = "labeled"
 
 
+class IGAccuracy(msgspec.Struct, forbid_unknown_fields=True):
+    """What the Integrated Gradients of a layer's core neurons used and reached (see core/ig_accuracy.py)."""
+
+    steps: int  # Gauss-Legendre steps of the layer's last IG chunk (the adaptive ladder only goes up)
+    residual: float | None  # None when not measured (ig_tolerance "off"); else the completeness residual over every (patch, neuron) pair: sum |sum(IG) - (F(z) - F(0))| / sum |F(z) - F(0)|
+    pairs: int  # (patch, neuron) pairs of IG computed
+    resampled: int = 0  # neurons whose top-tau was unstable on their patch sample and got IG on every top patch
+
+
 class Layer(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     shape: list[int]  # output shape of one sample, e.g. [C, H, W], [C] or [T, C]
     neurons: list[Neuron]
     groups: list[Group]
+    ig: IGAccuracy | None = None  # of the IG from this layer's core neurons to the layer below; None on the last layer
 
 
 class GroupEdge(msgspec.Struct, forbid_unknown_fields=True):
@@ -157,6 +167,9 @@ class ModelInfo(msgspec.Struct, forbid_unknown_fields=True):
     input_size: int
     mean: list[float]
     std: list[float]
+    # "unknown": fit on a bare tensor without mean/std; mean/std are then 0 and 1 (the pixels as fed),
+    # and tools that normalise new images themselves (debug_image) refuse the circuit
+    normalisation: Literal["recorded", "unknown"] = "recorded"
 
 
 class Target(msgspec.Struct, forbid_unknown_fields=True):

@@ -85,20 +85,31 @@ def default_debug_layer(circuit: Circuit) -> str:
 
 def debug_image(model: nn.Module, circuit: Circuit, image: Image.Image, layer: str | None = None,
                 threshold: float = 0.8, granularities: tuple[float, ...] | None = None,
-                max_crops: int = 5, n_members: int | None = DEBUG_MEMBERS) -> DebugResult:
+                max_crops: int = 5, n_members: int | None = DEBUG_MEMBERS, mean: list[float] | None = None,
+                std: list[float] | None = None) -> DebugResult:
     """Score every group of ``layer`` on ``image`` and ablate each group to see its effect;
-    ``n_members``: member concepts per group taken into account, nearest the centroid first."""
+    ``n_members``: member concepts per group taken into account, nearest the centroid first.
+    The image is normalised as the circuit records (``mean``/``std`` override it); a circuit whose
+    normalisation is unknown (fit on a bare tensor without mean/std) needs them."""
     if not 0 < threshold:
         raise ValueError(f"threshold must be positive, got {threshold}")
     if n_members is not None and (not isinstance(n_members, int) or n_members < 1):
         raise ValueError(f"n_members must be a positive integer or None (all members), got {n_members!r}")
+    info = circuit.model
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither (the circuit's recorded normalisation is used)")
+    if mean is None and info.normalisation == "unknown":
+        raise ValueError("the circuit does not record how its images were normalised (it was fit on a bare tensor "
+                         "without mean/std), so this image cannot be brought to the same model input; pass mean= "
+                         "and std= (the normalisation the fit's pixels had), or fit with an ImageSet or with "
+                         "mean/std")
     layer = layer or default_debug_layer(circuit)
     spec = circuit.layer(layer)
     if not spec.groups:
         raise ValueError(f"layer {layer!r} has no neuron groups; layers with groups: "
                          f"{[lay.name for lay in circuit.layers if lay.groups]}")
-    info = circuit.model
-    pixels = Preprocess(info.input_size, info.mean, info.std)(image.convert("RGB")).unsqueeze(0)
+    pixels = Preprocess(info.input_size, info.mean if mean is None else mean,
+                        info.std if std is None else std)(image.convert("RGB")).unsqueeze(0)
     geometry = Geometry(image.size[0], image.size[1], info.input_size)
     grans = granularities or tuple(circuit.params.get("granularities", (1.0, 0.5, 0.25)))
     index = build_index(1, info.input_size, grans, float(circuit.params.get("stride_ratio", 0.5)))

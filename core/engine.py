@@ -30,13 +30,16 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from .circuit import SCHEMA_VERSION, Circuit, Concept, Edge, Exemplar, ImageRef, Layer, ModelInfo, Neuron, Target
+from .circuit import (SCHEMA_VERSION, Circuit, Concept, Edge, Exemplar, IGAccuracy, ImageRef, Layer, ModelInfo, Neuron,
+                      Target)
 from .clustering import ward_silhouette
 from .edge_weights import l1_normalise, reference_rescale
 from .groups import build_groups, group_edges
 from .images import ImageSet
+from .ig_accuracy import (completeness_residual, next_steps, relative, stratified_mean_and_error, to_resample,
+                          uncertain_channels)
 from .integrated_gradients import multi_target_ig
-from .layer_access import LayerAccess, readout, zero_channels
+from .layer_access import LayerAccess, check_eval_mode, readout, zero_channels
 from .memory import release_free_memory
 from .params import EngineParams, ImageSelection, validated
 from .batch_norm_folding import folded_copy
@@ -147,6 +150,24 @@ class _LayerFit:
     neurons: list[Neuron]
     next_neurons: list[int]
     importance: dict[int, float]
+    accuracy: IGAccuracy
+
+
+@dataclass
+class _Stage:
+    """The IG of one upper layer as it goes: the current steps and the residual sums so far."""
+
+    steps: int
+    error: float = 0.0
+    scale: float = 0.0
+    pairs: int = 0
+    resampled: int = 0
+
+    measured: bool = False  # residuals are measured only with an ig_tolerance
+
+    def accuracy(self) -> IGAccuracy:
+        residual = round(relative(self.error, self.scale), 6) if self.measured else None
+        return IGAccuracy(steps=self.steps, residual=residual, pairs=self.pairs, resampled=self.resampled)
 
 
 class NeurFlow(BaseEstimator):
@@ -186,8 +207,13 @@ class NeurFlow(BaseEstimator):
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int,
             model_info: ModelInfo | None = None, target_name: str | None = None,
-            logits: torch.Tensor | None = None, readout_cache: dict | None = None) -> NeurFlow:
+            logits: torch.Tensor | None = None, readout_cache: dict | None = None,
+            mean: list[float] | None = None, std: list[float] | None = None) -> NeurFlow:
         """Fit the circuit of ``target_class`` into ``self.circuit_``; return ``self``.
+
+        ``images``: an :class:`ImageSet` (it carries the preprocessing its pixels were made with, which
+        the circuit records) or a bare (N, 3, S, S) tensor of model inputs; for a tensor, ``mean`` and
+        ``std`` say how it was normalised, else the circuit records the normalisation as unknown.
 
         ``logits``: the model's outputs on ``images`` when the caller already has them (one forward
         pass shared by several target classes, see :meth:`predict_logits`). ``readout_cache``: a dict
@@ -196,8 +222,13 @@ class NeurFlow(BaseEstimator):
         readouts are reused instead of recomputed."""
         self.params_, selection = self._validated()
         p = self.params_
-        first = (images.pixels if isinstance(images, ImageSet) else images)[:1].to(p.device)
+        if isinstance(images, torch.Tensor):
+            images = ImageSet.from_tensor(images, mean, std)
+        elif mean is not None or std is not None:
+            raise ValueError("mean/std describe a bare tensor of images; an ImageSet records its own preprocessing")
+        first = images.pixels[:1].to(p.device)
         with _borrowed(model, p.device) as model, _channels_last(model, bool(p.channels_last), first):
+            check_eval_mode(model)
             self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
                                       readout_cache)
         return self
@@ -208,8 +239,6 @@ class NeurFlow(BaseEstimator):
         p = self.params_
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        if isinstance(images, torch.Tensor):
-            images = ImageSet.from_tensor(images)
         access = LayerAccess(model, p.layers, p.token_reduce)
         shapes = self._check_layer_order(access, images)
 
@@ -245,7 +274,8 @@ class NeurFlow(BaseEstimator):
         for u in range(len(p.layers) - 1):
             clock = time.perf_counter()
             fit = self._fit_layer(access, u, current, importance, acts, maps, pixels, index, selected)
-            layers.append(Layer(name=p.layers[u], shape=list(shapes[p.layers[u]]), neurons=fit.neurons, groups=[]))
+            layers.append(Layer(name=p.layers[u], shape=list(shapes[p.layers[u]]), neurons=fit.neurons, groups=[],
+                                ig=fit.accuracy))
             current, importance = fit.next_neurons, fit.importance
             timings[f"layer:{p.layers[u]}"] = time.perf_counter() - clock
         bottom = p.layers[-1]
@@ -255,14 +285,20 @@ class NeurFlow(BaseEstimator):
         edges = self._group(layers)
         timings["groups"] = time.perf_counter() - clock
 
-        info = model_info or ModelInfo(arch=type(model).__name__, weights_sha256=None,
-                                       num_classes=int(self.n_classes_), input_size=images.input_size,
-                                       mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])
+        info = model_info or self._model_info(model, images)
         refs = [ImageRef(id=i, path=selected.paths[i], width=selected.sizes[i][0], height=selected.sizes[i][1])
                 for i in range(len(selected))]
         return Circuit(schema=SCHEMA_VERSION, model=info, target=Target(class_index=target_class, name=target_name),
                        params=self._record(selection, len(selected), len(index)), images=refs, layers=layers,
                        group_edges=edges, timings={k: round(v, 3) for k, v in timings.items()})
+
+    def _model_info(self, model: nn.Module, images: ImageSet) -> ModelInfo:
+        """What a fit given no ``model_info`` knows: the module's class, and the images' real
+        preprocessing (or that it is unknown)."""
+        pre = images.preprocess
+        mean, std = pre.normalisation() if pre else ([0.0] * 3, [1.0] * 3)
+        return ModelInfo(arch=type(model).__name__, weights_sha256=None, num_classes=int(self.n_classes_),
+                         input_size=images.input_size, mean=mean, std=std, normalisation="recorded" if pre else "unknown")
 
     def _record(self, selection: ImageSelection, n_images: int, n_patches: int) -> dict[str, Any]:
         """The circuit's ``params``: every parameter as used, the fixed method choices, the data sizes."""
@@ -370,19 +406,35 @@ class NeurFlow(BaseEstimator):
         return access.full_output(x, lower)
 
     def _fit_layer(self, access, u, neurons, importance, acts, maps, pixels, index, selected) -> _LayerFit:
-        upper, lower = self.params_.layers[u], self.params_.layers[u + 1]
+        p = self.params_
+        upper, lower = p.layers[u], p.layers[u + 1]
         a_up = acts[upper]
-        n_top = min(self.params_.top_n, len(index))
+        n_top = min(p.top_n, len(index))
         top = {i: torch.topk(a_up[:, i], n_top, sorted=True).indices.numpy() for i in neurons}
         v_low = acts[lower].double().numpy()
+        n_lower = v_low.shape[1]
+        tau = min(p.tau, n_lower)
         # Concepts come from the lower activations alone, so they can be found before any IG and
         # decide which of a neuron's patches its IG runs on (all of them unless ig_patches is set).
         clusters = {i: self._cluster(v_low[top[i]]) for i in neurons}
-        sample = {i: concept_sample(clusters[i], self.params_.ig_patches) for i in neurons}
-        scores = self._ig_scores(access, upper, lower, {i: top[i][sample[i]] for i in neurons}, maps, pixels, index)
+        sample = {i: concept_sample(clusters[i], p.ig_patches) for i in neurons}
+        stage = _Stage(steps=p.ig_steps)
+        scores = self._ig_scores(access, upper, lower, {i: top[i][sample[i]] for i in neurons}, maps, pixels, index,
+                                 a_up, stage)
+        if p.ig_stability != "off":
+            uncertain = {i: uncertain_channels(*stratified_mean_and_error(np.abs(scores[i]), clusters[i], sample[i]),
+                                               tau, p.ig_stability) for i in neurons if len(sample[i]) < n_top}
+            union = {int(j) for i in neurons for j in np.argsort(-np.abs(scores[i]).mean(axis=0))[:tau]}
+            unstable = to_resample(uncertain, len(union))
+            rest = {i: np.setdiff1d(np.arange(n_top), sample[i]) for i in unstable}
+            more = self._ig_scores(access, upper, lower, {i: top[i][rest[i]] for i in unstable}, maps, pixels, index,
+                                   a_up, stage)
+            for i in unstable:
+                order = np.argsort(np.concatenate([sample[i], rest[i]]), kind="stable")
+                scores[i] = np.concatenate([scores[i], more[i]])[order]
+                sample[i] = np.arange(n_top)
+            stage.resampled = len(unstable)
 
-        n_lower = v_low.shape[1]
-        tau = min(self.params_.tau, n_lower)
         out_neurons: list[Neuron] = []
         next_importance: dict[int, float] = {}
         for i in neurons:
@@ -392,28 +444,34 @@ class NeurFlow(BaseEstimator):
             else:  # each sampled row stands for its concept's share of the top patches
                 ranking = sample_weights(clusters[i], sample[i]) @ np.abs(s)
             chosen = np.argsort(-ranking, kind="stable")[:tau]
-            if self.params_.acceptable_error_range >= 0:
+            if p.acceptable_error_range >= 0:
                 chosen = self._prune(access, upper, lower, i, chosen, a_up, maps, pixels, index, n_top)
             for j in chosen:
                 next_importance[int(j)] = max(next_importance.get(int(j), 0.0), float(ranking[j]))
             concepts = self._concepts(i, top[i], clusters[i], s, sample[i], chosen, v_low, a_up, index, selected)
             out_neurons.append(Neuron(id=int(i), importance=float(importance.get(i, 0.0)), concepts=concepts))
-        is_last_pair = u + 1 == len(self.params_.layers) - 1
+        is_last_pair = u + 1 == len(p.layers) - 1
         next_neurons = [] if is_last_pair else sorted(next_importance)
-        return _LayerFit(out_neurons, next_neurons, next_importance)
+        return _LayerFit(out_neurons, next_neurons, next_importance, stage.accuracy())
 
-    def _ig_scores(self, access, upper, lower, top, maps, pixels, index) -> dict[int, np.ndarray]:
-        """Per-channel IG scores (n_top, C_lower) of every upper core neuron on its top patches."""
+    def _ig_scores(self, access, upper, lower, top, maps, pixels, index, a_up, stage: _Stage) -> dict[int, np.ndarray]:
+        """Per-channel IG scores (rows, C_lower) of every upper neuron on its patches ``top[i]``; with an
+        ``ig_tolerance``, each chunk's steps go up the ladder until its completeness residual is below it
+        (``stage`` carries the steps between calls and adds up the residuals)."""
         needs: dict[int, list[int]] = {}
         for i, rows in top.items():
             for p in rows:
                 needs.setdefault(int(p), []).append(i)
+        if not needs:
+            return {i: np.zeros((0, 0)) for i in top}
         block = access.block(lower, upper)
+        tolerance = self.params_.ig_tolerance
         # Patches needed by many neurons first: chunks then have few empty backward rows.
         patches = sorted(needs, key=lambda p: (-len(needs[p]), p))
         found: dict[tuple[int, int], np.ndarray] = {}
         total = sum(len(t) for t in needs.values())
         done = 0
+        baseline = None  # F(0): one zero map through the block (per chunk when the block reads the pixels)
         # exact shortcuts: convolutions reading the interpolated input run once per patch, the last
         # ones skip the zero channels of a one-neuron gradient (core/block_gradients.py)
         with fast_block_gradients(access.model):
@@ -423,11 +481,32 @@ class NeurFlow(BaseEstimator):
                 with torch.no_grad():
                     z = self._lower_maps(access, lower, which, x, maps)
                 targets = [needs[p] for p in which]
-                result = multi_target_ig(block, z, targets, self.params_.ig_steps, self.params_.token_reduce, x=x)
+                if tolerance != "off" and (baseline is None or block.needs_input):
+                    with torch.no_grad():
+                        zero = torch.zeros_like(z if block.needs_input else z[:1])
+                        baseline = readout(block(zero, x if block.needs_input else None),
+                                           self.params_.token_reduce).double().cpu()
+                while True:
+                    result = multi_target_ig(block, z, targets, stage.steps, self.params_.token_reduce, x=x)
+                    if tolerance == "off":
+                        break
+                    positions = z[0].numel() // len(result[0][0])
+                    sums = np.array([float(v.double().sum()) * positions for rows in result for v in rows])
+                    delta = np.array([float(a_up[p, t]) - float(baseline[r if block.needs_input else 0, t])
+                                      for r, (p, tlist) in enumerate(zip(which, targets)) for t in tlist])
+                    error, scale = completeness_residual(sums, delta)
+                    higher = next_steps(stage.steps)
+                    if relative(error, scale) <= tolerance or higher is None:
+                        stage.error += error
+                        stage.scale += scale
+                        stage.measured = True
+                        break
+                    stage.steps = higher
                 for p, tlist, rows in zip(which, targets, result):
                     for t, value in zip(tlist, rows):
                         found[(t, p)] = value.double().cpu().numpy()
                 done += sum(len(t) for t in targets)
+                stage.pairs += sum(len(t) for t in targets)
                 release_free_memory()  # varying-size IG tensors fragment the heap; keep RSS flat
                 self._report(f"ig {upper}", done, total)
         return {i: np.stack([found[(i, int(p))] for p in rows]) for i, rows in top.items()}

@@ -78,8 +78,15 @@ class Preprocess:
             raise ValueError(f"resize ({resize}) must be at least input_size ({input_size}): the crop is taken "
                              "from the resized image")
         self.resize = int(resize) if resize is not None and int(resize) != self.input_size else None
+        if len(list(mean)) != 3 or len(list(std)) != 3 or min(float(v) for v in std) <= 0:
+            raise ValueError(f"mean and std must be three numbers each (one per RGB channel), std positive; got "
+                             f"mean={list(mean)}, std={list(std)}")
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """(mean, std) as given (float32 rounding undone), as a circuit records them."""
+        return ([round(float(v), 6) for v in self.mean.flatten()], [round(float(v), 6) for v in self.std.flatten()])
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """The centre-cropped square in [0, 1], shape (3, S, S)."""
@@ -116,6 +123,7 @@ class ImageSet:
     sizes: list[tuple[int, int]]  # source (width, height)
     labels: list[int | None] | None = None  # optional ground-truth class per image
     resize: int | None = None  # the Preprocess resize the pixels were made with (None: input_size)
+    preprocess: Preprocess | None = None  # how the pixels were made; None: unknown (a bare tensor)
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -130,15 +138,19 @@ class ImageSet:
 
     def subset(self, keep: list[int]) -> ImageSet:
         return ImageSet(self.pixels[keep], [self.paths[i] for i in keep], [self.sizes[i] for i in keep],
-                        [self.labels[i] for i in keep] if self.labels else None, self.resize)
+                        [self.labels[i] for i in keep] if self.labels else None, self.resize, self.preprocess)
 
     @classmethod
-    def from_tensor(cls, pixels: torch.Tensor) -> ImageSet:
-        """Already-normalised square inputs; boxes are then in input pixels."""
+    def from_tensor(cls, pixels: torch.Tensor, mean=None, std=None) -> ImageSet:
+        """Already-normalised square inputs; boxes are then in input pixels. ``mean``/``std``: the
+        normalisation the pixels were made with; without them it is recorded as unknown."""
         if pixels.dim() != 4 or pixels.shape[-1] != pixels.shape[-2]:
             raise ValueError(f"expected a (N, C, S, S) tensor of square images, got shape {tuple(pixels.shape)}")
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std (the normalisation the pixels were made with), or neither")
         s = int(pixels.shape[-1])
-        return cls(pixels, [""] * len(pixels), [(s, s)] * len(pixels))
+        preprocess = Preprocess(s, mean, std) if mean is not None else None
+        return cls(pixels, [""] * len(pixels), [(s, s)] * len(pixels), preprocess=preprocess)
 
     @classmethod
     def from_folder(cls, root: str | Path, preprocess: Preprocess) -> ImageSet:
@@ -153,4 +165,4 @@ class ImageSet:
             sizes.append(image.size)
             tensors.append(preprocess(image))
             paths.append(f.relative_to(root).as_posix())
-        return cls(torch.stack(tensors), paths, sizes, resize=preprocess.resize)
+        return cls(torch.stack(tensors), paths, sizes, resize=preprocess.resize, preprocess=preprocess)

@@ -8,6 +8,7 @@ engine's own :class:`~neurflow.core.params.EngineParams`, and ``data`` extends i
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,9 +22,33 @@ class ModelSpec(msgspec.Struct, forbid_unknown_fields=True):
     weights: str  # path to a .safetensors state_dict (relative to the spec file), or a model id in the service
     num_classes: PositiveInt
     input_size: PositiveInt
-    mean: Annotated[list[float], msgspec.Meta(min_length=3, max_length=3)] = msgspec.field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: Annotated[list[float], msgspec.Meta(min_length=3, max_length=3)] = msgspec.field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # left out: published weights' own normalisation, else ImageNet's with a NormalisationWarning
+    mean: Annotated[list[float], msgspec.Meta(min_length=3, max_length=3)] | None = None
+    std: Annotated[list[Annotated[float, msgspec.Meta(gt=0)]], msgspec.Meta(min_length=3, max_length=3)] | None = None
     class_names: list[str] | str | None = None  # a list, "builtin:imagenet1k", or None (published weights' own)
+
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """The (mean, std) images are normalised with: the spec's; where left out, the published
+        weights' own (``weights`` names them), else ImageNet's, with a :class:`NormalisationWarning`
+        naming the values, since a model trained otherwise would then read wrong inputs silently."""
+        from .class_names import IMAGENET_MEAN, IMAGENET_STD
+        from .pretrained import is_pretrained_tag, pretrained_meta
+
+        if self.mean is not None and self.std is not None:
+            return list(self.mean), list(self.std)
+        if is_pretrained_tag(self.weights):
+            meta = pretrained_meta(self.arch, self.weights)
+            return list(self.mean or meta.mean), list(self.std or meta.std)
+        mean, std = list(self.mean or IMAGENET_MEAN), list(self.std or IMAGENET_STD)
+        left_out = " and ".join(k for k in ("mean", "std") if getattr(self, k) is None)
+        warnings.warn(f"model.{left_out.replace(' and ', ' and model.')} left out of the spec: normalising the images "
+                      f"with mean {mean} and std {std} (ImageNet's); set them to the normalisation {self.arch} was "
+                      "trained with", NormalisationWarning, stacklevel=2)
+        return mean, std
+
+
+class NormalisationWarning(UserWarning):
+    """A job spec leaves out model.mean or model.std and the weights do not say theirs."""
 
 
 #: The most target classes one job may list (a batch job of a whole model: ``"all"`` of up to this many)

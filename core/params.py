@@ -18,16 +18,17 @@ from msgspec import Meta
 PositiveInt = Annotated[int, Meta(ge=1)]
 Fraction = Annotated[float, Meta(gt=0, le=1)]
 
-#: What each preset puts where ``ig_steps`` / ``ig_patches`` / ``batch_size`` / ``channels_last`` /
-#: ``map_cache_mb`` / ``fold_batch_norm`` are left unset (``None``). The fast preset is validated
-#: against the exact one by ``make bench`` (mean per-layer Jaccard of core-neuron sets); see
-#: docs/speed.md. Exact is the method as written and keeps the fit's memory low (no kept maps); fast
-#: spends memory on them, and estimates each neuron's IG ranking from a sample of its patches.
-PRESETS: dict[str, dict[str, int | bool | None]] = {
-    "exact": {"ig_steps": 50, "ig_patches": None, "batch_size": 8, "channels_last": False, "map_cache_mb": 0,
-              "fold_batch_norm": False},
-    "fast": {"ig_steps": 2, "ig_patches": 20, "batch_size": 16, "channels_last": True, "map_cache_mb": 4096,
-             "fold_batch_norm": True},
+#: What each preset puts where ``ig_steps`` / ``ig_patches`` / ``ig_tolerance`` / ``ig_stability`` /
+#: ``batch_size`` / ``channels_last`` / ``map_cache_mb`` / ``fold_batch_norm`` are left unset (``None``).
+#: Exact is the method as written and keeps the fit's memory low (no kept maps). Fast spends memory on
+#: them, starts from 2 IG steps on a sample of each neuron's patches, and raises both until its own
+#: error estimates (core/ig_accuracy.py) are small: its contract is a fidelity (per-layer Jaccard of
+#: core-neuron sets against exact), checked by ``python -m bench.run fidelity``; see docs/speed.md.
+PRESETS: dict[str, dict[str, int | float | bool | str | None]] = {
+    "exact": {"ig_steps": 50, "ig_patches": None, "ig_tolerance": "off", "ig_stability": "off", "batch_size": 8,
+              "channels_last": False, "map_cache_mb": 0, "fold_batch_norm": False},
+    "fast": {"ig_steps": 2, "ig_patches": 20, "ig_tolerance": 0.02, "ig_stability": 2.0, "batch_size": 16,
+             "channels_last": True, "map_cache_mb": 4096, "fold_batch_norm": True},
 }
 FAST_PRESET = PRESETS["fast"]
 
@@ -59,6 +60,15 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "method does. null: the preset's (exact: every top patch; fast: 20).")] = None
     ig_steps: Annotated[PositiveInt | None, _doc(
         "Gauss-Legendre quadrature steps of Integrated Gradients; null: the preset's (50 exact, 2 fast).")] = None
+    ig_tolerance: Annotated[Annotated[float, Meta(gt=0)] | Literal["off"] | None, _doc(
+        "Adaptive steps: each IG chunk's completeness residual (sum |sum of attributions - (F(z) - F(0))| over "
+        "its pairs / sum |F(z) - F(0)|) must be below this; the steps double from ig_steps (up to 64) until it "
+        "is, and later chunks of the layer start there. \"off\": ig_steps throughout. null: the preset's "
+        "(exact: off, fast: 0.02).")] = None
+    ig_stability: Annotated[Annotated[float, Meta(gt=0)] | Literal["off"] | None, _doc(
+        "Adaptive sampling (with ig_patches): a neuron whose top-tau channels are not set apart from the others "
+        "by this many standard errors of the sampled ranking gets IG on the rest of its top patches. \"off\": "
+        "the sample only. null: the preset's (exact: off, fast: 2).")] = None
     seed: Annotated[int, _doc(
         "Recorded with the circuit. The fit draws no random numbers, so the seed does not change its result "
         "today; a randomised option would seed a generator of its own with it (never the global ones).")] = 0
@@ -102,8 +112,9 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "Torch device of the computation (the model is moved there for the fit and back afterwards); null: "
         "cpu, or the device of the service worker that runs the job.")] = None
     preset: Annotated[Literal["exact", "fast"], _doc(
-        "Fills ig_steps, ig_patches, batch_size, channels_last, map_cache_mb and fold_batch_norm where they are "
-        "null: exact (50, every patch, 8, false, 0, false) or fast (2, 20, 16, true, 4096, true).")] = "exact"
+        "Fills ig_steps, ig_patches, ig_tolerance, ig_stability, batch_size, channels_last, map_cache_mb and "
+        "fold_batch_norm where they are null: exact (50, every patch, off, off, 8, false, 0, false) or fast (2 "
+        "raised adaptively, 20 grown adaptively, 0.02, 2, 16, true, 4096, true).")] = "exact"
 
     def resolved(self) -> EngineParams:
         """A copy with every unset value filled: the preset's values, the CPU."""

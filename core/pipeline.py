@@ -35,11 +35,14 @@ def circuit_path(out_dir: Path, spec: JobSpec, target: int) -> Path:
     return out_dir / "circuit.json"
 
 
-def model_info(spec: JobSpec, weights_path: Path | None, sha256: str | None = None) -> ModelInfo:
+def model_info(spec: JobSpec, weights_path: Path | None, sha256: str | None = None,
+               preprocess: Preprocess | None = None) -> ModelInfo:
+    """The circuit's model record; ``preprocess``: what the images were made with (default: the spec's)."""
     m = spec.model
     digest = sha256 or (sha256_file(weights_path) if weights_path else None)
+    mean, std = preprocess.normalisation() if preprocess else m.normalisation()
     return ModelInfo(arch=m.arch, weights_sha256=digest, num_classes=m.num_classes, input_size=m.input_size,
-                     mean=list(m.mean), std=list(m.std))
+                     mean=mean, std=std)
 
 
 @dataclass
@@ -69,8 +72,8 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     if model is None:
         model = load_model(spec.model.arch, named or weights_path, spec.model.num_classes)
     images_dir = images_dir or resolve(base_dir, spec.data.images)
-    images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
-    info = model_info(spec, weights_path if weights_path.is_file() else None)
+    images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, *spec.model.normalisation()))
+    info = model_info(spec, weights_path if weights_path.is_file() else None, preprocess=images.preprocess)
     params = resolve_layers(spec.engine, model, spec.model.input_size)  # layers: "auto"
     engine = NeurFlow(**msgspec.structs.asdict(params), select=spec.data.select, max_images=spec.data.max_images,
                       progress=progress)

@@ -1,9 +1,11 @@
 """What the file exports (CVAT, Datumaro, FiftyOne) share: label names, the exemplar patches cut out
 of the source images, and the source images with their exemplar boxes.
 
-Every exporter names a group by its top label (``labels[0].text``), so one label name means the same
-thing in a CVAT tag, a Datumaro category and a FiftyOne class. A group without labels is named
-``"unlabeled <group id>"``: unique, and visibly not a concept.
+Every exporter names a group by its top label (a person's correction, else ``labels[0].text``, see
+:mod:`neurflow.core.group_label`), so one label name means the same thing in a CVAT tag, a Datumaro
+category and a FiftyOne class. A group without labels is named ``"unlabeled <group id>"``: unique, and
+visibly not a concept. Every format also carries the group's ``status`` and, for an uncertain group,
+its two ``candidates`` (:func:`review_attributes`), so an annotation tool can show the labeler's doubt.
 """
 
 from __future__ import annotations
@@ -15,14 +17,30 @@ from pathlib import PurePosixPath
 from PIL import Image
 
 from neurflow.core.circuit import Circuit, Exemplar, Group
+from neurflow.core.group_label import candidate_texts, top_text
 from neurflow.exports.source import ExportSource
 
 PATCHES_DIR = "patches"  # exemplar crops live under <images>/patches/<group id>/<k>.png
 MOSAICS_DIR = "mosaics"  # per-group mosaics (only when the source images are gone but mosaics exist)
 
 
+#: How the two candidates of an uncertain group are joined where a format takes one text attribute.
+CANDIDATE_SEPARATOR = " | "
+
+
 def top_label(group: Group) -> str:
-    return group.labels[0].text if group.labels else f"unlabeled {group.id}"
+    top = top_text(group)
+    return top if top is not None else f"unlabeled {group.id}"
+
+
+def review_attributes(group: Group) -> dict[str, str]:
+    """``status`` and, for an uncertain group, ``candidates`` (its two best labels, joined by
+    :data:`CANDIDATE_SEPARATOR`) as text attributes."""
+    attributes = {"status": group.status}
+    both = candidate_texts(group)
+    if both:
+        attributes["candidates"] = CANDIDATE_SEPARATOR.join(both)
+    return attributes
 
 
 def top_score(group: Group) -> float | None:

@@ -3,11 +3,12 @@
 Two kinds of image entries:
 
 * each exemplar patch of each group (``images/patches/<group id>/<k>.png``), carrying one ``<tag>``
-  with the group's top label and attributes ``group``, ``layer``, ``score`` (of the top label) and
-  ``confidence`` (calibrated, when the labeler computed it);
+  with the group's top label and attributes ``group``, ``layer``, ``score`` (of the top label),
+  ``confidence`` (calibrated, when the labeler computed it), ``status`` (labeled, uncertain,
+  corrected) and, for an uncertain group, ``candidates`` (its two best labels, ``"A | B"``);
 * each source image that holds an exemplar (``images/<its relative path>``), carrying a ``<box>`` at
   every exemplar box (source pixels; NeurFlow's half-open ``[x0, y0, x1, y1]`` is CVAT's
-  ``xtl ytl xbr ybr``) with attributes ``group`` and ``layer``.
+  ``xtl ytl xbr ybr``) with attributes ``group``, ``layer``, ``status`` and ``candidates``.
 
 All annotations are ``source="auto"`` (predictions, not human work). Attributes are declared as
 ``text`` in ``<meta>``: CVAT range-checks ``number`` attributes, and CLIP scores have no fixed range.
@@ -20,12 +21,12 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from neurflow.exports.common import group_pictures, label_names, source_pictures, top_label, top_score
+from neurflow.exports.common import group_pictures, label_names, review_attributes, source_pictures, top_label, top_score
 from neurflow.exports.source import Exported, ExportSource
 
 CVAT_VERSION = "1.1"
-TAG_ATTRIBUTES = ["group", "layer", "score", "confidence"]
-BOX_ATTRIBUTES = ["group", "layer"]
+TAG_ATTRIBUTES = ["group", "layer", "score", "confidence", "status", "candidates"]
+BOX_ATTRIBUTES = ["group", "layer", "status", "candidates"]
 # a fixed, readable palette; labels cycle through it in circuit order
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
@@ -101,6 +102,8 @@ def export(source: ExportSource, options: dict) -> Exported:
         _attribute(tag, "layer", pic.layer)
         _attribute(tag, "score", top_score(pic.group))
         _attribute(tag, "confidence", pic.group.confidence)
+        for name, value in review_attributes(pic.group).items():
+            _attribute(tag, name, value)
         frame += 1
     for pic in sources:
         files[f"images/{pic.name}"] = pic.data
@@ -112,6 +115,8 @@ def export(source: ExportSource, options: dict) -> Exported:
                                 xtl=_coord(x0), ytl=_coord(y0), xbr=_coord(x1), ybr=_coord(y1), z_order="0")
             _attribute(box, "group", group.id)
             _attribute(box, "layer", layer)
+            for name, value in review_attributes(group).items():
+                _attribute(box, name, value)
         frame += 1
 
     ET.indent(root, space="  ")

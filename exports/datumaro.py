@@ -5,9 +5,11 @@ the annotation file (``default``), and an item's ``image.path`` is relative to `
 ``image.size`` is ``[height, width]``. Items:
 
 * one per exemplar patch, id ``patches/<group id>/<k>``, with a ``label`` annotation (the group's top
-  label) whose attributes are ``group``, ``layer``, ``score`` and ``confidence``;
+  label) whose attributes are ``group``, ``layer``, ``score``, ``confidence``, ``status`` and, for an
+  uncertain group, ``candidates`` (``"A | B"``);
 * one per source image that holds an exemplar, id = its relative path without extension, with a
-  ``bbox`` annotation ``[x, y, w, h]`` per exemplar box (attributes ``group``, ``layer``).
+  ``bbox`` annotation ``[x, y, w, h]`` per exemplar box (attributes ``group``, ``layer``, ``status``,
+  ``candidates``).
 
 CVAT imports this as "Datumaro 1.0" (zip the folder); Datumaro: ``Dataset.import_from(folder,
 "datumaro")``.
@@ -19,13 +21,13 @@ import json
 from pathlib import PurePosixPath
 from typing import Any
 
-from neurflow.exports.common import group_pictures, label_names, source_pictures, top_label, top_score
+from neurflow.exports.common import group_pictures, label_names, review_attributes, source_pictures, top_label, top_score
 from neurflow.exports.source import Exported, ExportSource
 
 FORMAT_VERSION = "1.0"
 SUBSET = "default"
 MEDIA_TYPE_IMAGE = 2  # datumaro.components.media.MediaType.IMAGE
-LABEL_ATTRIBUTES = ["group", "layer", "score", "confidence"]
+LABEL_ATTRIBUTES = ["group", "layer", "score", "confidence", "status", "candidates"]
 
 
 def _item_id(path: str, taken: set[str]) -> str:
@@ -54,6 +56,7 @@ def export(source: ExportSource, options: dict) -> Exported:
             attributes["score"] = top_score(pic.group)
         if pic.group.confidence is not None:
             attributes["confidence"] = pic.group.confidence
+        attributes.update(review_attributes(pic.group))
         items.append({
             "id": _item_id(pic.name, taken),
             "annotations": [{"id": ann_id, "type": "label", "label_id": label_id[top_label(pic.group)],
@@ -68,7 +71,7 @@ def export(source: ExportSource, options: dict) -> Exported:
             x0, y0, x1, y1 = ex.box
             annotations.append({"id": ann_id, "type": "bbox", "label_id": label_id[top_label(group)], "group": 0,
                                 "z_order": 0, "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                                "attributes": {"group": group.id, "layer": layer}})
+                                "attributes": {"group": group.id, "layer": layer, **review_attributes(group)}})
             ann_id += 1
         items.append({"id": _item_id(pic.name, taken), "annotations": annotations,
                       "image": {"path": pic.name, "size": [pic.height, pic.width]}})

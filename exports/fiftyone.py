@@ -10,8 +10,10 @@ reads a dict target as ``Classification(label=classes[label], confidence=confide
 calibrated confidence the target is ``{"label": <index>}``. The uuid is ``<group id>-<k>`` (or
 ``<group id>-mosaic`` for the mosaic fallback without source images).
 
-``neurflow.json`` (ignored by FiftyOne) maps each uuid to its group, layer, top labels, score and,
-for patches, the source image and box, so they can be joined onto the samples as extra fields.
+``neurflow.json`` (ignored by FiftyOne) maps each uuid to its group, layer, top labels, score,
+``status`` (labeled, uncertain, corrected), ``candidates`` (an uncertain group's two best labels, else
+empty), ``correction`` (who corrected the label, when, and what it replaced) and, for patches, the
+source image and box, so they can be joined onto the samples as extra fields.
 Import: ``fo.Dataset.from_dir(dataset_dir=folder,
 dataset_type=fo.types.FiftyOneImageClassificationDataset, label_field="neurflow")``.
 """
@@ -21,6 +23,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
+from neurflow.core.group_label import candidate_texts
 from neurflow.exports.common import group_pictures, label_names, top_label, top_score
 from neurflow.exports.source import Exported, ExportSource
 
@@ -45,7 +50,9 @@ def export(source: ExportSource, options: dict) -> Exported:
         sample: dict[str, Any] = {"group": pic.group.id, "layer": pic.layer, "label": top_label(pic.group),
                                   "score": top_score(pic.group), "confidence": pic.group.confidence,
                                   "labels": [lab.text for lab in pic.group.labels],
-                                  "caption": pic.group.caption.text if pic.group.caption else None}
+                                  "caption": pic.group.caption.text if pic.group.caption else None,
+                                  "status": pic.group.status, "candidates": candidate_texts(pic.group),
+                                  "correction": msgspec.to_builtins(pic.group.correction)}
         if pic.exemplar is not None:
             sample["source_image"] = circuit.images[pic.exemplar.image].path
             sample["box"] = list(pic.exemplar.box)

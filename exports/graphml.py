@@ -4,7 +4,9 @@
 A directed graph: one node per group (id = group id) with ``layer``, ``layer_index``, ``label`` (top
 label, empty if unlabeled), ``score`` (of the top label), ``confidence`` (left out when the labeler
 computed none), ``caption`` (empty if none), ``members`` and ``exemplars`` (counts) and ``labels``
-(all labels, best first, joined with ``"; "``); one edge per ``group_edges`` entry (upper group ->
+(all labels, best first, joined with ``"; "``), ``status`` (unlabeled, labeled, uncertain,
+corrected) and ``candidates`` (an uncertain group's two best labels joined with ``"; "``, else empty);
+one edge per ``group_edges`` entry (upper group ->
 lower group) with ``weight``. Graph attributes: ``class_index``, ``class_name``, ``model_arch``,
 ``model_version``, ``schema``. The API answers the document itself (``application/graphml+xml``).
 """
@@ -15,6 +17,7 @@ import io
 
 import networkx as nx
 
+from neurflow.core.group_label import candidate_texts, top_text
 from neurflow.exports.source import Exported, ExportSource
 
 MEDIA_TYPE = "application/graphml+xml"
@@ -26,7 +29,8 @@ def build_graph(source: ExportSource) -> nx.DiGraph:
                        model_arch=circuit.model.arch, model_version=source.model_version, schema=circuit.schema)
     for layer_index, layer, group in circuit.iter_groups():
         attrs = {"layer": layer.name, "layer_index": layer_index,
-                 "label": group.labels[0].text if group.labels else "",
+                 "label": top_text(group) or "", "status": group.status,
+                 "candidates": "; ".join(candidate_texts(group)),
                  "caption": group.caption.text if group.caption else "",
                  "members": len(group.members), "exemplars": len(group.exemplars),
                  "labels": "; ".join(lab.text for lab in group.labels)}

@@ -1,7 +1,11 @@
 """Label Studio: a labeling config and tasks with predictions (pre-annotations).
 
 * One **group task** per neuron group: its exemplar mosaic as the image, the group's top label as the
-  predicted ``concept`` choice and its caption as the predicted ``caption`` text.
+  predicted ``concept`` choice and its caption as the predicted ``caption`` text. An *uncertain* group
+  predicts both of its candidates as choices (the header reads ``"A or B?"``), so the annotator picks
+  one; a *corrected* group predicts the person's label. The task's data carry ``status`` and
+  ``candidates``. An annotation submitted on a group task is a correction: Label Studio's webhook
+  (``service/http/controllers/labelstudio_backend.py``) stores it with its provenance.
 * Where the source images are available (option ``regions``), one **image task** per source image
   that holds exemplars: the exemplar boxes as ``region`` rectangles, each labeled with its group's
   top label. Label Studio rectangles are percentages of ``original_width``/``original_height``.
@@ -23,6 +27,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from neurflow.core.circuit import Circuit, Group
+from neurflow.core.group_label import candidate_texts, display_text, top_text
 from neurflow.exports.registry import flag
 from neurflow.exports.source import Exported, ExportSource
 
@@ -31,11 +36,12 @@ IMAGE, CONCEPT, CAPTION, REGION = "image", "concept", "caption", "region"
 
 # -- the config ----------------------------------------------------------------------------------
 def candidate_labels(circuit: Circuit) -> list[str]:
-    """Every group's candidate label texts, in order of first appearance, without repeats."""
+    """Every group's candidate label texts (its labels and, when uncertain, its two candidates), in
+    order of first appearance, without repeats."""
     seen: dict[str, None] = {}
     for _, _, group in circuit.iter_groups():
-        for label in group.labels:
-            seen.setdefault(label.text, None)
+        for text in [*candidate_texts(group), *(label.text for label in group.labels)]:
+            seen.setdefault(text, None)
     return list(seen)
 
 
@@ -62,13 +68,21 @@ def group_score(group: Group) -> float | None:
     return float(group.labels[0].score) if group.labels else None
 
 
+def predicted_choices(group: Group) -> list[str]:
+    """The ``concept`` choices predicted for a group: both candidates when it is uncertain, else its
+    top label (a person's correction first); none for an unlabeled group."""
+    top = top_text(group)
+    return candidate_texts(group) or ([top] if top is not None else [])
+
+
 def group_prediction(group: Group, model_version: str) -> dict[str, Any] | None:
-    """The pre-annotation of a group task: top label as ``concept``, caption as ``caption``;
-    ``None`` for an unlabeled group."""
-    if not group.labels:
+    """The pre-annotation of a group task: the predicted choices as ``concept``, caption as
+    ``caption``; ``None`` for an unlabeled group."""
+    choices = predicted_choices(group)
+    if not choices:
         return None
     result: list[dict[str, Any]] = [{"from_name": CONCEPT, "to_name": IMAGE, "type": "choices",
-                                     "value": {"choices": [group.labels[0].text]}}]
+                                     "value": {"choices": choices}}]
     if group.caption is not None and group.caption.text:
         result.append({"from_name": CAPTION, "to_name": IMAGE, "type": "textarea",
                        "value": {"text": [group.caption.text]}})
@@ -161,10 +175,13 @@ def export(source: ExportSource, options: dict[str, Any]) -> Exported:
         if png is None:
             warnings.append(f"group {group.id}: no mosaic (no exemplars, or the source images are missing); left out")
             continue
-        candidates = ", ".join(f"{lab.text} ({lab.score:.2f})" for lab in group.labels) or "no labels"
+        ranked = ", ".join(f"{lab.text} ({lab.score:.2f})" for lab in group.labels) or "no labels"
+        shown = f"{display_text(group)} [{group.status}] " if group.labels else ""
         task: dict[str, Any] = {"data": {"image": data_uri(png), **common, "kind": "group", "group_id": group.id,
-                                         "layer": layer.name, "candidates": [lab.text for lab in group.labels],
-                                         "info": f"{layer.name} / {group.id}: {candidates}"}}
+                                         "layer": layer.name, "status": group.status,
+                                         "candidates": candidate_texts(group),
+                                         "labels": [lab.text for lab in group.labels],
+                                         "info": f"{layer.name} / {group.id}: {shown}{ranked}"}}
         prediction = group_prediction(group, version)
         if prediction is not None:
             check(interface, prediction, f"group {group.id}")

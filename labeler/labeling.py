@@ -33,6 +33,7 @@ import numpy as np
 
 from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipProvenance, Exemplar, Group, Label,
                                    Labeling, VocabularyProvenance)
+from neurflow.core.corrections import reapply as reapply_corrections
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
 from neurflow.labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
@@ -173,6 +174,7 @@ def label_circuit(
     )
     if config.captioner is not None:
         _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report)
+    reapply_corrections(circuit)  # a person's label outlives every relabel
     circuit.labeling.seconds = round(time.time() - started, 2)
     return circuit
 

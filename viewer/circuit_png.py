@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from neurflow.core.circuit import Circuit
-from neurflow.labeler.confidence import is_uncertain
+from neurflow.core.group_label import display_text, is_uncertain
 from neurflow.viewer.layout import LEFT, NODE_R, layout_circuit
 
 DPI = 100
@@ -62,7 +62,7 @@ def render_circuit_png(circuit: Circuit, path: str | Path, title: str | None = N
             ax.text(p.x + NODE_R - 2, p.y - NODE_R + 2, "?", ha="center", va="center", fontsize=10,
                     fontweight="bold", color="#c05621", zorder=3)
         ax.text(p.x, p.y, group.id, ha="center", va="center", fontsize=7, family="monospace", zorder=3)
-        label = group.labels[0].text if group.labels else "—"
+        label = display_text(group) or "—"
         ax.text(p.x, p.y + NODE_R + 11, label if len(label) <= 20 else label[:19] + "…", ha="center", va="center",
                 fontsize=8, fontweight="bold", zorder=3)
         if conf is not None:

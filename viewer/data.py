@@ -3,8 +3,9 @@
 :class:`ReportEntry` is one circuit (one class) with its pictures; :func:`viewer_data` turns a list of
 entries into the document embedded in the page (``<script type="application/json" id="viewer-data">``)
 which the page's script reads. Everything a group shows in the detail panel is in here: labels with
-scores, confidence, caption, members, its exemplar mosaic (base64 PNG), edges, and, when known, its
-ground-truth part and purity and its debug result.
+scores, confidence, its status (an uncertain group's two candidates, each with the votes that back it;
+a corrected group's correction), caption, members, its exemplar mosaic (base64 PNG), edges, and, when
+known, its ground-truth part and purity and its debug result.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from neurflow.core.circuit import Circuit
-from neurflow.labeler.confidence import is_uncertain
+import msgspec
+
+from neurflow.core.circuit import Circuit, Group
+from neurflow.core.group_label import candidate_texts, display_text, is_uncertain
 from neurflow.viewer.debug import DebugView
 from neurflow.viewer.layout import Layout, layout_circuit
 
@@ -53,7 +56,17 @@ def entry_meta(entry: ReportEntry) -> str:
     return meta
 
 
-def group_data(entry: ReportEntry, layer_name: str, group) -> dict[str, Any]:
+def candidate_data(group: Group) -> list[dict[str, Any]]:
+    """An uncertain group's two candidates, each with its score and the votes of the group's evidence
+    that name it (which voter, how strongly), so a reader sees what speaks for either."""
+    scores = {lab.text: lab.score for lab in [*group.labels, *group.candidates]}
+    votes = group.evidence.votes if group.evidence is not None else []
+    return [{"text": text, "score": scores.get(text),
+             "votes": [{"voter": v.voter, "score": v.score, "margin": v.margin} for v in votes if v.text == text]}
+            for text in candidate_texts(group)]
+
+
+def group_data(entry: ReportEntry, layer_name: str, group: Group) -> dict[str, Any]:
     score = entry.scores.get(group.id) or {}
     return {
         "id": group.id,
@@ -61,6 +74,10 @@ def group_data(entry: ReportEntry, layer_name: str, group) -> dict[str, Any]:
         "labels": [{"text": lab.text, "score": lab.score, "source": lab.source} for lab in group.labels],
         "confidence": group.confidence,
         "uncertain": is_uncertain(group),
+        "status": group.status,
+        "display": display_text(group),
+        "candidates": candidate_data(group),
+        "correction": msgspec.to_builtins(group.correction),
         "caption": {"text": group.caption.text, "model": group.caption.model} if group.caption else None,
         "members": [{"neuron": m.neuron, "concept": m.concept} for m in group.members],
         "n_exemplars": len(group.exemplars),

@@ -14,7 +14,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from neurflow.labeler.confidence import UNCERTAIN_BELOW
 from neurflow.viewer.data import ReportEntry, viewer_data
 from neurflow.viewer.layout import layout_circuit
 from neurflow.viewer.svg import esc, graph_svg
@@ -60,8 +59,9 @@ def render_page(entries: list[ReportEntry], title: str = "NeurFlow labeled circu
         "<span id='zoom'><button id='zoom-out' type='button' aria-label='zoom out'>−</button>"
         "<button id='zoom-in' type='button' aria-label='zoom in'>+</button>"
         "<button id='zoom-fit' type='button'>fit to width</button><span id='zoom-level'></span></span>"
-        f"<span class='legend'><span class='unsure'>?</span> uncertain label (confidence below "
-        f"{UNCERTAIN_BELOW:.2f}): review first</span></div></header>"
+        "<span class='legend'><span class='unsure'>?</span> uncertain: the evidence disagrees, both "
+        "candidates shown (\"A or B?\"): review first; <span class='corrected'>✓</span> corrected by a person"
+        "</span></div></header>"
         f"<main><div id='graphs'>{body}</div>"
         "<aside id='detail' aria-live='polite'><p class='hint'>Click a group to see its exemplars, "
         "members, labels and caption.</p></aside></main>"

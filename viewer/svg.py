@@ -1,7 +1,7 @@
 """The circuit graph as inline SVG: layers as bands (output at the top), groups as nodes showing their
 id, top label and confidence, group edges as lines whose width follows |weight| (blue positive, red
-negative). Groups whose label is uncertain (``neurflow.labeler.confidence``) get a dashed outline and
-a "?". Stable hooks for the page's script and for tests: ``g.node[data-group-id]`` (with
+negative). Uncertain groups (``status == "uncertain"``) read ``"A or B?"`` and get a dashed outline and
+a "?"; corrected groups show the person's label and a check mark. Stable hooks for the page's script and for tests: ``g.node[data-group-id]`` (with
 ``data-uncertain``), ``line.edge[data-source][data-target]``, ``g.layer-names`` (kept in view by the
 script when the graph scrolls sideways) and ``rect.band[data-layer]``.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 
 from neurflow.core.circuit import Circuit
-from neurflow.labeler.confidence import is_uncertain
+from neurflow.core.group_label import display_text, is_uncertain
 from neurflow.viewer.layout import LEFT, NODE_R, Layout
 
 LABEL_CHARS = 20
@@ -48,7 +48,7 @@ def graph_svg(circuit: Circuit, layout: Layout, graph_index: int = 0) -> str:
     parts.append('</g><g class="nodes">')
     for _, layer, group in circuit.iter_groups():
         p = layout.nodes[group.id]
-        label = group.labels[0].text if group.labels else ""
+        label = display_text(group) or ""
         conf = group.confidence
         conf_text = "" if conf is None else f"{conf:.2f}"
         tip = f"{group.id} ({layer.name}): {label or 'unlabeled'}" + (f", confidence {conf_text}" if conf_text else "")
@@ -57,14 +57,18 @@ def graph_svg(circuit: Circuit, layout: Layout, graph_index: int = 0) -> str:
         uncertain = is_uncertain(group)
         if uncertain:
             tip += " (uncertain: review this label)"
+        if group.correction is not None:
+            tip += f" (corrected by a person, was {group.correction.previous or 'unlabeled'})"
         parts.append(
             f'<g class="node" tabindex="0" role="button" data-group-id="{esc(group.id)}" data-layer="{esc(layer.name)}" '
             f'data-label="{esc(label)}" data-confidence="{conf_text}" data-conf-level="{level}" '
-            f'data-uncertain="{"true" if uncertain else "false"}">'
+            f'data-uncertain="{"true" if uncertain else "false"}" data-status="{esc(group.status)}">'
             f'<title>{esc(tip)}</title>'
             f'<circle cx="{p.x:.1f}" cy="{p.y:.1f}" r="{NODE_R:.0f}"/>'
             + (f'<text class="nunsure" x="{p.x + NODE_R - 2:.1f}" y="{p.y - NODE_R + 6:.1f}">?</text>'
-               if uncertain else "") +
+               if uncertain else "")
+            + (f'<text class="ncorrected" x="{p.x + NODE_R - 2:.1f}" y="{p.y - NODE_R + 6:.1f}">✓</text>'
+               if group.correction is not None else "") +
             f'<text class="nid" x="{p.x:.1f}" y="{p.y + 4:.1f}">{esc(group.id)}</text>'
             f'<text class="nlabel" x="{p.x:.1f}" y="{p.y + NODE_R + 15:.1f}">{esc(short(label)) if label else "—"}</text>'
             f'<text class="nconf" x="{p.x:.1f}" y="{p.y + NODE_R + 28:.1f}">{conf_text}</text></g>')

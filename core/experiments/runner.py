@@ -77,7 +77,7 @@ def run_experiments(spec: ExperimentJobSpec, base_dir: Path, progress: Progress 
 
     results = ExperimentResults(schema=SCHEMA_VERSION, arch=spec.model.arch, classes=classes,
                                 layers=list(spec.engine.layers), tau=main_tau, settings=ex)
-    preprocess = Preprocess(spec.model.input_size, spec.model.mean, spec.model.std)
+    preprocess = Preprocess(spec.model.input_size, *spec.model.normalisation())
 
     if ex.fidelity.enabled:
         clock = time.perf_counter()

@@ -50,6 +50,12 @@ class TaskContext:
             self._models.popitem(last=False)
         return model
 
+    def forget(self, model_id: str | None) -> None:
+        """Drop a resident model: a task that failed part-way may have left it moved, hooked or half-converted,
+        and the next job on the same weights (of any key) loads it again from the file."""
+        if model_id is not None:
+            self._models.pop(model_id, None)
+
     def scratch(self, job_id: str) -> Path:
         path = self.settings.scratch_path / "jobs" / job_id
         shutil.rmtree(path, ignore_errors=True)

@@ -15,7 +15,7 @@ import msgspec
 
 from neurflow.progress import Progress
 from neurflow.service.executors.context import TaskContext
-from neurflow.service.jobs.types import DebugJob, EvaluateJob, RelabelJob, RunJob, RunTask, TaskOutput
+from neurflow.service.jobs.types import DebugJob, EvaluateJob, RelabelJob, RunJob, RunTask, TaskOutput, model_used
 from neurflow.service.storage import keys
 
 
@@ -109,4 +109,8 @@ _TASKS = {RunJob: run, RelabelJob: relabel, DebugJob: debug, EvaluateJob: evalua
 
 
 def run_task(task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
-    return _TASKS[type(task.job)](task.job, task, ctx, progress)
+    try:
+        return _TASKS[type(task.job)](task.job, task, ctx, progress)
+    except BaseException:  # failed or cancelled: the shared cached model is never trusted afterwards
+        ctx.forget(model_used(task.job))
+        raise

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from neurflow.progress import Progress
 from neurflow.service.jobs.types import NewCircuit, RunJob
 from neurflow.service.storage import keys
@@ -36,7 +38,9 @@ def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
 
     model = ctx.model(job.model)
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
-    return prepare_fit(job.spec, images_root, progress, model=model, images_dir=images_root,
+    # the worker's device, whatever a stored job says (the API refuses engine.device since it is shared state)
+    spec = msgspec.structs.replace(job.spec, engine=msgspec.structs.replace(job.spec.engine, device=None))
+    return prepare_fit(spec, images_root, progress, model=model, images_dir=images_root,
                        weights_path=ctx.store.local_path(keys.weights(job.model.id)),
                        device=None if ctx.device == "cpu" else ctx.device, logits=logits)
 
@@ -57,8 +61,12 @@ def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress |
     device = setup.engine.device or "cpu"
     mode = getattr(ctx.settings, "autocast", "off")
     key = (setup.info.weights_sha256, setup.spec.model.input_size, device)
-    with gpu.autocast(device, mode):
-        circuit = ctx.memory.run(key, setup.engine, lambda: fit_class(setup, target))
+    try:
+        with gpu.autocast(device, mode):
+            circuit = ctx.memory.run(key, setup.engine, lambda: fit_class(setup, target))
+    except BaseException:  # Ray's class tasks fit outside run_task: the same distrust of the cached model
+        ctx.forget(setup.info.weights_sha256)
+        raise
     if mode != "off":
         circuit.params["autocast"] = mode
     return circuit

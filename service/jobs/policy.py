@@ -3,6 +3,8 @@
 * model and dataset are ids of the caller's own objects; arch, classes and input size must agree
   with the registered model (its descriptor, mean and std are what the job uses);
 * target classes exist, engine layers are addressable layer names of the model;
+* the engine's device is the worker's, never the caller's (a job that moved a worker's cached model
+  to ``meta`` would break every later job on those weights, of any key);
 * the job's estimated cost (:func:`~neurflow.service.jobs.limits.estimated_cost`) is within
   ``max_job_cost``; the size parameters' bounds are in the request type (``limits.JobRequest``);
 * the ``labeling`` section is validated by the labeler, and any name in it that becomes a path must
@@ -158,6 +160,9 @@ def prepare_run(spec: JobSpec, catalog: Catalog, settings: Settings, owner: str)
     if len(spec.target_classes()) > MAX_TARGETS:  # "all" of a model with more classes than a job may fit
         raise Invalid(f"data.target_class \"all\" means {len(spec.target_classes())} classes; a job fits at most "
                       f"{MAX_TARGETS}: list the classes in several jobs")
+    if spec.engine.device is not None:
+        raise Invalid(f"engine.device {spec.engine.device!r} is not accepted: the device is the server's setting (each "
+                      "worker runs on its own device); leave engine.device out")
     layer_names = [name for name, _ in model["layers"]]
     for layer in spec.engine.layers:
         if layer not in layer_names:

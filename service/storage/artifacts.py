@@ -62,6 +62,15 @@ class ArtifactStore:
         else:
             self.fs.put_file(str(local), path)
 
+    def move(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` (a rename on a local root: cheap inside a database transaction)."""
+        dst_path = self.path(dst)
+        self.fs.makedirs(dst_path.rsplit("/", 1)[0], exist_ok=True)
+        if self.is_local:
+            Path(self.path(src)).replace(dst_path)
+        else:
+            self.fs.mv(self.path(src), dst_path)
+
     def put_dir(self, key: str, local: str | Path) -> None:
         local = Path(local)
         for file in sorted(p for p in local.rglob("*") if p.is_file()):

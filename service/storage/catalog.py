@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 from neurflow.service.errors import Conflict, NotFound
 from neurflow.service.storage.db import Database, now
@@ -60,18 +60,26 @@ class Catalog:
         return self.db.one("SELECT 1 FROM api_keys WHERE revoked=0 LIMIT 1") is not None
 
     # -- models ----------------------------------------------------------------------------------
-    def add_model(self, owner: str, model_id: str, descriptor: dict[str, Any], layers: list, size: int) -> tuple[dict, bool]:
+    def add_model(self, owner: str, model_id: str, descriptor: dict[str, Any], layers: list, size: int, *,
+                  place_file: Callable[[], None] | None = None) -> tuple[dict, bool]:
+        """Insert the owner's row (or find it); True when it is new.
+
+        ``place_file()`` runs inside the same transaction, under SQLite's write lock: the shared weights
+        file is put in place while no delete can decide that it is unreferenced (:meth:`delete_model`).
+        """
         with self.db.tx() as c:
             row = c.execute("SELECT * FROM models WHERE owner=? AND id=?", (owner, model_id)).fetchone()
-            if row is not None:
-                existing = json.loads(row["descriptor"])
-                if existing != descriptor:
-                    raise Conflict(f"model {model_id} (these weights) is already registered with another descriptor; "
-                                   "delete it first to change arch, classes or normalisation")
-                return self._model(row), False
-            c.execute("INSERT INTO models (owner, id, descriptor, layers, size, created_at) VALUES (?,?,?,?,?,?)",
-                      (owner, model_id, json.dumps(descriptor), json.dumps(layers), size, now()))
-        return self.get_model(owner, model_id), True
+            if row is not None and json.loads(row["descriptor"]) != descriptor:
+                raise Conflict(f"model {model_id} (these weights) is already registered with another descriptor; "
+                               "delete it first to change arch, classes or normalisation")
+            created = row is None
+            if created:
+                c.execute("INSERT INTO models (owner, id, descriptor, layers, size, created_at) VALUES (?,?,?,?,?,?)",
+                          (owner, model_id, json.dumps(descriptor), json.dumps(layers), size, now()))
+                row = c.execute("SELECT * FROM models WHERE owner=? AND id=?", (owner, model_id)).fetchone()
+            if place_file is not None:
+                place_file()
+        return self._model(row), created
 
     @staticmethod
     def _model(row) -> dict[str, Any]:
@@ -87,12 +95,19 @@ class Catalog:
     def list_models(self, owner: str) -> list[dict[str, Any]]:
         return [self._model(r) for r in self.db.all("SELECT * FROM models WHERE owner=? ORDER BY created_at", (owner,))]
 
-    def delete_model(self, owner: str, model_id: str) -> bool:
-        """Delete the row; True when no owner references the weights any more."""
+    def delete_model(self, owner: str, model_id: str, *, check: Callable[[], None] | None = None,
+                     unreferenced: Callable[[], None] | None = None) -> None:
+        """Delete the owner's row. ``check()`` may refuse first; ``unreferenced()`` (deleting the shared file)
+        runs when no row of any owner references the weights any more. Both run inside the transaction
+        that removes the row, so an upload of the same weights waits for it (and then puts the file back)."""
         with self.db.tx() as c:
-            if c.execute("DELETE FROM models WHERE owner=? AND id=?", (owner, model_id)).rowcount == 0:
+            if c.execute("SELECT 1 FROM models WHERE owner=? AND id=?", (owner, model_id)).fetchone() is None:
                 raise NotFound(f"no model {model_id!r}")
-            return c.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone() is None
+            if check is not None:
+                check()
+            c.execute("DELETE FROM models WHERE owner=? AND id=?", (owner, model_id))
+            if unreferenced is not None and c.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone() is None:
+                unreferenced()
 
     # -- datasets --------------------------------------------------------------------------------
     def add_dataset(self, owner: str, dataset_id: str, name: str, n_images: int, classes: list[str], size: int) -> dict:
@@ -147,12 +162,16 @@ class Catalog:
             rows = self.db.all("SELECT * FROM circuits WHERE owner=? ORDER BY created_at", (owner,))
         return [self._circuit(r) for r in rows]
 
-    def key_in_use(self, key: str) -> bool:
-        """Another circuit (of any owner) still points at this artifact folder."""
-        return self.db.one("SELECT 1 FROM circuits WHERE key=? LIMIT 1", (key,)) is not None
-
-    def delete_circuit(self, owner: str, circuit_id: str) -> dict[str, Any]:
-        row = self.get_circuit(owner, circuit_id)
+    def delete_circuit(self, owner: str, circuit_id: str, *,
+                       unreferenced: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Delete the row; ``unreferenced(key)`` (deleting the artifact folder) runs in the same transaction when
+        no other circuit points at the folder."""
         with self.db.tx() as c:
+            row = c.execute("SELECT * FROM circuits WHERE owner=? AND id=?", (owner, circuit_id)).fetchone()
+            if row is None:
+                raise NotFound(f"no circuit {circuit_id!r}")
             c.execute("DELETE FROM circuits WHERE owner=? AND id=?", (owner, circuit_id))
-        return row
+            if unreferenced is not None and c.execute("SELECT 1 FROM circuits WHERE key=? LIMIT 1",
+                                                      (row["key"],)).fetchone() is None:
+                unreferenced(row["key"])
+        return self._circuit(row)

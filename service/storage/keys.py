@@ -2,6 +2,7 @@
 
 =====================================  =========================================================
 ``models/<model id>.safetensors``      uploaded weights (the id is their sha256; shared by owners)
+``staging/<random>``                   a weights file on its way to ``models/`` (see ``storage.weights``)
 ``datasets/<dataset id>/``             an uploaded dataset; its images under ``images/``
 ``jobs/<job id>/input.png``            the image of a debug job
 ``jobs/<job id>/attempt-<n>/``         what attempt ``n`` of a job wrote
@@ -19,6 +20,10 @@ from __future__ import annotations
 
 def weights(model_id: str) -> str:
     return f"models/{model_id}.safetensors"
+
+
+def staging(name: str) -> str:
+    return f"staging/{name}"
 
 
 def dataset(dataset_id: str) -> str:

@@ -45,8 +45,12 @@ def test_v1_labeled_document_loads_as_v2():
         for group in layer["groups"]:
             assert group["status"] == ("labeled" if group["labels"] else "unlabeled")
             assert group["candidates"] == [] and group["evidence"] is None and group["correction"] is None
+    # layers gain the IG record (ig), absent from documents written before it existed
+    assert all(layer["ig"] is None for layer in doc["layers"])
+    assert doc["model"].pop("normalisation") == "recorded"  # added since, defaulted
     stripped = {k: v for k, v in doc.items() if k not in ("schema", "labeling")}
-    stripped["layers"] = [layer | {"groups": [{k: v for k, v in g.items() if k not in added} for g in layer["groups"]]}
+    stripped["layers"] = [{k: v for k, v in layer.items() if k != "ig"}
+                          | {"groups": [{k: v for k, v in g.items() if k not in added} for g in layer["groups"]]}
                           for layer in stripped["layers"]]
     assert stripped == {k: v for k, v in raw.items() if k not in ("schema", "labeling")}
     assert any(g["labels"] for layer in doc["layers"] for g in layer["groups"])

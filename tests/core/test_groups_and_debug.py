@@ -96,8 +96,8 @@ def test_debug_image_finds_the_planted_group(planted):
 
     x = torch.tensor(np.stack(images), dtype=torch.float32)
     circuit = NeurFlow(["fc", "up", "low"], tau=2, top_n=8, granularities=(1.0, 0.5), select="all",
-                       ig_steps=8, n_groups=2).fit(planted, x, 0).circuit_
-    circuit.model.mean, circuit.model.std = [0.0] * 3, [1.0] * 3
+                       ig_steps=8, n_groups=2).fit(planted, x, 0, mean=[0.0] * 3, std=[1.0] * 3).circuit_
+    assert circuit.model.normalisation == "recorded" and circuit.model.std == [1.0] * 3
     red = Image.new("RGB", (20, 16), (230, 0, 0))
     result = debug_image(planted, circuit, red, layer="up", threshold=0.5)
     assert result.layer == "up" and result.target == 0

@@ -62,7 +62,8 @@ def test_config_and_group_tasks(labeled):
         layer, group = groups[task["data"]["group_id"]]
         data = task["data"]
         assert data["layer"] == layer and data["class"] == "red things" and data["class_index"] == 0
-        assert data["circuit_id"] is None and data["candidates"] == [lab.text for lab in group.labels]
+        assert data["circuit_id"] is None and data["labels"] == [lab.text for lab in group.labels]
+        assert data["status"] == "labeled" and data["candidates"] == []
         assert data["image"].startswith("data:image/png;base64,")
         mosaic = Image.open(io.BytesIO(base64.b64decode(data["image"].split(",", 1)[1])))
         assert mosaic.format == "PNG" and mosaic.width > 0

@@ -1,5 +1,5 @@
 """A synthetic circuit of real size for the viewer tests: many groups per layer, an ungrouped
-IG-input layer at the bottom, some labels confident and some not."""
+IG-input layer at the bottom, some labels confident, some uncertain (between two candidates)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ def big_circuit(groups_per_layer: tuple[int, ...] = (1, 40, 25), ungrouped_neuro
     for i, n in enumerate(groups_per_layer):
         groups = []
         for k in range(n):
-            confidence = 0.9 if k % 3 else 0.2  # every third label is uncertain
-            groups.append(Group(id=f"l{i}g{k}", members=[Member(k, 0)], exemplars=[],
-                                labels=[Label(f"part {k % 7}", 0.5, "clip"), Label("other", 0.1, "clip")],
-                                confidence=confidence))
+            labels = [Label(f"part {k % 7}", 0.5, "clip"), Label("other", 0.1, "clip")]
+            unsure = k % 3 == 0  # every third group is uncertain
+            groups.append(Group(id=f"l{i}g{k}", members=[Member(k, 0)], exemplars=[], labels=labels,
+                                confidence=0.2 if unsure else 0.9, status="uncertain" if unsure else "labeled",
+                                candidates=labels if unsure else []))
         layers.append(Layer(name=f"stage{len(groups_per_layer) - i}.block", shape=[64, 4, 4],
                             neurons=[Neuron(id=k, importance=1.0, concepts=[]) for k in range(max(n, 1))],
                             groups=groups))

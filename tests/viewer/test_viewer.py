@@ -134,18 +134,41 @@ def test_wide_layers_wrap_and_the_ungrouped_layer_gets_a_band():
 
 
 def test_uncertain_groups_are_marked_in_page_and_png(tmp_path):
-    from neurflow.labeler.confidence import UNCERTAIN_BELOW, is_uncertain
+    from neurflow.core.group_label import is_uncertain
 
     from tests.viewer.big_circuit import big_circuit
 
     circuit = big_circuit()
     unsure = {g.id for _, _, g in circuit.iter_groups() if is_uncertain(g)}
-    assert unsure and all(g.confidence < UNCERTAIN_BELOW for _, _, g in circuit.iter_groups() if g.id in unsure)
+    assert unsure and all(g.status == "uncertain" for _, _, g in circuit.iter_groups() if g.id in unsure)
     page = render_report([ReportEntry(circuit=circuit)])
     marked = set(re.findall(r'data-group-id="([^"]+)"[^>]*data-uncertain="true"', page))
     assert marked == unsure
     data = embedded_data(page)
     assert {g["id"] for g in data["graphs"][0]["groups"] if g["uncertain"]} == unsure
+    for g in data["graphs"][0]["groups"]:
+        if g["id"] in unsure:  # "A or B?", each candidate with its score
+            assert g["display"] == f"part {int(g['id'][3:]) % 7} or other?" and g["status"] == "uncertain"
+            assert [(c["text"], c["score"]) for c in g["candidates"]] == [(f"part {int(g['id'][3:]) % 7}", 0.5),
+                                                                          ("other", 0.1)]
+        else:
+            assert g["candidates"] == [] and g["display"] == g["labels"][0]["text"]
+    assert re.search(r'data-group-id="l1g0"[^>]*data-label="part 0 or other\?"', page)
     assert "30 core neurons, not grouped" in page
     drawn = render_circuit_png(circuit, tmp_path / "big.png")
     assert len(drawn["nodes"]) == 66 and drawn["width"] < 1800
+
+
+def test_each_candidate_shows_the_votes_that_name_it():
+    from neurflow.core.circuit import LabelEvidence, LabelVote
+
+    from tests.viewer.big_circuit import big_circuit
+
+    circuit = big_circuit((1, 3), 3)
+    _, group = circuit.group("l1g0")  # uncertain between "part 0" and "other"
+    group.evidence = LabelEvidence(votes=[LabelVote("clip:a", "part 0", 0.31, 0.02), LabelVote("clip:b", "other", 0.29),
+                                          LabelVote("caption", "sky", 0.5)], method="test")
+    data = embedded_data(render_report([ReportEntry(circuit=circuit)]))
+    shown = {g["id"]: g for g in data["graphs"][0]["groups"]}["l1g0"]["candidates"]
+    assert shown == [{"text": "part 0", "score": 0.5, "votes": [{"voter": "clip:a", "score": 0.31, "margin": 0.02}]},
+                     {"text": "other", "score": 0.1, "votes": [{"voter": "clip:b", "score": 0.29, "margin": None}]}]

@@ -212,13 +212,16 @@ def test_viewer_served_by_the_api(browser, served, assets, tmp_path):  # noqa: F
 
 def test_viewer_at_real_size(browser, tmp_path):
     """66 groups over three layers and an ungrouped IG-input layer: the graph opens fitted to the page,
-    zooms in and out, keeps the layer names in view while scrolled sideways, marks uncertain labels."""
-    from neurflow.labeler.confidence import is_uncertain
+    zooms in and out, keeps the layer names in view while scrolled sideways, shows uncertain groups
+    as "A or B?" with both candidates and corrected groups with their provenance."""
+    from neurflow.core.corrections import correct_group
+    from neurflow.core.group_label import is_uncertain
     from neurflow.viewer.report import ReportEntry, write_report
 
     from tests.viewer.big_circuit import big_circuit
 
     circuit = big_circuit()
+    correct_group(circuit, "l1g1", "hubcap", key="k-42", via="api")
     out = write_report([ReportEntry(circuit=circuit)], tmp_path / "big.html")
     viewer = Viewer(browser).open(out.resolve().as_uri())
     page = viewer.page
@@ -243,7 +246,15 @@ def test_viewer_at_real_size(browser, tmp_path):
         marked = sorted(page.eval_on_selector_all('g.node[data-uncertain="true"]', "els => els.map(e => e.dataset.groupId)"))
         assert marked == unsure
         viewer.node(unsure[0]).click()
-        assert "Uncertain label" in page.inner_text("#detail .uncertain-note")
+        assert "Uncertain:" in page.inner_text("#detail .uncertain-note")
+        _, group = circuit.group(unsure[0])
+        assert page.inner_text("#detail .top-label b") == f"{group.labels[0].text} or {group.labels[1].text}?"
+        shown = page.eval_on_selector_all("#detail ul.candidates li", "els => els.map(e => e.dataset.candidate)")
+        assert shown == [group.labels[0].text, group.labels[1].text]
+        viewer.node("l1g1").click()
+        assert page.inner_text("#detail .top-label b") == "hubcap"
+        assert "Corrected by a person (k-42) via api" in page.inner_text("#detail .correction")
+        assert page.locator('g.node[data-group-id="l1g1"] text.ncorrected').count() == 1
         assert page.locator("svg.circuit text.band-note").text_content().startswith("30 core neurons")
         viewer.screenshot(tmp_path / "viewer-real-size.png")
         assert viewer.errors == []

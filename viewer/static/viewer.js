@@ -48,14 +48,25 @@
     detail.textContent = "";
     detail.setAttribute("data-group-id", grp.id);
     detail.setAttribute("data-graph", String(graph.data.index));
-    var top = grp.labels.length ? grp.labels[0].text : "unlabeled";
+    var top = grp.display || "unlabeled";
     detail.appendChild(el("h3", null, [el("span", { cls: "gid", text: grp.id }), " ",
       el("span", { cls: "layer", text: grp.layer }), " ", el("span", { cls: "graph-title", text: graph.data.title })]));
     detail.appendChild(el("p", { cls: "top-label" }, [el("b", { text: top }),
       grp.confidence === null ? null : el("span", { cls: "confidence", text: " confidence " + fmt(grp.confidence) })]));
     if (grp.uncertain) {
       detail.appendChild(el("p", { cls: "uncertain-note",
-        text: "Uncertain label: the group's patches disagree or the top labels are close. Check the mosaic." }));
+        text: "Uncertain: the evidence disagrees between two labels. Check the mosaic and pick one." }));
+      detail.appendChild(el("ul", { cls: "candidates" }, grp.candidates.map(function (c) {
+        var votes = c.votes.length ? c.votes.map(function (v) { return v.voter + " " + fmt(v.score, 3); }).join(", ")
+                                   : "no vote names it first";
+        return el("li", { "data-candidate": c.text }, [el("b", { text: c.text }), " ",
+          el("span", { cls: "score", text: fmt(c.score, 3) }), " ", el("span", { cls: "votes", text: "(" + votes + ")" })]);
+      })));
+    }
+    if (grp.correction) {
+      var k = grp.correction;
+      detail.appendChild(el("p", { cls: "correction", text: "Corrected by a person" + (k.key ? " (" + k.key + ")" : "") +
+        " via " + k.via + (k.at ? " at " + k.at : "") + (k.previous ? "; the labeler said \u201c" + k.previous + "\u201d" : "") }));
     }
     if (grp.mosaic) {
       detail.appendChild(el("img", { cls: "mosaic", alt: "exemplar mosaic of " + grp.id,
@@ -158,7 +169,7 @@
       .map(function (h) { return el("th", { text: h }); }));
     var rows = graph.data.groups.map(function (grp) {
       var row = el("tr", { "data-group-id": grp.id }, [el("td", { text: grp.layer }), el("td", null, [groupLink(graph, grp.id)]),
-        el("td", { text: String(grp.members.length) }), el("td", { text: grp.labels.length ? grp.labels[0].text : "-" }),
+        el("td", { text: String(grp.members.length) }), el("td", { text: grp.display || "-" }),
         el("td", { text: fmt(grp.confidence) }), el("td", { text: grp.ground_truth ? (grp.ground_truth.part || "-") : "" }),
         el("td", { text: grp.ground_truth ? fmt(grp.ground_truth.purity) : "" })]);
       return row;

@@ -108,12 +108,7 @@ class CircuitController(Controller):
 
     @delete("/{circuit_id:str}", summary="Delete a circuit")
     async def delete_circuit(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> None:
-        def work() -> None:
-            row = catalog.delete_circuit(owner, circuit_id)
-            if not catalog.key_in_use(row["key"]):
-                store.delete(row["key"])
-
-        await anyio.to_thread.run_sync(work)
+        await anyio.to_thread.run_sync(lambda: catalog.delete_circuit(owner, circuit_id, unreferenced=store.delete))
 
     @post("/{circuit_id:str}/labels", status_code=202,
           summary="Relabel with another vocabulary, CLIP model or captioner (no engine rerun)")

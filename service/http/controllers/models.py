@@ -25,7 +25,7 @@ from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, SettingsDep, 
 from neurflow.service.http.schemas import ModelList, ModelOut, model_out
 from neurflow.service.intake.models import ModelDescriptor, check_weights, parse_descriptor
 from neurflow.service.settings import Settings
-from neurflow.service.storage import keys
+from neurflow.service.storage import weights
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog
 
@@ -68,14 +68,11 @@ class ModelController(Controller):
     @delete("/{model_id:str}", summary="Delete a model")
     async def delete_model(self, catalog: CatalogDep, jobs: JobsDep, store: StoreDep, owner: Owner,
                            model_id: str) -> None:
-        def work() -> None:
-            catalog.get_model(owner, model_id)
+        def in_use() -> None:
             if jobs.model_in_use(owner, model_id):
                 raise Conflict(f"model {model_id} is used by a queued or running job; cancel it first")
-            if catalog.delete_model(owner, model_id):
-                store.delete(keys.weights(model_id))
 
-        await anyio.to_thread.run_sync(work)
+        await anyio.to_thread.run_sync(lambda: weights.unregister(catalog, store, owner, model_id, check=in_use))
 
 
 def _ingest(catalog: Catalog, store: ArtifactStore, settings: Settings, owner: str, desc: ModelDescriptor,
@@ -93,11 +90,7 @@ def _ingest(catalog: Catalog, store: ArtifactStore, settings: Settings, owner: s
     try:
         layers = check_weights(path, desc)
         model_id = sha256_file(path)
-        key = keys.weights(model_id)
-        if not store.exists(key):
-            store.put_file(key, path)
-        size = os.path.getsize(path)
+        return weights.register(catalog, store, owner, model_id, path, msgspec.to_builtins(desc),
+                                [[n, list(s)] for n, s in layers], os.path.getsize(path))
     finally:
         os.unlink(path)
-    descriptor = msgspec.to_builtins(desc)
-    return catalog.add_model(owner, model_id, descriptor, [[n, list(s)] for n, s in layers], size)

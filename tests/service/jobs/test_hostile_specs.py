@@ -241,3 +241,11 @@ def test_server_paths_are_redacted_from_problems_and_job_errors(tmp_path):
     assert jobs.finish("job-1", "failed", error=text)
     stored = jobs.get("owner", "job-1")["error"]
     assert str(tmp_path) not in stored and "<data>/scratch/x.zip" in stored
+
+
+# -- Hardening II, 2: the device is the worker's, never the caller's -----------------------------------
+@pytest.mark.parametrize("device", ["meta", "cuda:7", "/dev/null", "cpu"])
+def test_engine_device_is_not_the_callers(env, ids, device):
+    body = assert_problem(submit(env, ids, engine={**json.loads(json.dumps(job_spec("m", "d")["engine"])),
+                                                   "device": device}), 422, "engine.device")
+    assert "server's setting" in body["detail"]
