@@ -88,7 +88,7 @@ def worker(run: str, config: dict[str, Any], result_path: str) -> None:
         engine = NeurFlow(config["layers"], select="all", device=device, progress=progress, **settings)
         circuit = engine.fit(demo.model, demo.pixels, demo.target_class).circuit_
         core, bottom = engine_core_sets(circuit)
-        timings, n_patches = dict(circuit.timings), int(circuit.params["n_patches"])
+        timings, n_patches = dict(circuit.timings), circuit.fit.n_patches
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .model_output import OutputSelector, class_scores
 from .layer_access import did_you_mean, has_layout, native_channels, probe_layers, zero_native
 
 
@@ -58,6 +59,7 @@ def ablate(model: nn.Module, channels: Mapping[str, Sequence[int]], keep: bool =
             handle.remove()
 
 
-def batched_logits(model: nn.Module, pixels: torch.Tensor, batch: int = 128) -> torch.Tensor:
+def batched_logits(model: nn.Module, pixels: torch.Tensor, batch: int = 128, output: OutputSelector = None) -> torch.Tensor:
+    """The class scores (``output`` picks them among the model's outputs) of every image, in batches."""
     with torch.no_grad():
-        return torch.cat([model(pixels[s:s + batch]).float() for s in range(0, len(pixels), batch)])
+        return torch.cat([class_scores(model(pixels[s:s + batch]), output).float() for s in range(0, len(pixels), batch)])

@@ -16,8 +16,11 @@ Conventions
 * An exemplar box is ``[x0, y0, x1, y1]`` in pixels of the *source* image (before resizing and
   cropping), half-open, so a crop is ``image.crop(box)``.
 
-Versions: ``neurflow.circuit/2`` types the ``labeling`` record (:class:`Labeling`; ``/1`` kept it as a
-free dict). ``/1`` documents still load: :func:`Circuit.from_json` converts them (:func:`labeling_from_v1`).
+Versions: ``neurflow.circuit/3`` types ``params`` as the engine's own
+:class:`~neurflow.core.params.EngineParams` (as resolved for the fit) and records the rest of the fit
+in ``fit`` (:class:`FitRecord`); ``/2`` typed the ``labeling`` record (:class:`Labeling`); ``/1`` kept
+both as free dicts. Older documents still load: :func:`Circuit.from_json` converts them
+(:func:`params_from_v2`, :func:`labeling_from_v1`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-SCHEMA_VERSION = "neurflow.circuit/2"
-READABLE_VERSIONS = ("neurflow.circuit/1", SCHEMA_VERSION)
+from .params import EngineParams, ImageSelection
+
+SCHEMA_VERSION = "neurflow.circuit/3"
+READABLE_VERSIONS = ("neurflow.circuit/1", "neurflow.circuit/2", SCHEMA_VERSION)
 
 
 class Exemplar(msgspec.Struct, forbid_unknown_fields=True):
@@ -317,39 +322,114 @@ def labeling_from_v1(record: dict[str, Any]) -> Labeling:
         raise ValueError(f"the neurflow.circuit/1 labeling record is not one the labeler wrote: {exc}") from None
 
 
+class FitRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What the engine's fit used besides its parameters (``Circuit.params``)."""
+
+    n_patches: int  # patches cut from the selected images (Circuit.images)
+    selection: ImageSelection = msgspec.field(default_factory=ImageSelection)
+    ig_method: str = "gausslegendre"  # the Integrated-Gradients quadrature
+    ig_baseline: str = "zero"
+    autocast: Literal["off", "bf16", "fp16"] = "off"  # the service worker's autocast of the fit's passes
+    unconverted: dict[str, Any] = {}  # keys of a /1 or /2 params dict that /3 has no field for, as they were
+
+
+def _derived_v2(params: EngineParams, n_images: int) -> dict[str, Any]:
+    """Keys of a /1 or /2 ``params`` dict that /3 derives from the document itself: dropped when they
+    agree with it, kept in ``FitRecord.unconverted`` otherwise."""
+    return {"edge_normalisation": "reference" if params.reference_compat else "l1", "n_images": n_images}
+
+
+def params_from_v2(record: dict[str, Any], layer_names: list[str], n_images: int) -> tuple[EngineParams, FitRecord | None]:
+    """A ``neurflow.circuit/1`` or ``/2`` params dict as the engine wrote it, typed; ``ValueError`` otherwise.
+
+    A document made by hand (not by a fit) may lack ``layers`` (the circuit's layer names are used) and
+    every fit key (no :class:`FitRecord` then)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"the params record is a {type(record).__name__}, not an object")
+    engine_keys, selection_keys = set(EngineParams.__struct_fields__), set(ImageSelection.__struct_fields__)
+    fit_keys = set(FitRecord.__struct_fields__) - {"selection", "unconverted"}
+    engine = {k: v for k, v in record.items() if k in engine_keys}
+    engine.setdefault("layers", layer_names)
+    try:
+        params = msgspec.convert(engine, EngineParams)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"the params record is not one the engine wrote: {exc}") from None
+    rest = {k: v for k, v in record.items() if k not in engine_keys}
+    if not rest:
+        return params, None
+    derived = _derived_v2(params, n_images)
+    fit: dict[str, Any] = {k: rest.pop(k) for k in list(rest) if k in fit_keys}
+    fit["selection"] = {k: rest.pop(k) for k in list(rest) if k in selection_keys}
+    fit["unconverted"] = {k: v for k, v in rest.items() if k not in derived or derived[k] != v}
+    try:
+        return params, msgspec.convert(fit, FitRecord)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"the params record is not one the engine wrote: {exc}") from None
+
+
+class CircuitArrays(msgspec.Struct, forbid_unknown_fields=True):
+    """Where a compact document keeps its bulky arrays (see :mod:`neurflow.core.circuit_arrays`)."""
+
+    file: str  # the safetensors sidecar's file name, in the document's folder
+    sha256: str  # of the sidecar's bytes
+    bytes: int
+    fields: list[str]  # what it holds: "concept.vector", "concept.patches"
+
+
 class Circuit(msgspec.Struct, forbid_unknown_fields=True):
     schema: str
     model: ModelInfo
     target: Target
-    params: dict[str, Any]
+    params: EngineParams  # the engine's parameters as the fit used them (the preset resolved)
     images: list[ImageRef]
     layers: list[Layer]
     group_edges: list[GroupEdge]
     timings: dict[str, float]
     labeling: Labeling | None = None  # how labels were made, when the circuit is labeled
     metrics: dict[str, Any] | None = None  # faithfulness / evaluation results, when computed
+    fit: FitRecord | None = None  # what else the fit used; None for a circuit not made by the engine
+    arrays: CircuitArrays | None = None  # set in a compact document: its concept vectors and patches are there
 
     def to_json(self, indent: int = 1) -> str:
         raw = msgspec.json.encode(self)
         return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Circuit:
-        """Parse and validate a circuit document; raise ``ValueError`` naming what is wrong."""
+    def from_json(cls, text: str | bytes, without_arrays: bool = False) -> Circuit:
+        """Parse and validate a circuit document; raise ``ValueError`` naming what is wrong.
+
+        A compact document keeps its concept vectors and patches in a sidecar (``arrays``); it is
+        refused here, since it would read as concepts without them, unless ``without_arrays``:
+        :func:`neurflow.core.circuit_arrays.read_circuit` reads it with its sidecar."""
+        circuit = cls._decode(text)
+        if circuit.arrays is not None and not without_arrays:
+            raise ValueError(f"this circuit document keeps its concept vectors and patches in {circuit.arrays.file}; "
+                             "read it with neurflow.core.circuit_arrays.read_circuit(path), which reads that file "
+                             "from the document's folder")
+        return circuit
+
+    @classmethod
+    def _decode(cls, text: str | bytes) -> Circuit:
         try:
             head = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
             raise ValueError(f"circuit document is not valid JSON: {exc}") from None
         version = head.get("schema") if isinstance(head, dict) else None
         if version not in READABLE_VERSIONS:
-            raise ValueError(f"unsupported circuit schema {version!r}; this version reads {' and '.join(READABLE_VERSIONS)}")
+            raise ValueError(f"unsupported circuit schema {version!r}; this version reads {', '.join(READABLE_VERSIONS)}")
         try:
             if version == SCHEMA_VERSION:
                 return msgspec.json.decode(text, type=cls)
-            labeling = head.get("labeling")
-            if labeling is not None:
-                head["labeling"] = msgspec.to_builtins(labeling_from_v1(labeling))
-            return msgspec.convert(head | {"schema": SCHEMA_VERSION}, cls)
+            if version == "neurflow.circuit/1" and head.get("labeling") is not None:
+                head["labeling"] = msgspec.to_builtins(labeling_from_v1(head["labeling"]))
+            names = [layer.get("name") for layer in head.get("layers") or [] if isinstance(layer, dict)]
+            try:
+                params, fit = params_from_v2(head.get("params"), names, len(head.get("images") or []))
+            except ValueError as exc:
+                raise ValueError(f"invalid circuit document: {exc}") from None
+            head |= {"schema": SCHEMA_VERSION, "params": msgspec.to_builtins(params),
+                     "fit": msgspec.to_builtins(fit) if fit is not None else None}
+            return msgspec.convert(head, cls)
         except msgspec.ValidationError as exc:
             raise ValueError(f"invalid circuit document: {exc}") from None
 

@@ -26,6 +26,7 @@ from .ablation import ablate
 from .circuit import Circuit, Group
 from .images import Geometry, Preprocess
 from .layer_access import LayerAccess
+from .model_output import class_scores
 from .patches import build_index, make_patches
 
 EPS = 1e-6
@@ -111,12 +112,13 @@ def debug_image(model: nn.Module, circuit: Circuit, image: Image.Image, layer: s
     pixels = Preprocess(info.input_size, info.mean if mean is None else mean,
                         info.std if std is None else std)(image.convert("RGB")).unsqueeze(0)
     geometry = Geometry(image.size[0], image.size[1], info.input_size)
-    grans = granularities or tuple(circuit.params.get("granularities", (1.0, 0.5, 0.25)))
-    index = build_index(1, info.input_size, grans, float(circuit.params.get("stride_ratio", 0.5)))
-    access = LayerAccess(model.eval(), [layer], circuit.params.get("token_reduce", "mean"))
+    grans = granularities or tuple(circuit.params.granularities)
+    index = build_index(1, info.input_size, grans, circuit.params.stride_ratio)
+    access = LayerAccess(model.eval(), [layer], circuit.params.token_reduce)
+    output = circuit.params.output
     with torch.no_grad():
         acts = access.readouts(make_patches(pixels, index, np.arange(len(index))))[layer].double().numpy()
-        logits = model(pixels).float()[0]
+        logits = class_scores(model(pixels), output).float()[0]
     target = circuit.target.class_index
     logit = float(logits[target])
     reference = {(n.id, c.id): c.activation for n in spec.neurons for c in n.concepts}
@@ -130,7 +132,7 @@ def debug_image(model: nn.Module, circuit: Circuit, image: Image.Image, layer: s
                  for p in firing]
         neurons = sorted({m.neuron for m in nearest_members(group, n_members)})
         with ablate(model, {layer: neurons}), torch.no_grad():
-            ablated = float(model(pixels).float()[0, target])
+            ablated = float(class_scores(model(pixels), output).float()[0, target])
         results.append(GroupDebug(id=group.id, score=math.exp(best), fires=best >= math.log(threshold),
                                   label=group.labels[0].text if group.labels else None, crops=crops,
                                   ablated_logit=ablated, logit_change=ablated - logit))

@@ -30,8 +30,8 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from .circuit import (SCHEMA_VERSION, Circuit, Concept, Edge, Exemplar, IGAccuracy, ImageRef, Layer, ModelInfo, Neuron,
-                      Target)
+from .circuit import (SCHEMA_VERSION, Circuit, Concept, Edge, Exemplar, FitRecord, IGAccuracy, ImageRef, Layer, ModelInfo,
+                      Neuron, Target)
 from .clustering import ward_silhouette
 from .edge_weights import l1_normalise, reference_rescale
 from .groups import build_groups, group_edges
@@ -41,10 +41,12 @@ from .ig_accuracy import (completeness_residual, next_steps, relative, stratifie
 from .integrated_gradients import multi_target_ig
 from .layer_access import LayerAccess, check_eval_mode, readout, zero_channels
 from .memory import release_free_memory
+from .model_output import class_scores
 from .params import EngineParams, ImageSelection, validated
 from .batch_norm_folding import folded_copy
 from .block_gradients import fast_block_gradients
 from .patches import PatchIndex, build_index, make_patches
+from .stages import LayerStage, StageStore, fit_key
 from neurflow.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -144,16 +146,6 @@ class FewPatchesWarning(UserWarning):
 
 
 @dataclass
-class _LayerFit:
-    """What fitting one upper layer yields for the layer below."""
-
-    neurons: list[Neuron]
-    next_neurons: list[int]
-    importance: dict[int, float]
-    accuracy: IGAccuracy
-
-
-@dataclass
 class _Stage:
     """The IG of one upper layer as it goes: the current steps and the residual sums so far."""
 
@@ -200,6 +192,10 @@ class NeurFlow(BaseEstimator):
         selection = validated(ImageSelection, {name: getattr(self, name) for name in _SELECTION_FIELDS})
         return params, selection
 
+    def resolved_params(self) -> EngineParams:
+        """The engine parameters a fit would use now: validated, the preset resolved."""
+        return self._validated()[0]
+
     def _report(self, stage: str, done: int, total: int) -> None:
         if self.progress:
             self.progress(stage, done, total)
@@ -208,7 +204,8 @@ class NeurFlow(BaseEstimator):
     def fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int,
             model_info: ModelInfo | None = None, target_name: str | None = None,
             logits: torch.Tensor | None = None, readout_cache: dict | None = None,
-            mean: list[float] | None = None, std: list[float] | None = None) -> NeurFlow:
+            mean: list[float] | None = None, std: list[float] | None = None,
+            stages: StageStore | None = None) -> NeurFlow:
         """Fit the circuit of ``target_class`` into ``self.circuit_``; return ``self``.
 
         ``images``: an :class:`ImageSet` (it carries the preprocessing its pixels were made with, which
@@ -219,7 +216,10 @@ class NeurFlow(BaseEstimator):
         pass shared by several target classes, see :meth:`predict_logits`). ``readout_cache``: a dict
         the caller keeps between fits of one model with the same parameters; when a class selects
         exactly the images of the previous fit (``select="all"``, or equal selections) the patch
-        readouts are reused instead of recomputed."""
+        readouts are reused instead of recomputed. ``stages``: a :class:`~neurflow.core.stages.StageStore`;
+        each finished stage (readouts, each layer's IG and concepts) is written to it, and the stages
+        it already holds for this fit (same parameters, class, images and weights) are loaded, not
+        recomputed: a fit stopped midway continues."""
         self.params_, selection = self._validated()
         p = self.params_
         if isinstance(images, torch.Tensor):
@@ -230,12 +230,12 @@ class NeurFlow(BaseEstimator):
         with _borrowed(model, p.device) as model, _channels_last(model, bool(p.channels_last), first):
             check_eval_mode(model)
             self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
-                                      readout_cache)
+                                      readout_cache, stages)
         return self
 
     def _fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int, selection: ImageSelection,
              model_info: ModelInfo | None, target_name: str | None, logits: torch.Tensor | None,
-             readout_cache: dict | None = None) -> Circuit:
+             readout_cache: dict | None = None, stages: StageStore | None = None) -> Circuit:
         p = self.params_
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -252,7 +252,12 @@ class NeurFlow(BaseEstimator):
         clock = time.perf_counter()
         keep_maps = self._fits_map_cache(shapes[p.layers[-1]], len(index))
         cached = readout_cache.get("pixels") if readout_cache is not None else None
-        if (cached is not None and cached.shape == pixels.shape and torch.equal(cached, pixels)
+        if stages is not None:
+            stages.open(fit_key(self._record(selection, len(selected), len(index)), target_class, pixels, model))
+        resumed = stages.readouts() if stages is not None else None
+        if resumed is not None:
+            acts, maps = resumed[0], resumed[1].to(p.device) if resumed[1] is not None else None
+        elif (cached is not None and cached.shape == pixels.shape and torch.equal(cached, pixels)
                 and (readout_cache.get("maps") is not None or not keep_maps)):
             acts, maps = readout_cache["acts"], readout_cache.get("maps")
         else:
@@ -263,6 +268,8 @@ class NeurFlow(BaseEstimator):
             if readout_cache is not None:  # one entry: the last selection (memory stays one readout set)
                 readout_cache.clear()
                 readout_cache.update(pixels=pixels, acts=acts, maps=maps)
+        if stages is not None and resumed is None:
+            stages.save_readouts(acts, maps)
         timings["activations"] = time.perf_counter() - clock
         if len(index) < p.top_n:
             warnings.warn(f"only {len(index)} patches for top_n={p.top_n}; using all of them", FewPatchesWarning,
@@ -273,7 +280,11 @@ class NeurFlow(BaseEstimator):
         importance = {target_class: 1.0}
         for u in range(len(p.layers) - 1):
             clock = time.perf_counter()
-            fit = self._fit_layer(access, u, current, importance, acts, maps, pixels, index, selected)
+            fit = stages.layer(u) if stages is not None else None
+            if fit is None:
+                fit = self._fit_layer(access, u, current, importance, acts, maps, pixels, index, selected)
+                if stages is not None:
+                    stages.save_layer(u, fit)
             layers.append(Layer(name=p.layers[u], shape=list(shapes[p.layers[u]]), neurons=fit.neurons, groups=[],
                                 ig=fit.accuracy))
             current, importance = fit.next_neurons, fit.importance
@@ -289,8 +300,9 @@ class NeurFlow(BaseEstimator):
         refs = [ImageRef(id=i, path=selected.paths[i], width=selected.sizes[i][0], height=selected.sizes[i][1])
                 for i in range(len(selected))]
         return Circuit(schema=SCHEMA_VERSION, model=info, target=Target(class_index=target_class, name=target_name),
-                       params=self._record(selection, len(selected), len(index)), images=refs, layers=layers,
-                       group_edges=edges, timings={k: round(v, 3) for k, v in timings.items()})
+                       params=msgspec.convert(msgspec.to_builtins(p), EngineParams), images=refs, layers=layers,
+                       group_edges=edges, timings={k: round(v, 3) for k, v in timings.items()},
+                       fit=FitRecord(n_patches=len(index), selection=selection))
 
     def _model_info(self, model: nn.Module, images: ImageSet) -> ModelInfo:
         """What a fit given no ``model_info`` knows: the module's class, and the images' real
@@ -299,15 +311,6 @@ class NeurFlow(BaseEstimator):
         mean, std = pre.normalisation() if pre else ([0.0] * 3, [1.0] * 3)
         return ModelInfo(arch=type(model).__name__, weights_sha256=None, num_classes=int(self.n_classes_),
                          input_size=images.input_size, mean=mean, std=std, normalisation="recorded" if pre else "unknown")
-
-    def _record(self, selection: ImageSelection, n_images: int, n_patches: int) -> dict[str, Any]:
-        """The circuit's ``params``: every parameter as used, the fixed method choices, the data sizes."""
-        p = self.params_
-        return msgspec.to_builtins(p) | msgspec.to_builtins(selection) | {
-            "ig_method": "gausslegendre", "ig_baseline": "zero",
-            "edge_normalisation": "reference" if p.reference_compat else "l1",
-            "n_images": n_images, "n_patches": n_patches,
-        }
 
     def _check_layer_order(self, access: LayerAccess, images: ImageSet) -> dict[str, tuple[int, ...]]:
         layers = self.params_.layers
@@ -334,7 +337,8 @@ class NeurFlow(BaseEstimator):
         out = []
         with torch.no_grad():
             for start in range(0, len(pixels), p.forward_batch_size):
-                out.append(model(pixels[start:start + p.forward_batch_size].to(p.device)).float().cpu())
+                batch = model(pixels[start:start + p.forward_batch_size].to(p.device))
+                out.append(class_scores(batch, p.output).float().cpu())
         return torch.cat(out)
 
     def _select_images(self, logits: torch.Tensor, images: ImageSet, target_class: int,
@@ -405,7 +409,7 @@ class NeurFlow(BaseEstimator):
                 return block(z)
         return access.full_output(x, lower)
 
-    def _fit_layer(self, access, u, neurons, importance, acts, maps, pixels, index, selected) -> _LayerFit:
+    def _fit_layer(self, access, u, neurons, importance, acts, maps, pixels, index, selected) -> LayerStage:
         p = self.params_
         upper, lower = p.layers[u], p.layers[u + 1]
         a_up = acts[upper]
@@ -452,7 +456,8 @@ class NeurFlow(BaseEstimator):
             out_neurons.append(Neuron(id=int(i), importance=float(importance.get(i, 0.0)), concepts=concepts))
         is_last_pair = u + 1 == len(p.layers) - 1
         next_neurons = [] if is_last_pair else sorted(next_importance)
-        return _LayerFit(out_neurons, next_neurons, next_importance, stage.accuracy())
+        return LayerStage(neurons=out_neurons, next_neurons=next_neurons, importance=next_importance,
+                          accuracy=stage.accuracy())
 
     def _ig_scores(self, access, upper, lower, top, maps, pixels, index, a_up, stage: _Stage) -> dict[int, np.ndarray]:
         """Per-channel IG scores (rows, C_lower) of every upper neuron on its patches ``top[i]``; with an

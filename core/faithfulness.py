@@ -28,7 +28,7 @@ def _pixels(images: ImageSet | torch.Tensor) -> torch.Tensor:
 
 
 def _access(model: nn.Module, circuit: Circuit) -> LayerAccess:
-    return LayerAccess(model.eval(), [lay.name for lay in circuit.layers], circuit.params.get("token_reduce", "mean"))
+    return LayerAccess(model.eval(), [lay.name for lay in circuit.layers], circuit.params.token_reduce)
 
 
 def _neurons_by_group(circuit: Circuit) -> dict[str, list[int]]:
@@ -49,7 +49,7 @@ def group_ablation(model: nn.Module, circuit: Circuit, images: ImageSet | torch.
     rng = np.random.default_rng(seed)
     target = circuit.target.class_index
     names = [lay.name for lay in circuit.layers]
-    base_logit = float(batched_logits(model, pixels)[:, target].mean())
+    base_logit = float(batched_logits(model, pixels, output=circuit.params.output)[:, target].mean())
     groups = _neurons_by_group(circuit)
     strongest: dict[str, tuple[str, float]] = {}
     for e in circuit.group_edges:
@@ -68,7 +68,7 @@ def group_ablation(model: nn.Module, circuit: Circuit, images: ImageSet | torch.
 
             def effects(chans: list[int]) -> tuple[float, float | None]:
                 with ablate(model, {layer.name: chans}):
-                    logit = float(batched_logits(model, pixels)[:, target].mean()) - base_logit
+                    logit = float(batched_logits(model, pixels, output=circuit.params.output)[:, target].mean()) - base_logit
                 act = None
                 if upper_neurons:
                     act = _upper_activation(access, model, pixels, upper_name, upper_neurons, {layer.name: chans})

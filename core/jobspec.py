@@ -2,8 +2,9 @@
 
 One Struct tree validated by msgspec (unknown keys are errors); its JSON Schema is committed as
 ``schemas/jobspec.schema.json`` and generated from these Structs. The ``engine`` section is the
-engine's own :class:`~neurflow.core.params.EngineParams`, and ``data`` extends its
-:class:`~neurflow.core.params.ImageSelection`: the parameters are listed once, in ``params``.
+engine's own :class:`~neurflow.core.params.EngineParams`, ``data`` extends its
+:class:`~neurflow.core.params.ImageSelection` (the parameters are listed once, in ``params``), and
+``labeling`` is the :class:`~neurflow.core.circuit.LabelingSettings` that a labeled circuit records.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .circuit import LabelingSettings
 from .params import EngineParams, ImageSelection, PositiveInt
 
 
@@ -65,7 +67,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     model: ModelSpec
     data: DataSpec
     engine: EngineParams
-    labeling: dict[str, Any] | None = None  # validated by the labeler (see labeler.config)
+    labeling: LabelingSettings | None = None  # labeler.config checks it further and resolves its paths
 
     def target_classes(self) -> list[int]:
         tc = self.data.target_class

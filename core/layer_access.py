@@ -568,6 +568,8 @@ class LayerAccess:
         if len(calls) != 2:
             return None
         lower_node, upper_node = calls[lower], calls[upper]
+        if not _depends_on(upper_node, lower_node):
+            raise ValueError(parallel_branches(lower, upper))
         needed: set[torch.fx.Node] = set()
         stack = [upper_node]
         while stack:
@@ -612,9 +614,38 @@ class LayerAccess:
             finally:
                 h1.remove()
                 h2.remove()
+            if torch.is_grad_enabled() and z.requires_grad and not found["out"].requires_grad:
+                raise ValueError(parallel_branches(lower, upper))
             return found["out"]
 
         return Block(run, needs_input=True, kind="hook", source=self.model)
+
+
+def _depends_on(node: torch.fx.Node, ancestor: torch.fx.Node) -> bool:
+    seen: set[torch.fx.Node] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current is ancestor:
+            return True
+        if current not in seen:
+            seen.add(current)
+            stack.extend(current.all_input_nodes)
+    return False
+
+
+def parallel_branches(lower: str, upper: str) -> str:
+    """Why no block leads from ``lower`` to ``upper``: the message names both branches and where they meet."""
+    common = []
+    for a, b in zip(lower.split("."), upper.split(".")):
+        if a != b:
+            break
+        common.append(a)
+    where = f" of {'.'.join(common)!r}" if common else ""
+    instead = (f"read {'.'.join(common)!r}, where they are joined, or layers on one of the branches"
+               if common else "read layers on one path from the output down")
+    return (f"layer {upper!r} does not read layer {lower!r}: they are parallel branches{where}, each computed without "
+            f"the other, so no gradient flows from one to the other; {instead}")
 
 
 def _first_tensor(out, name: str) -> torch.Tensor:

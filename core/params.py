@@ -115,6 +115,9 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "Fills ig_steps, ig_patches, ig_tolerance, ig_stability, batch_size, channels_last, map_cache_mb and "
         "fold_batch_norm where they are null: exact (50, every patch, off, off, 8, false, 0, false) or fast (2 "
         "raised adaptively, 20 grown adaptively, 0.02, 2, 16, true, 4096, true).")] = "exact"
+    output: Annotated[str | int | None, _doc(
+        "Which of the model's outputs holds the class scores, for a model that returns a dict (its key) or a "
+        "tuple (its index); null: the model returns one tensor.")] = None
 
     def resolved(self) -> EngineParams:
         """A copy with every unset value filled: the preset's values, the CPU."""

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from .circuit import Circuit, ModelInfo
+from .circuit_arrays import write_circuit
+from .stages import StageStore
 from .engine import NeurFlow
 from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
@@ -58,6 +60,7 @@ class FitSetup:
     logits: torch.Tensor
     readouts: dict = field(default_factory=dict)  # the last selection's patch readouts (engine readout_cache)
     weights_name: str | None = None  # a published-weights name, when the spec's weights are one
+    stages: Path | None = None  # where finished stages are kept, so that a stopped run continues
 
 
 def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
@@ -90,20 +93,24 @@ def fit_class(setup: FitSetup, target: int) -> Circuit:
     m = setup.spec.model
     names = resolve_class_names(m.class_names, m.num_classes, m.arch, setup.weights_name) or []
     name = names[target] if 0 <= target < len(names) else None
+    store = StageStore(setup.stages) if setup.stages is not None else None
     return setup.engine.fit(setup.model, setup.images, target, model_info=setup.info, target_name=name,
-                            logits=setup.logits, readout_cache=setup.readouts).circuit_
+                            logits=setup.logits, readout_cache=setup.readouts, stages=store).circuit_
 
 
 def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
              images_dir: Path | None = None, weights_path: Path | None = None,
-             device: str | None = None) -> dict[int, Circuit]:
+             device: str | None = None, stages: Path | None = None) -> dict[int, Circuit]:
     """Fit one circuit per target class of ``spec``; paths in the spec resolve against ``base_dir``.
 
     ``model`` / ``images_dir`` / ``weights_path`` let a caller that already holds them (the service's
     worker keeps models loaded between jobs, and its spec names ids, not paths) skip the intake;
-    ``device`` is where the engine runs when the spec names no device (a worker's own device).
+    ``device`` is where the engine runs when the spec names no device (a worker's own device);
+    ``stages``: a folder for finished stages (:mod:`neurflow.core.stages`): a run stopped midway and
+    started again with the same folder continues where it stopped.
     """
     setup = prepare_fit(spec, base_dir, progress, model, images_dir, weights_path, device)
+    setup.stages = stages
     return {target: fit_class(setup, target) for target in spec.target_classes()}
 
 
@@ -111,7 +118,6 @@ def write_circuits(spec: JobSpec, circuits: dict[int, Circuit], out_dir: Path) -
     written = {}
     for target, circuit in circuits.items():
         path = circuit_path(out_dir, spec, target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(circuit.to_json())
+        write_circuit(circuit, path)  # compact: the concept vectors and patches go to its sidecar
         written[target] = path
     return written

@@ -18,6 +18,7 @@ from PIL import Image
 
 from neurflow import __version__
 from neurflow.core.circuit import Circuit, Exemplar, Group
+from neurflow.core.circuit_arrays import read_circuit
 
 
 
@@ -130,7 +131,7 @@ class ExportSource:
         path = Path(circuit_path)
         if not path.is_file():
             raise FileNotFoundError(f"no circuit file {path}")
-        circuit = Circuit.from_json(path.read_bytes())
+        circuit = read_circuit(path)
         if images_root is None:
             recorded = circuit.labeling.patches_source if circuit.labeling else None
             images_root = recorded if recorded and Path(recorded).is_dir() else None

@@ -82,7 +82,7 @@ def random_boxes(circuit: Circuit, count: int, seed: int) -> list[Exemplar]:
     side, centred), with a side of ``granularity x`` that square's side."""
     if not circuit.images or count <= 0:
         return []
-    grans = [float(g) for g in (circuit.params.get("granularities") or (1.0, 0.5, 0.25))]
+    grans = circuit.params.granularities
     rng = random.Random(seed)
     out = []
     for _ in range(count):

@@ -1,4 +1,4 @@
-"""Label quality on the synthetic world, end to end: ``python -m neurflow.labeler.world_benchmark``.
+"""Label quality on the synthetic world, end to end: ``python -m neurflow.world.benchmark``.
 
 Two conditions, each labeled with the world CLIP under every method of ``METHODS``:
 
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from neurflow.core.circuit import Circuit
+from neurflow.core.circuit_arrays import read_circuit
 from neurflow.world.suite import ENGINE, LAYERS
 
 METHODS = {
@@ -38,7 +39,7 @@ def engine_circuit(model, cls: int, out: Path, max_images: int, tau: int) -> Cir
 
     path = out / f"class-{cls}-tau{tau}-n{max_images}.json"
     if path.is_file():
-        return Circuit.from_json(path.read_bytes())
+        return read_circuit(path)
     spec = {
         "model": model.model_spec(),
         "data": {"images": str(model.images("heldout")), "target_class": cls, "select": "predicted", "max_images": max_images},

@@ -19,6 +19,7 @@ from PIL import Image
 from neurflow.core.circuit import (
     SCHEMA_VERSION, Circuit, Concept, Exemplar, Group, GroupEdge, ImageRef, Layer, Member, ModelInfo, Neuron, Target,
 )
+from neurflow.core.params import EngineParams
 from neurflow.world.ground_truth import World
 
 
@@ -106,7 +107,7 @@ def world_circuit(
     layers.insert(0, Layer(name="fc", shape=[8], neurons=[Neuron(id=class_index, importance=1.0, concepts=[])], groups=[]))
     model = ModelInfo(arch="torchvision:resnet18", weights_sha256=None, num_classes=8, input_size=64, mean=[0.5] * 3, std=[0.25] * 3)
     circuit = Circuit(
-        schema=SCHEMA_VERSION, model=model, target=target, params={"granularities": [1.0, 0.5, 0.25]},
+        schema=SCHEMA_VERSION, model=model, target=target, params=EngineParams(layers=[lay.name for lay in layers]),
         images=images, layers=layers, group_edges=edges, timings={},
     )
     return circuit, expected

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from neurflow.core.circuit import Circuit, Exemplar
+from neurflow.core.circuit_arrays import read_circuit
 from neurflow.world.generate import WORLD_FILE
 from neurflow.world.spec import SCHEMA_VERSION, ClassDef, WorldConfig, world_document
 
@@ -201,7 +202,7 @@ def score_circuit(
     Per layer and overall: the means over groups (``None`` where there are no groups).
     """
     if not isinstance(circuit, Circuit):
-        circuit = Circuit.from_json(Path(circuit).read_bytes())
+        circuit = read_circuit(circuit)
     world = World.load(world_root)
     order = [world.part_names[k] for k in sorted(world.part_names)]
     paths: dict[int, str] = {}

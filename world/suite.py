@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neurflow.core.circuit import Circuit
+from neurflow.core.circuit_arrays import read_circuit
 from neurflow.world.spec import WorldConfig
 
 #: The engine's layers for suite circuits (the demo's: the last two stages of resnet18).
@@ -111,7 +112,7 @@ def engine_circuits(model, name: str, classes: tuple[int, ...] | list[int], tau:
     paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in classes}
     with locked(model.directory / ".circuits.lock"):  # two builders of one world fit its circuits once
         _fit_missing(model, name, paths, tau, max_images, log)
-    return {c: Circuit.from_json(p.read_bytes()) for c, p in paths.items()}
+    return {c: read_circuit(p) for c, p in paths.items()}
 
 
 def _fit_missing(model, name: str, paths: dict[int, Path], tau: int, max_images: int, log) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..ablation import ablate, batched_logits
 from ..circuit import Circuit
+from ..model_output import OutputSelector
 from ..layer_access import num_channels
 from .results import FidelityCurve, FidelityPoint
 
@@ -34,9 +35,9 @@ def core_layers(circuit: Circuit) -> list[tuple[str, list[int], int]]:
 
 
 def _score(model: nn.Module, pixels: torch.Tensor, target: int, channels: dict[str, list[int]],
-           keep: bool) -> tuple[float, float]:
+           keep: bool, output: OutputSelector = None) -> tuple[float, float]:
     with ablate(model, channels, keep=keep):
-        logits = batched_logits(model, pixels)
+        logits = batched_logits(model, pixels, output=output)
     return float((logits.argmax(1) == target).float().mean()), float(logits[:, target].mean())
 
 
@@ -45,7 +46,8 @@ def fidelity_curves(model: nn.Module, circuit: Circuit, pixels: torch.Tensor, ta
     """The four curves (single/multi x mask/retain) of one circuit on ``pixels`` (images of ``target``)."""
     model = model.eval()
     layers = core_layers(circuit)
-    base_acc, base_logit = _score(model, pixels, target, {}, keep=False)
+    output = circuit.params.output
+    base_acc, base_logit = _score(model, pixels, target, {}, keep=False, output=output)
     curves = []
     modes: tuple[Literal["single", "multi"], ...] = ("single", "multi")
     operations: tuple[Literal["mask", "retain"], ...] = ("mask", "retain")
@@ -56,16 +58,16 @@ def fidelity_curves(model: nn.Module, circuit: Circuit, pixels: torch.Tensor, ta
             for i, (name, _, _) in enumerate(layers):
                 chosen = layers[i:i + 1] if mode == "single" else layers[: i + 1]
                 core = {n: ids for n, ids, _ in chosen}
-                acc, logit = _score(model, pixels, target, core, keep)
+                acc, logit = _score(model, pixels, target, core, keep, output)
                 rand = [_score(model, pixels, target,
                                {n: sorted(rng.choice(c, size=len(ids), replace=False).tolist()) for n, ids, c in chosen},
-                               keep) for _ in range(n_random)]
+                               keep, output) for _ in range(n_random)]
                 points.append(FidelityPoint(
                     layer=name, n_channels=sum(len(ids) for _, ids, _ in chosen), core_accuracy=acc,
                     random_accuracy=float(np.mean([r[0] for r in rand])),
                     random_accuracy_std=float(np.std([r[0] for r in rand])),
                     core_logit=logit, random_logit=float(np.mean([r[1] for r in rand]))))
-            curves.append(FidelityCurve(class_index=int(target), tau=int(tau or circuit.params.get("tau", 0)),
+            curves.append(FidelityCurve(class_index=int(target), tau=int(tau or circuit.params.tau),
                                         mode=mode, operation=operation, n_images=int(len(pixels)),
                                         base_accuracy=base_acc, base_logit=base_logit, points=points))
     return curves

@@ -117,9 +117,9 @@ def _neuron_experiments(spec: ExperimentJobSpec, model: nn.Module, circuits: dic
         params = circuit.params
         where = {p: i for i, p in enumerate(fit_images.paths)}
         images = fit_images.subset([where[ref.path] for ref in circuit.images])
-        index = build_index(len(images), images.input_size, params["granularities"], params["stride_ratio"])
+        index = build_index(len(images), images.input_size, params.granularities, params.stride_ratio)
         names = [lay.name for lay in circuit.layers]
-        access = LayerAccess(model, names, params.get("token_reduce", "mean"))
+        access = LayerAccess(model, names, params.token_reduce)
         for u in range(len(names) - 1):
             ids = [n.id for n in circuit.layers[u].neurons]
             if not ids:
@@ -127,13 +127,13 @@ def _neuron_experiments(spec: ExperimentJobSpec, model: nn.Module, circuits: dic
             rng = _rng(ex.seed, 2, ci, u)
             edge_ids = rng.permutation(ids)[: ef.n_neurons].tolist() if ef.enabled else []
             opt_ids = rng.permutation(ids)[: op.n_neurons].tolist() if op.enabled else []
-            pool = PatchPool(access, images.pixels.to(device), index, names[u + 1], names[u], params["top_n"])
+            pool = PatchPool(access, images.pixels.to(device), index, names[u + 1], names[u], params.top_n)
             stage = f"neurons {names[u]}<-{names[u + 1]} (class {c})"
             todo = list(dict.fromkeys(edge_ids + opt_ids))
             for k, neuron in enumerate(todo):
                 _report(progress, stage, k, len(todo))
                 maps, x = pool.top_maps(neuron)
-                importance, skipped = channel_importance(pool.block, model, maps, neuron, methods, params["ig_steps"],
+                importance, skipped = channel_importance(pool.block, model, maps, neuron, methods, params.ig_steps,
                                                          access.token_reduce, x, seed=ex.seed)
                 notes += [n for n in skipped if n not in notes]
                 ran += [m for m in importance if m not in ran]

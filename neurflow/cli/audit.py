@@ -150,12 +150,12 @@ def _write(audit, out: Path, labelstudio: bool = False) -> None:
 
 
 def _read_circuits(paths: list[str]):
-    from neurflow.core.circuit import Circuit
+    from neurflow.core.circuit_arrays import read_circuit
 
     found = []
     for path in paths:
         try:
-            found.append(Circuit.from_json(Path(path).read_bytes()))
+            found.append(read_circuit(path))  # a compact document reads its arrays from the sidecar beside it
         except OSError as exc:
             raise ValueError(f"cannot read circuit {path}: {exc.strerror}") from None
         except ValueError as exc:

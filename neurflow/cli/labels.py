@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from neurflow.core.circuit import Circuit
+from neurflow.core.circuit_arrays import read_circuit, write_circuit
 from neurflow.progress import ProgressBars
 
 
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _read_circuit(path: str) -> Circuit:
     try:
-        return Circuit.from_json(Path(path).read_bytes())
+        return read_circuit(path)
     except FileNotFoundError:
         raise ValueError(f"circuit file {path} does not exist") from None
 
@@ -141,8 +142,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     with ProgressBars() as bars:
         labeled = label_circuit(circuit, images, config, progress=bars)
     out = Path(args.out or args.circuit)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(labeled.to_json())
+    write_circuit(labeled, out)
     for _, layer, group in labeled.iter_groups():
         top = group.labels[0] if group.labels else None
         cap = f'  caption: "{group.caption.text[:70]}"' if group.caption else ""

@@ -16,7 +16,7 @@ EXECUTORS = ("local", "ray")
 
 def create_executor(settings: Settings, jobs: JobStore, catalog: Catalog) -> Executor:
     """The executor ``settings.executor`` names."""
-    executor = getattr(settings, "executor", "local")
+    executor = settings.executor
     if executor == "ray":
         from neurflow.service.executors.ray import RayExecutor
 

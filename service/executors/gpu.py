@@ -7,7 +7,7 @@
   class and job of the worker. Batch sizes only chunk the work: the circuit is the same up to float
   rounding, and it records the sizes it was fitted with.
 * :func:`autocast`: optional bf16/fp16 autocast of the engine's forward and backward passes
-  (setting ``autocast``); the circuit records it in ``params["autocast"]``. docs/scaling.md has the
+  (setting ``autocast``); the circuit records it in ``fit.autocast``. docs/scaling.md has the
   measured Jaccard of core-neuron sets against float32.
 * :func:`apply_determinism`: ``torch.use_deterministic_algorithms`` on request (setting
   ``deterministic``); set before the first CUDA call, as cuBLAS needs its workspace config then.
@@ -71,9 +71,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-_SIZES = ("batch_size", "forward_batch_size")
-
-
 class BatchMemory:
     """Batch sizes that fit, learned from out-of-memory errors and kept for the worker's lifetime."""
 
@@ -106,10 +103,9 @@ class BatchMemory:
 
 
 def _sizes(engine: Any) -> dict[str, int]:
-    """The engine's batch sizes, the preset's where unset."""
-    from neurflow.core.params import PRESETS
-
-    return {k: getattr(engine, k) or PRESETS[engine.preset][k] for k in _SIZES}
+    """The engine's batch sizes as its fit resolves them (the preset's where unset)."""
+    params = engine.resolved_params()
+    return {"batch_size": params.batch_size, "forward_batch_size": params.forward_batch_size}
 
 
 def _empty_cache() -> None:

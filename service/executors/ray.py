@@ -79,7 +79,7 @@ def _context(settings_json: bytes):
         device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPUs
         from neurflow.service.executors.gpu import apply_determinism
 
-        apply_determinism(getattr(settings, "deterministic", False))
+        apply_determinism(settings.deterministic)
         _contexts[settings_json] = TaskContext(settings, device)
     return _contexts[settings_json]
 

@@ -59,7 +59,7 @@ def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress |
 
     setup.engine.progress = progress
     device = setup.engine.device or "cpu"
-    mode = getattr(ctx.settings, "autocast", "off")
+    mode = ctx.settings.autocast
     key = (setup.info.weights_sha256, setup.spec.model.input_size, device)
     try:
         with gpu.autocast(device, mode):
@@ -67,8 +67,7 @@ def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress |
     except BaseException:  # Ray's class tasks fit outside run_task: the same distrust of the cached model
         ctx.forget(setup.info.weights_sha256)
         raise
-    if mode != "off":
-        circuit.params["autocast"] = mode
+    circuit.fit.autocast = mode
     return circuit
 
 

@@ -90,7 +90,7 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
     except ValueError as exc:
         log.error("worker %s cannot start: %s", name, exc)
         sys.exit(3)
-    apply_determinism(getattr(settings, "deterministic", False))
+    apply_determinism(settings.deterministic)
     import torch
 
     if settings.torch_threads > 0:

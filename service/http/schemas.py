@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -90,7 +91,7 @@ class CircuitList(msgspec.Struct):
 class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
     """The ``labeling`` section of a job spec (vocabulary, CLIP model, captioner)."""
 
-    labeling: dict[str, Any]
+    labeling: LabelingRequest  # type: ignore[valid-type]
 
 
 class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):

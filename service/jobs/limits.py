@@ -7,8 +7,8 @@ size parameter; it is what ``POST /v1/jobs`` decodes, so the bounds are checked 
 appear in the OpenAPI document (``maximum``/``maxItems``). The same spec becomes the engine's
 :class:`~neurflow.core.jobspec.JobSpec` right after decoding.
 
-The labeling section is a free-form object in the job spec (validated by the labeler), so its
-bounds are checked by :func:`check_labeling_bounds`.
+The bounds of the engine and data sections are tables over their fields (:data:`ENGINE_BOUNDS`,
+:data:`DATA_BOUNDS`); the labeling section's are checked by :func:`check_labeling_bounds`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from neurflow.core.circuit import CaptionerSettings, LabelingSettings
 from neurflow.core.jobspec import DataSpec, JobSpec
-from neurflow.core.params import PRESETS, EngineParams
+from neurflow.core.params import EngineParams
 
 MAX_IG_STEPS = 4096
 MAX_BATCH = 1024
@@ -28,53 +29,69 @@ MAX_LAYERS = 32
 MAX_TARGETS = 1000  # classes one job may run (a list, or "all" of the model's)
 
 
-def _described(kind: type[msgspec.Struct]) -> dict[str, str]:
-    props = msgspec.json.schema(kind)["$defs"][kind.__name__]["properties"]
-    return {name: prop.get("description", "") for name, prop in props.items()}
+def _ints(lo: int, hi: int) -> Any:
+    return Annotated[int, Meta(ge=lo, le=hi)]
 
 
-_ENGINE_DOC = _described(EngineParams)
-_DATA_DOC = _described(DataSpec)
-
-
-def _int(doc: str, lo: int, hi: int) -> Any:
-    return Annotated[int, Meta(ge=lo, le=hi, description=doc)]
-
-
-def _opt_int(doc: str, lo: int, hi: int) -> Any:
-    return Annotated[Annotated[int, Meta(ge=lo, le=hi)] | None, Meta(description=doc)]
-
-
-_Count = Annotated[int, Meta(ge=1, le=1000)]
+_Count = _ints(1, 1000)
 _Fraction = Annotated[float, Meta(gt=0, le=1)]
 _Layer = Annotated[str, Meta(min_length=1, max_length=200)]
 
-_ENGINE_FIELDS = [
-    ("layers", Annotated[list[_Layer], Meta(min_length=2, max_length=MAX_LAYERS, description=_ENGINE_DOC["layers"])],
-     msgspec.NODEFAULT),
-    ("tau", _int(_ENGINE_DOC["tau"], 1, 4096), 16),
-    ("top_n", _int(_ENGINE_DOC["top_n"], 1, 1000), 50),
-    ("granularities", Annotated[list[_Fraction], Meta(min_length=1, max_length=8, description=_ENGINE_DOC["granularities"])],
-     msgspec.field(default_factory=lambda: [1.0, 0.5, 0.25])),
-    ("stride_ratio", Annotated[float, Meta(ge=0.05, le=1, description=_ENGINE_DOC["stride_ratio"])], 0.5),
-    ("ig_steps", _opt_int(_ENGINE_DOC["ig_steps"], 1, MAX_IG_STEPS), None),
-    ("max_concepts", _int(_ENGINE_DOC["max_concepts"], 2, 50), 5),
-    ("n_exemplars", _int(_ENGINE_DOC["n_exemplars"], 1, 100), 5),
-    ("n_groups", Annotated[_Count | dict[_Layer, _Count] | None, Meta(description=_ENGINE_DOC["n_groups"])], None),
-    ("max_groups", _int(_ENGINE_DOC["max_groups"], 2, 1000), 100),
-    ("batch_size", _opt_int(_ENGINE_DOC["batch_size"], 1, MAX_BATCH), None),
-    ("forward_batch_size", _int(_ENGINE_DOC["forward_batch_size"], 1, MAX_BATCH), 32),
-    ("map_cache_mb", _opt_int(_ENGINE_DOC["map_cache_mb"], 0, MAX_MAP_CACHE_MB), None),
-]
+#: What the API accepts for the engine's size parameters: field of
+#: :class:`~neurflow.core.params.EngineParams` -> its bounded type. Defaults and descriptions are
+#: EngineParams' own; a field not listed keeps its type. The API takes explicit layer names (no "auto").
+ENGINE_BOUNDS: dict[str, Any] = {
+    "layers": Annotated[list[_Layer], Meta(min_length=2, max_length=MAX_LAYERS)],
+    "tau": _ints(1, 4096),
+    "top_n": _ints(1, 1000),
+    "granularities": Annotated[list[_Fraction], Meta(min_length=1, max_length=8)],
+    "stride_ratio": Annotated[float, Meta(ge=0.05, le=1)],
+    "ig_patches": _ints(1, 1000) | None,
+    "ig_steps": _ints(1, MAX_IG_STEPS) | None,
+    "max_concepts": _ints(2, 50),
+    "n_exemplars": _ints(1, 100),
+    "n_groups": _Count | dict[_Layer, _Count] | None,
+    "max_groups": _ints(2, 1000),
+    "batch_size": _ints(1, MAX_BATCH) | None,
+    "forward_batch_size": _ints(1, MAX_BATCH),
+    "map_cache_mb": _ints(0, MAX_MAP_CACHE_MB) | None,
+}
+#: The same for the data section (:class:`~neurflow.core.jobspec.DataSpec`); ``target_class`` keeps the
+#: job spec's own bounds (or "all").
+DATA_BOUNDS: dict[str, Any] = {"max_images": _ints(1, 1_000_000) | None}
+
+
+def bounded(name: str, kind: type[msgspec.Struct], bounds: dict[str, Any]) -> type[msgspec.Struct]:
+    """A Struct ``name``: ``kind`` with the types of ``bounds`` in place of its own (same defaults, same descriptions)."""
+    props = msgspec.json.schema(kind)["$defs"][kind.__name__]["properties"]
+    fields = {f.name: f for f in msgspec.inspect.type_info(kind).fields}
+    unknown = set(bounds) - set(fields)
+    if unknown:
+        raise ValueError(f"bounds for {sorted(unknown)}, which {kind.__name__} has no field for")
+    new = []
+    for field_name, bounded_type in bounds.items():
+        field = fields[field_name]
+        default = (field.default if field.default is not msgspec.NODEFAULT
+                   else msgspec.field(default_factory=field.default_factory)
+                   if field.default_factory is not msgspec.NODEFAULT else msgspec.NODEFAULT)
+        new.append((field_name, Annotated[bounded_type, Meta(description=props[field_name].get("description", ""))],
+                    default))
+    return msgspec.defstruct(name, new, bases=(kind,), kw_only=True,
+                             forbid_unknown_fields=True)
+
 
 #: The engine section as the API accepts it: the engine's parameters with upper bounds.
-EngineRequest = msgspec.defstruct("EngineRequest", _ENGINE_FIELDS, bases=(EngineParams,), kw_only=True,
-                                  forbid_unknown_fields=True)
-DataRequest = msgspec.defstruct("DataRequest", [  # target_class keeps the job spec's own bounds (or "all")
-    ("max_images", _opt_int(_DATA_DOC["max_images"], 1, 1_000_000), None),
-], bases=(DataSpec,), kw_only=True, forbid_unknown_fields=True)
+EngineRequest = bounded("EngineRequest", EngineParams, ENGINE_BOUNDS)
+DataRequest = bounded("DataRequest", DataSpec, DATA_BOUNDS)
+#: The captioner as the API accepts it: the key of each endpoint is the operator's
+#: (``policy.check_labeling`` and ``policy.submitted_spec`` refuse a request that names one).
+CaptionerRequest = msgspec.defstruct("CaptionerRequest", [("api_key_env", msgspec.UnsetType | str | None, msgspec.UNSET)],
+                                     bases=(CaptionerSettings,), frozen=True, forbid_unknown_fields=True)
+LabelingRequest = msgspec.defstruct("LabelingRequest", [("captioner", CaptionerRequest | None, None)],
+                                    bases=(LabelingSettings,), frozen=True, forbid_unknown_fields=True)
 #: What ``POST /v1/jobs`` decodes: the job spec with bounded engine and data sections.
-JobRequest = msgspec.defstruct("JobRequest", [("data", DataRequest), ("engine", EngineRequest)], bases=(JobSpec,),
+JobRequest = msgspec.defstruct("JobRequest", [("data", DataRequest), ("engine", EngineRequest),
+                                              ("labeling", LabelingRequest | None, None)], bases=(JobSpec,),
                                forbid_unknown_fields=True)
 
 
@@ -93,8 +110,8 @@ def estimated_cost(spec: JobSpec, n_images: int) -> int:
 
     An upper bound (``select: predicted`` usually keeps fewer images); it is what grows a run's time.
     """
-    engine = spec.engine
-    steps = engine.ig_steps or PRESETS[engine.preset]["ig_steps"]
+    engine = spec.engine.resolved()
+    steps = engine.ig_steps
     images = min(n_images, spec.data.max_images or n_images)
     return (images * len(spec.target_classes()) * patches_per_image(engine.granularities, engine.stride_ratio)
             * steps * max(1, len(engine.layers) - 1))
@@ -106,12 +123,11 @@ CAPTIONER_BOUNDS: dict[str, int | float] = {"timeout_s": 300.0}
 MAX_TEXT = 300  # characters of one concept or template
 
 
-def check_labeling_bounds(config: Any) -> str | None:
+def check_labeling_bounds(config: LabelingSettings) -> str | None:
     """What is over a bound in a validated labeling section, or None."""
     if config.batch_size > LABELING_BOUNDS["batch_size"]:
         return f"labeling.batch_size is {config.batch_size}; at most {LABELING_BOUNDS['batch_size']} is accepted"
-    for field in ("vocabulary", "templates"):
-        value = getattr(config, field)
+    for field, value in (("vocabulary", config.vocabulary), ("templates", config.templates)):
         if isinstance(value, list):
             if len(value) > LABELING_BOUNDS[field]:
                 return f"labeling.{field} has {len(value)} entries; at most {LABELING_BOUNDS[field]} are accepted"

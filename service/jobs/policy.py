@@ -24,12 +24,14 @@ from typing import Any
 
 import msgspec
 
+from neurflow.core.circuit import LabelingSettings
 from neurflow.core.jobspec import JobSpec
 from neurflow.labeler.config import LabelerConfig, local_dir
 from neurflow.labeler.vocabulary import BUILTIN_TEMPLATES, builtin_vocabularies
 from neurflow.prompts import available as available_prompts
 from neurflow.service.errors import Invalid, NotFound
-from neurflow.service.jobs.limits import MAX_TARGETS, check_labeling_bounds, estimated_cost
+from neurflow.service.jobs.limits import (MAX_TARGETS, CaptionerRequest, JobRequest, check_labeling_bounds,
+                                         estimated_cost, to_jobspec)
 from neurflow.service.jobs.types import CircuitRef, DatasetRef, ModelRef, RunJob
 from neurflow.service.settings import Settings
 from neurflow.service.storage.catalog import Catalog
@@ -62,19 +64,30 @@ def _builtin(field: str, value: str, known: list[str]) -> None:
         raise Invalid(f"{field}: unknown built-in {value!r}; built-ins are {['builtin:' + k for k in known]}")
 
 
-def check_labeling(labeling: dict[str, Any], settings: Settings) -> LabelerConfig:
+def _refuse_client_key(labeling: LabelingSettings | None) -> None:
+    cap = labeling.captioner if labeling is not None else None
+    if isinstance(cap, CaptionerRequest) and cap.api_key_env is not msgspec.UNSET:
+        raise Invalid("labeling.captioner.api_key_env is not accepted by the service: the key of each captioner "
+                      "endpoint is configured by the operator (captioner_keys)")
+
+
+def submitted_spec(request: JobRequest) -> JobSpec:  # type: ignore[valid-type]
+    """The job spec of a ``POST /v1/jobs`` request (the stored job holds no service types)."""
+    _refuse_client_key(request.labeling)
+    return to_jobspec(request)
+
+
+def check_labeling(labeling: LabelingSettings, settings: Settings) -> LabelerConfig:
     """Validate a labeling section for the service; return it with asset paths made absolute.
 
     Every name that becomes a path (vocabulary and template files, CLIP weights and configs,
     ``local-dir:`` bundles, captioner folders) resolves only inside the asset folders; names that are
     not paths (built-ins, pretrained tags, open_clip names, prompt ids) are plain names. The
-    captioner's key is the operator's (``captioner_keys``), never the client's.
+    captioner's key is the operator's (``captioner_keys``), never the client's: a request
+    (:data:`~neurflow.service.jobs.limits.LabelingRequest`) that names one is refused.
     """
     roots = settings.asset_paths
-    if isinstance(labeling, dict) and isinstance(labeling.get("captioner"), dict) \
-            and "api_key_env" in labeling["captioner"]:
-        raise Invalid("labeling.captioner.api_key_env is not accepted by the service: the key of each captioner "
-                      "endpoint is configured by the operator (captioner_keys)")
+    _refuse_client_key(labeling)
     try:
         config = LabelerConfig.from_spec(labeling, base_dir=roots)
     except ValueError as exc:

@@ -110,18 +110,18 @@ def kind_of(job: Job) -> str:
 
 def model_used(job: Job) -> str | None:
     """The model a worker loads for this job (a column of the job table)."""
-    model = getattr(job, "model", None)
+    model = job.model if isinstance(job, (RunJob, DebugJob, EvaluateJob)) else None
     return model.id if model is not None else None
 
 
 def dataset_used(job: Job) -> str | None:
     """The dataset whose images this job reads (a column of the job table)."""
-    dataset = getattr(job, "dataset", None)
+    dataset = job.dataset if isinstance(job, (RunJob, RelabelJob, EvaluateJob)) else None
     return dataset.id if dataset is not None else None
 
 
 def circuit_used(job: Job) -> str | None:
-    circuit = getattr(job, "circuit", None)
+    circuit = None if isinstance(job, RunJob) else job.circuit
     return circuit.id if circuit is not None else None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, GroupEdge, Label, Layer, Member, ModelInfo,
                                    Neuron, Target)
+from neurflow.core.params import EngineParams
 
 MODEL = ModelInfo(arch="handmade", weights_sha256="ab" * 32, num_classes=4, input_size=32, mean=[0.5] * 3,
                   std=[0.25] * 3)
@@ -68,7 +69,7 @@ def circuit(k: int, model: ModelInfo = MODEL) -> Circuit:
                groups=[Group(id="l0g0", members=[Member(neuron=k, concept=0)], exemplars=[])])
     edges = [GroupEdge(source="l0g0", target=f"l1g{i}", weight=1.0) for i in range(len(groups["mid"]))]
     edges += [GroupEdge(source=s, target=t, weight=w) for s, t, w in EDGES[k]]
-    return Circuit(schema=SCHEMA_VERSION, model=model, target=Target(class_index=k, name=NAMES[k]), params={},
+    return Circuit(schema=SCHEMA_VERSION, model=model, target=Target(class_index=k, name=NAMES[k]), params=EngineParams(layers=["fc", "mid", "low"]),
                    images=[], layers=[fc, _layer("mid", 1, groups["mid"]), _layer("low", 2, groups["low"])],
                    group_edges=edges, timings={})
 

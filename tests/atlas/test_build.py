@@ -137,7 +137,7 @@ def test_json_round_trip_and_schema():
     atlas = atlas_of()
     again = Atlas.from_json(atlas.to_json())
     assert again == atlas
-    with pytest.raises(ValueError, match="unsupported atlas schema 'neurflow.circuit/2'"):
+    with pytest.raises(ValueError, match="unsupported atlas schema 'neurflow.circuit/3'"):
         Atlas.from_json(circuit(0).to_json())
     with pytest.raises(ValueError, match="not valid JSON"):
         Atlas.from_json("{")

@@ -34,7 +34,7 @@ def test_channels_last_gives_the_contiguous_circuit_and_restores_the_weights(tin
     layers = ["fc", "layer4.1", "layer4.0", "layer3.1"]
     fast = fit(tiny_resnet, random_images, layers, channels_last=True)
     plain = fit(tiny_resnet, random_images, layers, channels_last=False)
-    assert fast.params["channels_last"] is True and plain.params["channels_last"] is False
+    assert fast.params.channels_last is True and plain.params.channels_last is False
     assert_same_circuit(fast, plain)
     assert all(p.is_contiguous() for p in tiny_resnet.parameters())
 

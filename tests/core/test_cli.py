@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 
-from neurflow.core.circuit import Circuit
+from neurflow.core.circuit_arrays import read_circuit
 
 
 def neurflow(*args, cwd=None):
@@ -39,11 +39,14 @@ def test_run_writes_a_circuit_with_provenance(tmp_path):
     make_job(tmp_path)
     result = neurflow("run", str(tmp_path / "spec.json"), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
-    circuit = Circuit.from_json((tmp_path / "out" / "circuit.json").read_bytes())
+    out = tmp_path / "out"
+    circuit = read_circuit(out / "circuit.json")  # compact: with out/circuit.arrays.safetensors
+    assert sorted(p.name for p in out.iterdir()) == ["circuit.arrays.safetensors", "circuit.json"]  # stages removed
+    assert circuit.layers[1].neurons[0].concepts[0].vector
     assert circuit.target.class_index == 1 and circuit.target.name == "b"
     assert [img.path for img in circuit.images] == ["c0/0.png", "c0/2.png", "c1/1.png", "c1/3.png"]
     assert (circuit.images[0].width, circuit.images[0].height) == (44, 36)
-    assert len(circuit.model.weights_sha256) == 64 and circuit.params["tau"] == 3
+    assert len(circuit.model.weights_sha256) == 64 and circuit.params.tau == 3
     ex = circuit.layers[1].neurons[0].concepts[0].exemplars[0]
     assert 0 <= ex.box[0] < ex.box[2] <= 44 and 0 <= ex.box[1] < ex.box[3] <= 36
     assert set(circuit.timings) >= {"select", "activations", "layer:fc", "layer:layer4.1", "groups"}

@@ -56,7 +56,7 @@ def test_l1_edges_sum_to_one_and_reference_compat_does_not(planted, colour_image
                 assert sum(abs(e.weight) for e in c.edges) == pytest.approx(1.0, abs=1e-5)
     sums = [sum(abs(e.weight) for e in c.edges) for n in quirky.layers[1].neurons for c in n.concepts]
     assert all(s > 0 for s in sums) and max(abs(s - 1.0) for s in sums) > 1e-3
-    assert quirky.params["edge_normalisation"] == "reference"
+    assert quirky.params.reference_compat and not fixed.params.reference_compat
 
 
 def test_planted_concepts_split_into_families(planted):
@@ -104,7 +104,7 @@ def test_groups_and_edges_are_consistent(tiny_resnet, random_images):
             assert 1 <= len(g.exemplars) <= 5
     ids = {g.id for _, _, g in circuit.iter_groups()}
     assert all(e.source in ids and e.target in ids for e in circuit.group_edges)
-    assert circuit.params["n_patches"] == 6 * (1 + 9 + 49)
+    assert circuit.fit.n_patches == 6 * (1 + 9 + 49)
 
 
 def test_same_seed_gives_byte_identical_json(tiny_resnet, random_images):
@@ -130,11 +130,11 @@ def test_json_round_trip_and_committed_schemas(tiny_resnet, random_images):
 
 def test_from_json_rejects_other_versions_and_bad_fields():
     with pytest.raises(ValueError, match="unsupported circuit schema 'neurflow.circuit/99'; this version reads "
-                                         "neurflow.circuit/1 and neurflow.circuit/2"):
+                                         "neurflow.circuit/1, neurflow.circuit/2, neurflow.circuit/3"):
         Circuit.from_json(b'{"schema": "neurflow.circuit/99"}')
     with pytest.raises(ValueError, match="not valid JSON"):
         Circuit.from_json(b"{nope")
-    for version in ("1", "2"):
+    for version in ("1", "2", "3"):
         doc = msgspec.json.decode(b'{"schema": "neurflow.circuit/%s", "model": {}}' % version.encode())
         with pytest.raises(ValueError, match="invalid circuit document"):
             Circuit.from_json(msgspec.json.encode(doc))

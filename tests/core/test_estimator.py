@@ -62,9 +62,11 @@ def test_fit_records_the_resolved_parameters(planted, colour_images):
     assert engine.ig_steps is None  # the stored parameter is untouched ...
     assert engine.params_.ig_steps == FAST_PRESET["ig_steps"]  # ... the preset resolves it for the fit
     params = engine.circuit_.params
-    assert params["ig_steps"] == FAST_PRESET["ig_steps"] and params["batch_size"] == FAST_PRESET["batch_size"]
-    assert params["preset"] == "fast" and params["device"] == "cpu" and params["granularities"] == [1.0, 0.5]
-    assert params["select"] == "all" and params["n_images"] == len(colour_images)
+    assert params == engine.params_ and params is not engine.params_
+    assert params.ig_steps == FAST_PRESET["ig_steps"] and params.batch_size == FAST_PRESET["batch_size"]
+    assert params.preset == "fast" and params.device == "cpu" and params.granularities == [1.0, 0.5]
+    assert engine.circuit_.fit.selection == ImageSelection(select="all")
+    assert len(engine.circuit_.images) == len(colour_images)
 
 
 def test_fit_changes_no_global_state(planted, colour_images, monkeypatch):

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from neurflow.core.circuit import SCHEMA_VERSION, Circuit, Concept, Edge, Group, Layer, Member, ModelInfo, Neuron, Target
+from neurflow.core.params import EngineParams
 from neurflow.core.clustering import ward_silhouette
 from neurflow.core.debug import debug_image, log_barrier_scores
 from neurflow.core.edge_weights import l1_normalise, reference_rescale
@@ -53,7 +54,7 @@ def small_circuit(groups_by_layer, edges):
     from neurflow.core.circuit import GroupEdge
 
     return Circuit(schema=SCHEMA_VERSION, model=ModelInfo("x", None, 2, 8, [0.0] * 3, [1.0] * 3),
-                   target=Target(0), params={}, images=[], layers=layers,
+                   target=Target(0), params=EngineParams(layers=[lay.name for lay in layers]), images=[], layers=layers,
                    group_edges=[GroupEdge(s, t, w) for s, t, w in edges], timings={})
 
 

@@ -60,4 +60,4 @@ def test_a_budget_runs_fewer_ig_pairs_and_every_concept_keeps_its_edges(tiny_res
         for neuron in layer.neurons:
             for concept in neuron.concepts:
                 assert len(concept.edges) == 3 and np.isclose(sum(abs(e.weight) for e in concept.edges), 1.0)
-    assert sampled.params["ig_patches"] == 6 and full.params["ig_patches"] is None
+    assert sampled.params.ig_patches == 6 and full.params.ig_patches is None

@@ -165,3 +165,73 @@ def test_a_job_spec_without_mean_and_std_warns_naming_the_defaults():
         warnings.simplefilter("error")
         assert given.normalisation() == ([0.5] * 3, [0.5] * 3)
 
+
+
+# -- models that return several outputs; layers in parallel branches -----------------------------------
+class TwoHeads(nn.Module):
+    """Returns a dict or a tuple around the class scores of a tiny CNN."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        features = self.block(torch.relu(self.conv(x))).mean(dim=(2, 3))
+        logits = self.fc(features)
+        return {"features": features, "logits": logits} if self.kind == "dict" else (features, logits)
+
+
+@pytest.mark.parametrize("kind, output", [("dict", "logits"), ("tuple", 1)])
+def test_an_output_selector_picks_the_class_scores(kind, output):
+    from PIL import Image
+
+    from neurflow.core.debug import debug_image
+
+    torch.manual_seed(0)
+    model, images = TwoHeads(kind).eval(), torch.rand(4, 3, 16, 16)
+    flow = NeurFlow(["fc", "block", "conv"], tau=2, top_n=4, ig_steps=2, select="all", n_groups=1)
+    with pytest.raises(ValueError, match=f"the model returns a {kind}.*set the engine parameter output"):
+        flow.fit(model, images, 0)
+    circuit = flow.set_params(output=output).fit(model, images, 0, mean=[0.0] * 3, std=[1.0] * 3).circuit_
+    assert circuit.params.output == output and circuit.layers[1].neurons
+    result = debug_image(model, circuit, Image.new("RGB", (16, 16), (200, 10, 10)), layer="block")
+    with torch.no_grad():
+        expected = float(model(torch.zeros(1, 3, 16, 16) + torch.tensor([200 / 255, 10 / 255, 10 / 255]).view(1, 3, 1, 1))[
+            "logits" if kind == "dict" else 1][0, 0])
+    assert result.logit == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="not among the model's outputs|not an index"):
+        flow.set_params(output="scores" if kind == "dict" else 2).fit(model, images, 0)
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b1 = nn.Conv2d(4, 3, 1)
+        self.b2 = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x)], dim=1)
+
+
+class Inception(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.mixed = Mixed()
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(self.mixed(torch.relu(self.stem(x))).mean(dim=(2, 3)))
+
+
+def test_layers_in_parallel_branches_are_refused_naming_the_branches():
+    torch.manual_seed(0)
+    model, images = Inception().eval(), torch.rand(3, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"layer 'mixed.b2' does not read layer 'mixed.b1': they are parallel "
+                                         r"branches of 'mixed'.*read 'mixed', where they are joined"):
+        NeurFlow(["fc", "mixed.b2", "mixed.b1"], tau=2, top_n=4, ig_steps=2, select="all").fit(model, images, 0)
+    circuit = NeurFlow(["fc", "mixed", "stem"], tau=2, top_n=4, ig_steps=2, select="all").fit(model, images, 0).circuit_
+    assert circuit.layers[1].shape == [6, 16, 16]

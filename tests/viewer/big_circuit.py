@@ -7,6 +7,7 @@ import msgspec
 
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Group, GroupEdge, Label, Layer, Member, ModelInfo, Neuron,
                                    Target)
+from neurflow.core.params import EngineParams
 
 
 def big_circuit(groups_per_layer: tuple[int, ...] = (1, 40, 25), ungrouped_neurons: int = 30) -> Circuit:
@@ -31,7 +32,7 @@ def big_circuit(groups_per_layer: tuple[int, ...] = (1, 40, 25), ungrouped_neuro
     return Circuit(schema=SCHEMA_VERSION,
                    model=ModelInfo(arch="torchvision:resnet18", weights_sha256=None, num_classes=10, input_size=64,
                                    mean=[0.5] * 3, std=[0.25] * 3),
-                   target=Target(class_index=0, name="thing"), params={}, images=[], layers=layers,
+                   target=Target(class_index=0, name="thing"), params=EngineParams(layers=[lay.name for lay in layers]), images=[], layers=layers,
                    group_edges=edges, timings={})
 
 

@@ -14,6 +14,7 @@ from neurflow.core.circuit import (
     ModelInfo,
     Target,
 )
+from neurflow.core.params import EngineParams
 from neurflow.viewer.report import ReportEntry, write_report
 from tests.service.helpers import png_bytes
 
@@ -25,7 +26,7 @@ def test_html_report_is_self_contained(tmp_path):
                                                                        confidence=0.8)]),
               Layer(name="layer4", shape=[8, 1, 1], neurons=[], groups=[Group(id="l1g0", members=[], exemplars=ex)])]
     circuit = Circuit(schema=SCHEMA_VERSION, model=ModelInfo("resnet18", None, 3, 32, [0.5] * 3, [0.5] * 3),
-                      target=Target(0, "red"), params={}, images=[], layers=layers,
+                      target=Target(0, "red"), params=EngineParams(layers=[lay.name for lay in layers]), images=[], layers=layers,
                       group_edges=[GroupEdge("l0g0", "l1g0", 0.7)], timings={})
     path = write_report([ReportEntry(circuit, "red", mosaics={"l0g0": png_bytes((200, 0, 0))},
                                      scores={"l0g0": {"majority_part": "red circle", "purity": 1.0}})],

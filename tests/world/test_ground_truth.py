@@ -6,6 +6,7 @@ import pytest
 
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Exemplar, Group, ImageRef, Layer, Member, ModelInfo,
                           Neuron, Target)
+from neurflow.core.params import EngineParams
 from neurflow.world.ground_truth import MIN_PART_FRACTION, World, purity, score_circuit
 from neurflow.world.scene import render_scene
 from neurflow.world.spec import CLASSES
@@ -54,7 +55,8 @@ def _circuit(config, prefix: str = "") -> Circuit:
         schema=SCHEMA_VERSION,
         model=ModelInfo(arch="torchvision:resnet18", weights_sha256=None, num_classes=8, input_size=64,
                         mean=[0.5] * 3, std=[0.25] * 3),
-        target=Target(class_index=0), params={}, images=images, layers=[top, upper, lower], group_edges=[], timings={},
+        target=Target(class_index=0), params=EngineParams(layers=["fc", upper.name, lower.name]), images=images,
+        layers=[top, upper, lower], group_edges=[], timings={},
     )
 
 

@@ -19,8 +19,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from neurflow.service.executors.base import Executor
 from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, provides
 from neurflow.service.http.schemas import JobList, JobOut, JobState
-from neurflow.service.jobs.limits import JobRequest, to_jobspec
-from neurflow.service.jobs.policy import prepare_run
+from neurflow.service.jobs.limits import JobRequest
+from neurflow.service.jobs.policy import prepare_run, submitted_spec
 from neurflow.service.jobs.store import TERMINAL, JobStore
 from neurflow.service.storage.catalog import new_id
 
@@ -63,7 +63,7 @@ class JobController(Controller):
     async def submit(self, catalog: CatalogDep, jobs: JobsDep, executor: ExecutorDep, settings: SettingsDep,
                      owner: Owner, data: JobRequest) -> Response[JobOut]:  # type: ignore[valid-type]
         def work() -> dict[str, Any]:
-            job = prepare_run(to_jobspec(data), catalog, settings, owner)
+            job = prepare_run(submitted_spec(data), catalog, settings, owner)
             return jobs.create(new_id("job"), owner, job, settings.max_attempts)
 
         job = await anyio.to_thread.run_sync(work)

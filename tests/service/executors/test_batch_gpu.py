@@ -77,7 +77,7 @@ def test_out_of_memory_halves_the_batches_and_remembers(assets, tmp_path):
     first = fit_one(setup, 0, ctx)
     assert ctx.memory.halvings == 2  # 16 -> 8 -> 4 patches per IG chunk (4 x 4 = 16 samples fit)
     assert list(ctx.memory.limits.values()) == [{"batch_size": 4, "forward_batch_size": 4}]
-    assert first.params["batch_size"] == 4  # the circuit records the sizes it was fitted with
+    assert first.params.batch_size == 4  # the circuit records the sizes it was fitted with
     before = len(setup.model.calls)
     fit_one(setup, 1, ctx)  # the next class starts with the learned sizes: no new out-of-memory
     assert ctx.memory.halvings == 2
@@ -101,7 +101,7 @@ def test_autocast_bf16_keeps_the_core_neurons(assets, tmp_path):
     exact = fit_one(_setup(assets, ENGINE), 0, TaskContext(Settings(data_dir=str(tmp_path / "a")), "cpu"))
     ctx = TaskContext(Settings(data_dir=str(tmp_path / "b"), autocast="bf16"), "cpu")
     cast = fit_one(_setup(assets, ENGINE), 0, ctx)
-    assert cast.params["autocast"] == "bf16" and "autocast" not in exact.params
+    assert cast.fit.autocast == "bf16" and exact.fit.autocast == "off"
     jaccards = [len(a & b) / len(a | b) for a, b in zip(_neurons(exact), _neurons(cast))]
     assert jaccards and min(jaccards) >= 0.5, jaccards
 
@@ -128,7 +128,7 @@ def test_cuda_fit_matches_cpu_core_neurons(assets, tmp_path):
     for mode in ("bf16", "fp16"):
         cast = fit_one(_setup(assets, ENGINE, device="cuda"), 0,
                        TaskContext(Settings(data_dir=str(tmp_path / mode), autocast=mode), "cuda"))
-        assert cast.params["autocast"] == mode
+        assert cast.fit.autocast == mode
 
 
 @pytest.mark.gpu

@@ -7,6 +7,7 @@ import json
 import pytest
 from litestar.testing import TestClient
 
+from neurflow.core.circuit import SCHEMA_VERSION
 from neurflow.service.http.app import create_app
 from neurflow.service.settings import Settings
 
@@ -110,7 +111,7 @@ def test_whole_flow_in_process(client, assets, objects):
     assert [c["class_index"] for c in job["result"]["circuits"]] == [0, 2]
     cid = job["result"]["circuits"][0]["id"]
     doc = client.get(f"/v1/circuits/{cid}", headers=A).json()
-    assert doc["schema"] == "neurflow.circuit/2" and doc["target"]["class_index"] == 0
+    assert doc["schema"] == SCHEMA_VERSION == "neurflow.circuit/3" and doc["target"]["class_index"] == 0
     assert doc["model"]["weights_sha256"] in (mid, None)
     group = next(g for layer in doc["layers"] for g in layer["groups"] if g["exemplars"])
     png = client.get(f"/v1/circuits/{cid}/groups/{group['id']}/mosaic.png", headers=A)
@@ -208,7 +209,7 @@ def test_bad_inputs_are_problems(client, assets, objects):
     assert_problem(client.get("/v1/jobs", params={"state": "weird"}, headers=A), 400)
     # circuits
     assert_problem(client.get("/v1/circuits/c-nope", headers=A), 404)
-    assert_problem(client.post("/v1/circuits/c-nope/labels", headers=A, json={"labeling": {}}), 404)
+    assert_problem(client.post("/v1/circuits/c-nope/labels", headers=A, json={"labeling": labeling_section()}), 404)
     assert_problem(client.post("/v1/circuits/c-nope/evaluate", headers=A, json={}), 404)
     circuits = client.get("/v1/circuits", headers=A).json()["circuits"]
     if circuits:
@@ -222,7 +223,9 @@ def test_bad_inputs_are_problems(client, assets, objects):
         assert_problem(client.post(f"/v1/circuits/{cid}/debug", headers=A, data={"layer": "nope"},
                                    files={"image": ("x.png", assets["image"])}), 422, "not a layer")
         assert_problem(client.post(f"/v1/circuits/{cid}/labels", headers=A, json={"labeling": {"vocabulary": []}}),
-                       422, "clip")
+                       400, "missing required field `clip`")
+        assert_problem(client.post(f"/v1/circuits/{cid}/labels", headers=A,
+                                   json={"labeling": {**labeling_section(), "vocabulary": []}}), 422, "empty list")
         assert_problem(client.post(f"/v1/circuits/{cid}/labels", headers=A, json={"wrong": 1}), 400)
     # unknown routes and methods
     assert_problem(client.get("/v1/nothing", headers=A), 404)

@@ -7,16 +7,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from neurflow.labeler.vocabulary import load_vocabulary
 from neurflow.service.errors import Invalid
 from neurflow.service.http.app import create_app
-from neurflow.service.jobs.policy import check_labeling
+from neurflow.service.jobs.limits import LabelingRequest
+from neurflow.service.jobs.policy import check_labeling as check_typed
 from neurflow.service.settings import Settings, from_env
 
 from ..helpers import KEY_A, KEY_B, assert_problem, job_spec, labeling_section, write_tiny_clip
+
+
+def check_labeling(section: dict, settings):
+    """The policy's check of a labeling section as the API decodes it (msgspec's errors are a 400/422)."""
+    try:
+        typed = msgspec.convert(section, LabelingRequest)
+    except msgspec.ValidationError as exc:
+        raise Invalid(str(exc)) from None
+    return check_typed(typed, settings)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -213,7 +224,8 @@ def test_unknown_fields_and_other_keys_ids(env, ids):
         bad[where]["surprise"] = 1
         assert_problem(env["client"].post("/v1/jobs", headers=A, json=bad), 400, "surprise")
     assert_problem(submit(env, ids, headers=B), 422, "one of your models")
-    assert_problem(submit(env, ids, labeling={**labeling_section(), "surprise": 1}), 422, "surprise")
+    # the labeling section is typed like the others: the request's decoding refuses it
+    assert_problem(submit(env, ids, labeling={**labeling_section(), "surprise": 1}), 400, "surprise")
 
 
 # -- defect 7: problems and job errors name nothing of the server ------------------------------------
