@@ -213,7 +213,7 @@ def audit_circuits(
             given = [k if k is not None else p for k, p in zip(given, predicted)]
         image_labels = [int(k) for k in given]
         access = LayerAccess(model, [lay.name for lay in inputs[0].circuit.layers],
-                             inputs[0].circuit.params.get("token_reduce", "mean"))
+                             inputs[0].circuit.params.token_reduce)
     elif model is None:
         warnings.append("no model and images: the off-class ablation was skipped")
 

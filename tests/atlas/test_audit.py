@@ -21,6 +21,7 @@ from neurflow.core.audit import Audit, AuditSettings, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
                                    Target)
 from neurflow.core.images import ImageSet
+from neurflow.core.params import EngineParams
 
 C = 16
 
@@ -77,7 +78,7 @@ def _circuit(target: int, groups: list[tuple[list[int], str]], importance: dict[
     info = ModelInfo(arch="handmade", weights_sha256="cd" * 32, num_classes=3, input_size=8, mean=[0.0] * 3,
                      std=[1.0] * 3)
     return Circuit(schema=SCHEMA_VERSION, model=info, target=Target(class_index=target, name=f"class{target}"),
-                   params={}, images=[], layers=[top, feat], group_edges=[], timings={})
+                   params=EngineParams(layers=["fc", "feat"]), images=[], layers=[top, feat], group_edges=[], timings={})
 
 
 def _inputs() -> list[AtlasInput]:
