@@ -253,7 +253,8 @@ class NeurFlow(BaseEstimator):
         keep_maps = self._fits_map_cache(shapes[p.layers[-1]], len(index))
         cached = readout_cache.get("pixels") if readout_cache is not None else None
         if stages is not None:
-            stages.open(fit_key(self._record(selection, len(selected), len(index)), target_class, pixels, model))
+            record = msgspec.to_builtins(p) | msgspec.to_builtins(FitRecord(n_patches=len(index), selection=selection))
+            stages.open(fit_key(record, target_class, pixels, model))
         resumed = stages.readouts() if stages is not None else None
         if resumed is not None:
             acts, maps = resumed[0], resumed[1].to(p.device) if resumed[1] is not None else None

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from .image_files import open_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: ImageNet's standard evaluation transform: Resize(256) then CenterCrop(224).
@@ -29,15 +31,6 @@ def list_images(root: str | Path) -> list[Path]:
         raise ValueError(f"image folder {root} does not exist or is not a folder")
     files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    """Decode an image as RGB or raise ``ValueError`` saying which file and why."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot decode image {path}: {exc}; PNG and JPEG files are accepted") from None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from .layer_shape import num_channels
+
 TokenReduce = Literal["mean", "cls"]
 #: Native layout of a layer output (one sample): channels first "CHW", channels last "HWC", tokens
 #: "TC" (B, T, C), a channel-first sequence "CL" (B, C, L), a vector "C".
@@ -83,11 +85,6 @@ def zero_channels(out: torch.Tensor, channels: Sequence[int] | torch.Tensor) -> 
     else:
         out[:, idx] = 0
     return out
-
-
-def num_channels(out_shape: Sequence[int]) -> int:
-    """Channel count from one sample's output shape ([C,H,W], [T,C] or [C])."""
-    return int(out_shape[-1] if len(out_shape) == 2 else out_shape[0])
 
 
 def to_canonical(out: torch.Tensor, layout: str) -> torch.Tensor:

@@ -53,8 +53,9 @@ def readable_layers(probes: dict[str, LayerProbe]) -> list[LayerRow]:
     return [LayerRow(p.name, tuple(int(d) for d in p.canonical_shape), p.layout) for p in ok]
 
 
-def suggest_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]:
-    """The default ``layers`` list (see the module docstring), from the output down."""
+def _stages(model: nn.Module, probes: dict[str, LayerProbe]) -> tuple[LayerProbe, list[list[LayerProbe]], dict]:
+    """The classifier, the blocks grouped by stage (stages and blocks in forward order; a token model
+    is one stage of the sampled blocks), and the readable probes."""
     readable = {n: p for n, p in probes.items() if p.problem is None}
     if not readable:
         raise ValueError("the model has no readable layer")
@@ -70,19 +71,43 @@ def suggest_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]
     # a block inside a block (MobileNet's expansion conv in features.14.conv) is not a stage output
     blocks = [readable[n] for n in candidates if not any(a in candidates for a in _ancestors(n))]
     maps = [p for p in blocks if p.layout != "TC"]
-    chosen: list[LayerProbe] = []
     if maps:
-        by_size: dict[tuple[int, ...], LayerProbe] = {}
+        by_size: dict[tuple[int, ...], list[LayerProbe]] = {}
         for p in sorted(maps, key=lambda p: p.order):
-            by_size[tuple(p.canonical_shape[1:])] = p  # the last block at each resolution
-        chosen = list(by_size.values())
+            by_size.setdefault(tuple(p.canonical_shape[1:]), []).append(p)
+        stages = sorted(by_size.values(), key=lambda stage: stage[-1].order)
     else:
         tokens = sorted(blocks, key=lambda p: p.order)
         picks = {max(0, round(f * len(tokens)) - 1) for f in TOKEN_DEPTHS} if tokens else set()
-        chosen = [tokens[i] for i in sorted(picks)]
+        stages = [[tokens[i] for i in sorted(picks)]] if tokens else []
+    return classifier, stages, readable
+
+
+def _names(chosen: list[LayerProbe], readable: dict[str, LayerProbe]) -> list[str]:
+    """Module names of ``chosen`` (forward order in, the same order out), each the outermost module with
+    the same output that holds none of the others."""
     others = {p.name for p in chosen}
-    names = [_outermost(p, readable, others - {p.name}) for p in sorted(chosen, key=lambda p: p.order)]
-    return [classifier.name] + list(dict.fromkeys(reversed(names)))
+    return [_outermost(p, readable, others - {p.name}) for p in chosen]
+
+
+def suggest_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]:
+    """The default ``layers`` list (see the module docstring), from the output down."""
+    classifier, stages, readable = _stages(model, probes)
+    if stages and stages[0] and stages[0][0].layout == "TC":  # a token model: its sampled blocks
+        chosen = stages[0]
+    else:
+        chosen = [stage[-1] for stage in stages]
+    return [classifier.name] + list(dict.fromkeys(reversed(_names(chosen, readable))))
+
+
+def deep_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]:
+    """The candidates of a layer list within a time budget, from the output down: the classifier, every
+    block of the last stage (last first), then the last block of each earlier stage (the paper's
+    ResNet-50 layers: ``fc, layer4.2, layer4.1, layer4.0, layer3, layer2, layer1``). A budget keeps the
+    longest prefix that fits (:mod:`neurflow.core.layer_budget`)."""
+    classifier, stages, readable = _stages(model, probes)
+    chosen = [p for stage in stages[:-1] for p in stage[-1:]] + (stages[-1] if stages else [])
+    return [classifier.name] + list(dict.fromkeys(reversed(_names(chosen, readable))))
 
 
 def suggested_layers(model: nn.Module, input_size: int, channels: int = 3) -> list[str]:

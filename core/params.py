@@ -27,7 +27,7 @@ Fraction = Annotated[float, Meta(gt=0, le=1)]
 PRESETS: dict[str, dict[str, int | float | bool | str | None]] = {
     "exact": {"ig_steps": 50, "ig_patches": None, "ig_tolerance": "off", "ig_stability": "off", "batch_size": 8,
               "channels_last": False, "map_cache_mb": 0, "fold_batch_norm": False},
-    "fast": {"ig_steps": 2, "ig_patches": 20, "ig_tolerance": 0.02, "ig_stability": 2.0, "batch_size": 16,
+    "fast": {"ig_steps": 2, "ig_patches": 20, "ig_tolerance": 0.005, "ig_stability": 2.0, "batch_size": 16,
              "channels_last": True, "map_cache_mb": 4096, "fold_batch_norm": True},
 }
 FAST_PRESET = PRESETS["fast"]
@@ -64,7 +64,7 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "Adaptive steps: each IG chunk's completeness residual (sum |sum of attributions - (F(z) - F(0))| over "
         "its pairs / sum |F(z) - F(0)|) must be below this; the steps double from ig_steps (up to 64) until it "
         "is, and later chunks of the layer start there. \"off\": ig_steps throughout. null: the preset's "
-        "(exact: off, fast: 0.02).")] = None
+        "(exact: off, fast: 0.005).")] = None
     ig_stability: Annotated[Annotated[float, Meta(gt=0)] | Literal["off"] | None, _doc(
         "Adaptive sampling (with ig_patches): a neuron whose top-tau channels are not set apart from the others "
         "by this many standard errors of the sampled ranking gets IG on the rest of its top patches. \"off\": "
@@ -114,7 +114,7 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     preset: Annotated[Literal["exact", "fast"], _doc(
         "Fills ig_steps, ig_patches, ig_tolerance, ig_stability, batch_size, channels_last, map_cache_mb and "
         "fold_batch_norm where they are null: exact (50, every patch, off, off, 8, false, 0, false) or fast (2 "
-        "raised adaptively, 20 grown adaptively, 0.02, 2, 16, true, 4096, true).")] = "exact"
+        "raised adaptively, 20 grown adaptively, 0.005, 2, 16, true, 4096, true).")] = "exact"
     output: Annotated[str | int | None, _doc(
         "Which of the model's outputs holds the class scores, for a model that returns a dict (its key) or a "
         "tuple (its index); null: the model returns one tensor.")] = None

@@ -2,12 +2,14 @@
 
 Each kind carries the HTTP status, title and slug a client sees; :mod:`neurflow.service.http.problems`
 renders them (and Litestar's own errors) as problem+json. :func:`redact` keeps the server's own folders
-out of every message a client reads.
+out of every message a client reads, :func:`public_json` out of every stored document it reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import msgspec
 
 #: (absolute path, what a client sees instead), longest first: the server's own folders never appear in
 #: a problem or a job's error (a library's message may quote a path of the data dir or the install)
@@ -25,6 +27,25 @@ def redact(text: str) -> str:
     for path, label in _PRIVATE:
         text = text.replace(path, label)
     return text
+
+
+#: fields of a stored document that name something of the operator's (the env var of a captioner's key)
+_OPERATORS = ("api_key_env",)
+
+
+def public_json(raw: bytes | str) -> bytes:
+    """A stored JSON document (a job, a circuit) as a caller reads it: the server's folders replaced by their
+    labels (:func:`redact`) and the operator's env-var names left out (null)."""
+    data = msgspec.json.decode(redact(raw if isinstance(raw, str) else raw.decode("utf-8")))
+    return msgspec.json.encode(_without_operators(data))
+
+
+def _without_operators(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: None if k in _OPERATORS else _without_operators(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_operators(v) for v in value]
+    return value
 
 
 class ApiError(Exception):
@@ -60,6 +81,16 @@ class TooLarge(ApiError):
 
 class Unsupported(ApiError):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class TooMany(ApiError):
+    """A per-key cap or rate is reached; ``retry_after`` seconds is when trying again makes sense."""
+
+    status, title, slug = 429, "Too many requests", "rate-limited"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
 
 
 class Unavailable(ApiError):

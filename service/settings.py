@@ -30,6 +30,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     auth: bool = True  # require X-API-Key on /v1
     api_keys: list[str] = []  # plaintext keys accepted at startup; only their hashes are stored
     rate_limit_per_minute: int = 600  # per API key (or per client address without auth)
+    auth_failures_per_minute: int = 30  # requests with a missing, unknown or revoked key, per client address
+    max_jobs_per_key: int = 50  # queued + running jobs of one key (429 past it)
+    max_streams_per_key: int = 8  # open SSE job streams of one key
+    max_uploads_per_key: int = 2  # model, dataset and debug-image uploads of one key in progress at once
     max_body_kb: int = 1024  # every route without its own limit
     max_weights_mb: int = 1024  # POST /v1/models
     max_dataset_mb: int = 512  # POST /v1/datasets (the zip itself)
@@ -38,6 +42,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_zip_uncompressed_mb: int = 2048
     max_image_pixels: int = 40_000_000  # per image, against decompression bombs
     max_dataset_pixels: int = 2_000_000_000  # all images of one dataset zip together (the decode budget)
+    image_check_memory_mb: int = 1024  # address space of the child process that decodes an upload's images
+    max_image_checks: int = 2  # image checks (child processes) at once; more uploads wait for a slot
     max_predict_kb: int = 4096  # POST /predict of the Label Studio backend (a batch of task references)
     max_job_cost: int = 200_000_000  # estimated IG sample passes of one run (service.jobs.limits.estimated_cost)
     job_timeout_s: float = 6 * 3600.0  # wall-clock limit of one job attempt; the job fails, the worker is replaced

@@ -20,6 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suggest", action="store_true",
                    help="print the default layer list (the job spec's \"layers\": \"auto\"): the classifier and "
                         "the last block output of each stage, from the output down, as JSON")
+    p.add_argument("--budget", default=None,
+                   help="e.g. 10m: the deepest list of the paper's kind (classifier, the blocks of the last stage, "
+                        "then the last block of each earlier stage) whose estimated fit per class fits the budget, "
+                        "from a short calibration of the model on this machine; prints each candidate's channels, "
+                        "estimated neurons and seconds (stderr) and the list (stdout, JSON)")
+    p.add_argument("--images", type=int, default=50, help="images per class the estimate assumes (with --budget)")
+    p.add_argument("--tau", type=int, default=16, help="tau the estimate assumes (with --budget)")
+    p.add_argument("--preset", choices=("fast", "exact"), default="fast", help="preset the estimate assumes (with --budget)")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("run", help="run the engine (and labeling) on a job spec, writing circuit.json")
@@ -41,6 +49,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     model = load_model(args.arch, args.weights, args.num_classes)
     probes = probe_model(model, args.input_size)
+    if args.budget is not None:
+        return _layers_within_budget(model, probes, args)
     if args.suggest:
         print(json.dumps(suggest_layers(model, probes)))
         return 0
@@ -50,6 +60,32 @@ def cmd_layers(args: argparse.Namespace) -> int:
         note = {"HWC": "  (channels-last output, read as channels first)",
                 "CL": "  (B,C,L output, read as C x L x 1)"}.get(row.layout, "")
         print(f"{row.name:<{width}}  {'x'.join(str(d) for d in row.shape)}{note}")
+    return 0
+
+
+def _layers_within_budget(model, probes, args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from neurflow.core.layer_budget import calibrate, estimate, parse_budget, within_budget
+    from neurflow.core.layer_catalog import deep_layers
+    from neurflow.core.params import EngineParams
+
+    budget = parse_budget(args.budget)
+    layers = deep_layers(model, probes)
+    params = EngineParams(layers=layers, tau=args.tau, preset=args.preset)
+    print(f"calibrating {len(layers)} candidate layers (one forward, one IG chunk per layer) ...", file=sys.stderr)
+    forward, per_pair, shapes = calibrate(model, layers, args.input_size, params)
+    rows = estimate(layers, forward, per_pair, shapes, params, args.images, args.input_size)
+    chosen = within_budget(layers, rows, budget)
+    print(f"estimated seconds per class ({args.images} images, tau {args.tau}, {args.preset} preset) of a list "
+          f"ending at each layer; an estimate, see docs/method.md:", file=sys.stderr)
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        mark = "  <- within the budget" if row.name == chosen[-1] else ""
+        print(f"  {row.name:<{width}}  {row.channels:>5} channels  ~{row.neurons:>5} neurons  ~{row.seconds:>8.0f} s{mark}",
+              file=sys.stderr)
+    print(json.dumps(chosen))
     return 0
 
 

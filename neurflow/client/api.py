@@ -141,7 +141,15 @@ class Client:
         return self.job(job_id)
 
     def circuits(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        return self.json("GET", "/v1/circuits", params={"job_id": job_id} if job_id else None)["circuits"]
+        """Every circuit (of one job), following the list's pages."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000, **({"job_id": job_id} if job_id else {})}
+        while True:
+            page = self.json("GET", "/v1/circuits", params=params)
+            out += page["circuits"]
+            if not page.get("next"):
+                return out
+            params["cursor"] = page["next"]
 
     def circuit(self, circuit_id: str) -> dict[str, Any]:
         return self.json("GET", f"/v1/circuits/{circuit_id}")

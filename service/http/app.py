@@ -38,6 +38,7 @@ from neurflow.service.http.controllers.report import ReportController
 from neurflow.service.http.deps import Services, provides
 from neurflow.service.http.methods import allow_from_document
 from neurflow.service.http.problems import exception_handlers, problem_details
+from neurflow.service.http.quotas import Quotas
 from neurflow.service.http.security import auth_middleware, rate_limit
 from neurflow.service.intake import weightcheck
 from neurflow.service.jobs.limits import DataRequest, EngineRequest
@@ -59,6 +60,8 @@ def _private_paths(settings: Settings) -> dict[str, str]:
     paths = {str(settings.data_path): "<data>", sys.prefix: "<python>", sys.base_prefix: "<python>",
              str(Path(neurflow.__file__).resolve().parents[1]): "<neurflow>", str(Path.home()): "~"}
     paths.update({str(p): "<assets>" for p in settings.asset_paths})
+    if "://" not in settings.artifact_url:  # a local artifact root (may lie outside the data dir)
+        paths[str(Path(settings.artifact_url).expanduser().resolve())] = "<artifacts>"
     return paths
 
 
@@ -73,7 +76,8 @@ def build_services(settings: Settings) -> Services:
     jobs_store = JobStore(db)
     store = ArtifactStore(settings.artifact_url, cache_dir=settings.scratch_path / "cache")
     return Services(settings=settings, db=db, catalog=catalog, jobs=jobs_store, store=store,
-                    executor=create_executor(settings, jobs_store, catalog))
+                    executor=create_executor(settings, jobs_store, catalog),
+                    quotas=Quotas(settings.max_streams_per_key, settings.max_uploads_per_key))
 
 
 def _upload_limit(controller: type[Controller], mb: int) -> Router:
@@ -106,7 +110,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies=provides("settings", "owner"),
         state=State({"services": services}),
         lifespan=[lifespan],
-        middleware=[auth_middleware(services.catalog, settings.auth), rate_limit(settings.rate_limit_per_minute).middleware,
+        middleware=[auth_middleware(services.catalog, settings.auth, settings.auth_failures_per_minute),
+                    rate_limit(settings.rate_limit_per_minute).middleware,
                     multipart_field_limit(settings.max_body_kb * 1024), allow_from_document],
         plugins=[problem_details()],
         exception_handlers=exception_handlers,

@@ -4,21 +4,26 @@ the upload route's whole limit.
 
 An ASGI middleware that watches the request stream of ``multipart/form-data`` requests with its own
 push parser (the ``multipart`` package Litestar uses) and stops the request with a 413 problem as soon
-as a non-file part passes the limit, before the parser has buffered it.
+as a non-file part passes the limit, before the parser has buffered it; a part header past the
+parser's limit (a very long filename) or too many parts is a 413 too, malformed bodies Litestar's 400.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from multipart import MultipartSegment, ParserError, PushMultipartParser
+from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 
 from neurflow.service.errors import TooLarge
 
 
+#: parts of one multipart body (Litestar's own parser stops at the same count)
+MAX_PARTS = 1000
+
+
 class _Watcher:
     def __init__(self, boundary: bytes, limit: int) -> None:
-        self.parser = PushMultipartParser(boundary)
+        self.parser = PushMultipartParser(boundary, max_segment_count=MAX_PARTS)
         self.limit = limit
         self.in_field: str | None = None
         self.size = 0
@@ -36,7 +41,10 @@ class _Watcher:
                                        "parts (with a filename) may be larger")
                 elif not part:
                     self.in_field = None
-        except ParserError:
+        except ParserLimitReached as exc:  # a part header (its filename) over 4 KB, or too many parts
+            raise TooLarge(f"the multipart body is over the parser's limits ({exc}); a part's headers, filename "
+                           f"included, may hold 4 KB, and a body at most {MAX_PARTS} parts") from None
+        except MultipartError:
             self.limit = -1  # malformed: Litestar's own parser reports it (400)
 
 

@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
 from neurflow.service.executors.base import Executor
+from neurflow.service.http.quotas import Quotas
 from neurflow.service.jobs.store import JobStore
 from neurflow.service.settings import Settings
 from neurflow.service.storage.artifacts import ArtifactStore
@@ -30,6 +31,7 @@ class Services:
     jobs: JobStore
     store: ArtifactStore
     executor: Executor
+    quotas: Quotas
 
 
 def _services(state: State) -> Services:
@@ -60,6 +62,10 @@ def provide_executor(state: State) -> Executor:
     return _services(state).executor
 
 
+def provide_quotas(state: State) -> Quotas:
+    return _services(state).quotas
+
+
 def provide_owner(request: Request) -> str:
     return request.user
 
@@ -70,7 +76,8 @@ def provides(*names: str) -> dict[str, Provide]:
 
 
 _PROVIDERS = {"settings": provide_settings, "db": provide_db, "catalog": provide_catalog, "jobs": provide_jobs,
-              "store": provide_store, "executor": provide_executor, "owner": provide_owner}
+              "store": provide_store, "executor": provide_executor, "owner": provide_owner,
+              "quotas": provide_quotas}
 
 
 # What handlers declare: explicitly named dependencies (Litestar 2.23+ warns about inferred ones).
@@ -80,4 +87,5 @@ CatalogDep = NamedDependency[Catalog]
 JobsDep = NamedDependency[JobStore]
 StoreDep = NamedDependency[ArtifactStore]
 ExecutorDep = NamedDependency[Executor]
+QuotasDep = NamedDependency[Quotas]
 Owner = NamedDependency[str]  # the owner id of the caller's API key

@@ -3,8 +3,8 @@
 The domain errors (:mod:`neurflow.service.errors`) map to a ``ProblemDetailsException`` each.
 Litestar's own HTTP errors (validation, 401, 404, 405, 413, 429) go the same way, with the detail
 made actionable (which field was wrong, how to send multipart, that the body is over this route's
-limit). What the plugin does not cover (a full disk, JSON nested too deeply, anything unexpected)
-has its own handler that names no internals.
+limit). What the plugin does not cover (a full disk: 507, a read-only store or database: 503, JSON
+nested too deeply, anything unexpected) has its own handler that names no internals.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
-from neurflow.service.errors import ApiError, StorageFull, redact
+from neurflow.service.errors import ApiError, StorageFull, TooMany, Unavailable, redact
 
 log = logging.getLogger("neurflow.service")
 
@@ -31,8 +31,9 @@ _HTTP_TITLES = {401: "Unauthorized", 429: "Too many requests"}
 
 
 def _from_api_error(exc: ApiError) -> ProblemDetailsException:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else None
     return ProblemDetailsException(status_code=exc.status, type_=PROBLEM_TYPE + exc.slug, title=exc.title,
-                                   detail=redact(exc.detail), extra=exc.extra or None)
+                                   detail=redact(exc.detail), extra=exc.extra or None, headers=headers)
 
 
 def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
@@ -45,6 +46,9 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
             detail = f"{detail}: " + "; ".join(
                 f"{e.get('key')}: {e.get('message')}" if e.get("key") else str(e.get("message"))
                 for e in exc.extra if isinstance(e, dict))
+    if status == 400 and detail == "Request Entity Too Large":  # Litestar's multipart parser limit, said as a 400
+        status = 413
+        detail = "the multipart body is over the parser's limits (too many parts, or a part header over 4 KB)"
     if "multipart" in detail.lower():
         detail = f"{detail}; send multipart/form-data (curl -F name=value -F file=@path)"
     if status == 413:
@@ -55,14 +59,36 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
                                    title=title, detail=detail, extra=extra or None, headers=dict(exc.headers or {}))
 
 
-def _on_os_error(request: Request, exc: OSError) -> Response:
-    """A full disk (artifact store, scratch or database) is the server's state, not a bug: 507."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc):
-        log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
-        return ProblemDetailsException(status_code=507, type_=PROBLEM_TYPE + StorageFull.slug, title=StorageFull.title,
-                                       detail="the server's storage is full; nothing was stored, try again later"
-                                       ).to_response(request)
-    return _on_unexpected(request, exc)
+#: SQLite's primary result codes of a full disk and of a file it may not write
+_SQLITE_FULL, _SQLITE_READONLY, _SQLITE_BUSY = 13, 8, 5
+
+
+def storage_fault(exc: BaseException) -> ApiError | None:
+    """The problem a storage error is (the server's state, not a bug), or None for anything else.
+
+    A full disk (artifact store, scratch or database: ``ENOSPC``, ``EDQUOT``, SQLite's "database or disk
+    is full") is 507; a store or database that refuses writes (``EROFS``, a permission error, SQLite's
+    read-only or locked database) is 503. Neither message names a path."""
+    code = getattr(exc, "errno", None)  # sqlite3 errors have none: they carry sqlite_errorcode
+    sqlite_code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc).lower()
+    if code in (errno.ENOSPC, errno.EDQUOT) or sqlite_code == _SQLITE_FULL or "disk is full" in text:
+        return StorageFull("the server's storage is full; nothing was stored, try again later")
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError) \
+            or sqlite_code == _SQLITE_READONLY or "readonly database" in text:
+        return Unavailable("the server's storage refuses writes at the moment (read-only); nothing was stored, "
+                           "try again later")
+    if sqlite_code == _SQLITE_BUSY or isinstance(exc, sqlite3.DatabaseError):
+        return Unavailable("the server's database is not available at the moment; try again later")
+    return None
+
+
+def _on_storage_error(request: Request, exc: Exception) -> Response:
+    problem = storage_fault(exc)
+    if problem is None:
+        return _on_unexpected(request, exc)
+    log.error("storage fault on %s %s: %s", request.method, request.url.path, exc)
+    return _from_api_error(problem).to_response(request)
 
 
 def _on_recursion(request: Request, exc: RecursionError) -> Response:
@@ -70,6 +96,13 @@ def _on_recursion(request: Request, exc: RecursionError) -> Response:
     return ProblemDetailsException(status_code=400, type_=PROBLEM_TYPE + "bad-request", title="Bad request",
                                    detail="the JSON body is nested too deeply; send a flatter document"
                                    ).to_response(request)
+
+
+def _on_undecodable(request: Request, exc: UnicodeDecodeError) -> Response:
+    """A form field (a part without a filename) Litestar's parser decodes as UTF-8 and cannot: the client's error."""
+    return ProblemDetailsException(status_code=400, type_=PROBLEM_TYPE + "bad-request", title="Bad request",
+                                   detail="a form field is not UTF-8 text; send text fields as UTF-8 and files as "
+                                          "parts with a filename").to_response(request)
 
 
 def _on_unexpected(request: Request, exc: Exception) -> Response:
@@ -84,5 +117,5 @@ def problem_details() -> ProblemDetailsPlugin:
 
 
 #: what the plugin does not cover: anything unexpected is a 500 problem that names no internals
-exception_handlers = {OSError: _on_os_error, sqlite3.OperationalError: _on_os_error, RecursionError: _on_recursion,
-                      Exception: _on_unexpected}
+exception_handlers = {OSError: _on_storage_error, sqlite3.DatabaseError: _on_storage_error,
+                      RecursionError: _on_recursion, UnicodeDecodeError: _on_undecodable, Exception: _on_unexpected}

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
+from litestar.params import Parameter
 
 from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
+from neurflow.service.storage.pages import DEFAULT_PAGE, MAX_PAGE
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -33,6 +35,7 @@ class ModelOut(msgspec.Struct):
 
 class ModelList(msgspec.Struct):
     models: list[ModelOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class DatasetOut(msgspec.Struct):
@@ -46,6 +49,7 @@ class DatasetOut(msgspec.Struct):
 
 class DatasetList(msgspec.Struct):
     datasets: list[DatasetOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class JobOut(msgspec.Struct):
@@ -70,6 +74,7 @@ class JobOut(msgspec.Struct):
 
 class JobList(msgspec.Struct):
     jobs: list[JobOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class CircuitOut(msgspec.Struct):
@@ -86,6 +91,7 @@ class CircuitOut(msgspec.Struct):
 
 class CircuitList(msgspec.Struct):
     circuits: list[CircuitOut]
+    next: str | None = None  # the cursor of the next page; None on the last
 
 
 class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -111,6 +117,10 @@ class HealthOut(msgspec.Struct):
     running: int
     version: str
 
+
+#: ``?limit=`` of the list routes (at most ``MAX_PAGE`` rows a page) and ``?cursor=`` (a page's ``next``)
+PageLimit = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description=f"rows of this page (at most {MAX_PAGE})")]
+Cursor = Annotated[str | None, Parameter(max_length=200, description="the 'next' value of the previous page")]
 
 WaitSeconds = Annotated[float, msgspec.Meta(ge=0, le=600)]
 

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import stat
 import struct
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import msgspec
 
@@ -76,17 +79,9 @@ def extract_dataset(zip_path: str | Path, dest: str | Path, *, max_entries: int,
         budget = PixelBudget(max_total_pixels) if max_total_pixels else None
         try:
             for (info, original), rel in zip(members, rels):
-                target = tmp / "images" / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                written = 0
-                with zf.open(info) as src, open(target, "wb") as out:
-                    while block := src.read(1 << 16):
-                        written += len(block)
-                        total += len(block)
-                        if written > info.file_size or total > max_bytes:
-                            raise TooLarge(f"zip entry {original} expands past its declared or the allowed size")
-                        out.write(block)
-                decode_image(target, max_pixels, name=f"zip entry {str(original)[:200]}", budget=budget)
+                with _entry_errors(original):
+                    total += _extract_member(zf, info, tmp / "images" / rel, original, total, max_bytes)
+                decode_image(tmp / "images" / rel, max_pixels, name=f"zip entry {str(original)[:200]}", budget=budget)
             shutil.rmtree(dest, ignore_errors=True)
             tmp.replace(dest)
         except (zipfile.BadZipFile, EOFError, zlib_error(), NotImplementedError, RuntimeError, ValueError,
@@ -99,6 +94,42 @@ def extract_dataset(zip_path: str | Path, dest: str | Path, *, max_entries: int,
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return DatasetInfo(n_images=len(rels), classes=classes, size=total)
+
+
+def _shown(entry: PurePosixPath | str) -> str:
+    return repr(str(entry)[:200])
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, original: PurePosixPath,
+                    total: int, max_bytes: int) -> int:
+    """Write one member to ``target``, counting what it really expands to; return its size."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with zf.open(info) as src, open(target, "wb") as out:
+        while block := src.read(1 << 16):
+            written += len(block)
+            if written > info.file_size or total + written > max_bytes:
+                raise TooLarge(f"zip entry {_shown(original)} expands past its declared or the allowed size")
+            out.write(block)
+    return written
+
+
+#: errors of the server's disk, not of the archive: a full disk stays a 507, a read-only one a 503
+SERVER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+
+@contextmanager
+def _entry_errors(entry: PurePosixPath) -> Iterator[None]:
+    """An entry the file system refuses (a name too long, a file where a folder must go, a name it cannot
+    hold) is the archive's fault: 422 naming the entry."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in SERVER_ERRNOS:
+            raise
+        reason = exc.strerror or type(exc).__name__
+        raise Invalid(f"zip entry {_shown(entry)} cannot be extracted ({reason}); use short plain names, and no "
+                      "entry that is both a file and a folder") from None
 
 
 def zlib_error() -> type[Exception]:

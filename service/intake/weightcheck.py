@@ -22,7 +22,7 @@ import threading
 import msgspec
 
 from neurflow.service.errors import Invalid
-from neurflow.service.intake.weightfile import read_safetensors_header
+from neurflow.service.intake.weightfile import read_safetensors_header, read_safetensors_index
 
 log = logging.getLogger("neurflow.service")
 TIMEOUT_S = 300.0
@@ -42,6 +42,22 @@ class WeightVerdict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     problem: str | None = None  # what the client sent wrong (422)
 
 
+#: what a float tensor (weights, running statistics) and an integer one (a batch norm's counter) may be stored as
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+INTEGER_DTYPES = ("I64", "I32")
+
+
+def _dtype_mismatch(model, index: dict) -> str | None:
+    """A tensor stored in a dtype its place in the model cannot take (8-bit or unsigned integers, booleans,
+    8-bit floats where floats go): refused here rather than failing, or silently casting, in a job."""
+    for name, tensor in model.state_dict().items():
+        stored = index[name].dtype
+        accepted = FLOAT_DTYPES if tensor.is_floating_point() else INTEGER_DTYPES
+        if stored not in accepted:
+            return f"{name} is stored as {stored}; accepted for it: {', '.join(accepted)}"
+    return None
+
+
 def check_architecture(request: WeightCheck) -> WeightVerdict:
     """The torch half of :func:`~neurflow.service.intake.models.check_weights` (runs in the checker process)."""
     import torch
@@ -58,7 +74,7 @@ def check_architecture(request: WeightCheck) -> WeightVerdict:
         return WeightVerdict(problem=f"cannot build {request.arch} with {request.num_classes} classes: "
                                      f"{type(exc).__name__}")
     fake = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-    problem = describe_mismatch(model, fake)
+    problem = describe_mismatch(model, fake) or _dtype_mismatch(model, read_safetensors_index(request.path)[0])
     if problem:
         return WeightVerdict(problem=f"the weights do not fit {request.arch} with {request.num_classes} classes: {problem}")
     try:

@@ -26,6 +26,7 @@ import msgspec
 
 from neurflow.core.circuit import LabelingSettings
 from neurflow.core.jobspec import JobSpec
+from neurflow.core.layer_shape import num_channels
 from neurflow.labeler.config import LabelerConfig, local_dir
 from neurflow.labeler.vocabulary import BUILTIN_TEMPLATES, builtin_vocabularies
 from neurflow.prompts import available as available_prompts
@@ -53,7 +54,9 @@ def _asset(field: str, value: str, roots: list[Path]) -> None:
     """A name the client sent that becomes a path must resolve inside an asset folder."""
     path = Path(value)
     if not path.is_absolute() or not _inside(path, roots) or not path.exists():
-        shown = value if not path.is_absolute() else path.name
+        # only the last part of the name: a relative name the labeler resolved (the file exists somewhere) and
+        # one it could not must read the same, or the message tells which server files exist
+        shown = path.name
         raise Invalid(f"{field}: {shown!r} is not a file or folder of the server's asset folders; put CLIP "
                       "weights, model configs, vocabularies and captioner folders there and name them relative "
                       "to it")
@@ -102,18 +105,21 @@ def check_labeling(labeling: LabelingSettings, settings: Settings) -> LabelerCon
                 _builtin(field, value, known)
             else:
                 _asset(field, value, roots)
-    clip = config.clip
-    folder = local_dir(clip.model)
-    if folder is not None:
-        _asset("labeling.clip.model", folder, roots)
-    elif not _PLAIN_NAME.fullmatch(clip.model) or ".." in clip.model:
-        raise Invalid(f"labeling.clip.model: {clip.model!r} is not an open_clip model name; use a name such as "
-                      "'ViT-B-32', a name defined by model_config, or 'local-dir:FOLDER' in the asset folders")
-    if clip.model_config is not None:
-        _asset("labeling.clip.model_config", clip.model_config, roots)
-    pretrained = clip.pretrained
-    if pretrained and not (_PLAIN_NAME.fullmatch(pretrained) and "." not in pretrained):
-        _asset("labeling.clip.pretrained", pretrained, roots)
+    for n, clip in enumerate(config.clips):  # every CLIP of a list passes the same checks as the first
+        key = "labeling.clip" if n == 0 else f"labeling.extra_clips[{n - 1}]"
+        folder = local_dir(clip.model)
+        if folder is not None:
+            _asset(f"{key}.model", folder, roots)
+        elif not _PLAIN_NAME.fullmatch(clip.model) or ".." in clip.model:
+            raise Invalid(f"{key}.model: {clip.model!r} is not an open_clip model name; use a name such as "
+                          "'ViT-B-32', a name defined by model_config, or 'local-dir:FOLDER' in the asset folders")
+        if clip.model_config is not None:
+            _asset(f"{key}.model_config", clip.model_config, roots)
+        pretrained = clip.pretrained
+        if pretrained and not (_PLAIN_NAME.fullmatch(pretrained) and "." not in pretrained):
+            _asset(f"{key}.pretrained", pretrained, roots)
+        if clip.device != "cpu" and not any(d.startswith("cuda") for d in settings.device_list()):
+            raise Invalid(f"{key}.device {clip.device!r} is not available; this server runs on CPU")
     cap = config.captioner
     if cap is not None:
         for field, prompt in (("prompt", cap.prompt), ("circuit_prompt", cap.circuit_prompt)):
@@ -131,8 +137,6 @@ def check_labeling(labeling: LabelingSettings, settings: Settings) -> LabelerCon
                               "OpenAI-compatible endpoints in captioner_urls")
             keys = {u.rstrip("/"): env for u, env in settings.captioner_keys.items()}
             config = msgspec.structs.replace(config, captioner=msgspec.structs.replace(cap, api_key_env=keys.get(url)))
-    if clip.device != "cpu" and not any(d.startswith("cuda") for d in settings.device_list()):
-        raise Invalid(f"labeling.clip.device {clip.device!r} is not available; this server runs on CPU")
     return config
 
 
@@ -181,6 +185,15 @@ def prepare_run(spec: JobSpec, catalog: Catalog, settings: Settings, owner: str)
         if layer not in layer_names:
             raise Invalid(f"engine.layers: {layer!r} is not a layer of {desc['arch']}; addressable layers are listed "
                           f"by GET /v1/models/{model_id}")
+    # the first layer's channels are what a target class indexes (the logits when it is the output layer)
+    top = spec.engine.layers[0]
+    shape = dict(model["layers"])[top]
+    channels = num_channels(shape)
+    beyond = [c for c in spec.target_classes() if c >= channels]
+    if beyond:
+        raise Invalid(f"engine.layers[0] {top!r} has {channels} channels (shape {list(shape)}), so class {beyond[0]} "
+                      f"of data.target_class cannot be traced from it ({len(beyond)} classes are beyond it); put the "
+                      f"model's output layer ({model['layers'][-1][0]!r}) first")
     cost = estimated_cost(spec, dataset["n_images"])
     if cost > settings.max_job_cost:
         raise Invalid(f"the job would run about {cost:,} Integrated-Gradients sample passes (images x targets x "

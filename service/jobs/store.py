@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from neurflow.service.errors import Conflict, NotFound, redact
+from neurflow.service.errors import Conflict, NotFound, TooMany, public_json, redact
 from neurflow.service.jobs.types import Job, circuit_used, dataset_used, decode_job, encode_job, kind_of, model_used
+from neurflow.service.storage import pages
 from neurflow.service.storage.db import Database, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -32,7 +33,7 @@ def job_view(row) -> dict[str, Any]:
         "cancel_requested": bool(row["cancel_requested"]),
         "created_at": row["created_at"], "started_at": row["started_at"], "finished_at": row["finished_at"],
         "updated_at": row["updated_at"],
-        "spec": decode_job(row["job"]), "result": json.loads(row["result"]) if row["result"] else None,
+        "spec": decode_job(public_json(row["job"])), "result": json.loads(row["result"]) if row["result"] else None,
     }
 
 
@@ -40,9 +41,18 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, job_id: str, owner: str, job: Job, max_attempts: int) -> dict[str, Any]:
+    def create(self, job_id: str, owner: str, job: Job, max_attempts: int,
+               max_live: int | None = None) -> dict[str, Any]:
+        """Queue a job; ``TooMany`` when ``owner`` already has ``max_live`` queued or running jobs (counted in the
+        same transaction, so concurrent submits cannot pass the cap together)."""
         kind, t = kind_of(job), now()
         with self.db.tx() as c:
+            if max_live is not None:
+                live = c.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('queued','running')",
+                                 (owner,)).fetchone()[0]
+                if live >= max_live:
+                    raise TooMany(f"this key has {live} queued or running jobs; at most {max_live} are accepted "
+                                  "(max_jobs_per_key): wait for some to end or cancel them", retry_after=30)
             c.execute("INSERT INTO jobs (id, owner, kind, state, priority, job, model_id, dataset_id, circuit_id, "
                       "max_attempts, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                       (job_id, owner, kind, "queued", PRIORITY[kind], encode_job(job), model_used(job),
@@ -58,13 +68,13 @@ class JobStore:
             raise NotFound(f"no job {job_id!r}")
         return job_view(row)
 
-    def list(self, owner: str, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        if state:
-            rows = self.db.all("SELECT * FROM jobs WHERE owner=? AND state=? ORDER BY created_at DESC LIMIT ?",
-                               (owner, state, limit))
-        else:
-            rows = self.db.all("SELECT * FROM jobs WHERE owner=? ORDER BY created_at DESC LIMIT ?", (owner, limit))
-        return [job_view(r) for r in rows]
+    def list(self, owner: str, state: str | None = None, limit: int = pages.DEFAULT_PAGE,
+             cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the owner's jobs, newest first; the cursor of the next page."""
+        where, params = ("owner=? AND state=?", (owner, state)) if state else ("owner=?", (owner,))
+        rows, after = pages.page(self.db.conn(), "jobs", where, params, ("created_at", "id"), limit, cursor,
+                                 newest_first=True)
+        return [job_view(r) for r in rows], after
 
     def model_in_use(self, owner: str, model_id: str) -> bool:
         """A queued or running job of ``owner`` loads this model."""
@@ -83,7 +93,15 @@ class JobStore:
 
     # -- transitions (executor) ------------------------------------------------------------------
     def next_queued(self):
-        return self.db.one("SELECT * FROM jobs WHERE state='queued' ORDER BY priority DESC, created_at LIMIT 1")
+        """The next job to run: keys take turns. The key with the fewest running jobs, then the one whose last
+        job started longest ago (never: first), goes next; within a key, interactive kinds first, then the
+        oldest. One key's hundred queued jobs so wait behind one job of every other key, not the reverse."""
+        return self.db.one(
+            "SELECT q.* FROM jobs q WHERE q.state='queued' ORDER BY "
+            "(SELECT COUNT(*) FROM jobs r WHERE r.owner=q.owner AND r.state='running'), "
+            "(SELECT MAX(started_at) FROM jobs s WHERE s.owner=q.owner) IS NOT NULL, "
+            "(SELECT MAX(started_at) FROM jobs s WHERE s.owner=q.owner), "
+            "q.priority DESC, q.created_at LIMIT 1")
 
     def claim(self, job_id: str, worker: str) -> bool:
         t = now()

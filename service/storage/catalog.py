@@ -12,6 +12,7 @@ import secrets
 from typing import Any, Callable
 
 from neurflow.service.errors import Conflict, NotFound
+from neurflow.service.storage import pages
 from neurflow.service.storage.db import Database, now
 
 ANONYMOUS = "anonymous"
@@ -92,9 +93,6 @@ class Catalog:
             raise NotFound(f"no model {model_id!r}")
         return self._model(row)
 
-    def list_models(self, owner: str) -> list[dict[str, Any]]:
-        return [self._model(r) for r in self.db.all("SELECT * FROM models WHERE owner=? ORDER BY created_at", (owner,))]
-
     def delete_model(self, owner: str, model_id: str, *, check: Callable[[], None] | None = None,
                      unreferenced: Callable[[], None] | None = None) -> None:
         """Delete the owner's row. ``check()`` may refuse first; ``unreferenced()`` (deleting the shared file)
@@ -127,13 +125,24 @@ class Catalog:
             raise NotFound(f"no dataset {dataset_id!r}")
         return self._dataset(row)
 
-    def list_datasets(self, owner: str) -> list[dict[str, Any]]:
-        return [self._dataset(r) for r in self.db.all("SELECT * FROM datasets WHERE owner=? ORDER BY created_at", (owner,))]
-
     def delete_dataset(self, owner: str, dataset_id: str) -> None:
         with self.db.tx() as c:
             if c.execute("DELETE FROM datasets WHERE owner=? AND id=?", (owner, dataset_id)).rowcount == 0:
                 raise NotFound(f"no dataset {dataset_id!r}")
+
+    # -- pages of the list routes ------------------------------------------------------------------
+    def page(self, kind: str, owner: str, limit: int, cursor: str | None = None, job_id: str | None = None,
+             class_index: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the owner's ``models``, ``datasets`` or ``circuits`` (of one job: in class order; of
+        one class)."""
+        where, params, order = "owner=?", (owner,), ("created_at", "id")
+        if kind == "circuits" and job_id:
+            where, params, order = "owner=? AND job_id=?", (owner, job_id), ("class_index", "id")
+        if kind == "circuits" and class_index is not None:
+            where, params = where + " AND class_index=?", params + (class_index,)
+        rows, after = pages.page(self.db.conn(), kind, where, params, order, limit, cursor)
+        view = {"models": self._model, "datasets": self._dataset, "circuits": self._circuit}[kind]
+        return [view(r) for r in rows], after
 
     # -- circuits --------------------------------------------------------------------------------
     def add_circuit(self, c, *, circuit_id: str, owner: str, job_id: str, class_index: int, parent: str | None,

@@ -94,14 +94,35 @@ CREATE INDEX IF NOT EXISTS circuits_owner ON circuits (owner, created_at);
 """
 
 
+OUR_TABLES = ("api_keys", "models", "datasets", "jobs", "circuits")
+
+
+class DatabaseRefused(ValueError):
+    """The file at the database path is not one this NeurFlow can use (said in one line at start-up)."""
+
+
 class Database:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        conn = self.conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        self._migrate(conn)
+        try:
+            conn = self.conn()
+            self._refuse_foreign(conn)  # before WAL mode, which would change the file
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise DatabaseRefused(f"the database {self.path} is damaged or not a SQLite file ({exc}); restore it "
+                                  "from a backup or use another --data-dir") from None
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Another program's SQLite file is never migrated into (and so changed)."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and not tables & set(OUR_TABLES):
+            self.close()
+            raise DatabaseRefused(f"the database {self.path} belongs to another program (tables: "
+                                  f"{', '.join(sorted(tables)[:5])}); use another --data-dir")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -110,7 +131,7 @@ class Database:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             conn.execute("ROLLBACK")
-            raise RuntimeError(f"the database {self.path} has schema version {version}, newer than this NeurFlow "
+            raise DatabaseRefused(f"the database {self.path} has schema version {version}, newer than this NeurFlow "
                                f"(version {SCHEMA_VERSION}); upgrade NeurFlow or use another --data-dir")
         if version < SCHEMA_VERSION:
             try:

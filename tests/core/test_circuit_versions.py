@@ -121,6 +121,7 @@ def test_v2_labeled_document_loads_as_v3():
             group["status"] = "labeled" if group["labels"] else "unlabeled"
     assert all(layer.pop("ig") is None for layer in doc["layers"])  # added since
     assert doc["model"].pop("normalisation") == "recorded"
+    assert doc.pop("arrays") is None  # set only in compact documents
     assert {k: v for k, v in doc.items() if k not in ("schema", "params", "fit")} == {
         k: v for k, v in raw.items() if k not in ("schema", "params")}
     jsonschema.validate(doc, json.loads((SCHEMAS / "circuit.schema.json").read_text()))

@@ -70,3 +70,15 @@ def test_layers_lists_names_and_shapes():
     assert result.returncode == 0, result.stderr
     rows = dict(line.split() for line in result.stdout.splitlines())
     assert rows["layer4.1"] == "512x2x2" and rows["fc"] == "8" and rows["layer1.0"] == "64x16x16"
+
+
+def test_layers_within_a_budget_prints_estimates_and_the_deepest_list_that_fits():
+    base = ("layers", "torchvision:resnet18", "--input-size", "32", "--num-classes", "3", "--images", "2")
+    roomy = neurflow(*base, "--budget", "1h")
+    assert roomy.returncode == 0, roomy.stderr
+    assert json.loads(roomy.stdout) == ["fc", "layer4.1", "layer4.0", "layer3", "layer2", "layer1"]
+    assert "layer4.1" in roomy.stderr and "512 channels" in roomy.stderr and "estimate" in roomy.stderr
+    tight = neurflow(*base, "--budget", "0.001s")  # nothing fits: the shortest list, the class and one layer
+    assert tight.returncode == 0 and json.loads(tight.stdout) == ["fc", "layer4.1"]
+    bad = neurflow(*base, "--budget", "ten minutes")
+    assert bad.returncode != 0 and "write seconds (600, 600s), minutes (10m) or hours (1.5h)" in bad.stderr

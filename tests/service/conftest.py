@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,21 @@ def live_server(tmp_path):
         server.stop()
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount small tmpfs folders (a real full disk); unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str, options: str = "") -> Path:
+        target = tmp_path / name
+        target.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(target)],
+                              capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

@@ -170,3 +170,19 @@ def labeling_section(vocabulary=("red", "green", "blue", "dots", "stripes")) -> 
     return {"clip": {"model": "nf-service-test-clip", "pretrained": "tiny-clip/weights.safetensors",
                      "model_config": "tiny-clip/config.json"},
             "vocabulary": list(vocabulary), "templates": ["a photo of {}."], "reference_size": 8, "top_k": 3}
+
+
+def fill(folder: Path) -> Path:
+    """Fill a file system to the last byte; return the filler file (delete it to give the space back)."""
+    filler = folder / "filler.bin"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler

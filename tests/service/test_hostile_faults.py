@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,48 +22,13 @@ import pytest
 from neurflow.client.api import Client
 from neurflow.service.storage.artifacts import ArtifactStore
 
-from .helpers import KEY_A, SLOW_ENGINE, LiveServer, assert_problem, job_spec, wait_for
+from .helpers import KEY_A, SLOW_ENGINE, LiveServer, assert_problem, fill, job_spec, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """Mount small tmpfs folders (a real full disk); unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(name: str, size: str) -> Path:
-        target = tmp_path / name
-        target.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        mounted.append(target)
-        return target
-
-    yield mount
-    for target in mounted:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
-
-
-def fill(folder: Path) -> Path:
-    """Fill a file system to the last byte; return the filler file (delete it to give the space back)."""
-    filler = folder / "filler.bin"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def upload(c: Client, assets) -> tuple[str, str]:

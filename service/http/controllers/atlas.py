@@ -19,7 +19,7 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.params import Parameter
 
-from neurflow.service.errors import ApiError, Conflict, Invalid
+from neurflow.service.errors import ApiError, Conflict, Invalid, public_json
 from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, StoreDep, provides
 from neurflow.service.jobs.store import JobStore
 from neurflow.service.storage import keys
@@ -59,7 +59,7 @@ def read_inputs(store: ArtifactStore, rows: list[dict]) -> list:
     inputs = []
     for row in rows:
         try:
-            circuit = Circuit.from_json(store.get_bytes(keys.document(row["key"])))
+            circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(row["key"]))))
         except (KeyError, ValueError) as exc:
             raise Conflict(f"the document of circuit {row['id']} cannot be read ({exc})") from None
         inputs.append(AtlasInput(circuit=circuit, circuit_id=row["id"]))

@@ -15,10 +15,20 @@ import anyio
 from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
 
-from neurflow.service.errors import Conflict, NotFound
+from neurflow.service.errors import Conflict, NotFound, public_json
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, StoreDep, provides
-from neurflow.service.http.schemas import CircuitList, CircuitOut, EvaluateIn, JobOut, RelabelIn, circuit_out
+from neurflow.service.http.schemas import (
+    DEFAULT_PAGE,
+    CircuitList,
+    CircuitOut,
+    Cursor,
+    EvaluateIn,
+    JobOut,
+    PageLimit,
+    RelabelIn,
+    circuit_out,
+)
 from neurflow.service.jobs.policy import check_labeling, circuit_ref, model_ref
 from neurflow.service.jobs.types import DatasetRef, EvaluateJob, RelabelJob
 from neurflow.service.storage import keys
@@ -62,15 +72,17 @@ class CircuitController(Controller):
 
     @get("/", summary="List circuits (optionally of one job, and of one class: ?job_id=&class_index=)")
     async def list_circuits(self, catalog: CatalogDep, owner: Owner, job_id: str | None = None,
-                            class_index: int | None = None) -> CircuitList:
-        rows = await anyio.to_thread.run_sync(catalog.list_circuits, owner, job_id)
-        return CircuitList(circuits=[circuit_out(r) for r in rows if class_index in (None, r["class_index"])])
+                            class_index: int | None = None, limit: PageLimit = DEFAULT_PAGE,
+                            cursor: Cursor = None) -> CircuitList:
+        rows, after = await anyio.to_thread.run_sync(
+            lambda: catalog.page("circuits", owner, limit, cursor, job_id=job_id, class_index=class_index))
+        return CircuitList(circuits=[circuit_out(r) for r in rows], next=after)
 
     @get("/{circuit_id:str}", summary="The labeled circuit document (neurflow.circuit schema)",
          media_type="application/json")
     async def document(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> Response[bytes]:
         def work() -> bytes:
-            return store.get_bytes(keys.document(catalog.get_circuit(owner, circuit_id)["key"]))
+            return public_json(store.get_bytes(keys.document(catalog.get_circuit(owner, circuit_id)["key"])))
 
         return Response(await anyio.to_thread.run_sync(work), media_type="application/json")
 
@@ -118,7 +130,7 @@ class CircuitController(Controller):
             row = catalog.get_circuit(owner, circuit_id)
             job = RelabelJob(circuit=circuit_ref(row), labeling=check_labeling(data.labeling, settings),
                              dataset=dataset_present(catalog, owner, row))
-            return jobs.create(new_id("job"), owner, job, settings.max_attempts)
+            return jobs.create(new_id("job"), owner, job, settings.max_attempts, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)
         executor.wake()
@@ -140,7 +152,7 @@ class CircuitController(Controller):
             model = (model_present(catalog, owner, row, 'use activations "recorded"')
                      if options.activations == "model" else None)
             job = EvaluateJob(circuit=circuit_ref(row), dataset=dataset, options=options, model=model)
-            return jobs.create(new_id("job"), owner, job, 1)
+            return jobs.create(new_id("job"), owner, job, 1, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)
         return await submitted(jobs, executor, owner, job, settings.sync_wait_s if wait is None else wait)

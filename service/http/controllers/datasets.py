@@ -19,9 +19,9 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from neurflow.service.errors import Conflict, Invalid
-from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, SettingsDep, StoreDep, provides
-from neurflow.service.http.schemas import DatasetList, DatasetOut
-from neurflow.service.intake.archives import extract_dataset
+from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, QuotasDep, SettingsDep, StoreDep, provides
+from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, DatasetList, DatasetOut, PageLimit
+from neurflow.service.intake.imagecheck import ExtractZip, run_check
 from neurflow.service.settings import MB, Settings
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
@@ -39,21 +39,23 @@ class DatasetUpload:
 class DatasetController(Controller):
     path = "/datasets"
     tags = ["datasets"]
-    dependencies = provides("catalog", "jobs", "store")
+    dependencies = provides("catalog", "jobs", "store", "quotas")
 
     @post("/", summary="Upload a dataset zip")
-    async def upload(self, catalog: CatalogDep, store: StoreDep, settings: SettingsDep, owner: Owner,
+    async def upload(self, catalog: CatalogDep, store: StoreDep, quotas: QuotasDep, settings: SettingsDep, owner: Owner,
                      data: Annotated[DatasetUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> DatasetOut:
         if not isinstance(data.file, UploadFile):
             raise Invalid("the 'file' part must be a file upload (a .zip of images)")
         name = (data.name or data.file.filename or "dataset")[:200]
-        record = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, name, data.file)
+        with quotas.uploads.hold(owner):
+            record = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, name, data.file)
         return DatasetOut(**record)
 
     @get("/", summary="List datasets")
-    async def list_datasets(self, catalog: CatalogDep, owner: Owner) -> DatasetList:
-        rows = await anyio.to_thread.run_sync(catalog.list_datasets, owner)
-        return DatasetList(datasets=[DatasetOut(**r) for r in rows])
+    async def list_datasets(self, catalog: CatalogDep, owner: Owner, limit: PageLimit = DEFAULT_PAGE,
+                            cursor: Cursor = None) -> DatasetList:
+        rows, after = await anyio.to_thread.run_sync(catalog.page, "datasets", owner, limit, cursor)
+        return DatasetList(datasets=[DatasetOut(**r) for r in rows], next=after)
 
     @get("/{dataset_id:str}", summary="Show a dataset")
     async def get_dataset(self, catalog: CatalogDep, owner: Owner, dataset_id: str) -> DatasetOut:
@@ -86,9 +88,9 @@ def _ingest(catalog: Catalog, store: ArtifactStore, s: Settings, owner: str, nam
             raise
     target = work / dataset_id
     try:
-        info = extract_dataset(zip_path, target, max_entries=s.max_zip_entries,
-                               max_bytes=s.max_zip_uncompressed_mb * MB, max_pixels=s.max_image_pixels,
-                               max_total_pixels=s.max_dataset_pixels)
+        info = run_check(ExtractZip(zip_path=zip_path, dest=str(target), max_entries=s.max_zip_entries,
+                                    max_bytes=s.max_zip_uncompressed_mb * MB, max_pixels=s.max_image_pixels,
+                                    max_total_pixels=s.max_dataset_pixels), s.image_check_memory_mb, s.max_image_checks)
         key = keys.dataset(dataset_id)
         if store.is_local:
             dest = store.local_path(key)

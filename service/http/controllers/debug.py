@@ -8,7 +8,6 @@ setting, set on this controller's router layer by :func:`neurflow.service.http.a
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,11 +21,21 @@ from neurflow.core.circuit import Circuit
 from neurflow.service.errors import Invalid
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.controllers.circuits import model_present
-from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, StoreDep, provides
-from neurflow.service.intake.images import decode_image
+from neurflow.service.http.deps import (
+    CatalogDep,
+    ExecutorDep,
+    JobsDep,
+    Owner,
+    QuotasDep,
+    SettingsDep,
+    StoreDep,
+    provides,
+)
+from neurflow.service.intake.imagecheck import ReencodeImage, run_check
 from neurflow.service.jobs.policy import circuit_ref
 from neurflow.service.jobs.types import DebugJob
 from neurflow.service.storage import keys
+from neurflow.service.settings import Settings
 from neurflow.service.storage.catalog import new_id
 
 
@@ -51,15 +60,30 @@ def _threshold(raw: str | None) -> float | None:
     return value
 
 
+def _reencoded(raw: bytes, settings: Settings, job_id: str) -> bytes:
+    """The uploaded image decoded and written again as PNG, in the image checker's child process."""
+    work = settings.scratch_path / "uploads"
+    work.mkdir(parents=True, exist_ok=True)
+    src, dest = work / f"{job_id}.upload", work / f"{job_id}.png"
+    try:
+        src.write_bytes(raw)
+        run_check(ReencodeImage(src=str(src), dest=str(dest), max_pixels=settings.max_image_pixels,
+                                name="the uploaded image"), settings.image_check_memory_mb, settings.max_image_checks)
+        return dest.read_bytes()
+    finally:
+        src.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
+
+
 class DebugController(Controller):
     path = "/circuits"
     tags = ["circuits"]
-    dependencies = provides("catalog", "jobs", "store", "executor")
+    dependencies = provides("catalog", "jobs", "store", "executor", "quotas")
 
     @post("/{circuit_id:str}/debug",
           summary="Why did the model predict this? Groups that fire on an image, their crops and ablations")
     async def debug(self, catalog: CatalogDep, jobs: JobsDep, store: StoreDep, executor: ExecutorDep,
-                    settings: SettingsDep, owner: Owner, circuit_id: str,
+                    quotas: QuotasDep, settings: SettingsDep, owner: Owner, circuit_id: str,
                     data: Annotated[DebugUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
                     wait: float | None = Parameter(default=None, ge=0, le=600,
                                                    description="seconds to wait; default: the server's sync_wait_s"),
@@ -77,14 +101,12 @@ class DebugController(Controller):
                 if data.layer not in [layer.name for layer in circuit.layers]:
                     raise Invalid(f"layer {data.layer!r} is not a layer of this circuit; its layers: "
                                   f"{', '.join(layer.name for layer in circuit.layers)}")
-            image = decode_image(raw, settings.max_image_pixels, name="the uploaded image")
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
             job_id = new_id("job")
-            store.put_bytes(keys.debug_input(job_id), buf.getvalue())
+            store.put_bytes(keys.debug_input(job_id), _reencoded(raw, settings, job_id))
             job = DebugJob(circuit=circuit_ref(row), model=model, image_key=keys.debug_input(job_id),
                            layer=data.layer or None, threshold=threshold)
-            return jobs.create(job_id, owner, job, 1)
+            return jobs.create(job_id, owner, job, 1, settings.max_jobs_per_key)
 
-        job = await anyio.to_thread.run_sync(work)
+        with quotas.uploads.hold(owner):
+            job = await anyio.to_thread.run_sync(work)
         return await submitted(jobs, executor, owner, job, settings.sync_wait_s if wait is None else wait)

@@ -14,7 +14,7 @@ import anyio
 from litestar import Controller, Request, Response, get
 
 from neurflow.exports import FORMATS, ExportSource, run_export
-from neurflow.service.errors import Invalid, NotFound
+from neurflow.service.errors import Invalid, NotFound, public_json
 from neurflow.service.http.deps import CatalogDep, Owner, StoreDep, provides
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
@@ -29,7 +29,7 @@ def service_source(catalog: Catalog, store: ArtifactStore, owner: str, circuit_i
     from neurflow.core.circuit import Circuit
 
     row = catalog.get_circuit(owner, circuit_id)
-    circuit = Circuit.from_json(store.get_bytes(keys.document(row["key"])))
+    circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(row["key"]))))
     images_root = None
     try:
         catalog.get_dataset(owner, row["dataset_id"])

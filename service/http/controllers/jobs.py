@@ -13,12 +13,13 @@ from typing import Annotated, Any, AsyncIterator
 
 import anyio
 from litestar import Controller, Response, delete, get, post
-from litestar.params import Parameter, QueryParameter
+from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from neurflow.service.executors.base import Executor
-from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, provides
-from neurflow.service.http.schemas import JobList, JobOut, JobState
+from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, QuotasDep, SettingsDep, provides
+from neurflow.service.http.quotas import KeyGauge
+from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, JobList, JobOut, JobState, PageLimit
 from neurflow.service.jobs.limits import JobRequest
 from neurflow.service.jobs.policy import prepare_run, submitted_spec
 from neurflow.service.jobs.store import TERMINAL, JobStore
@@ -54,17 +55,26 @@ async def job_events(jobs: JobStore, executor: Executor, owner: str,
             yield ServerSentEventMessage(comment="keep-alive")
 
 
+async def _released(events: AsyncIterator[ServerSentEventMessage], gauge: KeyGauge,
+                    owner: str) -> AsyncIterator[ServerSentEventMessage]:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        gauge.release(owner)
+
+
 class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
-    dependencies = provides("catalog", "jobs", "executor")
+    dependencies = provides("catalog", "jobs", "executor", "quotas")
 
     @post("/", status_code=202, summary="Submit a job (the job spec of `neurflow run`, with ids)")
     async def submit(self, catalog: CatalogDep, jobs: JobsDep, executor: ExecutorDep, settings: SettingsDep,
                      owner: Owner, data: JobRequest) -> Response[JobOut]:  # type: ignore[valid-type]
         def work() -> dict[str, Any]:
             job = prepare_run(submitted_spec(data), catalog, settings, owner)
-            return jobs.create(new_id("job"), owner, job, settings.max_attempts)
+            return jobs.create(new_id("job"), owner, job, settings.max_attempts, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)
         executor.wake()
@@ -73,18 +83,21 @@ class JobController(Controller):
     @get("/", summary="List jobs (newest first)")
     async def list_jobs(self, jobs: JobsDep, owner: Owner,
                         state_filter: Annotated[JobState | None, QueryParameter(name="state")] = None,
-                        limit: int = Parameter(default=100, ge=1, le=1000)) -> JobList:
-        rows = await anyio.to_thread.run_sync(jobs.list, owner, state_filter, limit)
-        return JobList(jobs=[JobOut(**r) for r in rows])
+                        limit: PageLimit = DEFAULT_PAGE, cursor: Cursor = None) -> JobList:
+        rows, after = await anyio.to_thread.run_sync(jobs.list, owner, state_filter, limit, cursor)
+        return JobList(jobs=[JobOut(**r) for r in rows], next=after)
 
     @get("/{job_id:str}", summary="Job state, stage, progress, error and result")
     async def get_job(self, jobs: JobsDep, owner: Owner, job_id: str) -> JobOut:
         return JobOut(**await anyio.to_thread.run_sync(jobs.get, owner, job_id))
 
     @get("/{job_id:str}/events", summary="Server-Sent Events with progress, ending when the job ends")
-    async def events(self, jobs: JobsDep, executor: ExecutorDep, owner: Owner, job_id: str) -> ServerSentEvent:
+    async def events(self, jobs: JobsDep, executor: ExecutorDep, quotas: QuotasDep, owner: Owner,
+                     job_id: str) -> ServerSentEvent:
         await anyio.to_thread.run_sync(jobs.get, owner, job_id)  # 404 before the stream starts
-        return ServerSentEvent(job_events(jobs, executor, owner, job_id), retry_duration=2000,
+        quotas.streams.acquire(owner)  # 429 before it starts, too; released when the stream ends or is dropped
+        return ServerSentEvent(_released(job_events(jobs, executor, owner, job_id), quotas.streams, owner),
+                               retry_duration=2000,
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @delete("/{job_id:str}", status_code=202, summary="Cancel a queued or running job")

@@ -36,7 +36,7 @@ from neurflow import __version__
 from neurflow.core.circuit import Circuit
 from neurflow.exports.labelstudio import group_prediction, image_prediction, interface_for
 from neurflow.exports.source import ExportSource
-from neurflow.service.errors import ApiError, NotFound
+from neurflow.service.errors import ApiError, NotFound, public_json
 from neurflow.service.http.deps import CatalogDep, Owner, StoreDep, provides
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
@@ -74,7 +74,7 @@ class CircuitCache:
                 self._items.move_to_end(key)
                 return hit
         try:
-            circuit = Circuit.from_json(store.get_bytes(keys.document(key)))
+            circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(key))))
         except (KeyError, ValueError) as exc:
             log.warning("label studio backend: circuit %s unreadable: %s", circuit_id, exc)
             return None

@@ -21,8 +21,8 @@ from litestar.params import Body
 
 from neurflow.core.hashing import sha256_file
 from neurflow.service.errors import Conflict, Invalid, Unsupported
-from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, SettingsDep, StoreDep, provides
-from neurflow.service.http.schemas import ModelList, ModelOut, model_out
+from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, QuotasDep, SettingsDep, StoreDep, provides
+from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, ModelList, ModelOut, PageLimit, model_out
 from neurflow.service.intake.models import ModelDescriptor, check_weights, parse_descriptor
 from neurflow.service.settings import Settings
 from neurflow.service.storage import weights
@@ -42,10 +42,10 @@ class ModelUpload:
 class ModelController(Controller):
     path = "/models"
     tags = ["models"]
-    dependencies = provides("catalog", "jobs", "store")
+    dependencies = provides("catalog", "jobs", "store", "quotas")
 
     @post("/", summary="Upload a model", status_code=201)
-    async def upload(self, catalog: CatalogDep, store: StoreDep, settings: SettingsDep, owner: Owner,
+    async def upload(self, catalog: CatalogDep, store: StoreDep, quotas: QuotasDep, settings: SettingsDep, owner: Owner,
                      data: Annotated[ModelUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> Response[ModelOut]:
         if not isinstance(data.weights, UploadFile):
             raise Invalid("the 'weights' part must be a file upload (a .safetensors file)")
@@ -53,13 +53,16 @@ class ModelController(Controller):
         if data.weights.filename and not data.weights.filename.lower().endswith(".safetensors"):
             raise Unsupported(f"weights file {data.weights.filename!r} is not a .safetensors file; pickled "
                               ".pt/.pth/.bin and TorchScript files are refused")
-        record, created = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, desc, data.weights)
+        with quotas.uploads.hold(owner):
+            record, created = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, desc,
+                                                             data.weights)
         return Response(model_out(record), status_code=201 if created else 200)
 
     @get("/", summary="List models")
-    async def list_models(self, catalog: CatalogDep, owner: Owner) -> ModelList:
-        rows = await anyio.to_thread.run_sync(catalog.list_models, owner)
-        return ModelList(models=[model_out(r, with_layers=False) for r in rows])
+    async def list_models(self, catalog: CatalogDep, owner: Owner, limit: PageLimit = DEFAULT_PAGE,
+                          cursor: Cursor = None) -> ModelList:
+        rows, after = await anyio.to_thread.run_sync(catalog.page, "models", owner, limit, cursor)
+        return ModelList(models=[model_out(r, with_layers=False) for r in rows], next=after)
 
     @get("/{model_id:str}", summary="Show a model and its addressable layers")
     async def get_model(self, catalog: CatalogDep, owner: Owner, model_id: str) -> ModelOut:

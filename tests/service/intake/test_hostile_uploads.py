@@ -149,6 +149,26 @@ def test_non_finite_weights_are_refused(env, assets, dtype, bad):
     assert r.status_code in (200, 201), r.text
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint16", "bool", "float8_e4m3fn", "uint8"])
+def test_weights_in_a_dtype_the_architecture_cannot_load_are_refused(env, assets, dtype):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(assets["weights"]))
+    tensors["layer3.0.conv1.weight"] = tensors["layer3.0.conv1.weight"].to(getattr(torch, dtype))
+    path = env["data"].parent / f"odd-{dtype}.safetensors"
+    save_file(tensors, str(path))
+    clean(env, assert_problem(post_weights(env, path.read_bytes()), 422, "layer3.0.conv1.weight is stored as"))
+    # a batch norm's counter stored as a float is refused too; the same file in F16 is accepted
+    tensors = load_file(str(assets["weights"]))
+    tensors["bn1.num_batches_tracked"] = tensors["bn1.num_batches_tracked"].float()
+    save_file(tensors, str(path))
+    clean(env, assert_problem(post_weights(env, path.read_bytes()), 422, "bn1.num_batches_tracked"))
+    tensors["bn1.num_batches_tracked"] = tensors["bn1.num_batches_tracked"].long()
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(path))
+    assert post_weights(env, path.read_bytes()).status_code in (200, 201)
+
+
 def test_oversized_weights_and_fields(env):
     clean(env, assert_problem(post_weights(env, b"\0" * (61 << 20)), 413))
     r = env["client"].post("/v1/models", headers=A, files={"weights": ("m.safetensors", b"x" * 10)},
@@ -282,8 +302,9 @@ def test_label_studio_predict_body_is_sized_for_its_route(env):
 
 # -- defect 8: torch stays out of the web process ------------------------------------------------------
 def test_the_web_process_never_imports_torch(tmp_path, assets):
-    """Build the app, upload a model (checked against its architecture), a dataset, submit a job and read
-    every listing, all in a fresh interpreter; torch must not be in its sys.modules."""
+    """Build the app, upload a model (checked against its architecture), a dataset, read every listing, and
+    a labeled circuit over its images in every export format, its report and atlas (exports crop exemplars
+    from the source images), all in a fresh interpreter; torch must not be in its sys.modules."""
     script = f"""
 import json, sys
 from litestar.testing import TestClient
@@ -301,6 +322,30 @@ with TestClient(app) as c:
     assert r.status_code == 201, r.text
     for path in ('/v1/models', '/v1/datasets', '/v1/jobs', '/v1/circuits', '/health', '/schema/openapi.json'):
         assert c.get(path, headers=H).status_code == 200, path
+    # a labeled circuit over a dataset holding its images: exports crop exemplars from them
+    import io, zipfile
+    from PIL import Image
+    from neurflow.service.storage import keys
+    doc = json.loads(open({str(REPO / 'tests/core/data/circuit-v1-labeled.json')!r}).read())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as zf:
+        for im in doc['images']:
+            png = io.BytesIO()
+            Image.new('RGB', (im['width'], im['height']), (200, 30, 30)).save(png, 'PNG')
+            zf.writestr(im['path'], png.getvalue())
+    ds = c.post('/v1/datasets', headers=H, files={{'file': ('c.zip', buf.getvalue())}}).json()['id']
+    services = app.state.services
+    services.store.put_bytes(keys.document('jobs/j/attempt-1/class-0'), json.dumps(doc).encode())
+    with services.db.tx() as conn:
+        services.catalog.add_circuit(conn, circuit_id='c-1', owner='k-' + __import__('hashlib').sha256(b'k').hexdigest()[:16],
+                                     job_id='j', class_index=0, parent=None, key='jobs/j/attempt-1/class-0',
+                                     model_id='m', dataset_id=ds, summary={{'layers': []}})
+    routes = ['/v1/circuits/c-1', '/v1/circuits/c-1/info', '/v1/circuits/c-1/report', '/v1/atlas?circuits=c-1']
+    routes += [f'/v1/circuits/c-1/exports/{{fmt}}' + q for fmt in ('labelstudio', 'cvat', 'datumaro', 'fiftyone', 'graphml')
+               for q in ('', '?archive=zip')]
+    for path in routes:
+        r = c.get(path, headers=H)
+        assert r.status_code == 200, (path, r.text[:300])
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'open_clip', 'timm', 'transformers'))
 print(json.dumps(heavy))
 """

@@ -18,7 +18,7 @@ from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.policy import check_labeling as check_typed
 from neurflow.service.settings import Settings, from_env
 
-from ..helpers import KEY_A, KEY_B, assert_problem, job_spec, labeling_section, write_tiny_clip
+from ..helpers import KEY_A, KEY_B, assert_problem, job_spec, labeling_section, make_zip, png_bytes, write_tiny_clip
 
 
 def check_labeling(section: dict, settings):
@@ -147,6 +147,16 @@ def test_check_labeling_resolves_into_the_asset_folder(env):
     assert load_vocabulary(config.vocabulary).concepts == ("stripes", "dots", "grass")
 
 
+def test_every_clip_of_a_list_stays_in_the_asset_folders(env):
+    """A second CLIP gets the same checks as the first: no path outside the asset folders."""
+    good = labeling_section()["clip"]
+    config = check_labeling({**labeling_section(), "extra_clips": [good]}, env["settings"])
+    assert config.extra_clips == [config.clip]
+    for bad in ({"model": "nf-service-test-clip", "pretrained": "../../secret.txt"}, {"model": "local-dir:..", "pretrained": None}):
+        with pytest.raises(Invalid, match=r"labeling\.extra_clips\[1\]\.(pretrained|model)"):
+            check_labeling({**labeling_section(), "extra_clips": [good, bad]}, env["settings"])
+
+
 # -- defect 2: the captioner's key is the operator's ------------------------------------------------
 CAPTIONER = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
 
@@ -261,3 +271,59 @@ def test_engine_device_is_not_the_callers(env, ids, device):
     body = assert_problem(submit(env, ids, engine={**json.loads(json.dumps(job_spec("m", "d")["engine"])),
                                                    "device": device}), 422, "engine.device")
     assert "server's setting" in body["detail"]
+
+
+# -- Hardening II, 6: nothing of the server in what callers read ---------------------------------------
+def test_a_stored_job_shows_no_server_path_or_env_name(env, ids):
+    section = {**labeling_section(), "vocabulary": "extra-vocab.txt", "captioner": CAPTIONER}
+    r = submit(env, ids, labeling=section)
+    assert r.status_code == 202, r.text
+    for body in (r.text, env["client"].get(f"/v1/jobs/{r.json()['id']}", headers=A).text,
+                 env["client"].get("/v1/jobs", headers=A).text):
+        assert str(env["root"]) not in body and "NF_TEST_CAPTIONER_KEY" not in body, body[:2000]
+    spec = r.json()["spec"]
+    assert spec["labeling"]["vocabulary"] == "<assets>/extra-vocab.txt"  # the name the caller gave, under a label
+    env["client"].delete(f"/v1/jobs/{r.json()['id']}", headers=A)
+
+
+@pytest.mark.parametrize("field", ["vocabulary", "templates"])
+def test_one_message_for_every_refused_name(env, ids, field):
+    """Whether a file exists outside the asset folders or not, the answer is the same (no existence oracle)."""
+    existing, missing = str(env["root"] / "secret.txt"), str(env["root"] / "no-such-file.txt")
+    details = []
+    for name in (existing, missing, "../secret.txt", "../no-such-file.txt", "no-such-file.txt"):
+        body = assert_problem(submit(env, ids, labeling={**labeling_section(), field: name}), 422)
+        details.append(body["detail"].replace(repr(Path(name).name), "NAME"))
+    assert len(set(details)) == 1, details
+
+
+def test_an_all_class_job_is_checked_against_the_layer_shapes(env, tmp_path):
+    """600 classes traced from layer4 (512 channels) died with an IndexError in the worker; now a 422 at submit."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path / "wide.safetensors"
+    save_file(torchvision.models.resnet18(num_classes=600).state_dict(), str(path))
+    client = env["client"]
+    with open(path, "rb") as fh:
+        r = client.post("/v1/models", headers=A, files={"weights": ("wide.safetensors", fh)},
+                        data={"descriptor": json.dumps({"arch": "resnet18", "num_classes": 600, "input_size": 32})})
+    assert r.status_code == 201, r.text
+    dataset = client.post("/v1/datasets", headers=A, files={"file": ("d.zip", make_zip({"a.png": png_bytes((1, 2, 3))}),
+                                                                     "application/zip")}).json()["id"]
+    ids = {"model": r.json()["id"], "dataset": dataset}
+
+    def spec(target, layers):
+        s = job_spec(ids["model"], ids["dataset"], target=target, engine={"layers": layers, "ig_steps": 1})
+        s["model"]["num_classes"] = 600
+        return s
+
+    body = assert_problem(client.post("/v1/jobs", headers=A, json=spec("all", ["layer4", "layer3"])), 422,
+                          "has 512 channels")
+    assert "class 512" in body["detail"] and "'fc'" in body["detail"]
+    assert_problem(client.post("/v1/jobs", headers=A, json=spec([599], ["layer4", "layer3"])), 422, "class 599")
+    r = client.post("/v1/jobs", headers=A, json=spec([511, 599], ["fc", "layer4"]))  # the output layer first
+    assert r.status_code == 202, r.text
+    client.delete(f"/v1/jobs/{r.json()['id']}", headers=A)

@@ -24,7 +24,7 @@ from neurflow.service.jobs.types import (
     decode_job,
     encode_job,
 )
-from neurflow.service.storage.db import SCHEMA_VERSION, Database
+from neurflow.service.storage.db import SCHEMA_VERSION, Database, DatabaseRefused
 
 from ..helpers import CIRCUIT, MODEL, debug_job, labeling_section, run_job
 
@@ -125,5 +125,23 @@ def test_a_newer_database_is_refused(tmp_path):
     path = tmp_path / "neurflow.db"
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer than this NeurFlow"):
+    with pytest.raises(DatabaseRefused, match="newer than this NeurFlow"):
         Database(path)
+
+
+@pytest.mark.parametrize("content", ["garbage", "foreign", "empty-header"])
+def test_a_corrupt_or_foreign_database_is_refused_in_one_line(tmp_path, capsys, content):
+    """``neurflow serve`` on a damaged file or another program's SQLite file: one line, exit 2, file unchanged."""
+    from neurflow.cli import main
+
+    path = tmp_path / "neurflow.db"
+    if content == "foreign":
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE invoices (id INTEGER)")
+    else:
+        path.write_bytes(b"SQLite format 3\0" + b"\xff" * 200 if content == "empty-header" else b"not a database" * 100)
+    before = path.read_bytes()
+    assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "neurflow serve: error: the database" in err[0] and "Traceback" not in err[0], err
+    assert path.read_bytes() == before
