@@ -14,6 +14,8 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
   (:mod:`bench.fidelity`).
 * ``corrections``: top-1 of the groups not corrected, before and after a simulated annotator corrects
   the 5 % and 10 % least-confident groups and the corrections re-score the rest (:mod:`bench.corrections`).
+* ``audit``: the shortcut audit on planted worlds, dev and held-out: planted cue among the top 3
+  findings of its class, findings per class on clean networks, audit time (:mod:`bench.audit`).
 
 A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
 registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
@@ -33,6 +35,7 @@ SECTIONS: dict[str, str] = {
     "labels": "bench.labels",
     "fidelity": "bench.fidelity",
     "corrections": "bench.corrections",
+    "audit": "bench.audit",
 }
 
 

@@ -133,23 +133,26 @@ class SuiteEntry:
         return self.model.world_root
 
 
-def _circuits(model, world: SuiteWorld, tau: int, max_images: int, log: Callable[[str], None]) -> dict[int, Circuit]:
+def engine_circuits(model, name: str, classes: tuple[int, ...] | list[int], tau: int = 8, max_images: int = 40,
+                    log: Callable[[str], None] = lambda line: None) -> dict[int, Circuit]:
+    """The circuits of ``classes`` of a world network (engine settings :data:`ENGINE`, the network's
+    held-out images), fitted once and cached in the network's folder; ``name`` is for the log."""
     from neurflow.world.cache import locked
 
     folder = model.directory / "circuits"
-    paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in world.classes}
+    paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in classes}
     with locked(model.directory / ".circuits.lock"):  # two builders of one world fit its circuits once
-        _fit_missing(model, world, paths, tau, max_images, log)
+        _fit_missing(model, name, paths, tau, max_images, log)
     return {c: read_circuit(p) for c, p in paths.items()}
 
 
-def _fit_missing(model, world: SuiteWorld, paths: dict[int, Path], tau: int, max_images: int, log) -> None:
+def _fit_missing(model, name: str, paths: dict[int, Path], tau: int, max_images: int, log) -> None:
     from neurflow.core.jobspec import parse_jobspec
     from neurflow.core.pipeline import fit_spec
 
     missing = [c for c, p in paths.items() if not p.is_file()]
     if missing:
-        log(f"{world.name}: engine circuits of classes {missing}")
+        log(f"{name}: engine circuits of classes {missing}")
         spec = {
             "model": model.model_spec(),
             "data": {"images": str(model.images("heldout")), "target_class": missing, "select": "predicted", "max_images": max_images},
@@ -181,7 +184,7 @@ def ensure_suite_world(
     log(f"{name}: network held-out accuracy {model.heldout_accuracy}")
     bundle = ensure_world_clip(model.world_root, clip_train_config(world), log=log)
     log(f"{name}: CLIP ({world.clip_arch}) zero-shot top-1 {_zero_shot(bundle):.3f}")
-    circuits = _circuits(model, world, tau, max_images, log)
+    circuits = engine_circuits(model, name, world.classes, tau, max_images, log)
     noisy: dict[str, dict[str, Path]] = {}
     for quality in dict.fromkeys(q for q in clip_qualities if q != "good"):
         noisy[quality] = {}
