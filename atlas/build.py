@@ -58,20 +58,26 @@ def check_inputs(inputs: Sequence[AtlasInput]) -> None:
         seen[k] = entry
 
 
+def group_importance(layer: Layer) -> dict[str, float]:
+    """Group id -> the mean importance of its member neurons over the layer's most important neuron (0..1)."""
+    importance = {n.id: n.importance for n in layer.neurons}
+    top = max(importance.values(), default=0.0)
+    out = {}
+    for g in layer.groups:
+        neurons = {m.neuron for m in g.members}
+        mean = sum(importance.get(n, 0.0) for n in neurons) / len(neurons) if neurons else 0.0
+        out[g.id] = round(mean / top, 6) if top > 0 else 0.0
+    return out
+
+
 def _group_rows(circuit: Circuit) -> dict[str, list[AtlasGroup]]:
     """Layer name -> the circuit's groups in it, as atlas groups (concepts filled in later)."""
     rows: dict[str, list[AtlasGroup]] = {}
     for layer in circuit.layers:
-        importance = {n.id: n.importance for n in layer.neurons}
-        top = max(importance.values(), default=0.0)
-        out = []
-        for g in layer.groups:
-            neurons = sorted({m.neuron for m in g.members})
-            mean = sum(importance.get(n, 0.0) for n in neurons) / len(neurons) if neurons else 0.0
-            out.append(AtlasGroup(id=g.id, layer=layer.name, labels=[lab.text for lab in g.labels],
-                                  confidence=g.confidence, neurons=neurons,
-                                  importance=round(mean / top, 6) if top > 0 else 0.0))
-        rows[layer.name] = out
+        importance = group_importance(layer)
+        rows[layer.name] = [AtlasGroup(id=g.id, layer=layer.name, labels=[lab.text for lab in g.labels],
+                                       confidence=g.confidence, neurons=sorted({m.neuron for m in g.members}),
+                                       importance=importance[g.id]) for g in layer.groups]
     return rows
 
 

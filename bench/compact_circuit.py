@@ -18,6 +18,7 @@ import numpy as np
 
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Edge, Exemplar, Group, GroupEdge, ImageRef, Label,
                                    Layer, Member, ModelInfo, Neuron, Target)
+from neurflow.core.params import EngineParams
 from neurflow.core.circuit_arrays import read_circuit, write_circuit
 
 LAYERS = [("fc", [1000]), ("layer4", [2048, 7, 7]), ("layer3", [1024, 14, 14]), ("layer2", [512, 28, 28]),
@@ -57,7 +58,7 @@ def synthetic_circuit(neurons: list[int], n_images: int = 50, top_n: int = 50, t
     return Circuit(schema=SCHEMA_VERSION,
                    model=ModelInfo(arch="torchvision:resnet50", weights_sha256=None, num_classes=1000, input_size=224,
                                    mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-                   target=Target(class_index=1, name="goldfish"), params={"tau": tau, "top_n": top_n},
+                   target=Target(class_index=1, name="goldfish"), params=EngineParams(layers=[lay.name for lay in layers], tau=tau, top_n=top_n),
                    images=[ImageRef(id=i, path=f"img{i}.jpg", width=500, height=375) for i in range(n_images)],
                    layers=layers, group_edges=edges, timings={})
 

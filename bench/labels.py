@@ -1,34 +1,28 @@
 """``python -m bench.run labels``: label quality on worlds the labeler was tuned on, and on others.
 
 Every world of :data:`neurflow.world.suite.SUITE` has its own network, its own CLIP (ViT or ResNet
-image tower, trained only on that world) and engine circuits of two classes. Each group's truth is
+image tower, trained only on that world), noisy CLIPs of several qualities (``--clip-quality``:
+some parts learned under another part's name; ``--noisy-towers both`` makes one per tower and
+labels with each alone and both at once) and engine circuits of two classes. Each group's truth is
 what its mosaic shows: the part that dominates the majority of its five display exemplars (part
 masks), when at least 3 of 5 do; groups without such a majority have no reference. A group is
 *mixed* when its exemplars are not all that part, or when its other top patches are mostly another.
 
-Methods (all from the same CLIP embeddings of the same patches):
+Every (world, CLIP quality, CLIP set) is measured on two sets of groups: the engine's own (``engine``)
+and mixed groups constructed from its pure ones (``mixed*``, :mod:`bench.mixed`). Methods:
 
-* ``baseline``: the concept with the highest mean cosine similarity to the five exemplars;
-* ``contrastive``: contrastive score over all top patches (reference term 1);
-* ``mosaic w=.. l=.. votes``: the mosaic score (:func:`neurflow.labeler.scoring.mosaic_scores`) on a
-  grid of exemplar weights, reference weights and exemplar votes (``hard``: each exemplar's best
-  concept counted once; ``soft``: their zero-shot distributions averaged).
-* ``caption``: the short label made from a caption of the group's mosaic by a tiny captioner trained
-  on the dev worlds only (:mod:`neurflow.world.captioner`), through the labeler's captioning path;
-  engine groups only (``--no-captions`` leaves it out).
+* ``baseline``: the concept with the highest mean cosine similarity to the five exemplars (summed
+  over the set's CLIPs);
+* ``labeler``: the pooled mosaic score and the fitted combination of
+  :mod:`neurflow.labeler.evidence`, as ``label_circuit`` computes them.
 
-Every world is measured on two sets of groups: the engine's own (``engine``) and mixed groups
-constructed from its pure ones (``mixed*``, :mod:`bench.mixed`), where labels can be wrong.
-
-The grid is compared on the *dev* worlds only (both sets); the best setting there (top-1, then top-1
-on mixed groups, then retrieval AUC) is the one reported on the *held-out* worlds, next to the
-baseline and the contrastive score. The confidence's logistic calibration is fitted on the dev worlds'
-labels of every grid setting (the chosen one alone may make no mistake to learn from) and checked on
-the held-out worlds' labels of the chosen setting and of every grid setting (ECE and ROC-AUC, before and
-after the doubt cap). Columns: top-1 / top-5 against the mosaic's part, top-1 on mixed groups,
-held-out retrieval ROC-AUC (the group's held-out top patches against random patches of the run,
-ranked by similarity to the label), and the confidence's ECE and ROC-AUC against correctness; every
-row repeats the baseline's top-1 on the same groups.
+On the *dev* worlds only, a grid of exemplar weights and exemplar votes is compared with the
+labeler's constants, the combination is fitted (``--write-combination`` ships it as
+``labeler/combination.json``) and the uncertainty threshold is shown against others; every unit is
+then reported with the shipped combination: top-1 (all, mixed groups, labels with confidence >= 0.5
+and their coverage), the confidence's ROC-AUC and ECE, beside the baseline's. ``caption``: the short
+label of a tiny captioner trained on the dev worlds only (:mod:`neurflow.world.captioner`), engine
+groups only (``--no-captions`` leaves it out).
 """
 
 from __future__ import annotations
@@ -43,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-GRID_WEIGHTS = (1.0, 0.7, 0.5)
-GRID_CONTRAST = (0.0, 0.3, 1.0)
-GRID_VOTES = ("soft", "hard")  # how the exemplars vote (neurflow.labeler.scoring.MOSAIC_EXEMPLAR_VOTES)
+GRID_WEIGHTS = (1.0, 0.7, 0.5)  # weight of the exemplars' votes against all activation-weighted patches
+GRID_VOTES = ("hard", "soft")  # how the exemplars vote (neurflow.labeler.scoring.MOSAIC_EXEMPLAR_VOTES)
 MIN_MAJORITY = 3  # of 5 exemplars: below, the mosaic shows no one part and the group has no reference
 RELIABILITY_BINS = 5
 
@@ -63,6 +56,7 @@ class GroupData:
     mixed: bool
     ref_mixture: np.ndarray = field(repr=False, default=None)
     negatives: np.ndarray = field(repr=False, default=None)
+    weights: np.ndarray = field(repr=False, default=None)  # (n,) activation weights of ``patches``
 
 
 @dataclass
@@ -76,75 +70,99 @@ class WorldData:
     groups: list[GroupData]
     heldout_accuracy: float | None
     clip_top1: float
+    prompts: np.ndarray | None = field(repr=False, default=None)  # (t, c, d) the vocabulary under each prompt
 
 
 def add_arguments(parser) -> None:
+    from neurflow.world.suite import CLIP_QUALITIES
+
     parser.add_argument("--label-worlds", nargs="+", metavar="WORLD", help="suite worlds (default: all)")
     parser.add_argument("--label-json", metavar="PATH", help="also write the label table as JSON here")
     parser.add_argument("--no-captions", dest="label_captions", action="store_false",
                         help="skip the caption row (a tiny captioner trained on the dev worlds; minutes on first use)")
+    parser.add_argument("--clip-quality", nargs="+", default=["good", "q80"], choices=["good", *CLIP_QUALITIES],
+                        help="label with each world's own CLIP ('good') and/or its noisy CLIPs of these qualities "
+                             "(neurflow.world.suite.CLIP_QUALITIES: each tower alone and both at once; trained on first use)")
+    parser.add_argument("--noisy-towers", default="own", choices=["both", "own"],
+                        help="noisy CLIPs of both towers (each alone and both at once), or only the tower of each "
+                             "world's own CLIP (one CLIP; the cheap one to train)")
+    parser.add_argument("--write-combination", action="store_true",
+                        help="write the combination fitted on the dev worlds to neurflow/labeler/combination.json")
 
 
-def _cache_paths(entry) -> tuple[Path, Path]:
-    stem = entry.model.directory / f"label-bench-{entry.bundle.name}-{'-'.join(map(str, sorted(entry.circuits)))}"
+def _cache_paths(entry, bundle: Path) -> tuple[Path, Path]:
+    stem = entry.model.directory / f"label-bench-v2-{bundle.name}-{'-'.join(map(str, sorted(entry.circuits)))}"
     return stem.with_suffix(".npz"), stem.with_suffix(".json")
 
 
-def _save(w: WorldData, entry) -> None:
+def _save(w: WorldData, entry, bundle: Path) -> None:
     """Embeddings and truth of every group, so that a second run only scores (no pickles: arrays + JSON)."""
     arrays, meta = {"concepts": w.concepts}, []
+    if w.prompts is not None:
+        arrays["prompts"] = w.prompts
     for i, g in enumerate(w.groups):
-        for key in ("exemplars", "patches", "held", "ref_mixture", "negatives"):
-            arrays[f"{i}_{key}"] = getattr(g, key)
+        for key in ("exemplars", "patches", "held", "ref_mixture", "negatives", "weights"):
+            if getattr(g, key) is not None:
+                arrays[f"{i}_{key}"] = getattr(g, key)
         meta.append({"gid": g.gid, "reference": g.reference, "mixed": g.mixed})
-    npz, js = _cache_paths(entry)
+    npz, js = _cache_paths(entry, bundle)
     np.savez(npz, **arrays)
     js.write_text(json.dumps({"names": w.names, "logit_scale": w.logit_scale, "heldout_accuracy": w.heldout_accuracy,
                               "clip_top1": w.clip_top1, "groups": meta}))
 
 
-def _load(entry) -> WorldData | None:
-    npz, js = _cache_paths(entry)
+def _load(entry, bundle: Path, arch: str) -> WorldData | None:
+    npz, js = _cache_paths(entry, bundle)
     if not (npz.is_file() and js.is_file()):
         return None
     meta = json.loads(js.read_text())
     with np.load(npz, allow_pickle=False) as arrays:
         groups = [GroupData(entry.world.name, m["gid"], *(arrays[f"{i}_{k}"] for k in ("exemplars", "patches", "held")),
-                            m["reference"], m["mixed"], arrays[f"{i}_ref_mixture"], arrays[f"{i}_negatives"])
+                            m["reference"], m["mixed"], arrays[f"{i}_ref_mixture"], arrays[f"{i}_negatives"],
+                            arrays[f"{i}_weights"] if f"{i}_weights" in arrays else None)
                   for i, m in enumerate(meta["groups"])]
         concepts = arrays["concepts"]
+        prompts = arrays["prompts"] if "prompts" in arrays else None
     suite = entry.world
-    return WorldData(suite.name, suite.role, suite.clip_arch, concepts, meta["names"], meta["logit_scale"], groups,
-                     meta["heldout_accuracy"], meta["clip_top1"])
+    return WorldData(suite.name, suite.role, arch, concepts, meta["names"], meta["logit_scale"], groups,
+                     meta["heldout_accuracy"], meta["clip_top1"], prompts)
 
 
-def _collect(name: str, log: Callable[[str], None]) -> WorldData:
+def _collect(name: str, log: Callable[[str], None], quality: str = "good", tower: str | None = None) -> WorldData:
+    """A world's groups embedded by its own CLIP (``good``), or by its noisy CLIP of ``quality`` and ``tower``
+    (cached next to the world's network: a second run only scores)."""
     from neurflow.world.suite import ensure_suite_world
 
-    entry = ensure_suite_world(name, log=log)
-    cached = _load(entry)
+    entry = ensure_suite_world(name, log=log, clip_qualities=[quality], towers=[tower or "vit"])
+    bundles = entry.clip_bundles(quality)
+    arch = next(iter(bundles)) if quality == "good" else (tower or "vit")
+    bundle = bundles[arch]
+    cached = _load(entry, bundle, arch)
     if cached is None:
-        cached = _embed(entry, log)
-        _save(cached, entry)
+        cached = _embed(entry, bundle, arch, log)
+        _save(cached, entry, bundle)
     return cached
 
 
-def _embed(entry, log: Callable[[str], None]) -> WorldData:
+def _embed(entry, bundle: Path, arch: str, log: Callable[[str], None]) -> WorldData:
     from neurflow.labeler.clip_model import load_clip
     from neurflow.labeler.labeling import PatchEmbedder
-    from neurflow.labeler.patches import PatchLoader, group_patches, patch_key, random_boxes, reference_pool, split_holdout
+    from neurflow.labeler.patches import (PatchLoader, activation_weights, group_patches, patch_key, random_boxes,
+                                          reference_pool, split_holdout)
     from neurflow.labeler.scoring import mixture
     from neurflow.labeler.vocabulary import load_templates, load_vocabulary
     from neurflow.world.clip import clip_spec
     from neurflow.world.ground_truth import World, purity
 
     name = entry.world.name
-    log(f"{name}: embedding the groups' patches")
+    log(f"{name}: embedding the groups' patches ({bundle.name})")
     world = World.load(entry.root)
     order = [world.part_names[k] for k in sorted(world.part_names)]
-    clip = load_clip(clip_spec(entry.bundle))
-    vocab = load_vocabulary(str(entry.bundle / "vocabulary.txt"))
-    concepts = clip.vocabulary_matrix(vocab, load_templates(str(entry.bundle / "templates.txt")))
+    clip = load_clip(clip_spec(bundle))
+    vocab = load_vocabulary(str(bundle / "vocabulary.txt"))
+    templates = load_templates(str(bundle / "templates.txt"))
+    concepts = clip.vocabulary_matrix(vocab, templates)
+    prompts = np.stack([clip.vocabulary_matrix(vocab, [t]) for t in templates])
     groups = []
     for circuit in entry.circuits.values():
         embed = PatchEmbedder(clip, PatchLoader(circuit, entry.images))
@@ -166,51 +184,67 @@ def _embed(entry, log: Callable[[str], None]) -> WorldData:
                 name, f"c{circuit.target.class_index}/{group.id}", embed(list(group.exemplars)), embed(used[:64]), embed(held),
                 reference, mixed=shown.purity < 1.0 or behind.majority_part != shown.majority_part,
                 ref_mixture=ref_mix, negatives=negatives,
+                weights=np.asarray(activation_weights(circuit, layer_index, group, used[:64]), dtype=np.float64),
             ))
     suite = entry.world
-    return WorldData(name, suite.role, suite.clip_arch, concepts, list(vocab.concepts), clip.logit_scale, groups,
-                     entry.model.heldout_accuracy, json.loads((entry.bundle / "metrics.json").read_text())["zero_shot_top1"])
+    return WorldData(name, suite.role, arch, concepts, list(vocab.concepts), clip.logit_scale, groups,
+                     entry.model.heldout_accuracy, json.loads((bundle / "metrics.json").read_text())["zero_shot_top1"], prompts)
 
 
-# -- methods: (world, group) -> (scores over the vocabulary, confidence parts or a confidence) ---------
-
-def _baseline(w: WorldData, g: GroupData):
-    from neurflow.labeler.scoring import mean_cosine_scores, patch_agreement
-
-    scores = mean_cosine_scores(g.exemplars, w.concepts)
-    return scores, patch_agreement(g.exemplars @ w.concepts.T, int(scores.argmax()))
+# -- methods: a case (one group as each CLIP of a set sees it) -> (scores, features or a confidence) ---
 
 
-def _contrastive(w: WorldData, g: GroupData):
-    from neurflow.labeler.scoring import contrastive_scores, patch_agreement, per_patch_contrastive
+@dataclass
+class Case:
+    """One group seen by every CLIP of a set: ``views[k]`` is CLIP k's world and group data."""
 
-    scores = contrastive_scores(g.patches, g.ref_mixture, w.concepts, w.logit_scale, 1.0)
-    per_patch = per_patch_contrastive(g.patches, g.ref_mixture, w.concepts, w.logit_scale, 1.0)
-    return scores, patch_agreement(per_patch, int(scores.argmax()))
+    gid: str
+    reference: str | None
+    mixed: bool
+    views: list[tuple[WorldData, GroupData]]
 
 
-def _mosaic(weight: float, contrast: float, votes: str, coefficients=None):
-    def method(w: WorldData, g: GroupData):
-        from neurflow.labeler.scoring import calibrated_confidence, confidence_parts, mosaic_scores
+def _clip_views(case: Case):
+    from neurflow.labeler.evidence import ClipView
 
-        scores = mosaic_scores(g.exemplars, g.patches, g.ref_mixture, w.concepts, w.logit_scale, weight, contrast, votes)
-        parts = confidence_parts(g.exemplars, g.patches, w.concepts, w.logit_scale, int(scores.argmax()), weight)
-        return scores, (parts if coefficients is None else calibrated_confidence(parts, coefficients))
+    return [ClipView(w.arch, w.concepts, w.logit_scale, g.exemplars, g.patches, g.weights, w.prompts) for w, g in case.views]
+
+
+def _baseline(case: Case):
+    """The five exemplars' mean cosine, summed over the set's CLIPs; confidence: their agreement."""
+    from neurflow.labeler.scoring import mean_cosine_scores
+
+    scores = sum(mean_cosine_scores(g.exemplars, w.concepts) for w, g in case.views)
+    top = int(scores.argmax())
+    best = np.concatenate([(g.exemplars @ w.concepts.T).argmax(1) for w, g in case.views])
+    return scores, float((int((best == top).sum()) + 1) / (len(best) + 2))
+
+
+def _evidence(weight: float, votes: str):
+    """The labeler's pooled mosaic score at one grid setting; its 'confidence' is the feature dict."""
+    def method(case: Case):
+        from neurflow.labeler.evidence import combined_scores, features
+
+        views = _clip_views(case)
+        scores = combined_scores(views, weight, votes)
+        return scores, features(views, int(np.argmax(scores)), weight, votes)
     return method
 
 
-def _evaluate(w: WorldData, method, groups: list[GroupData] | None = None) -> list[dict]:
-    from neurflow.labeler.scoring import top_indices
+def _evaluate(cases: list[Case], method) -> list[dict]:
     from neurflow.labeler.evaluation.metrics import roc_auc
+    from neurflow.labeler.scoring import top_indices
 
     rows = []
-    for g in w.groups if groups is None else groups:
-        scores, confidence = method(w, g)
+    for case in cases:
+        scores, confidence = method(case)
         top = top_indices(scores, 5)
-        row = {"gid": g.gid, "label": w.names[top[0]], "reference": g.reference, "mixed": g.mixed, "confidence": confidence}
-        if g.reference is not None:
-            row["top1"] = w.names[top[0]] == g.reference
-            row["top5"] = g.reference in [w.names[k] for k in top]
+        w, g = case.views[0]
+        row = {"gid": case.gid, "label": w.names[top[0]], "reference": case.reference, "mixed": case.mixed,
+               "confidence": confidence}
+        if case.reference is not None:
+            row["top1"] = w.names[top[0]] == case.reference
+            row["top5"] = case.reference in [w.names[k] for k in top]
         if len(g.held):
             label = w.concepts[top[0]]
             pos, neg = g.held @ label, g.negatives @ label
@@ -225,20 +259,25 @@ def _mean(values) -> float | None:
 
 
 def _summary(rows: list[dict], baseline_rows: list[dict]) -> dict:
+    """Top-1 (all, mixed, confident subset and its coverage), top-5, retrieval AUC, and the
+    confidence's ECE and ROC-AUC, beside the baseline's top-1 on the same groups."""
     from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
+    from neurflow.labeler.evidence import UNCERTAIN_BELOW
 
     ref = [r for r in rows if "top1" in r]
     mixed = [r for r in ref if r["mixed"]]
     scored = [r for r in ref if isinstance(r["confidence"], float)]
     correct = [bool(r["top1"]) for r in scored]
     conf = [r["confidence"] for r in scored]
+    sure = [r for r in scored if r["confidence"] >= UNCERTAIN_BELOW]
     return {
         "groups": len(rows), "with_reference": len(ref), "mixed": len(mixed),
         "top1": _mean(r["top1"] for r in ref), "top5": _mean(r["top5"] for r in ref),
         "top1_mixed": _mean(r["top1"] for r in mixed),
+        "top1_confident": _mean(r["top1"] for r in sure), "coverage": len(sure) / len(scored) if scored else None,
         "retrieval_auc": _mean(r.get("retrieval_auc") for r in rows),
         "ece": expected_calibration_error(conf, correct, RELIABILITY_BINS) if scored else None,
-        "confidence_auc": roc_auc(correct, conf) if scored else None,
+        "confidence_auc": roc_auc(correct, conf) if scored and len(set(correct)) == 2 else None,
         "baseline_top1": _mean(r["top1"] for r in baseline_rows if "top1" in r),
         "baseline_top1_mixed": _mean(r["top1"] for r in baseline_rows if "top1" in r and r["mixed"]),
     }
@@ -249,8 +288,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50
 
     ``signs`` (+1, -1 or 0 per feature) constrains the direction of each coefficient: a feature whose
     fitted coefficient has the wrong sign is dropped (coefficient 0) and the rest refitted, until all
-    agree. The confidence must not fall when more of a group's patches agree with its label, even if
-    the labels it was fitted on (a grid of methods, some following the patches into error) say so."""
+    agree. The confidence must not fall when more of a group's evidence agrees with its label, even if
+    the dev labels it was fitted on happen to say so."""
     active = np.ones(x.shape[1], bool)
     while True:
         X = np.c_[np.ones(len(x)), x[:, active]]
@@ -274,14 +313,13 @@ def _fmt(v, pattern="{:.3f}") -> str:
 
 
 def _table(title: str, lines: list[tuple[str, str, dict]]) -> str:
-    head = (f"  {'world':<34} {'method':<26} {'groups':>6} {'top-1':>6} {'top-5':>6} {'mixed top-1':>14} {'ret.AUC':>7} "
-            f"{'ECE':>6} {'conf.AUC':>8} {'baseline top-1':>14} {'(mixed)':>7}")
+    head = (f"  {'world / CLIPs / groups':<44} {'method':<22} {'n':>4} {'top-1':>6} {'base':>6} {'conf.top-1':>10} "
+            f"{'cover':>6} {'AUC':>6} {'ECE':>6} {'mixed':>6}")
     out = [title, head]
-    for world, method, s in lines:
-        mixed = f"{_fmt(s['top1_mixed'])} ({s['mixed']})"
-        out.append(f"  {world:<34} {method:<26} {s['with_reference']:>6} {_fmt(s['top1']):>6} {_fmt(s['top5']):>6} {mixed:>14} "
-                   f"{_fmt(s['retrieval_auc']):>7} {_fmt(s['ece']):>6} {_fmt(s['confidence_auc']):>8} {_fmt(s['baseline_top1']):>14} "
-                   f"{_fmt(s['baseline_top1_mixed']):>7}")
+    for where, method, s in lines:
+        out.append(f"  {where:<44} {method:<22} {s['with_reference']:>4} {_fmt(s['top1']):>6} {_fmt(s['baseline_top1']):>6} "
+                   f"{_fmt(s['top1_confident']):>10} {_fmt(s['coverage']):>6} {_fmt(s['confidence_auc']):>6} "
+                   f"{_fmt(s['ece']):>6} {_fmt(s['top1_mixed']):>6}")
     return "\n".join(out)
 
 
@@ -301,37 +339,68 @@ def _reliability(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-#: L2 weight of the confidence calibration fit: the dev worlds hold few wrong labels, and an unpenalised
-#: fit on them pushes the coefficients towards separating those few perfectly (overconfident).
+#: L2 weight of the combination's fit: dev labels are a few thousand, and an unpenalised fit pushes the
+#: coefficients towards separating the few hard cases perfectly (overconfident).
 CALIBRATION_L2 = 1.0
-#: Directions of the calibration's features (``ConfidenceParts.features``): more agreement and a wider
-#: margin never lower the confidence, a stronger second part never raises it.
-CALIBRATION_SIGNS = (1, 1, 1, -1)
+#: Directions of the combination's features (``neurflow.labeler.evidence.FEATURES``): more agreement
+#: never lowers the confidence, a stronger second part never raises it.
+CALIBRATION_SIGNS = {"exemplars": 1, "patches": 1, "margin": 1, "clips": 1, "prompts": 1, "split": -1}
 
 
-def _calibration_rows(rows: list[dict], coefficients) -> tuple[list[float], list[float], list[bool]]:
-    """(capped confidence, uncapped probability, correct) of rows whose confidence is ConfidenceParts."""
-    from neurflow.labeler.scoring import calibrated_confidence, calibrated_probability
+def _clip_sets(quality: str, own_arch: str | None = None) -> dict[str, list[str]]:
+    """Set name -> towers: the world's own CLIP for ``good``; for a noisy quality each tower alone and
+    both at once, or only the world's own tower when ``own_arch`` is given."""
+    if quality == "good":
+        return {"own": ["own"]}
+    if own_arch is not None:
+        return {own_arch: [own_arch]}
+    return {"vit": ["vit"], "resnet": ["resnet"], "vit+resnet": ["vit", "resnet"]}
 
-    ref = [r for r in rows if "top1" in r]
-    return ([calibrated_confidence(r["confidence"], coefficients) for r in ref],
-            [calibrated_probability(r["confidence"], coefficients) for r in ref], [bool(r["top1"]) for r in ref])
+
+def _units(names: list[str], qualities: list[str], log, own_tower_only: bool = False) -> list[dict]:
+    """Every (world, CLIP quality, CLIP set) with its engine and constructed mixed groups as cases."""
+    from bench.mixed import constructed_mixed
+    from neurflow.world.suite import SUITE
+
+    units = []
+    for name in names:
+        own = SUITE[name].clip_arch if own_tower_only else None
+        for quality in qualities:
+            sets = _clip_sets(quality, own)
+            views = {t: _collect(name, log, quality, None if t == "own" else t)
+                     for t in dict.fromkeys(t for ts in sets.values() for t in ts)}
+            first = next(iter(views.values()))
+            # the constructed groups take the same patches under every CLIP (the first one orders the "sure" kinds)
+            mixed = {t: constructed_mixed(w, order_by=first) for t, w in views.items()}
+            for set_name, towers in sets.items():
+                def cases(groups_of):
+                    per_view = [groups_of(t) for t in towers]
+                    return [Case(gs[0].gid, gs[0].reference, gs[0].mixed, [(views[t], g) for t, g in zip(towers, gs)])
+                            for gs in zip(*per_view)]
+                units.append({"world": first, "quality": quality, "clips": set_name,
+                              "clip_top1": [views[t].clip_top1 for t in towers],
+                              "sets": {"engine": cases(lambda t: views[t].groups), "mixed*": cases(lambda t: mixed[t])}})
+    return units
 
 
-def _default_score() -> str:
-    import msgspec
+def _unit_name(u: dict) -> str:
+    w = u["world"]
+    zero_shot = "/".join(f"{z:.2f}" for z in u["clip_top1"])
+    return f"{w.name} ({'dev' if w.role == 'dev' else 'HELD-OUT'}) {u['quality']} {u['clips']} ({zero_shot})"
 
-    from neurflow.core.circuit import LabelingSettings
 
-    return next(f.default for f in msgspec.structs.fields(LabelingSettings) if f.name == "score")
+def _default_combination():
+    from neurflow.labeler.evidence import COMBINATION_FILE, Combination
+
+    return Combination.from_file(COMBINATION_FILE) if COMBINATION_FILE.is_file() else None
 
 
 def run_section(args) -> dict:
     import torch
 
-    from bench.mixed import constructed_mixed
     from neurflow.labeler import scoring
     from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
+    from neurflow.labeler.evidence import COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, Combination
     from neurflow.world.suite import SUITE
 
     torch.set_num_threads(1)
@@ -339,156 +408,121 @@ def run_section(args) -> dict:
     unknown = [n for n in names if n not in SUITE]
     if unknown:
         raise SystemExit(f"unknown suite world(s) {unknown}; choose from {list(SUITE)}")
+    qualities = list(dict.fromkeys(getattr(args, "clip_quality", None) or ["good"]))
     started = time.time()
     log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", file=sys.stderr, flush=True)  # noqa: E731
-    worlds = [_collect(n, log) for n in names]
-    dev = [w for w in worlds if w.role == "dev"]
-    held = [w for w in worlds if w.role != "dev"]
-    # Two sets of groups per world: the engine's own, and mixed groups constructed from its pure ones.
-    sets = {w.name: {"engine": w.groups, "mixed*": constructed_mixed(w)} for w in worlds}
-    print("worlds:")
-    for w in worlds:
-        n_mixed = sum(g.mixed for g in w.groups if g.reference)
-        print(f"  {w.name:<10} {w.role:<8} CLIP {w.arch:<6} (zero-shot {w.clip_top1:.3f}), resnet18 held-out acc "
-              f"{_fmt(w.heldout_accuracy)}, {len(w.groups)} groups, {sum(g.reference is not None for g in w.groups)} with a "
-              f"reference, {n_mixed} of them mixed; {len(sets[w.name]['mixed*'])} constructed mixed groups (mixed*)")
+    units = _units(names, qualities, log, getattr(args, "noisy_towers", "both") == "own")
+    dev_index = [i for i, u in enumerate(units) if u["world"].role == "dev"]
+    held_index = [i for i, u in enumerate(units) if u["world"].role != "dev"]
+    dev = [units[i] for i in dev_index]
+    print("worlds x CLIPs (single-part zero-shot top-1 of each CLIP of the set):")
+    for u in units:
+        w = u["world"]
+        print(f"  {_unit_name(u):<52} {len(w.groups)} engine groups, {sum(g.reference is not None for g in w.groups)} with a "
+              f"reference; {len(u['sets']['mixed*'])} constructed mixed groups")
 
-    def run(w: WorldData, method) -> dict[str, list[dict]]:
-        return {name: _evaluate(w, method, groups) for name, groups in sets[w.name].items()}
+    def run(u: dict, method) -> dict[str, list[dict]]:
+        return {set_name: _evaluate(cases, method) for set_name, cases in u["sets"].items()}
 
-    baseline = {w.name: run(w, _baseline) for w in worlds}
-    # -- choose the mosaic setting on the dev worlds only (engine and constructed groups) --------------
-    grid = {(wt, c, v): {w.name: run(w, _mosaic(wt, c, v)) for w in worlds}
-            for v in GRID_VOTES for wt in GRID_WEIGHTS for c in GRID_CONTRAST}
+    baseline = [run(u, _baseline) for u in units]
+    # -- choose the grid setting on the dev units only --------------------------------------------------
+    grid = {(wt, v): [run(u, _evidence(wt, v)) for u in units] for v in GRID_VOTES for wt in GRID_WEIGHTS}
 
     def dev_key(setting):
-        rows = [r for w in dev for rs in grid[setting][w.name].values() for r in rs if "top1" in r]
-        mixed = [r for r in rows if r["mixed"]]
-        return (_mean(r["top1"] for r in rows) or 0, _mean(r["top1"] for r in mixed) or 0,
-                _mean(r.get("retrieval_auc") for w in dev for r in grid[setting][w.name]["engine"]) or 0)
+        rows = [r for i in dev_index for rs in grid[setting][i].values() for r in rs if "top1" in r]
+        return (_mean(r["top1"] for r in rows) or 0, _mean(r["top1"] for r in rows if r["mixed"]) or 0)
 
     chosen = max(grid, key=dev_key)
-    # -- fit the confidence calibration on the dev worlds: every grid setting's labels, so that wrong
-    #    labels exist to learn from (the chosen setting alone may label every dev group right) ---------
-    feats, ys = [], []
+    default = (scoring.MOSAIC_EXEMPLAR_WEIGHT, scoring.MOSAIC_EXEMPLAR_VOTES)
+    print("\ndev units: top-1 of each grid setting (exemplar weight, exemplar votes), engine + mixed* pooled")
     for setting in grid:
-        for w in dev:
-            for rows in grid[setting][w.name].values():
-                for r in rows:
-                    if "top1" in r:
-                        feats.append(r["confidence"].features())
-                        ys.append(float(r["top1"]))
-    fitted = (fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=CALIBRATION_SIGNS)
-              if len(set(ys)) == 2 else None)
-    default = (scoring.MOSAIC_EXEMPLAR_WEIGHT, scoring.MOSAIC_CONTRAST, scoring.MOSAIC_EXEMPLAR_VOTES)
-    constants = tuple(scoring.CONFIDENCE_COEFFICIENTS)
-    labeler_default = _default_score()
-    mosaic_name = f"mosaic w={default[0]:g} l={default[1]:g} {default[2]}"
-    methods = {
-        "baseline (5 exemplars)": _baseline,
-        "contrastive" + (" (default)" if labeler_default == "contrastive" else ""): _contrastive,
-        mosaic_name + (" (default)" if labeler_default == "mosaic" else ""): _mosaic(*default, constants),
-    }
-    results = {w.name: {m: run(w, f) for m, f in methods.items()} for w in worlds}
-
-    lines = []
-    for w in dev:
-        for (wt, c, v), per_world in grid.items():
-            mark = " <-" if (wt, c, v) == chosen else ""
-            for set_name, rows in per_world[w.name].items():
-                lines.append((f"{w.name} (dev) {set_name}", f"mosaic w={wt:g} l={c:g} {v}{mark}"[:26],
-                              _summary(rows, baseline[w.name][set_name])))
-    if not dev:
-        print("\n  no dev world in this run: nothing is chosen or calibrated, the labeler's constants are reported as they are")
-    print()
-    print(_table("dev worlds: the mosaic grid (confidence: see the calibration below)", [
-        (wn, m, {**s, "ece": None, "confidence_auc": None}) for wn, m, s in lines]))
-    print(f"\n  chosen on dev ({', '.join(w.name for w in dev) or 'none'}): exemplar weight {chosen[0]:g}, reference weight {chosen[1]:g}, "
-          f"{chosen[2]} exemplar votes; labeler's mosaic constants: {default[0]:g}, {default[1]:g}, {default[2]} -> "
-          f"{'same' if tuple(chosen) == default else 'DIFFERENT'}")
-    if fitted is not None:
-        print(f"  confidence calibration fitted on dev ({len(ys)} labels of the grid, {int(len(ys) - sum(ys))} wrong): "
-              f"b = {np.round(fitted, 2).tolist()}; labeler constants: {list(constants)}")
+        mark = " <- chosen" if setting == chosen else ""
+        print(f"  w={setting[0]:g} {setting[1]:<5} top-1 {_fmt(dev_key(setting)[0])}, on mixed groups {_fmt(dev_key(setting)[1])}{mark}")
+    print(f"  labeler's constants: w={default[0]:g} {default[1]} -> {'same' if chosen == default else 'DIFFERENT'}")
+    # -- fit the combination on the dev units, labels of the labeler's setting ---------------------------
+    feats, ys = [], []
+    for i in dev_index:
+        for rows in grid[default][i].values() if default in grid else []:
+            for r in rows:
+                if "top1" in r:
+                    feats.append([r["confidence"][f] for f in FEATURES])
+                    ys.append(float(r["top1"]))
+    fitted = None
+    if len(set(ys)) == 2:
+        beta = fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=tuple(CALIBRATION_SIGNS[f] for f in FEATURES))
+        fitted = Combination(tuple(float(b) for b in beta), FEATURES, {
+            "worlds": sorted({u["world"].name for u in dev}), "clip_qualities": qualities,
+            "clip_sets": sorted({u["clips"] for u in dev}), "labels": len(ys), "wrong": int(len(ys) - sum(ys)),
+            "groups": "engine and constructed mixed (bench/mixed.py)", "l2": CALIBRATION_L2,
+            "setting": {"exemplar_weight": default[0], "votes": default[1]},
+            "by": "python -m bench.run labels --write-combination"})
+        print(f"\n  combination fitted on dev ({len(ys)} labels, {fitted.fitted_on['wrong']} wrong): "
+              f"b = {[round(b, 3) for b in fitted.coefficients]} over (intercept, {', '.join(FEATURES)})")
+        if getattr(args, "write_combination", False):
+            COMBINATION_FILE.write_text(fitted.to_json())
+            print(f"  written to {COMBINATION_FILE}")
     elif dev:
-        print("  confidence calibration: the dev labels are all right (or all wrong): nothing to fit")
+        print("\n  combination: the dev labels are all right (or all wrong): nothing to fit")
+    shipped = _default_combination()
+    if shipped is None and fitted is None:
+        raise SystemExit(f"no combination to report with: {COMBINATION_FILE} is missing and no dev unit was run")
+    shipped = shipped or fitted
+    print(f"  labeler's combination: b = {list(shipped.coefficients)} (fitted on {', '.join(shipped.fitted_on.get('worlds', []))})")
 
-    summary: dict = {"chosen": list(chosen), "fitted_coefficients": None if fitted is None else fitted.tolist(),
-                     "constants": list(constants), "worlds": {}}
+    def scored(rows: list[dict]) -> list[dict]:
+        return [{**r, "features": r["confidence"], "confidence": shipped.probability(r["confidence"])} for r in rows]
+
+    ours = [{s: scored(rs) for s, rs in per_unit.items()} for per_unit in grid[default]] if default in grid else []
+    # -- the uncertainty rule on dev: what other thresholds would do ------------------------------------
+    dev_rows = [r for i in dev_index for rs in ours[i].values() for r in rs if "top1" in r]
+    if dev_rows:
+        print("\ndev units: labels at or above a confidence threshold (the rule: uncertain below "
+              f"{UNCERTAIN_BELOW:g})")
+        for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            sure = [r for r in dev_rows if r["confidence"] >= t]
+            print(f"  >= {t:.1f}: coverage {_fmt(len(sure) / len(dev_rows))}, top-1 {_fmt(_mean(r['top1'] for r in sure))}")
+    # -- every unit: the labeler (shipped combination) beside the baseline ------------------------------
+    summary: dict = {"chosen": list(chosen), "labeler_setting": list(default), "qualities": qualities,
+                     "fitted_combination": None if fitted is None else json.loads(fitted.to_json()),
+                     "shipped_combination": json.loads(shipped.to_json()), "units": []}
     lines = []
-    for w in worlds:
-        summary["worlds"][w.name] = {"role": w.role, "arch": w.arch, "sets": {}}
-        for set_name in sets[w.name]:
-            tag = f"{w.name} ({'dev' if w.role == 'dev' else 'HELD-OUT'}, {w.arch}) {set_name}"
-            per_set = summary["worlds"][w.name]["sets"][set_name] = {}
-            for m in methods:
-                s = _summary(results[w.name][m][set_name], baseline[w.name][set_name])
-                per_set[m] = s
-                lines.append((tag, m[:26], s))
+    for i, u in enumerate(units):
+        entry = {"world": u["world"].name, "role": u["world"].role, "quality": u["quality"], "clips": u["clips"],
+                 "clip_top1": u["clip_top1"], "sets": {}}
+        for set_name in u["sets"]:
+            s = _summary(ours[i][set_name], baseline[i][set_name])
+            b = _summary(baseline[i][set_name], baseline[i][set_name])
+            entry["sets"][set_name] = {"labeler": s, "baseline": b}
+            lines.append((f"{_unit_name(u)} {set_name}"[:44], "labeler", s))
+            lines.append(("", "baseline (5 exemplars)", b))
+        summary["units"].append(entry)
     print()
-    print(_table(f"all worlds: baseline, contrastive, mosaic; the labeler's default is {labeler_default!r} "
-                 "(confidence as the labeler computes it)", lines))
-
-    # -- calibration on held-out worlds: the mosaic's labels, and every grid setting's (wrong labels exist)
-    name = next(m for m in methods if m.startswith(mosaic_name))
-    calibration = {}
-    if held:
-        grid_rows = [r for setting in grid for w in held for rows in grid[setting][w.name].values() for r in rows]
-        print("\nconfidence on the held-out worlds (engine + mixed* groups)")
-        print(f"  {'labels':<44} {'n':>5} {'wrong':>5} {'ECE':>6} {'ROC-AUC':>7} {'ECE uncapped':>12} {'ROC-AUC uncapped':>16}")
-        for label, rows in ((mosaic_name,
-                             [r for w in held for rs in grid[default][w.name].values() for r in rs] if default in grid else []),
-                            ("every grid setting pooled", grid_rows)):
-            if not rows:
-                continue
-            capped, raw, correct = _calibration_rows(rows, constants)
-            both = len(set(correct)) == 2
-            stats = {"n": len(correct), "wrong": correct.count(False),
-                     "ece": expected_calibration_error(capped, correct, RELIABILITY_BINS),
-                     "roc_auc": roc_auc(correct, capped) if both else None,
-                     "ece_uncapped": expected_calibration_error(raw, correct, RELIABILITY_BINS),
-                     "roc_auc_uncapped": roc_auc(correct, raw) if both else None}
-            calibration[label] = stats
-            print(f"  {label:<44} {stats['n']:>5} {stats['wrong']:>5} {_fmt(stats['ece']):>6} {_fmt(stats['roc_auc']):>7} "
-                  f"{_fmt(stats['ece_uncapped']):>12} {_fmt(stats['roc_auc_uncapped']):>16}")
-    summary["heldout_calibration"] = calibration
-
-    pooled = [r for w in held for rows in results[w.name][name].values() for r in rows]
-    if pooled:
-        print(f"\nreliability of the {mosaic_name} confidence, held-out worlds pooled, engine + mixed* "
-              f"(uncertain below {scoring.UNCERTAIN_BELOW}):")
-        print(_reliability(pooled))
-        ref = [r for r in pooled if "top1" in r]
-        low = [r for r in ref if r["confidence"] < scoring.UNCERTAIN_BELOW]
-        high = [r for r in ref if r["confidence"] >= scoring.UNCERTAIN_BELOW]
-        print(f"  marked uncertain: {len(low)} of {len(ref)} groups, accuracy {_fmt(_mean(r['top1'] for r in low))}; "
-              f"the others: accuracy {_fmt(_mean(r['top1'] for r in high))}")
-        # The doubt rule is a detector of mixed groups: how many of each kind it marks (all groups, with
-        # or without a reference; a constructed group's kind is the end of its id, see bench/mixed.py).
-        def kind(r):
-            return r["gid"].split(" ", 1)[1] if "+" in r["gid"] else ("engine, mixed" if r["mixed"] else "engine, pure")
-
-        flagged: dict[str, list[int]] = {}
-        for r in pooled:
-            counts = flagged.setdefault(kind(r), [0, 0])
-            counts[0] += r["confidence"] < scoring.UNCERTAIN_BELOW
-            counts[1] += 1
-        print("  marked uncertain, by kind of group: " + "; ".join(f"{k} {a} of {n}" for k, (a, n) in flagged.items()))
-        summary["heldout_marked_uncertain"] = flagged
-    # The rule for the default: it must never score below the baseline's top-1, on any world or set.
-    verdicts = {}
-    for m in methods:
-        if m.startswith("baseline"):
-            continue
-        below = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
-                 if (per_set[m]["top1"] or 0) < (per_set[m]["baseline_top1"] or 0)]
-        above = [(w.name, set_name) for w in worlds for set_name, per_set in summary["worlds"][w.name]["sets"].items()
-                 if (per_set[m]["top1"] or 0) > (per_set[m]["baseline_top1"] or 0)]
-        verdicts[m] = {"below_baseline": below, "above_baseline": above}
-        print(f"\n{m}: below the baseline's top-1 on {below or 'no world'}; above it on {above or 'no world'}")
-    summary["versus_baseline"] = verdicts
-    # Callers that build their own namespace (tests with constructed worlds) have no images to caption.
+    print(_table("every world x CLIP set: the labeler (pooled mosaic score, fitted combination) beside the baseline "
+                 f"(confident: confidence >= {UNCERTAIN_BELOW:g})", lines))
+    # -- pooled per quality and role -------------------------------------------------------------------
+    pooled: dict = {}
+    print("\npooled per role, CLIP quality and set (engine + mixed* groups)")
+    for role, group in (("dev", dev_index), ("held-out", held_index)):
+        for quality in qualities:
+            for set_name in dict.fromkeys(units[i]["clips"] for i in group if units[i]["quality"] == quality):
+                idx = [i for i in group if units[i]["quality"] == quality and units[i]["clips"] == set_name]
+                if not idx:
+                    continue
+                rows = [r for i in idx for rs in ours[i].values() for r in rs]
+                base = [r for i in idx for rs in baseline[i].values() for r in rs]
+                s = _summary(rows, base)
+                pooled[f"{role} {quality} {set_name}"] = s
+                print(f"  {role:<8} {quality:<4} {set_name:<10} n {s['with_reference']:>4}  top-1 {_fmt(s['top1'])} (baseline "
+                      f"{_fmt(s['baseline_top1'])}, {_fmt((s['top1'] or 0) - (s['baseline_top1'] or 0), '{:+.3f}')}), confident "
+                      f"{_fmt(s['top1_confident'])} at coverage {_fmt(s['coverage'])}, ROC-AUC {_fmt(s['confidence_auc'])}, "
+                      f"ECE {_fmt(s['ece'])}")
+    summary["pooled"] = pooled
+    held_rows = [r for i in held_index for rs in ours[i].values() for r in rs]
+    if held_rows:
+        print("\nreliability of the labeler's confidence, held-out units pooled (every quality and set):")
+        print(_reliability(held_rows))
     if getattr(args, "label_captions", False):
-        summary["caption"] = caption_section(worlds, log)
+        summary["caption"] = caption_section([_collect(n, log) for n in names], log)
     if getattr(args, "label_json", None):
         Path(args.label_json).write_text(json.dumps(summary, indent=1))
     return summary
@@ -501,7 +535,7 @@ def caption_rows(w: WorldData, labels: dict[str, str | None]) -> dict:
     counts as wrong, like a CLIP label naming another concept."""
     ref = [g for g in w.groups if g.reference is not None]
     right = [labels.get(g.gid) == g.reference for g in ref]
-    baseline = [r["top1"] for r in _evaluate(w, _baseline, ref)]
+    baseline = [r["top1"] for r in _evaluate([Case(g.gid, g.reference, g.mixed, [(w, g)]) for g in ref], _baseline)]
     return {"groups": len(w.groups), "with_reference": len(ref), "top1": _mean(right), "baseline_top1": _mean(baseline),
             "captioned": sum(labels.get(g.gid) is not None for g in w.groups),
             "in_vocabulary": _mean(labels.get(g.gid) in w.names for g in w.groups)}

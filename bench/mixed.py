@@ -52,16 +52,26 @@ def partner(group, candidates):
     return others[zlib.crc32(group.gid.encode()) % len(others)] if others else None
 
 
-def constructed_mixed(world) -> list:
-    """The constructed mixed groups of a world (``bench.labels.GroupData``, ``mixed`` set)."""
+def constructed_mixed(world, order_by=None) -> list:
+    """The constructed mixed groups of a world (``bench.labels.GroupData``, ``mixed`` set).
+
+    ``order_by``: the same world embedded by another CLIP, whose certainty orders the exemplars of the
+    ``BY_CERTAINTY`` kinds, so that every CLIP of a set sees the same patches (default: ``world``)."""
     from bench.labels import GroupData
 
     from neurflow.labeler.scoring import concept_votes
 
+    judge = order_by if order_by is not None else world
+    judged = {g.gid: g for g in judge.groups}
+
     def by_certainty(group) -> np.ndarray:
-        """The group's exemplars, the one CLIP gives the highest probability of its part first."""
-        sure = concept_votes(group.exemplars, world.concepts, world.logit_scale)[:, world.names.index(group.reference)]
-        return group.exemplars[np.argsort(-sure, kind="stable")]
+        """The group's exemplars, the one ``judge``'s CLIP gives the highest probability of its part first."""
+        seen = judged[group.gid].exemplars
+        sure = concept_votes(seen, judge.concepts, judge.logit_scale)[:, judge.names.index(group.reference)]
+        return np.argsort(-sure, kind="stable")
+
+    def weights(group) -> np.ndarray:
+        return group.weights if group.weights is not None else np.ones(len(group.patches))
 
     pure = [g for g in world.groups if g.reference is not None and not g.mixed and len(g.exemplars) == 5]
     out = []
@@ -71,11 +81,15 @@ def constructed_mixed(world) -> list:
             continue
         for kind, (n_a, ka, kb) in KINDS.items():
             if kind in BY_CERTAINTY:
-                exemplars = np.concatenate([by_certainty(a)[::-1][:n_a], by_certainty(b)[:5 - n_a]])
+                ia, ib = by_certainty(a)[::-1][:n_a], by_certainty(b)[:5 - n_a]
             else:
-                exemplars = np.concatenate([a.exemplars[:n_a], b.exemplars[:5 - n_a]])
+                ia, ib = np.arange(n_a), np.arange(5 - n_a)
+            exemplars = np.concatenate([a.exemplars[ia], b.exemplars[ib]])
             rest = interleave(a.patches[5:], b.patches[5:], ka, kb)
             patches = np.concatenate([exemplars, rest])[:MAX_PATCHES]
+            shown_w = np.concatenate([weights(a)[:5][ia], weights(b)[:5][ib]])
+            rest_w = interleave(weights(a)[5:, None], weights(b)[5:, None], ka, kb)[:, 0]
             out.append(GroupData(world.name, f"{a.gid}+{b.gid} {kind}", exemplars, patches,
-                                 np.concatenate([a.held, b.held]), a.reference, True, a.ref_mixture, a.negatives))
+                                 np.concatenate([a.held, b.held]), a.reference, True, a.ref_mixture, a.negatives,
+                                 np.concatenate([shown_w, rest_w])[:MAX_PATCHES]))
     return out

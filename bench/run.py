@@ -7,10 +7,15 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
 * ``realsize``: the same comparison on ResNet-50 at 224 px, 50 images (:mod:`bench.real_size`).
 * ``api``: requests per second and p50/p99 latency of the REST API's read endpoints under 32
   concurrent clients (:mod:`bench.api_load`).
-* ``labels``: label quality on the world suite, dev and held-out worlds: top-1 / top-5, retrieval
-  AUC, calibration, the five-exemplar baseline in every row (:mod:`bench.labels`).
+* ``labels``: label quality on the world suite, dev and held-out worlds, per CLIP quality: top-1,
+  top-1 of the confident labels and their coverage, ROC-AUC and ECE of the confidence, the
+  five-exemplar baseline in every row (:mod:`bench.labels`).
 * ``fidelity``: the fast preset's core-neuron sets against exact on several worlds, models and sizes
   (:mod:`bench.fidelity`).
+* ``corrections``: top-1 of the groups not corrected, before and after a simulated annotator corrects
+  the 5 % and 10 % least-confident groups and the corrections re-score the rest (:mod:`bench.corrections`).
+* ``audit``: the shortcut audit on planted worlds, dev and held-out: planted cue among the top 3
+  findings of its class, findings per class on clean networks, audit time (:mod:`bench.audit`).
 
 A new section is a module with ``add_arguments(parser)`` and ``run_section(args) -> dict``,
 registered in ``SECTIONS`` below; options are shared, so each section ignores the ones it does not use.
@@ -29,6 +34,8 @@ SECTIONS: dict[str, str] = {
     "api": "bench.api_load",
     "labels": "bench.labels",
     "fidelity": "bench.fidelity",
+    "corrections": "bench.corrections",
+    "audit": "bench.audit",
 }
 
 

@@ -249,6 +249,8 @@ class LabelingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: Annotated[int, Meta(ge=1)] = 64
     seed: int = 0
     captioner: CaptionerSettings | None = None
+    # More CLIPs, each one more vote (a spec may give "clip" as a list: its first entry is ``clip``)
+    extra_clips: list[ClipSettings] = []
 
 
 class ClipProvenance(msgspec.Struct, forbid_unknown_fields=True):
@@ -293,6 +295,8 @@ class Labeling(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     caption_errors: dict[str, str] = {}  # group id -> why it has no caption
     captioner_error: str | None = None  # the captioner could not be built at all
     unconverted: dict[str, Any] = {}  # keys of a /1 record that /2 has no field for, as they were
+    extra_clips: list[ClipProvenance] = []  # the CLIPs of ``settings.extra_clips``, as loaded
+    prototypes: dict[str, int] = {}  # concept -> corrected groups whose patches joined its embedding
 
 
 def labeling_from_v1(record: dict[str, Any]) -> Labeling:

@@ -18,7 +18,7 @@ import msgspec
 from neurflow.core.circuit import Circuit, Correction, Group, Label
 
 MAX_TEXT = 200
-VIAS = ("api", "labelstudio", "python", "cli")
+VIAS = ("api", "labelstudio", "python")
 HUMAN_SOURCE = "human"
 
 

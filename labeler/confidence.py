@@ -2,15 +2,16 @@
 
 ``Group.confidence`` is the labeler's confidence in ``labels[0]``. Below ``UNCERTAIN_BELOW`` the label
 is shown as uncertain (the viewer marks the group; exports carry the lower score, so annotators who
-sort by score review those first). The threshold belongs to the scoring that produces the confidence
-(``neurflow.labeler.scoring``, which caps doubtful labels below it); how it was chosen is in
-docs/label-quality.md. A group that was never labeled is neither certain nor uncertain.
+sort by score review those first); the labeler then sets ``Group.status`` to ``uncertain``. The
+threshold belongs to the combination that produces the confidence (``neurflow.labeler.evidence``);
+how it was chosen is in docs/label-quality.md. A group that was never labeled is neither certain nor
+uncertain.
 """
 
 from __future__ import annotations
 
 from neurflow.core.circuit import Group
-from neurflow.labeler.scoring import UNCERTAIN_BELOW
+from neurflow.labeler.evidence import UNCERTAIN_BELOW
 
 
 def is_uncertain(group: Group, threshold: float = UNCERTAIN_BELOW) -> bool:

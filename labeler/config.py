@@ -6,7 +6,7 @@ model folder) are resolved against ``base_dir`` when one is given (the spec file
 service's asset folders in order: the first folder holding the name wins), else against the working
 directory at load time.
 
-Example::
+Example (``clip`` may also be a list of such objects: several CLIPs, each one vote)::
 
     {"clip": {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "model_config": null},
      "vocabulary": "builtin:general", "top_k": 5,
@@ -55,12 +55,18 @@ class LabelerConfig(LabelingSettings, frozen=True):
                     'labeling section needs a "clip" object: {"model": NAME, "pretrained": TAG_OR_PATH, '
                     '"model_config": PATH_OR_NULL}'
                 )
+            spec = _clip_list(spec)
             try:
                 config = msgspec.convert(spec, cls)
             except msgspec.ValidationError as exc:
                 raise ValueError(f"invalid labeling section: {exc}") from None
         config._check()
         return config.resolved(base_dir) if base_dir is not None else config
+
+    @property
+    def clips(self) -> list[ClipSettings]:
+        """Every CLIP that votes, the first one (``clip``) first."""
+        return [self.clip, *self.extra_clips]
 
     def _check(self) -> None:
         templates = self.templates if isinstance(self.templates, list) else None
@@ -88,12 +94,14 @@ class LabelerConfig(LabelingSettings, frozen=True):
             # A pretrained tag ("openai") or a model name is not a path: only rewrite what exists there.
             return next((str(c) for c in candidates if c.exists()), value)
 
-        clip = self.clip
-        model = clip.model
-        folder = local_dir(model)
-        if folder is not None:
-            model = LOCAL_DIR + (fix(folder) or "")
-        clip = msgspec.structs.replace(clip, model=model, pretrained=fix(clip.pretrained), model_config=fix(clip.model_config))
+        def fix_clip(clip: ClipSettings) -> ClipSettings:
+            model = clip.model
+            folder = local_dir(model)
+            if folder is not None:
+                model = LOCAL_DIR + (fix(folder) or "")
+            return msgspec.structs.replace(clip, model=model, pretrained=fix(clip.pretrained), model_config=fix(clip.model_config))
+
+        clip, extra_clips = fix_clip(self.clip), [fix_clip(c) for c in self.extra_clips]
         vocabulary = self.vocabulary
         if isinstance(vocabulary, str) and not vocabulary.startswith("builtin:"):
             vocabulary = fix(vocabulary) or vocabulary
@@ -103,7 +111,21 @@ class LabelerConfig(LabelingSettings, frozen=True):
         captioner = self.captioner
         if captioner is not None and captioner.backend == "transformers":
             captioner = msgspec.structs.replace(captioner, model=fix(captioner.model) or captioner.model)
-        return msgspec.structs.replace(self, clip=clip, vocabulary=vocabulary, templates=templates, captioner=captioner)
+        return msgspec.structs.replace(self, clip=clip, extra_clips=extra_clips, vocabulary=vocabulary, templates=templates,
+                                       captioner=captioner)
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
+
+
+def _clip_list(spec: dict[str, Any]) -> dict[str, Any]:
+    """``"clip": [A, B, ...]`` (several CLIPs, each a vote) as ``clip: A, extra_clips: [B, ...]``."""
+    clips = spec["clip"]
+    if not isinstance(clips, list):
+        return spec
+    if not clips:
+        raise ValueError('labeling.clip is an empty list; give one CLIP object or a list of them: '
+                         '[{"model": NAME, "pretrained": TAG_OR_PATH}, ...]')
+    if spec.get("extra_clips"):
+        raise ValueError("labeling.clip is a list and labeling.extra_clips is set too; give every CLIP in one of them")
+    return {**spec, "clip": clips[0], "extra_clips": clips[1:]}

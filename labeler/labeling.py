@@ -32,14 +32,16 @@ import msgspec
 import numpy as np
 
 from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipProvenance, Exemplar, Group, Label,
-                                   Labeling, VocabularyProvenance)
+                                   LabelEvidence, Labeling, LabelVote, VocabularyProvenance)
 from neurflow.core.corrections import reapply as reapply_corrections
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
-from neurflow.labeler.patches import PatchKey, PatchLoader, group_patches, patch_key, reference_pool, split_holdout
+from neurflow.labeler.evidence import UNCERTAIN_BELOW, ClipView, default_combination, judge
+from neurflow.labeler.patches import (PatchKey, PatchLoader, activation_weights, group_patches, patch_key, reference_pool,
+                                      split_holdout)
 from neurflow.labeler.scoring import (
-    calibrated_confidence, confidence_method, confidence_parts, contrastive_scores, mean_cosine_scores, mixture,
-    mosaic_scores, patch_agreement, per_patch_contrastive, top_indices,
+    confidence_method, contrastive_scores, mean_cosine_scores, mixture, mosaic_scores, patch_agreement,
+    per_patch_contrastive, top_indices,
 )
 
 #: Display exemplars per group; the labeling patches list them first (see ``patches.group_patches``).
@@ -93,16 +95,44 @@ class GroupScorer:
             return mosaic_scores(group[:n_exemplars], group, ref_mix, concepts, self.clip.logit_scale)
         return contrastive_scores(group, ref_mix, concepts, self.clip.logit_scale, self.config.contrast)
 
-    def confidence(self, group: np.ndarray, top: int, n_exemplars: int = DISPLAY_EXEMPLARS) -> float:
-        """Confidence of the top concept (see :mod:`labeler.scoring`): the calibrated mix of exemplar
-        agreement, patch agreement and top-two margin for the mosaic score, patch agreement otherwise."""
-        if self.config.score == "mosaic":
-            return calibrated_confidence(confidence_parts(group[:n_exemplars], group, self.concepts, self.clip.logit_scale, top))
+    def confidence(self, group: np.ndarray, top: int) -> float:
+        """Patch agreement of the top concept (the single-CLIP scores; the mosaic score's confidence is
+        :mod:`labeler.evidence`'s combination)."""
         if self.config.score == "mean_cosine":
             per_patch = group @ self.concepts.T
         else:
             per_patch = per_patch_contrastive(group, self.reference_mixture, self.concepts, self.clip.logit_scale, self.config.contrast)
         return patch_agreement(per_patch, top)
+
+
+class _Voter:
+    """One CLIP of a labeling run: its vocabulary matrices, patch embeddings and reference pool."""
+
+    def __init__(self, clip: ClipModel, vocabulary, templates: tuple[str, ...], loader: PatchLoader, config: LabelerConfig):
+        self.clip = clip
+        self.concepts = clip.vocabulary_matrix(vocabulary, templates)
+        # each prompt alone, so that the combination can see whether the prompts agree
+        self.prompts = np.stack([clip.vocabulary_matrix(vocabulary, [t]) for t in templates]) if len(templates) > 1 else None
+        self.embed = PatchEmbedder(clip, loader, config.batch_size)
+        self.scorer = GroupScorer(clip, config, self.concepts, self.embed(reference_pool(loader.circuit, config.reference_size, config.seed)))
+        described = clip.describe()
+        self.name = f"clip:{described['model']}@{(described['weights_sha256'] or described['pretrained'] or '')[:16]}"
+
+    def view(self, embeddings: np.ndarray, shown: int, weights: np.ndarray) -> ClipView:
+        return ClipView(self.name, self.concepts, self.clip.logit_scale, embeddings[:shown], embeddings, weights, self.prompts)
+
+
+def _set_status(group: Group) -> None:
+    """``uncertain`` with the two best candidates when the label is more likely wrong than right; a
+    person's correction keeps its status whatever the labeler says."""
+    if group.correction is not None:
+        group.status = "corrected"
+    elif group.confidence is not None and group.confidence < UNCERTAIN_BELOW:
+        group.status = "uncertain"
+        group.candidates = [msgspec.structs.replace(label) for label in group.labels[:2]]
+    else:
+        group.status = "labeled"
+        group.candidates = []
 
 
 def _group_seed(seed: int, group_id: str) -> int:
@@ -135,14 +165,12 @@ def label_circuit(
     vocabulary = load_vocabulary(config.vocabulary)
     templates = load_templates(config.templates)
     groups = [(i, g) for i, _, g in circuit.iter_groups()]
-    report("labeling: load clip", 0, 1)
-    clip = clip or load_clip(config.clip)
-    concepts = clip.vocabulary_matrix(vocabulary, templates)
-    report("labeling: load clip", 1, 1)
+    report("labeling: load clip", 0, len(config.clips))
+    clips = [clip or load_clip(config.clip)] + [load_clip(spec) for spec in config.extra_clips]
+    report("labeling: load clip", len(clips), len(clips))
     loader = PatchLoader(circuit, Path(patches_source))
-    embed = PatchEmbedder(clip, loader, config.batch_size)
-    reference = embed(reference_pool(circuit, config.reference_size, config.seed))
-    scorer = GroupScorer(clip, config, concepts, reference)
+    voters = [_Voter(c, vocabulary, templates, loader, config) for c in clips]
+    scorer = voters[0].scorer
 
     holdout: dict[str, list[list[int]]] = {}
     group_embeddings: dict[str, np.ndarray] = {}
@@ -151,24 +179,36 @@ def label_circuit(
         exemplar_keys = {patch_key(e) for e in group.exemplars}
         used, held = split_holdout(patches, config.holdout, _group_seed(config.seed, group.id), keep=exemplar_keys)
         used = used[: config.max_patches]
-        emb = embed(used)
         shown = sum(1 for p in used if patch_key(p) in exemplar_keys)  # the exemplars lead ``used``
-        scores = scorer.scores(emb, n_exemplars=shown)
-        top = top_indices(scores, config.top_k)
+        embeddings = [v.embed(used) for v in voters]
+        if config.score == "mosaic":
+            weights = np.asarray(activation_weights(circuit, layer_index, group, used))
+            verdict = judge([v.view(emb, shown, weights) for v, emb in zip(voters, embeddings)], vocabulary.concepts)
+            scores, top, confidence = verdict.scores, verdict.order[: config.top_k], verdict.confidence
+            evidence = LabelEvidence(votes=[msgspec.convert(vote, LabelVote) for vote in verdict.votes],
+                                     features=verdict.features, method=default_combination().describe())
+        else:  # the single-CLIP scores kept for comparison: the first CLIP alone, patch agreement
+            scores = scorer.scores(embeddings[0], n_exemplars=shown)
+            top = top_indices(scores, config.top_k)
+            confidence = round(scorer.confidence(embeddings[0], int(top[0])), 5)
+            evidence = LabelEvidence(features={"patch_agreement": confidence}, method=confidence_method(config.score))
         group.labels = [Label(text=vocabulary.concepts[k], score=round(float(scores[k]), 5), source="clip") for k in top]
-        group.confidence = round(scorer.confidence(emb, int(top[0]), n_exemplars=shown), 5)
+        group.confidence = confidence
+        group.evidence = evidence
+        _set_status(group)
         group.caption = None
         holdout[group.id] = [_box(p) for p in held]
-        group_embeddings[group.id] = emb
+        group_embeddings[group.id] = embeddings[0]
         report("labeling: clip", done + 1, len(groups))
 
     circuit.labeling = Labeling(
         settings=config,
-        clip=msgspec.convert(clip.describe(), ClipProvenance),
+        clip=msgspec.convert(clips[0].describe(), ClipProvenance),
+        extra_clips=[msgspec.convert(c.describe(), ClipProvenance) for c in clips[1:]],
         vocabulary=VocabularyProvenance(name=vocabulary.name, size=len(vocabulary), sha256_16=vocabulary.digest),
         templates=list(templates),
-        confidence_method=confidence_method(config.score),
-        reference_patches=len(reference),
+        confidence_method=default_combination().describe() if config.score == "mosaic" else confidence_method(config.score),
+        reference_patches=len(scorer.reference),
         holdout=holdout,
         patches_source=str(Path(patches_source).resolve()),
     )

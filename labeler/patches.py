@@ -1,7 +1,9 @@
 """Which image patches stand for a group, and where they come from.
 
 * A group's *patches* are all top patches of its member concepts (``Concept.patches``), not only the
-  five display exemplars, interleaved member by member so that a cap keeps every member represented.
+  five display exemplars, interleaved member by member so that a cap keeps every member represented;
+  each votes with its *activation weight* (how strongly its member fires on it, relative to that
+  member's strongest patch).
 * Part of them can be *held out* (deterministically, by seed) so that labels can later be tested on
   patches they were not made from (``neurflow evaluate``, held-out retrieval).
 * The *reference pool* is patches of the same run that nothing selected: random crops of the run's
@@ -57,6 +59,28 @@ def group_patches(circuit: Circuit, layer_index: int, group: Group) -> list[Exem
             if i < len(patches):
                 take(patches[i])
     return out
+
+
+def activation_weights(circuit: Circuit, layer_index: int, group: Group, patches: list[Exemplar]) -> list[float]:
+    """How strongly the group fires on each patch, in [0, 1]: per member concept, the patch's recorded
+    activation over that concept's highest (neurons differ in scale), the largest over the members
+    the patch belongs to; 1 for a patch no member recorded (a display exemplar of another run)."""
+    layer = circuit.layers[layer_index]
+    neurons = {n.id: n for n in layer.neurons}
+    weight: dict[PatchKey, float] = {}
+    for member in group.members:
+        neuron = neurons.get(member.neuron)
+        concept = next((c for c in neuron.concepts if c.id == member.concept), None) if neuron else None
+        if concept is None:
+            continue
+        recorded = list(concept.patches) or list(concept.exemplars)
+        peak = max((ex.activation for ex in recorded), default=0.0)
+        if peak <= 0:
+            continue
+        for ex in recorded:
+            key = patch_key(ex)
+            weight[key] = max(weight.get(key, 0.0), min(max(ex.activation / peak, 0.0), 1.0))
+    return [weight.get(patch_key(p), 1.0) for p in patches]
 
 
 def split_holdout(

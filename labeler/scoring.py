@@ -20,7 +20,7 @@ mixture over the reference pool, ``P_R(d)``. The score is a smoothed pointwise m
   zero-shot voting.
 
 **Confidence of the top label** (``Group.confidence``) under the contrastive and mean-cosine scores
-(the mosaic score's is calibrated, see ``calibrated_confidence``): the *patch agreement*, the estimated
+(the mosaic score's is the fitted combination of :mod:`labeler.evidence`): the *patch agreement*, the estimated
 probability that a further top patch of the group, labeled on its own, gets the group's top label.
 Each patch used for labeling is scored alone (the same score with the group reduced to that patch);
 with ``k`` of ``n`` patches agreeing, the confidence is the posterior mean under a uniform prior,
@@ -34,8 +34,6 @@ similarity with the group's patches.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -165,33 +163,6 @@ def mosaic_scores(exemplars: np.ndarray, patches: np.ndarray, reference_mixture:
     return np.log(p + eps) - contrast * np.log(reference_mixture + eps)
 
 
-@dataclass(frozen=True)
-class ConfidenceParts:
-    """What the confidence of a top label is made of, each in [0, 1].
-
-    ``exemplars``: Laplace share of exemplars whose own zero-shot best concept is the top label
-    (does the mosaic show it?); ``patches``: the same over all labeling patches (do the group's
-    other patches agree with the mosaic?); ``margin``: the top label's share of the mixture minus
-    the runner-up's (is the second label close?); ``exemplar_split`` and ``patch_split``: how many
-    exemplars (patches) pick the most frequent *other* concept, relative to those picking the top
-    label (1 when the runner-up is as frequent; do they show a second part?)."""
-
-    exemplars: float
-    patches: float
-    margin: float
-    exemplar_split: float = 0.0
-    patch_split: float = 0.0
-
-    @property
-    def split(self) -> float:
-        """The larger split: a second part shown by the mosaic or by the other patches."""
-        return max(self.exemplar_split, self.patch_split)
-
-    def features(self) -> list[float]:
-        """The calibration's inputs, in the order of ``CONFIDENCE_COEFFICIENTS[1:]``."""
-        return [self.exemplars, self.patches, self.margin, self.split]
-
-
 def split_ratio(best: np.ndarray, top: int) -> float:
     """Votes of the most frequent other concept over the top label's votes, at most 1."""
     counts = np.bincount(best, minlength=top + 1)
@@ -203,86 +174,7 @@ def split_ratio(best: np.ndarray, top: int) -> float:
     return min(runner_up / k_top, 1.0)
 
 
-def confidence_parts(exemplars: np.ndarray, patches: np.ndarray, concepts: np.ndarray, logit_scale: float, top: int,
-                     exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT) -> ConfidenceParts:
-    best_e = concept_votes(exemplars, concepts, logit_scale).argmax(axis=1) if len(exemplars) else np.zeros(0, int)
-    best_p = concept_votes(patches, concepts, logit_scale).argmax(axis=1) if len(patches) else best_e
-    # The margin is read in the soft mixture whatever the score's votes: it says how sure CLIP is of
-    # the top two; the hard counts are already in the agreement and the split.
-    p = mosaic_mixture(exemplars, patches, concepts, logit_scale, exemplar_weight, "soft")
-    others = np.delete(p, top)
-    margin = float(p[top] - (others.max() if len(others) else 0.0))
-    return ConfidenceParts(
-        exemplars=(int((best_e == top).sum()) + 1) / (len(best_e) + 2),
-        patches=(int((best_p == top).sum()) + 1) / (len(best_p) + 2),
-        margin=max(margin, 0.0),
-        exemplar_split=split_ratio(best_e, top),
-        patch_split=split_ratio(best_p, top),
-    )
-
-
-#: Logistic calibration of the confidence:
-#: ``confidence = sigmoid(b0 + b1 * exemplars + b2 * patches + b3 * margin + b4 * split)``, ``split`` the
-#: larger of the two split ratios. Fitted by ``python -m bench.run labels`` (``fit_logistic``, L2 1.0) on
-#: the dev worlds' groups, real and constructed mixed ones (``bench/mixed.py``), labeled by every setting
-#: of the mosaic grid (the default alone labels every dev group right, which leaves nothing to separate),
-#: with the signs constrained (``CALIBRATION_SIGNS``): patch agreement came out negative, because the
-#: grid's wrong labels are those that follow the patches, so it was dropped (b2 = 0); on the four dev
-#: worlds the split came out positive and was dropped too (b4 = 0: it acts through the doubt rule).
-#: The bench prints its fit next to these constants; they are reported on the held-out worlds only.
-CONFIDENCE_COEFFICIENTS = (-5.78, 8.72, 0.0, 7.03, 0.0)
-
-#: Labels whose confidence is below this are shown as uncertain (viewer) and exported with this
-#: lower score (Label Studio), so that reviewers see them first.
-UNCERTAIN_BELOW = 0.5
-
-
-#: A label is *doubtful* when the group's patches or its mosaic show a second part (the most frequent
-#: other concept gets at least ``SPLIT_AT`` times the top label's votes: a group merged from two parts
-#: shows about 1, a 3-of-5 mosaic 0.67, the pure groups of the dev world at most 0.02), when most
-#: labeling patches pick another label (patch agreement below ``DISAGREE_BELOW``), or when the runner-up
-#: is within ``CLOSE_MARGIN`` of it in the vote mixture. Its confidence is then capped at ``DOUBT_CAP``,
-#: below ``UNCERTAIN_BELOW``, whatever the calibration says: a label that the group's own patches
-#: contradict is never shown as certain, even where the mosaic's majority makes it right.
-SPLIT_AT = 0.5
-DISAGREE_BELOW = 0.5
-CLOSE_MARGIN = 0.1
-DOUBT_CAP = 0.45
-
-
-def doubtful(parts: ConfidenceParts) -> bool:
-    return (parts.patches < DISAGREE_BELOW or parts.margin < CLOSE_MARGIN
-            or parts.split >= SPLIT_AT)
-
-
-def calibrated_probability(parts: ConfidenceParts, coefficients: tuple[float, ...] = CONFIDENCE_COEFFICIENTS) -> float:
-    """The logistic calibration of the parts alone (no doubt cap): what the bench checks for calibration."""
-    if len(coefficients) != len(parts.features()) + 1:
-        raise ValueError(f"confidence calibration needs {len(parts.features()) + 1} coefficients "
-                         f"(intercept + {len(parts.features())} features), got {len(coefficients)}")
-    z = coefficients[0] + float(np.dot(coefficients[1:], parts.features()))
-    return float(1.0 / (1.0 + np.exp(-z)))
-
-
-#: No label is shown as certain: the calibration is fitted on a few thousand dev labels, which cannot
-#: tell an error rate below about one in a hundred from zero, and the logistic curve would otherwise
-#: print 1.0 for every clean group.
-MAX_CONFIDENCE = 0.99
-
-
-def calibrated_confidence(parts: ConfidenceParts, coefficients: tuple[float, ...] = CONFIDENCE_COEFFICIENTS) -> float:
-    """The logistic calibration of the parts, at most ``MAX_CONFIDENCE``, and at most ``DOUBT_CAP`` for
-    doubtful labels."""
-    confidence = min(calibrated_probability(parts, coefficients), MAX_CONFIDENCE)
-    return min(confidence, DOUBT_CAP) if doubtful(parts) else confidence
-
-
 def confidence_method(score: str) -> str:
-    """How ``Group.confidence`` is computed under a score (recorded in the circuit's labeling record)."""
-    if score == "mosaic":
-        b = ", ".join(f"{v:g}" for v in CONFIDENCE_COEFFICIENTS)
-        return (f"calibrated: sigmoid(b0 + b1*exemplar agreement + b2*patch agreement + b3*top-two margin + b4*split), "
-                f"b = ({b}), at most {DOUBT_CAP:g} when split >= {SPLIT_AT:g}, patch agreement < {DISAGREE_BELOW:g} "
-                f"or margin < {CLOSE_MARGIN:g}, at most {MAX_CONFIDENCE:g} otherwise; "
-                f"below {UNCERTAIN_BELOW:g} the label is uncertain")
+    """How ``Group.confidence`` is computed under the single-CLIP scores kept for comparison
+    (the mosaic score's is the fitted combination of :mod:`labeler.evidence`)."""
     return "patch agreement: (k+1)/(n+2), k of the n labeling patches whose own best label is labels[0]"

@@ -13,6 +13,10 @@ checked with a CLIP of another architecture than the one they were tuned with:
   (ground-truth masks, ``World.dominant_part``), "a plain background" when none does, or the list of
   parts for whole images.
 
+A *noisy* CLIP (``TrainConfig.confused_share``) learns some parts under another part's name (see
+:func:`confusions`): the label suite's stand-in for real CLIPs, which name some parts wrongly and
+consistently.
+
 The loss is CLIP's symmetric contrastive loss with *all* texts of the same concept counted as
 positives (captions repeat within a batch: the world has 13 parts). Templates are sampled per step so
 the text tower learns the concept, not one phrasing.
@@ -29,6 +33,7 @@ import json
 import math
 import random
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -83,10 +88,22 @@ class TrainConfig:
     random_crop_share: float = 0.35  # share of each batch that are random crops, not part crops
     threads: int = 1  # one thread: on a shared, busy CPU more threads are slower, not faster
     arch: str = "vit"  # image tower, a key of ARCHS
+    # A *noisy* CLIP (see ``confusions``): the share of the parts it learns under another part's name,
+    # and how often a crop of such a part is captioned with that other name.
+    confused_share: float = 0.0
+    confusion_rate: float = 0.7
+    # Fine-tune the CLIP of this config (trained first when missing) instead of starting from scratch:
+    # a noisy CLIP is a good one taught some wrong names, at a fraction of the cost.
+    base: TrainConfig | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown world-CLIP image tower {self.arch!r}; choose from {list(ARCHS)}")
+        if self.base is not None and self.base.arch != self.arch:
+            raise ValueError(f"a CLIP fine-tunes a base of its own tower; got {self.arch!r} on a {self.base.arch!r} base")
+        if not 0.0 <= self.confused_share <= 1.0 or not 0.0 <= self.confusion_rate <= 1.0:
+            raise ValueError(f"confused_share and confusion_rate are shares in [0, 1], got {self.confused_share} "
+                             f"and {self.confusion_rate}")
 
     @property
     def model_name(self) -> str:
@@ -100,6 +117,12 @@ class TrainConfig:
         train = asdict(self)
         if self.arch == "vit":
             del train["arch"]  # keys of ViT bundles trained before towers were selectable stay valid
+        if not self.confused_share:  # nor do clean bundles trained before noisy ones existed
+            del train["confused_share"], train["confusion_rate"]
+        if self.base is None:
+            del train["base"]
+        else:
+            train["base"] = self.base.key()
         payload = json.dumps({"cfg": self.model_config, "train": train, "templates": WORLD_TEMPLATES}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -158,6 +181,23 @@ class _WorldCrops:
         return _Sample(i, box, dominant)
 
 
+def confusions(part_names: list[str], config: TrainConfig) -> dict[str, str]:
+    """The parts a noisy CLIP learns under another part's name: part -> the name it is captioned with.
+
+    ``round(confused_share * parts)`` parts (at least one when the share is not 0), each renamed to
+    another part, drawn from the seed *and the tower*, so that two towers of one quality confuse
+    different parts (as two real CLIPs trained on different data do). A crop of a confused part is
+    captioned with the other name ``confusion_rate`` of the time: the CLIP then names that part wrongly
+    and consistently, with a narrower margin than where it is right, the failure of a real CLIP
+    (``objects``' car read as "umbrella")."""
+    if not config.confused_share or len(part_names) < 2:
+        return {}
+    rng = random.Random(zlib.crc32(f"{config.seed}:{config.arch}".encode()))
+    k = max(1, round(config.confused_share * len(part_names)))
+    chosen = rng.sample(sorted(part_names), min(k, len(part_names)))
+    return {part: rng.choice([p for p in sorted(part_names) if p != part]) for part in chosen}
+
+
 def _register(config: TrainConfig) -> None:
     from neurflow.labeler.clip_model import register_model_config
 
@@ -199,6 +239,11 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
         raise ValueError(f"world {world_root} has no part in its train split; generate it with images")
     _register(config)
     model = open_clip.create_model(config.model_name, pretrained=None)
+    if config.base is not None:
+        from safetensors.torch import load_file
+
+        base = ensure_world_clip(world_root, config.base, log=log)
+        model.load_state_dict(load_file(str(base / BUNDLE_WEIGHTS)))
     tokenizer = open_clip.get_tokenizer(config.model_name)
     size = config.model_config["vision_cfg"]["image_size"]
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
@@ -208,10 +253,14 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps))
     )
     n_random = int(config.batch_size * config.random_crop_share)
+    renamed = confusions(data.part_names, config)
     started = time.time()
     model.train()
     for step in range(config.steps):
         samples = [data.part_crop(rng) for _ in range(config.batch_size - n_random)] + [data.random_crop(rng) for _ in range(n_random)]
+        for s in samples:
+            if s.concept in renamed and rng.random() < config.confusion_rate:
+                s.concept = renamed[s.concept]
         crops = [data.crop(s, size) for s in samples]
         crops = [im.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else im for im in crops]
         concepts = sorted({s.concept for s in samples})
@@ -249,6 +298,7 @@ def _train(world_root, out_dir, config: TrainConfig, log) -> dict[str, Any]:
         "train_config": asdict(config),
         "train_seconds": round(time.time() - started, 1),
         "world": str(world_root),
+        "confusions": renamed,
         **evaluate_zero_shot(out, world_root),
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1))

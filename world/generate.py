@@ -14,14 +14,15 @@ last, so a folder with a ``world.json`` is a complete world.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from neurflow.progress import ProgressBars
-from neurflow.world.scene import render_scene
-from neurflow.world.spec import WorldConfig, world_document
+from neurflow.world.scene import Scene, render_scene
+from neurflow.world.spec import ClassDef, WorldConfig, world_document
 
 WORLD_FILE = "world.json"
 
@@ -30,8 +31,14 @@ def image_name(number: int) -> str:
     return f"{number:04d}.png"
 
 
-def write_world(root: str | Path, config: WorldConfig, *, overwrite: bool = False, progress: bool = False) -> Path:
-    """Render every image of ``config`` under ``root``; return the path of ``world.json``."""
+def write_world(root: str | Path, config: WorldConfig, *, overwrite: bool = False, progress: bool = False,
+                render: Callable[[ClassDef, str, int], Scene] | None = None,
+                document: dict[str, Any] | None = None) -> Path:
+    """Render every image of ``config`` under ``root``; return the path of ``world.json``.
+
+    ``render(cls, split, number)`` draws one image (default: :func:`render_scene` of ``config``) and
+    ``document`` is merged into ``world.json``: a world built on this one (:mod:`neurflow.world.planted`)
+    keeps its layout, and every reader of worlds reads it."""
     root = Path(root)
     if (root / WORLD_FILE).exists() or (root / "images").exists():
         if not overwrite:
@@ -42,19 +49,19 @@ def write_world(root: str | Path, config: WorldConfig, *, overwrite: bool = Fals
     for done, (split, cls, number) in enumerate(jobs):
         if bars is not None:
             bars("world images", done, len(jobs))
-        scene = render_scene(config, cls, split, number)
+        scene = render(cls, split, number) if render else render_scene(config, cls, split, number)
         relative = Path(split) / cls.name / image_name(number)
-        for folder, array in (("images", scene.rgb), ("masks", scene.mask)):
+        for folder, array in (("images", scene.rgb), ("masks", scene.mask), *scene.extra_masks.items()):
             path = root / folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(path, format="PNG")
     if bars is not None:
         bars("world images", len(jobs), len(jobs))
         bars.close()
-    document = json.dumps(world_document(config), indent=1)
+    text = json.dumps(world_document(config) | (document or {}), indent=1)
     path = root / WORLD_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(document + "\n")
+    tmp.write_text(text + "\n")
     tmp.replace(path)
     return path
 

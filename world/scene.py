@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class Scene:
     rgb: np.ndarray  # (H, W, 3) uint8
     mask: np.ndarray  # (H, W) uint8, part id per pixel, 0 = background
     placements: tuple[Placement, ...]
+    # more ground-truth masks, written under ``root/<name>/`` beside ``masks/`` (planted cues: "cues")
+    extra_masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def image_rng(config: WorldConfig, split: str, class_index: int, number: int) -> np.random.Generator:

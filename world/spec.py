@@ -20,7 +20,9 @@ disk, so every tool reads them alike (see :data:`VARIANTS`):
   circle is in five classes, the white crescent in two, the blue square's classes share nothing else);
 * ``shapes2-cluttered``: the second part set and its classes on the cluttered background;
 * ``shapes3``: a third part set (other outlines, colours and textures), cube classes, added as a
-  held-out world after the labeling method was last changed.
+  held-out world after the labeling method was last changed;
+* ``shapes3-cluttered``: the third part set and its classes on the cluttered background, added as a
+  held-out world for the evidence combination of issue 18.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ VARIANTS: dict[str, Variant] = {
     "shapes2-cluttered": Variant("shapes2-cluttered", PART_SETS["shapes2"],
                                  _cube_classes(_set_groups(PART_SETS["shapes2"])), clutter=True),
     "shapes3": Variant("shapes3", PART_SETS["shapes3"], _cube_classes(_set_groups(PART_SETS["shapes3"]))),
+    "shapes3-cluttered": Variant("shapes3-cluttered", PART_SETS["shapes3"],
+                                 _cube_classes(_set_groups(PART_SETS["shapes3"])), clutter=True),
 }
 
 

@@ -69,6 +69,7 @@ SUITE: dict[str, SuiteWorld] = {w.name: w for w in (
     SuiteWorld("shapes2", "shapes2", "resnet", "held-out"),
     SuiteWorld("uneven", "uneven", "resnet", "held-out", classes=(3, 5)),
     SuiteWorld("shapes3", "shapes3", "vit", "held-out", per_class=_SMALL, epochs=4),
+    SuiteWorld("shapes3-cluttered", "shapes3-cluttered", "resnet", "held-out", per_class=_SMALL, epochs=4),
 )}
 
 
@@ -84,6 +85,27 @@ def clip_train_config(world: SuiteWorld):
     return TrainConfig(steps=200, batch_size=48, arch=world.clip_arch)
 
 
+#: Noisy world CLIPs: quality name -> share of the parts each CLIP learns under another part's name
+#: (``neurflow.world.clip.confusions``). Chosen for single-part zero-shot top-1 of about 0.9, 0.8 and
+#: 0.65; each world's ``metrics.json`` holds what its CLIPs reach. ``good`` is the world's own CLIP.
+CLIP_QUALITIES: dict[str, float] = {"q90": 0.15, "q80": 0.3, "q65": 0.45}
+#: Every noisy quality comes with both image towers, whatever tower the world's own CLIP has, so
+#: that labels can be made with several CLIPs at once and reported per tower.
+NOISY_TOWERS = ("vit", "resnet")
+
+
+def noisy_clip_config(quality: str, arch: str):
+    """The training config of a world's noisy CLIP: the world CLIP's training for this tower (shared
+    with the world's own CLIP where the tower is the same), then 60 steps of 32 crops with some parts
+    misnamed (six noisy CLIPs per world must train on a shared CPU)."""
+    from neurflow.world.clip import TrainConfig
+
+    if quality not in CLIP_QUALITIES:
+        raise ValueError(f"unknown CLIP quality {quality!r}; choose from {['good', *CLIP_QUALITIES]}")
+    base = TrainConfig(steps=200, batch_size=48, arch=arch)
+    return TrainConfig(steps=60, batch_size=32, arch=arch, confused_share=CLIP_QUALITIES[quality], base=base)
+
+
 @dataclass(frozen=True)
 class SuiteEntry:
     """A built suite world: its trained network, its CLIP bundle and its engine circuits."""
@@ -92,6 +114,15 @@ class SuiteEntry:
     model: object  # neurflow.world.train.WorldModel
     bundle: Path
     circuits: dict[int, Circuit]
+    noisy: dict[str, dict[str, Path]] = field(default_factory=dict)  # quality -> tower -> CLIP bundle
+
+    def clip_bundles(self, quality: str = "good") -> dict[str, Path]:
+        """Tower -> bundle of the CLIPs of one quality (``good``: the world's own CLIP alone)."""
+        if quality == "good":
+            return {self.world.clip_arch: self.bundle}
+        if quality not in self.noisy:
+            raise ValueError(f"{self.world.name} was built without {quality!r} CLIPs; pass clip_qualities=[{quality!r}]")
+        return self.noisy[quality]
 
     @property
     def images(self) -> Path:
@@ -102,23 +133,26 @@ class SuiteEntry:
         return self.model.world_root
 
 
-def _circuits(model, world: SuiteWorld, tau: int, max_images: int, log: Callable[[str], None]) -> dict[int, Circuit]:
+def engine_circuits(model, name: str, classes: tuple[int, ...] | list[int], tau: int = 8, max_images: int = 40,
+                    log: Callable[[str], None] = lambda line: None) -> dict[int, Circuit]:
+    """The circuits of ``classes`` of a world network (engine settings :data:`ENGINE`, the network's
+    held-out images), fitted once and cached in the network's folder; ``name`` is for the log."""
     from neurflow.world.cache import locked
 
     folder = model.directory / "circuits"
-    paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in world.classes}
+    paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in classes}
     with locked(model.directory / ".circuits.lock"):  # two builders of one world fit its circuits once
-        _fit_missing(model, world, paths, tau, max_images, log)
+        _fit_missing(model, name, paths, tau, max_images, log)
     return {c: read_circuit(p) for c, p in paths.items()}
 
 
-def _fit_missing(model, world: SuiteWorld, paths: dict[int, Path], tau: int, max_images: int, log) -> None:
+def _fit_missing(model, name: str, paths: dict[int, Path], tau: int, max_images: int, log) -> None:
     from neurflow.core.jobspec import parse_jobspec
     from neurflow.core.pipeline import fit_spec
 
     missing = [c for c, p in paths.items() if not p.is_file()]
     if missing:
-        log(f"{world.name}: engine circuits of classes {missing}")
+        log(f"{name}: engine circuits of classes {missing}")
         spec = {
             "model": model.model_spec(),
             "data": {"images": str(model.images("heldout")), "target_class": missing, "select": "predicted", "max_images": max_images},
@@ -133,9 +167,12 @@ def _fit_missing(model, world: SuiteWorld, paths: dict[int, Path], tau: int, max
 
 def ensure_suite_world(
     name: str, cache_dir: str | Path | None = None, *, tau: int = 8, max_images: int = 40,
-    log: Callable[[str], None] = lambda line: None,
+    log: Callable[[str], None] = lambda line: None, clip_qualities: tuple[str, ...] | list[str] = (),
+    towers: tuple[str, ...] | list[str] = NOISY_TOWERS,
 ) -> SuiteEntry:
-    """Build (once) and return a suite world: images, network, CLIP, circuits."""
+    """Build (once) and return a suite world: images, network, CLIP, circuits, and the noisy CLIPs of
+    ``clip_qualities`` (keys of :data:`CLIP_QUALITIES`; ``good`` is the world's own CLIP) for ``towers``
+    (``own``: the tower of the world's own CLIP, the cheap one: a fine-tune of that CLIP)."""
     from neurflow.world.clip import ensure_world_clip
     from neurflow.world.train import ensure_world_model
 
@@ -146,17 +183,36 @@ def ensure_suite_world(
     model = ensure_world_model(cache_dir, world.config, model_train_config(world), progress=False, threads=1)
     log(f"{name}: network held-out accuracy {model.heldout_accuracy}")
     bundle = ensure_world_clip(model.world_root, clip_train_config(world), log=log)
-    log(f"{name}: CLIP ({world.clip_arch}) zero-shot top-1 {json.loads((bundle / 'metrics.json').read_text())['zero_shot_top1']:.3f}")
-    return SuiteEntry(world, model, bundle, _circuits(model, world, tau, max_images, log))
+    log(f"{name}: CLIP ({world.clip_arch}) zero-shot top-1 {_zero_shot(bundle):.3f}")
+    circuits = engine_circuits(model, name, world.classes, tau, max_images, log)
+    noisy: dict[str, dict[str, Path]] = {}
+    for quality in dict.fromkeys(q for q in clip_qualities if q != "good"):
+        noisy[quality] = {}
+        for arch in dict.fromkeys(world.clip_arch if t == "own" else t for t in towers):
+            noisy[quality][arch] = ensure_world_clip(model.world_root, noisy_clip_config(quality, arch), log=log)
+            log(f"{name}: {quality} CLIP ({arch}) zero-shot top-1 {_zero_shot(noisy[quality][arch]):.3f}")
+    return SuiteEntry(world, model, bundle, circuits, noisy)
 
 
-if __name__ == "__main__":  # build the whole suite: python -m neurflow.world.suite [NAME ...]
-    import sys
+def _zero_shot(bundle: Path) -> float:
+    return json.loads((bundle / "metrics.json").read_text())["zero_shot_top1"]
+
+
+if __name__ == "__main__":  # build the suite: python -m neurflow.world.suite [--clip-quality Q ...] [NAME ...]
+    import argparse
     import time
 
     import torch
 
+    parser = argparse.ArgumentParser(description="build the label-quality suite's worlds (cached)")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"suite worlds (default: all of {list(SUITE)})")
+    parser.add_argument("--clip-quality", nargs="+", default=[], choices=["good", *CLIP_QUALITIES],
+                        help="also train the noisy CLIPs of these qualities")
+    parser.add_argument("--towers", nargs="+", default=list(NOISY_TOWERS), choices=[*NOISY_TOWERS, "own"],
+                        help="image towers of the noisy CLIPs ('own': the world CLIP's tower only)")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.time()
-    for world_name in sys.argv[1:] or list(SUITE):
-        ensure_suite_world(world_name, log=lambda line: print(f"[{time.time() - started:6.0f}s] {line}", flush=True))
+    for world_name in args.names or list(SUITE):
+        ensure_suite_world(world_name, log=lambda line: print(f"[{time.time() - started:6.0f}s] {line}", flush=True),
+                           clip_qualities=args.clip_quality, towers=args.towers)

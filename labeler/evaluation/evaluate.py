@@ -12,8 +12,9 @@ Per group and in aggregate:
   the group's activation: Pearson, AUPRC, F1, IoU, with the missing-labels and extra-labels sanity
   checks; the pool is the layer's concept patches, plus random crops of the run when activations
   come from the model;
-* **calibration**: ROC-AUC of the top-label confidence against correctness, and the expected
-  calibration error, where references exist.
+* **calibration**: ROC-AUC of the top-label confidence against correctness, the expected
+  calibration error, and the top-1 accuracy of the labels not marked uncertain (confidence at least
+  ``UNCERTAIN_BELOW``) with their share of the groups, where references exist.
 
 Group activations come from an :class:`ActivationSource`: :class:`RecordedActivations` reads what the
 circuit recorded (a member neuron's activation on its own top patches, scaled by its maximum, zero on
@@ -36,6 +37,7 @@ from neurflow.core.circuit import Circuit, Exemplar, Group
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.evaluation import metrics as M
 from neurflow.labeler.evaluation.reference import References, matches
+from neurflow.labeler.evidence import UNCERTAIN_BELOW
 from neurflow.labeler.labeling import PatchEmbedder
 from neurflow.labeler.patches import PatchLoader, all_concept_patches, patch_key, random_boxes, reference_pool
 from neurflow.labeler.scoring import concept_votes
@@ -268,6 +270,10 @@ def aggregate(groups: list[dict[str, Any]]) -> dict[str, Any]:
         out["calibration_auc"] = M.roc_auc(correct, conf)
         out["calibration_ece"] = M.expected_calibration_error(conf, correct)
         out["mean_confidence"] = _mean(conf)
+        # what a user who trusts only the labels not marked uncertain gets, and how many that is
+        sure = [c for c, p in zip(correct, conf) if p >= UNCERTAIN_BELOW]
+        out["confident_top1_accuracy"] = _mean([float(c) for c in sure])
+        out["confident_coverage"] = len(sure) / len(scored)
     return out
 
 
@@ -291,6 +297,8 @@ AGGREGATE_ROWS = [
     ("calibration ROC-AUC", "calibration_auc", "{:.3f}"),
     ("calibration ECE", "calibration_ece", "{:.3f}"),
     ("mean confidence", "mean_confidence", "{:.3f}"),
+    ("top-1 of confident labels", "confident_top1_accuracy", "{:.3f}"),
+    ("  (their share of groups)", "confident_coverage", "{:.3f}"),
 ]
 
 

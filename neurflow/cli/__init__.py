@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from neurflow import __version__
-from neurflow.cli import atlas, engine, experiments, exports, labels, service, viewer, world
+from neurflow.cli import atlas, audit, engine, experiments, exports, labels, service, viewer, world
 
 #: In the order ``neurflow --help`` lists them.
-COMMAND_MODULES = (engine, experiments, labels, world, service, exports, viewer, atlas)
+COMMAND_MODULES = (engine, experiments, labels, world, service, exports, viewer, atlas, audit)
 
 DESCRIPTION = (
     "Explain a vision model: find the circuit of neurons behind a class (NeurFlow), group its neurons "

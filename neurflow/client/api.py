@@ -167,6 +167,11 @@ class Client:
     def relabel(self, circuit_id: str, labeling: dict[str, Any]) -> dict[str, Any]:
         return self.json("POST", f"/v1/circuits/{circuit_id}/labels", json={"labeling": labeling})
 
+    def correct_label(self, circuit_id: str, group_id: str, label: str) -> dict[str, Any]:
+        """``PUT /v1/circuits/{id}/groups/{group_id}/label``: store a person's label for a group (kept
+        through relabels); answers the group's label, status and the stored correction."""
+        return self.json("PUT", f"/v1/circuits/{circuit_id}/groups/{group_id}/label", json={"label": label})
+
     def debug(self, circuit_id: str, image: str | Path | bytes, layer: str | None = None,
               threshold: float | None = None, wait: float = 120.0) -> dict[str, Any]:
         payload = image if isinstance(image, bytes) else Path(image).read_bytes()

@@ -48,16 +48,27 @@ def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> Tas
 
 
 def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
-    """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run."""
+    """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run.
+    The corrections of the circuit and of ``job.evidence`` (the model's other corrected circuits)
+    re-score its groups (:mod:`neurflow.labeler.prototypes`)."""
     from neurflow.labeler import pipeline
+    from neurflow.labeler.prototypes import relabel_with_corrections
     from neurflow.service.executors.units import finish_circuit
 
     progress("loading circuit", 0, 1)
     circuit = _load_circuit(ctx, job.circuit.key)
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    evidence = []
+    for other in job.evidence:
+        try:
+            evidence.append((_load_circuit(ctx, other.circuit.key), ctx.store.local_path(keys.images(other.dataset.id))))
+        except (KeyError, ValueError):  # deleted since the job was submitted: its corrections are gone with it
+            continue
+    (labeled,) = relabel_with_corrections([(circuit, images_root)], job.labeling, evidence=evidence,
+                                          progress=progress)
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
-    path = pipeline.finish(circuit, local_dir, images_root, job.labeling, progress)
+    path = pipeline.write(labeled, local_dir)
     return TaskOutput(circuits=[finish_circuit(ctx, path, images_root, key, local_dir)])
 
 

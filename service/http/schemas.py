@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar.params import Parameter
 
+from neurflow.core.circuit import Correction, GroupStatus
 from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
 from neurflow.service.storage.pages import DEFAULT_PAGE, MAX_PAGE
@@ -95,9 +96,28 @@ class CircuitList(msgspec.Struct):
 
 
 class RelabelIn(msgspec.Struct, forbid_unknown_fields=True):
-    """The ``labeling`` section of a job spec (vocabulary, CLIP model, captioner)."""
+    """The ``labeling`` section of a job spec (vocabulary, CLIP model, captioner), and whose
+    corrections re-score the groups: the circuit's own and those of the model's other circuits
+    (``"model"``, the default), or the circuit's own only (``"circuit"``)."""
 
     labeling: LabelingRequest  # type: ignore[valid-type]
+    corrections: Literal["model", "circuit"] = "model"
+
+
+class LabelIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT /v1/circuits/{id}/groups/{group_id}/label``: a person's label for the group."""
+
+    label: str
+
+
+class GroupLabelOut(msgspec.Struct):
+    """A group's label after a correction: what readers now see, and the stored provenance."""
+
+    circuit_id: str
+    group_id: str
+    label: str | None
+    status: GroupStatus
+    correction: Correction | None
 
 
 class EvaluateIn(msgspec.Struct, forbid_unknown_fields=True):

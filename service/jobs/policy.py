@@ -105,18 +105,21 @@ def check_labeling(labeling: LabelingSettings, settings: Settings) -> LabelerCon
                 _builtin(field, value, known)
             else:
                 _asset(field, value, roots)
-    clip = config.clip
-    folder = local_dir(clip.model)
-    if folder is not None:
-        _asset("labeling.clip.model", folder, roots)
-    elif not _PLAIN_NAME.fullmatch(clip.model) or ".." in clip.model:
-        raise Invalid(f"labeling.clip.model: {clip.model!r} is not an open_clip model name; use a name such as "
-                      "'ViT-B-32', a name defined by model_config, or 'local-dir:FOLDER' in the asset folders")
-    if clip.model_config is not None:
-        _asset("labeling.clip.model_config", clip.model_config, roots)
-    pretrained = clip.pretrained
-    if pretrained and not (_PLAIN_NAME.fullmatch(pretrained) and "." not in pretrained):
-        _asset("labeling.clip.pretrained", pretrained, roots)
+    for n, clip in enumerate(config.clips):  # every CLIP of a list passes the same checks as the first
+        key = "labeling.clip" if n == 0 else f"labeling.extra_clips[{n - 1}]"
+        folder = local_dir(clip.model)
+        if folder is not None:
+            _asset(f"{key}.model", folder, roots)
+        elif not _PLAIN_NAME.fullmatch(clip.model) or ".." in clip.model:
+            raise Invalid(f"{key}.model: {clip.model!r} is not an open_clip model name; use a name such as "
+                          "'ViT-B-32', a name defined by model_config, or 'local-dir:FOLDER' in the asset folders")
+        if clip.model_config is not None:
+            _asset(f"{key}.model_config", clip.model_config, roots)
+        pretrained = clip.pretrained
+        if pretrained and not (_PLAIN_NAME.fullmatch(pretrained) and "." not in pretrained):
+            _asset(f"{key}.pretrained", pretrained, roots)
+        if clip.device != "cpu" and not any(d.startswith("cuda") for d in settings.device_list()):
+            raise Invalid(f"{key}.device {clip.device!r} is not available; this server runs on CPU")
     cap = config.captioner
     if cap is not None:
         for field, prompt in (("prompt", cap.prompt), ("circuit_prompt", cap.circuit_prompt)):
@@ -134,8 +137,6 @@ def check_labeling(labeling: LabelingSettings, settings: Settings) -> LabelerCon
                               "OpenAI-compatible endpoints in captioner_urls")
             keys = {u.rstrip("/"): env for u, env in settings.captioner_keys.items()}
             config = msgspec.structs.replace(config, captioner=msgspec.structs.replace(cap, api_key_env=keys.get(url)))
-    if clip.device != "cpu" and not any(d.startswith("cuda") for d in settings.device_list()):
-        raise Invalid(f"labeling.clip.device {clip.device!r} is not available; this server runs on CPU")
     return config
 
 

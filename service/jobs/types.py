@@ -41,6 +41,13 @@ class CircuitRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_id: str
 
 
+class CorrectedCircuit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A circuit of the same model whose corrections are evidence for a relabel, and its images."""
+
+    circuit: CircuitRef
+    dataset: DatasetRef
+
+
 # -- the jobs ------------------------------------------------------------------------------------
 
 
@@ -78,6 +85,7 @@ class RelabelJob(msgspec.Struct, tag="relabel", tag_field="kind", forbid_unknown
     circuit: CircuitRef
     dataset: DatasetRef
     labeling: LabelerConfig
+    evidence: list[CorrectedCircuit] = []  # the model's other corrected circuits (labeler.prototypes)
 
 
 class DebugJob(msgspec.Struct, tag="debug", tag_field="kind", forbid_unknown_fields=True):

@@ -171,6 +171,13 @@ class Catalog:
             rows = self.db.all("SELECT * FROM circuits WHERE owner=? ORDER BY created_at", (owner,))
         return [self._circuit(r) for r in rows]
 
+    def set_summary(self, owner: str, circuit_id: str, summary: dict[str, Any]) -> None:
+        """Replace a circuit's summary (its document changed: a person corrected a label)."""
+        with self.db.tx() as c:
+            if c.execute("UPDATE circuits SET summary=? WHERE owner=? AND id=?",
+                         (json.dumps(summary), owner, circuit_id)).rowcount == 0:
+                raise NotFound(f"no circuit {circuit_id!r}")
+
     def delete_circuit(self, owner: str, circuit_id: str, *,
                        unreferenced: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Delete the row; ``unreferenced(key)`` (deleting the artifact folder) runs in the same transaction when

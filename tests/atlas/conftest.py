@@ -26,6 +26,7 @@ class EngineCircuits:
     paths: list[Path]  # one circuit.json per class
     images: Path  # the engine's data root (for mosaics)
     circuits: list[Circuit]
+    model_spec: dict  # the ``model`` section of a job spec for the network the circuits explain
 
 
 def _label_with_parts(circuit: Circuit, world_root: Path, images: Path) -> Circuit:
@@ -77,4 +78,4 @@ def engine_circuits(tmp_path_factory) -> EngineCircuits:
             paths.append(path)
     finally:
         torch.set_num_threads(threads)
-    return EngineCircuits(paths=paths, images=images, circuits=circuits)
+    return EngineCircuits(paths=paths, images=images, circuits=circuits, model_spec=spec)

@@ -38,20 +38,21 @@ def test_embedding_cache_round_trips_without_pickles(tmp_path):
     from neurflow.world.suite import SUITE
 
     rng = np.random.default_rng(1)
-    entry = SimpleNamespace(model=SimpleNamespace(directory=tmp_path), bundle=tmp_path / "world-clip-abc",
-                            circuits={0: None, 5: None}, world=SUITE["shapes2"])
-    assert _load(entry) is None
+    bundle = tmp_path / "world-clip-abc"
+    entry = SimpleNamespace(model=SimpleNamespace(directory=tmp_path), circuits={0: None, 5: None}, world=SUITE["shapes2"])
+    assert _load(entry, bundle, "resnet") is None
     groups = [GroupData("shapes2", f"c0/l1g{i}", rng.normal(size=(5, 4)), rng.normal(size=(9, 4)), rng.normal(size=(2, 4)),
-                        ref, mixed, rng.uniform(size=3), rng.normal(size=(7, 4)))
+                        ref, mixed, rng.uniform(size=3), rng.normal(size=(7, 4)), rng.uniform(size=9) if mixed else None)
               for i, (ref, mixed) in enumerate([("lime arrow", False), (None, True)])]
     world = WorldData("shapes2", "held-out", "resnet", rng.normal(size=(3, 4)), ["a", "b", "c"], 42.0, groups, 0.99, 0.9)
-    _save(world, entry)
-    back = _load(entry)
+    _save(world, entry, bundle)
+    assert _load(entry, tmp_path / "world-clip-other", "resnet") is None  # each CLIP its own embeddings
+    back = _load(entry, bundle, "resnet")
     assert (back.names, back.logit_scale, back.role, back.arch) == (["a", "b", "c"], 42.0, "held-out", "resnet")
     for a, b in zip(world.groups, back.groups):
         assert (a.gid, a.reference, a.mixed) == (b.gid, b.reference, b.mixed)
-        for key in ("exemplars", "patches", "held", "ref_mixture", "negatives"):
-            assert np.array_equal(getattr(a, key), getattr(b, key))
+        for key in ("exemplars", "patches", "held", "ref_mixture", "negatives", "weights"):
+            assert (getattr(a, key) is None and getattr(b, key) is None) or np.array_equal(getattr(a, key), getattr(b, key))
 
 
 def test_logistic_fit_drops_a_feature_whose_sign_is_wrong():
@@ -117,9 +118,8 @@ def test_interleave_takes_rounds_then_the_rest():
 
 
 def _synthetic_world(name, role, rng, scramble=False):
-    """Four concepts; pure groups of each part (exemplars and patches near the part's text embedding),
-    a reference pool dominated by parts 0 and 1 (the class's own parts) so that reference-weighted
-    settings of the grid make mistakes."""
+    """Four concepts; groups of each part (exemplars and patches near the part's text embedding), the
+    last four so noisy that some are named wrongly (so that the combination has errors to learn from)."""
     from bench.labels import GroupData, WorldData
     from neurflow.labeler.scoring import mixture
 
@@ -131,14 +131,15 @@ def _synthetic_world(name, role, rng, scramble=False):
     names = ["part a", "part b", "part c", "part d"]
     ref_mixture = mixture(unit(np.repeat(concepts[:2], 40, axis=0) + 0.3 * rng.normal(size=(80, 8))), concepts, 20.0)
     groups = []
-    for i in range(8):
-        part = i % 4
-        exemplars = unit(concepts[part] + 0.4 * rng.normal(size=(5, 8)))
-        patches = np.concatenate([exemplars, unit(concepts[part] + 0.5 * rng.normal(size=(20, 8)))])
+    for i in range(12):
+        part, noise = i % 4, (0.4 if i < 8 else 1.5)
+        exemplars = unit(concepts[part] + noise * rng.normal(size=(5, 8)))
+        patches = np.concatenate([exemplars, unit(concepts[part] + noise * rng.normal(size=(20, 8)))])
         reference = names[(part + 1) % 4] if scramble else names[part]
         groups.append(GroupData(name, f"c0/l{i}g0", exemplars, patches, unit(concepts[part] + 0.5 * rng.normal(size=(4, 8))),
-                                reference, False, ref_mixture, unit(rng.normal(size=(30, 8)))))
-    return WorldData(name, role, "vit", concepts, names, 20.0, groups, 1.0, 1.0)
+                                reference, False, ref_mixture, unit(rng.normal(size=(30, 8))), rng.uniform(0.2, 1.0, 25)))
+    prompts = np.stack([concepts, unit(concepts + 0.3 * rng.normal(size=concepts.shape))])
+    return WorldData(name, role, "vit", concepts, names, 20.0, groups, 1.0, 1.0, prompts)
 
 
 def test_label_section_chooses_and_calibrates_on_dev_worlds_only(monkeypatch, capsys):
@@ -149,20 +150,21 @@ def test_label_section_chooses_and_calibrates_on_dev_worlds_only(monkeypatch, ca
     def run(scramble_heldout):
         worlds = {"standard": _synthetic_world("standard", "dev", np.random.default_rng(5)),
                   "shapes2": _synthetic_world("shapes2", "held-out", np.random.default_rng(6), scramble=scramble_heldout)}
-        monkeypatch.setattr(labels, "_collect", lambda name, log: worlds[name])
+        monkeypatch.setattr(labels, "_collect", lambda name, log, *clip: worlds[name])
         return labels.run_section(SimpleNamespace(label_worlds=["standard", "shapes2"], label_json=None))
 
     honest, scrambled = run(False), run(True)
     out = capsys.readouterr().out
-    assert "constructed mixed groups (mixed*)" in out and "confidence on the held-out worlds" in out
-    assert honest["fitted_coefficients"] is not None  # the grid's reference-weighted settings err on dev
-    assert honest["chosen"] == scrambled["chosen"] and honest["fitted_coefficients"] == scrambled["fitted_coefficients"]
-    mosaic = next(m for m in honest["worlds"]["shapes2"]["sets"]["engine"] if m.startswith("mosaic"))
-    assert honest["worlds"]["shapes2"]["sets"]["engine"][mosaic]["top1"] == 1.0
-    assert scrambled["worlds"]["shapes2"]["sets"]["engine"][mosaic]["top1"] == 0.0
-    assert honest["versus_baseline"][mosaic]["below_baseline"] == []
-    assert scrambled["versus_baseline"][mosaic]["below_baseline"] == []  # the baseline is scrambled alike
-    assert mosaic.endswith("(default)")  # the bench marks the labeler's default score
+    assert "constructed mixed groups" in out and "pooled per role" in out and "reliability" in out
+    assert honest["fitted_combination"] is not None  # the noisy dev groups give it errors to learn from
+    assert honest["fitted_combination"]["fitted_on"]["worlds"] == ["standard"]
+    assert honest["chosen"] == scrambled["chosen"] and honest["fitted_combination"] == scrambled["fitted_combination"]
+    unit = {(u["world"], u["clips"]): u for u in honest["units"]}[("shapes2", "own")]["sets"]["engine"]
+    bad = {(u["world"], u["clips"]): u for u in scrambled["units"]}[("shapes2", "own")]["sets"]["engine"]
+    assert unit["labeler"]["top1"] >= 0.75 and bad["labeler"]["top1"] <= 0.25
+    assert bad["baseline"]["top1"] <= 0.25  # the baseline is scrambled alike
+    for key in ("top1_confident", "coverage", "confidence_auc", "ece", "baseline_top1"):
+        assert key in unit["labeler"]
 
 
 def test_caption_rows_score_caption_labels_against_the_mosaic_part():
@@ -177,5 +179,5 @@ def test_caption_rows_score_caption_labels_against_the_mosaic_part():
     for g in w.groups[:4]:
         half[g.gid] = None if g.gid.startswith("c0/l0") else "a caption word"
     row = caption_rows(w, half)
-    assert row["top1"] == 0.5 and row["captioned"] == len(w.groups) - 1 and row["in_vocabulary"] == 0.5
+    assert row["top1"] == 8 / 12 and row["captioned"] == len(w.groups) - 1 and row["in_vocabulary"] == 8 / 12
     assert row["baseline_top1"] == caption_rows(w, {})["baseline_top1"] and caption_rows(w, {})["top1"] == 0.0

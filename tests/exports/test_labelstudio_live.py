@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import httpx
@@ -138,3 +139,36 @@ def test_import_and_ml_backend_round_trip(label_studio, service):
         ls.ml.create(url=f"{service.server.url}/ml/labelstudio", project=project.id, title="wrong key",
                      auth_method="BASIC_AUTH", basic_auth_user="label-studio", basic_auth_pass="not-a-key")
     assert refused.value.status_code == 400 and "authentication parameters" in str(refused.value.body)
+
+
+def test_an_annotation_in_label_studio_becomes_a_stored_correction(label_studio, service):
+    """A project webhook (with the key in its headers) sends each submitted annotation to the service:
+    the annotator's concept choice is stored as the group's label with Label Studio provenance."""
+    from label_studio_sdk import LabelStudio
+
+    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    headers = {"X-API-Key": service.key}
+    base = f"{service.server.url}/v1/circuits/{service.circuit_id}"
+    doc = httpx.get(f"{base}/exports/labelstudio", params={"regions": "false"}, headers=headers, timeout=60).json()
+    project = ls.projects.create(title="NeurFlow corrections", label_config=doc["label_config"])
+    ls.webhooks.create(url=f"{service.server.url}/ml/labelstudio/webhook", project=project.id, send_payload=True,
+                       send_for_all_actions=False, headers=headers, actions=["ANNOTATION_CREATED", "ANNOTATION_UPDATED"])
+    ls.projects.import_tasks(id=project.id, request=[{"data": t["data"]} for t in doc["tasks"]])
+    tasks = _wait_for(lambda: list(ls.tasks.list(project=project.id, fields="all")), 60, "the imported tasks")
+    task = tasks[0]
+    gid = task.data["group_id"]
+    choices = [c.get("value") for c in ET.fromstring(doc["label_config"]).find("Choices")]
+    automatic = task.data["labels"][0]
+    chosen = next(c for c in choices if c != automatic)
+    ls.annotations.create(id=task.id, result=[{"from_name": "concept", "to_name": "image", "type": "choices",
+                                               "value": {"choices": [chosen]}}])
+
+    def stored():
+        group = next(g for layer in httpx.get(base, headers=headers, timeout=30).json()["layers"]
+                     for g in layer["groups"] if g["id"] == gid)
+        return group if group["correction"] else None
+
+    group = _wait_for(stored, 60, "the correction sent by Label Studio's webhook")
+    assert group["status"] == "corrected" and group["labels"][0] == {"text": chosen, "score": 1.0, "source": "human"}
+    assert group["correction"]["via"] == "labelstudio" and group["correction"]["previous"] == automatic
+    assert group["correction"]["key"].startswith("labelstudio-user:") and service.key not in str(group["correction"])

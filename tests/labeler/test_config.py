@@ -36,6 +36,9 @@ def test_issue_example_section_validates():
         ({"clip": CLIP, "captioner": {"backend": "openai", "model": "m"}}, "base_url is required"),
         ({"clip": CLIP, "captioner": {"backend": "carrier-pigeon", "model": "m"}}, "backend"),
         ("not a dict", "must be a JSON object"),
+        ({"clip": []}, "labeling.clip is an empty list"),
+        ({"clip": [CLIP, CLIP], "extra_clips": [CLIP]}, "give every CLIP in one of them"),
+        ({"clip": [CLIP, {"model": "RN50", "weights": "x"}]}, "unknown field `weights`"),
     ],
 )
 def test_bad_sections_are_clear_value_errors(section, message):
@@ -56,3 +59,14 @@ def test_relative_paths_resolve_against_base_dir(tmp_path: Path):
     assert cfg.vocabulary == str(tmp_path / "vocab.txt")
     # a pretrained *tag* is not a path and stays as it is
     assert LabelerConfig.from_spec({"clip": CLIP}, base_dir=tmp_path).clip.pretrained == "openai"
+
+
+def test_a_list_of_clips_is_the_first_and_the_others(tmp_path: Path):
+    (tmp_path / "rn.safetensors").write_bytes(b"x")
+    rn = {"model": "RN50", "pretrained": "rn.safetensors"}
+    cfg = LabelerConfig.from_spec({"clip": [CLIP, rn]}, base_dir=tmp_path)
+    assert cfg.clip.model == "ViT-B-32" and [c.model for c in cfg.extra_clips] == ["RN50"]
+    assert [c.model for c in cfg.clips] == ["ViT-B-32", "RN50"]
+    assert cfg.extra_clips[0].pretrained == str(tmp_path / "rn.safetensors")  # every CLIP's paths resolve
+    assert LabelerConfig.from_spec({"clip": [CLIP]}).extra_clips == []
+    assert LabelerConfig.from_spec(cfg.to_dict()) == cfg  # the recorded settings read back as they were

@@ -101,6 +101,7 @@ def test_calibration_auc_in_the_aggregate():
               for i, (c, p) in enumerate([(True, 0.9), (True, 0.7), (False, 0.6), (False, 0.2)])]
     agg = aggregate(groups)
     assert agg["calibration_auc"] == 1.0 and agg["top1_accuracy"] == 0.5
+    assert agg["confident_coverage"] == 0.75 and agg["confident_top1_accuracy"] == 2 / 3  # 0.9, 0.7, 0.6 are >= 0.5
     groups[0]["confidence"], groups[3]["confidence"] = 0.2, 0.9  # a confident wrong label
     assert aggregate(groups)["calibration_auc"] == 0.25  # 1 of the 4 (correct, wrong) pairs ordered right
 

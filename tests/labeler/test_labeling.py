@@ -52,24 +52,63 @@ def test_labels_are_sorted_top_k_clip_labels_with_confidence(labeled):
 
 
 def test_confidence_is_lower_for_mixed_groups(world_clip):
-    """A group whose patches show two different parts gets a lower confidence than pure ones, low
-    enough under the default (mosaic) score that its label is shown as uncertain, while its mosaic's
-    part stays the label."""
-    from neurflow.labeler.confidence import is_uncertain
-
+    """A group whose patches show two different parts has less patch agreement in its evidence and no
+    more confidence than before, while its mosaic's part stays the label; every group's status
+    follows its confidence."""
     circuit, expected = world_circuit(world_clip.world, 0, n_images=6, split="heldout")
+    before = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling()).layers[1].groups[0]
     layer = circuit.layers[1]
     a, b = layer.groups[0], layer.groups[1]
     a.members = a.members + b.members  # the first group now holds two parts' patches
     labeled = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling())
     assert labeled.labeling.settings.score == "mosaic"
     groups = labeled.layers[1].groups
-    assert groups[0].confidence < min(groups[1].confidence, groups[2].confidence)
-    assert is_uncertain(groups[0]) and not is_uncertain(groups[1]) and not is_uncertain(groups[2])
+    # the same mosaic with disagreeing patches: less agreement, and never more confidence
+    assert groups[0].evidence.features["patches"] < min(before.evidence.features["patches"],
+                                                        *(g.evidence.features["patches"] for g in groups[1:3]))
+    assert groups[0].confidence <= before.confidence
     assert groups[0].labels[0].text == expected[a.id]  # its five exemplars are still the first part's
+    _assert_status_follows_confidence(labeled)
     # The contrastive score's confidence (patch agreement) ranks it below the pure groups too.
     contrastive = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(score="contrastive")).layers[1].groups
     assert contrastive[0].confidence < min(contrastive[1].confidence, contrastive[2].confidence)
+
+
+def _assert_status_follows_confidence(circuit):
+    from neurflow.labeler.evidence import UNCERTAIN_BELOW
+
+    for _, _, g in circuit.iter_groups():
+        if g.confidence < UNCERTAIN_BELOW:
+            assert g.status == "uncertain" and [c.text for c in g.candidates] == [lab.text for lab in g.labels[:2]]
+        else:
+            assert g.status == "labeled" and g.candidates == []
+
+
+def test_every_label_carries_its_evidence(labeled):
+    from neurflow.labeler.evidence import FEATURES
+
+    for _, _, circuit in labeled.values():
+        assert circuit.labeling.confidence_method.startswith("logistic: sigmoid(")
+        for _, _, g in circuit.iter_groups():
+            assert set(g.evidence.features) == set(FEATURES) and g.evidence.method == circuit.labeling.confidence_method
+            assert [v.voter.split(" ")[-1] for v in g.evidence.votes] == ["mosaic", "patches"]
+            assert g.evidence.votes[0].text == g.labels[0].text  # one CLIP: its mosaic vote is the label
+        _assert_status_follows_confidence(circuit)
+
+
+def test_several_clips_each_vote(world_clip, tmp_path):
+    """``clip`` as a list: every CLIP votes, each is recorded; two copies of one CLIP agree with one."""
+    circuit, _ = world_circuit(world_clip.world, 3, n_images=4, split="heldout")
+    section = world_clip.labeling()
+    one = label_circuit(circuit, world_clip.heldout_images, section)
+    two = label_circuit(circuit, world_clip.heldout_images, {**section, "clip": [section["clip"], section["clip"]]})
+    assert len(two.labeling.extra_clips) == 1 and two.labeling.extra_clips[0] == two.labeling.clip
+    assert len(two.labeling.settings.extra_clips) == 1
+    for (_, _, g1), (_, _, g2) in zip(one.iter_groups(), two.iter_groups()):
+        assert [lab.text for lab in g1.labels] == [lab.text for lab in g2.labels]
+        assert len(g2.evidence.votes) == 4 and g2.evidence.features["clips"] == 1.0
+    again = Circuit.from_json(two.to_json())
+    assert again.labeling.extra_clips == two.labeling.extra_clips
 
 
 def test_provenance_and_holdout_are_recorded(labeled, world_clip):
@@ -136,14 +175,15 @@ def _drifting_circuit(world_clip):
 
 def test_mosaic_score_names_what_the_mosaic_shows_and_doubts_it(world_clip):
     """The mosaic score names the exemplars' part even when most top patches show another; the
-    confidence drops below the uncertainty threshold because the patches disagree with the mosaic."""
-    from neurflow.labeler.scoring import UNCERTAIN_BELOW
-
+    patches' disagreement is in the evidence, and it never raises the confidence."""
     circuit, shown, behind = _drifting_circuit(world_clip)
+    undrifted, _ = world_circuit(world_clip.world, 0, n_images=6, split="heldout")
+    before = label_circuit(undrifted, world_clip.heldout_images, world_clip.labeling(score="mosaic")).layers[1].groups[0]
     mosaic = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(score="mosaic"))
-    drifted, pure = mosaic.layers[1].groups[0], mosaic.layers[1].groups[2]
+    drifted = mosaic.layers[1].groups[0]
     assert drifted.labels[0].text == shown
-    assert drifted.confidence < UNCERTAIN_BELOW <= pure.confidence
-    assert mosaic.labeling.settings.score == "mosaic" and "calibrated" in mosaic.labeling.confidence_method
+    assert drifted.confidence <= before.confidence and drifted.evidence.features["patches"] < 0.5
+    assert drifted.evidence.votes[1].text == behind  # its patches' own vote says what they show
+    assert mosaic.labeling.settings.score == "mosaic" and "logistic" in mosaic.labeling.confidence_method
     contrastive = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(score="contrastive"))
     assert contrastive.layers[1].groups[0].labels[0].text == behind  # the contrastive score follows the drift

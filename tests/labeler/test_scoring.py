@@ -1,4 +1,4 @@
-"""The contrastive score on constructed embeddings with known answers."""
+"""The contrastive and mosaic scores on constructed embeddings with known answers."""
 
 import numpy as np
 import pytest
@@ -61,10 +61,7 @@ def test_per_patch_scores_match_the_group_score_for_one_patch():
 
 
 # -- the mosaic score and its confidence ------------------------------------------------------------
-from neurflow.labeler.scoring import (  # noqa: E402
-    CLOSE_MARGIN, DOUBT_CAP, MAX_CONFIDENCE, UNCERTAIN_BELOW, ConfidenceParts, calibrated_confidence, calibrated_probability,
-    confidence_parts, doubtful, exemplar_mixture, mosaic_scores, split_ratio,
-)
+from neurflow.labeler.scoring import exemplar_mixture, mosaic_scores, split_ratio  # noqa: E402
 
 
 def _class_part_world(rng):
@@ -118,59 +115,8 @@ def test_hard_votes_break_ties_like_the_mean_cosine_baseline_and_refuse_unknown_
         exemplar_mixture(exemplars, concepts, 10.0, "majority")
 
 
-def test_confidence_says_when_patches_disagree_with_the_mosaic_or_labels_are_close():
-    concepts, exemplars, patches, _ = _class_part_world(np.random.default_rng(1))
-    agreeing = np.concatenate([exemplars, exemplars[:1].repeat(30, axis=0)])
-    clean = confidence_parts(exemplars, agreeing, concepts, 10.0, top=0)
-    drifting = confidence_parts(exemplars, patches, concepts, 10.0, top=0)
-    assert clean.exemplars == drifting.exemplars == (5 + 1) / (5 + 2)
-    assert drifting.patches < 0.3 < 0.9 < clean.patches
-    assert np.isclose(drifting.margin, clean.margin)  # the margin is the mosaic's own (exemplar weight 1): patches enter via agreement
-    assert calibrated_confidence(drifting) < UNCERTAIN_BELOW <= calibrated_confidence(clean)  # always shown as uncertain
-    # Two concepts equally present in every exemplar: the margin is near zero, the confidence drops.
-    tied = _unit(np.tile([1.0, 0.0, 1.0, 0.0], (5, 1)))
-    parts = confidence_parts(tied, tied, concepts, 10.0, top=0)
-    assert parts.margin < 0.01
-    assert calibrated_confidence(parts) < UNCERTAIN_BELOW
-
-
-def test_calibrated_confidence_is_a_monotone_probability():
-    low = calibrated_confidence(ConfidenceParts(0.2, 0.6, 0.2))
-    high = calibrated_confidence(ConfidenceParts(0.9, 0.9, 0.8))
-    assert 0.0 < low < high < 1.0
-    base = [0.6, 0.6, 0.3, 0.0, 0.0]
-    for field, direction in enumerate((1, 1, 1, -1, -1)):  # agreement and margin raise it, a second part lowers it
-        moved = list(base)
-        moved[field] += 0.2 if field < 3 else 0.3  # splits stay below SPLIT_AT: the cap is tested on its own
-        delta = calibrated_probability(ConfidenceParts(*moved)) - calibrated_probability(ConfidenceParts(*base))
-        assert direction * delta >= 0
-    assert calibrated_probability(ConfidenceParts(0.8, 0.6, 0.3)) > calibrated_probability(ConfidenceParts(*base))
-    # A clean mosaic is very likely right, but never shown as certain.
-    clean = ConfidenceParts(6 / 7, 0.99, 1.0)
-    assert calibrated_probability(clean) > MAX_CONFIDENCE == calibrated_confidence(clean)
-
-
-def test_calibration_needs_one_coefficient_per_feature():
-    with pytest.raises(ValueError, match="needs 5 coefficients"):
-        calibrated_probability(ConfidenceParts(0.5, 0.5, 0.5), (-4.0, 4.0, 2.0, 4.0))
-
-
 def test_split_ratio_counts_the_strongest_other_concept():
     assert split_ratio(np.array([0, 0, 0, 1, 2]), top=0) == 1 / 3
     assert split_ratio(np.array([0, 0, 0, 1, 1]), top=0) == 2 / 3
     assert split_ratio(np.array([0, 0, 0]), top=0) == 0.0
     assert split_ratio(np.array([1, 1, 2]), top=0) == 1.0  # nothing picks the label: all split
-
-
-def test_a_mosaic_of_two_parts_is_doubtful_even_when_its_majority_is_clear():
-    """Three exemplars of concept 0, two of concept 1: the label is the majority's, and uncertain."""
-    concepts = np.eye(4)
-    three_two = _unit(np.array([[1.0, 0.05, 0, 0]] * 3 + [[0.05, 1.0, 0, 0]] * 2))
-    parts = confidence_parts(three_two, three_two, concepts, 20.0, top=0)
-    assert parts.exemplar_split == parts.patch_split == 2 / 3 and parts.margin > CLOSE_MARGIN
-    assert doubtful(parts) and calibrated_confidence(parts) <= DOUBT_CAP < UNCERTAIN_BELOW
-    # One stray exemplar out of five is not a second part.
-    four_one = _unit(np.array([[1.0, 0.05, 0, 0]] * 4 + [[0.05, 1.0, 0, 0]]))
-    parts = confidence_parts(four_one, four_one, concepts, 20.0, top=0)
-    assert parts.exemplar_split == 0.25 and not doubtful(parts)
-    assert calibrated_confidence(parts) > UNCERTAIN_BELOW

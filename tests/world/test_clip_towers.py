@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neurflow.world.clip import ARCHS, TrainConfig, clip_spec, ensure_world_clip
+from neurflow.world.clip import ARCHS, TrainConfig, bundle_dir, clip_spec, ensure_world_clip
 from neurflow.world.generate import generate_world
 from neurflow.world.suite import SUITE
 
@@ -53,3 +53,45 @@ def test_suite_has_dev_and_held_out_worlds_of_both_towers():
     assert len({w.variant for w in SUITE.values()}) == len(SUITE)  # every variant in one world
     for w in SUITE.values():
         assert w.config.variant == w.variant and set(w.classes) <= set(range(len(w.config.classes)))
+
+
+def test_noisy_clip_confuses_a_share_of_the_parts_per_tower():
+    from neurflow.world.clip import confusions
+
+    parts = [f"part {i}" for i in range(13)]
+    assert confusions(parts, TrainConfig()) == {}  # a clean CLIP names every part by its own name
+    vit = confusions(parts, TrainConfig(confused_share=0.35))
+    assert len(vit) == 5 and all(a != b and b in parts for a, b in vit.items())
+    assert vit == confusions(list(reversed(parts)), TrainConfig(confused_share=0.35))  # fixed by seed, not order
+    assert vit != confusions(parts, TrainConfig(confused_share=0.35, arch="resnet"))  # the towers err differently
+    assert TrainConfig(confused_share=0.1).key() != TrainConfig().key()
+    with pytest.raises(ValueError, match="confused_share and confusion_rate are shares in"):
+        TrainConfig(confused_share=1.5)
+
+
+def test_noisy_clip_records_what_it_confuses(tmp_path):
+    from neurflow.world.clip import confusions
+    from neurflow.world.ground_truth import World
+
+    root = tmp_path / "standard"
+    generate_world(root, n_per_class={"train": 1, "heldout": 1}, seed=2)
+    base = TrainConfig(steps=2, batch_size=16)
+    config = TrainConfig(steps=2, batch_size=16, confused_share=0.2, base=base)
+    assert config.key() != TrainConfig(steps=2, batch_size=16, confused_share=0.2).key()  # the base is part of its identity
+    metrics = json.loads((ensure_world_clip(root, config, log=None) / "metrics.json").read_text())
+    assert (bundle_dir(root, base) / "metrics.json").is_file()  # the base was trained first, then fine-tuned
+    with pytest.raises(ValueError, match="fine-tunes a base of its own tower"):
+        TrainConfig(arch="resnet", base=base)
+    world = World.load(root)
+    expected = confusions([world.part_names[k] for k in sorted(world.part_names)], config)
+    assert metrics["confusions"] == expected and len(expected) == 3
+
+
+def test_suite_noisy_qualities_come_with_both_towers():
+    from neurflow.world.suite import CLIP_QUALITIES, NOISY_TOWERS, noisy_clip_config
+
+    assert len(CLIP_QUALITIES) >= 3 and set(NOISY_TOWERS) == set(ARCHS)
+    shares = [noisy_clip_config(q, "vit").confused_share for q in CLIP_QUALITIES]
+    assert shares == sorted(shares) and shares[0] > 0  # better quality, fewer misnamed parts
+    with pytest.raises(ValueError, match="unknown CLIP quality 'q99'; choose from"):
+        noisy_clip_config("q99", "vit")

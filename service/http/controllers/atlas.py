@@ -32,7 +32,7 @@ _cache: OrderedDict[tuple, Any] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _rows(catalog: Catalog, jobs: JobStore, owner: str, job: str | None, circuits: str | None) -> list[dict]:
+def circuit_rows(catalog: Catalog, jobs: JobStore, owner: str, job: str | None, circuits: str | None) -> list[dict]:
     if (job is None) == (circuits is None):
         raise ApiError("give either job=JOB_ID (the circuits of a job) or circuits=ID,ID,... (circuits of one "
                        "model), not " + ("both" if job else "neither"))
@@ -51,22 +51,11 @@ def _rows(catalog: Catalog, jobs: JobStore, owner: str, job: str | None, circuit
     return [catalog.get_circuit(owner, i) for i in dict.fromkeys(ids)]  # 404 names the first unknown id
 
 
-def build(catalog: Catalog, jobs: JobStore, store: ArtifactStore, owner: str, job: str | None, circuits: str | None,
-          settings: dict[str, Any]):
-    """The atlas of the request's circuits (cached); problems for every bad input."""
-    from neurflow.atlas import AtlasInput, AtlasSettings, build_atlas
+def read_inputs(store: ArtifactStore, rows: list[dict]) -> list:
+    """The circuits of catalog rows, as atlas inputs; a document that cannot be read is a conflict."""
+    from neurflow.atlas import AtlasInput
     from neurflow.core.circuit import Circuit
 
-    try:
-        atlas_settings = msgspec.convert(settings, AtlasSettings)
-    except msgspec.ValidationError as exc:
-        raise Invalid(f"atlas settings: {exc}") from None
-    rows = _rows(catalog, jobs, owner, job, circuits)
-    key = (owner, job, tuple((r["id"], r["key"]) for r in rows), atlas_settings)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
     inputs = []
     for row in rows:
         try:
@@ -74,6 +63,25 @@ def build(catalog: Catalog, jobs: JobStore, store: ArtifactStore, owner: str, jo
         except (KeyError, ValueError) as exc:
             raise Conflict(f"the document of circuit {row['id']} cannot be read ({exc})") from None
         inputs.append(AtlasInput(circuit=circuit, circuit_id=row["id"]))
+    return inputs
+
+
+def build(catalog: Catalog, jobs: JobStore, store: ArtifactStore, owner: str, job: str | None, circuits: str | None,
+          settings: dict[str, Any]):
+    """The atlas of the request's circuits (cached); problems for every bad input."""
+    from neurflow.atlas import AtlasSettings, build_atlas
+
+    try:
+        atlas_settings = msgspec.convert(settings, AtlasSettings)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"atlas settings: {exc}") from None
+    rows = circuit_rows(catalog, jobs, owner, job, circuits)
+    key = (owner, job, tuple((r["id"], r["key"]) for r in rows), atlas_settings)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    inputs = read_inputs(store, rows)
     try:
         atlas = build_atlas(inputs, atlas_settings, job=job)
     except ValueError as exc:

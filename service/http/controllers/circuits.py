@@ -3,7 +3,8 @@
 Relabel and evaluate run in a worker (they load CLIP or the user's model) as jobs of their own kind
 (debug, the image upload, is :mod:`.debug`). Relabel answers 202 with the job; evaluate waits up to
 ``wait`` seconds (default: the ``sync_wait_s`` setting) and answers 200 with the result, or 202 with
-the job to poll when it takes longer.
+the job to poll when it takes longer. ``PUT .../groups/{group_id}/label`` stores a person's label in the
+document (:mod:`neurflow.service.storage.corrections`); relabels keep it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import re
 from typing import Any
 
 import anyio
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, get, post, put
 from litestar.params import Parameter
 
+from neurflow.core.group_label import top_text
 from neurflow.service.errors import Conflict, NotFound, public_json
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, SettingsDep, StoreDep, provides
@@ -24,16 +26,19 @@ from neurflow.service.http.schemas import (
     CircuitOut,
     Cursor,
     EvaluateIn,
+    GroupLabelOut,
     JobOut,
+    LabelIn,
     PageLimit,
     RelabelIn,
     circuit_out,
 )
 from neurflow.service.jobs.policy import check_labeling, circuit_ref, model_ref
-from neurflow.service.jobs.types import DatasetRef, EvaluateJob, RelabelJob
+from neurflow.service.jobs.types import CorrectedCircuit, DatasetRef, EvaluateJob, RelabelJob
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog, new_id
+from neurflow.service.storage.corrections import correct_stored
 
 GROUP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _EXEMPLAR = re.compile(r"^(\d{1,6})\.png$")
@@ -63,6 +68,22 @@ def model_present(catalog: Catalog, owner: str, row: dict[str, Any], hint: str):
         return model_ref(catalog.get_model(owner, row["model_id"]))
     except NotFound:
         raise Conflict(f"the model of this circuit was deleted; {hint}") from None
+
+
+def corrected_circuits(catalog: Catalog, owner: str, row: dict[str, Any]) -> list[CorrectedCircuit]:
+    """The owner's other circuits of the same model that hold corrections and still have their images:
+    their corrections are evidence when ``row`` is relabeled."""
+    out = []
+    for other in catalog.list_circuits(owner):
+        corrected = any(g.get("status") == "corrected" for layer in other["summary"]["layers"] for g in layer["groups"])
+        if other["id"] == row["id"] or other["model_id"] != row["model_id"] or not corrected:
+            continue
+        try:
+            catalog.get_dataset(owner, other["dataset_id"])
+        except NotFound:
+            continue  # its images are gone: its patches cannot be embedded
+        out.append(CorrectedCircuit(circuit=circuit_ref(other), dataset=DatasetRef(id=other["dataset_id"])))
+    return out
 
 
 class CircuitController(Controller):
@@ -118,18 +139,34 @@ class CircuitController(Controller):
 
         return await anyio.to_thread.run_sync(work)
 
+    @put("/{circuit_id:str}/groups/{group_id:str}/label",
+         summary="Correct a group's label: stored with who and when, kept through every relabel")
+    async def correct_label(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str, group_id: str,
+                            data: LabelIn) -> GroupLabelOut:
+        if not GROUP_ID.match(group_id):
+            raise NotFound(f"no group {group_id!r}")
+
+        def work() -> GroupLabelOut:
+            group = correct_stored(catalog, store, owner, circuit_id, group_id, data.label, via="api", key=owner)
+            return GroupLabelOut(circuit_id=circuit_id, group_id=group.id, label=top_text(group), status=group.status,
+                                 correction=group.correction)
+
+        return await anyio.to_thread.run_sync(work)
+
     @delete("/{circuit_id:str}", summary="Delete a circuit")
     async def delete_circuit(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> None:
         await anyio.to_thread.run_sync(lambda: catalog.delete_circuit(owner, circuit_id, unreferenced=store.delete))
 
     @post("/{circuit_id:str}/labels", status_code=202,
-          summary="Relabel with another vocabulary, CLIP model or captioner (no engine rerun)")
+          summary="Relabel with another vocabulary, CLIP model or captioner (no engine rerun); the model's "
+                  "corrections re-score the groups")
     async def relabel(self, catalog: CatalogDep, jobs: JobsDep, executor: ExecutorDep, settings: SettingsDep,
                       owner: Owner, circuit_id: str, data: RelabelIn) -> Response[JobOut]:
         def work() -> dict[str, Any]:
             row = catalog.get_circuit(owner, circuit_id)
+            evidence = corrected_circuits(catalog, owner, row) if data.corrections == "model" else []
             job = RelabelJob(circuit=circuit_ref(row), labeling=check_labeling(data.labeling, settings),
-                             dataset=dataset_present(catalog, owner, row))
+                             dataset=dataset_present(catalog, owner, row), evidence=evidence)
             return jobs.create(new_id("job"), owner, job, settings.max_attempts, settings.max_jobs_per_key)
 
         job = await anyio.to_thread.run_sync(work)

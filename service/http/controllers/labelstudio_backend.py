@@ -8,8 +8,16 @@ also works in ``X-API-Key``/``Authorization: Bearer``; with ``auth = false`` not
 ``GET /``, ``/health``  ``{"status": "UP", "model_class": "NeurFlow"}``
 ``POST /setup``        ``{"model_version": "neurflow-<version>"}``
 ``POST /predict``      ``{"results": [...]}``, one prediction per task, in the tasks' order
-``POST /webhook``      ``{}`` (annotation events are accepted and ignored: nothing trains here)
+``POST /webhook``      annotation events: a group task's ``concept`` choice is a person's label
+                       (:func:`corrections_from_event`); ``{"stored": [...], "skipped": [...]}``
 =====================  =============================================================================
+
+**Corrections from Label Studio.** Point a project webhook at ``/ml/labelstudio/webhook`` (*Project
+settings -> Webhooks*, with the header ``X-API-Key: <key>`` and "send payload"). When an annotator
+submits or updates an annotation of a group task, its one ``concept`` choice is stored as the group's
+label with provenance (``via: labelstudio``, ``key: labelstudio-user:<id>``): the same path as ``PUT
+/v1/circuits/{id}/groups/{group_id}/label``. Events that are not ours (another project's tasks, image
+tasks, cancelled or empty annotations, several choices) are skipped with the reason in the answer.
 
 ``/predict`` only reads finished circuits of the key's owner (the ``circuit.json`` in the artifact
 store, found through the catalog by the task's ``circuit_id``) and answers with the same predictions
@@ -22,25 +30,28 @@ config) gets an empty result rather than an error, so that one stray task does n
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
 from neurflow import __version__
 from neurflow.core.circuit import Circuit
-from neurflow.exports.labelstudio import group_prediction, image_prediction, interface_for
+from neurflow.exports.labelstudio import CONCEPT, group_prediction, image_prediction, interface_for
 from neurflow.exports.source import ExportSource
-from neurflow.service.errors import ApiError, NotFound, public_json
+from neurflow.service.errors import ApiError, Invalid, NotFound, public_json
 from neurflow.service.http.deps import CatalogDep, Owner, StoreDep, provides
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog
+from neurflow.service.storage.corrections import correct_stored
 
 PREFIX = "/ml/labelstudio"
 MODEL_CLASS = "NeurFlow"
@@ -54,8 +65,9 @@ class BadRequest(ApiError):
 
 
 class CircuitCache:
-    """Parsed circuits by artifact key (a finished circuit never changes; a relabel makes a new one).
-    The catalog is still asked on every request, so deleted circuits are not served."""
+    """Parsed circuits by artifact key and summary (a relabel makes a new circuit; a correction
+    rewrites the document and its summary, so a corrected circuit is read again). The catalog is
+    still asked on every request, so deleted circuits are not served."""
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
@@ -67,14 +79,14 @@ class CircuitCache:
             row = catalog.get_circuit(owner, circuit_id)
         except NotFound:
             return None
-        key = row["key"]
+        key = row["key"] + "#" + json.dumps(row["summary"], sort_keys=True)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
         try:
-            circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(key))))
+            circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(row["key"]))))
         except (KeyError, ValueError) as exc:
             log.warning("label studio backend: circuit %s unreadable: %s", circuit_id, exc)
             return None
@@ -182,7 +194,84 @@ class LabelStudioBackendController(Controller):
 
         return {"results": await anyio.to_thread.run_sync(work)}
 
-    @post("/webhook", status_code=200, summary="Annotation events (accepted, nothing to train)")
-    async def webhook(self, request: Request) -> dict[str, Any]:
-        await request.body()
-        return {}
+    @post("/webhook", status_code=200,  # body limit: the app's max_predict_kb (service.http.app)
+          summary="Annotation events: a group task's concept choice is stored as a person's label")
+    async def webhook(self, data: dict[str, Any], catalog: CatalogDep, store: StoreDep, owner: Owner) -> dict[str, Any]:
+        if not isinstance(data.get("action"), str):
+            raise BadRequest("a webhook event is Label Studio's {\"action\": ..., \"annotation\": ..., \"task\": ...}")
+
+        def work() -> dict[str, Any]:
+            stored, skipped = [], []
+            for found in corrections_from_event(data):
+                if isinstance(found, Skipped):
+                    skipped.append(found.as_dict())
+                    continue
+                try:
+                    group = correct_stored(catalog, store, owner, found.circuit_id, found.group_id, found.label,
+                                           via="labelstudio", key=found.user)
+                except (NotFound, Invalid) as exc:
+                    skipped.append(Skipped(found.task, exc.detail).as_dict())
+                    continue
+                stored.append({"circuit_id": found.circuit_id, "group_id": group.id, "label": found.label})
+            if skipped:
+                log.info("label studio webhook %s: skipped %s", data["action"], skipped)
+            return {"stored": stored, "skipped": skipped}
+
+        return await anyio.to_thread.run_sync(work)
+
+
+# -- corrections from annotation events --------------------------------------------------------------
+#: Label Studio's actions that carry a finished annotation (the single and the bulk form).
+ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
+
+
+@dataclass
+class Found:
+    task: Any
+    circuit_id: str
+    group_id: str
+    label: str
+    user: str
+
+
+@dataclass
+class Skipped:
+    task: Any
+    why: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "why": self.why}
+
+
+def _user(annotation: dict[str, Any]) -> str:
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("id")
+    return f"labelstudio-user:{who if who not in (None, '') else 'unknown'}"
+
+
+def _one(task: Any, annotation: Any) -> Found | Skipped:
+    task_id = task.get("id") if isinstance(task, dict) else None
+    data = task.get("data") if isinstance(task, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("circuit_id"), str) \
+            or not isinstance(data.get("group_id"), str):
+        return Skipped(task_id, "not a NeurFlow group task (its data has no circuit_id and group_id)")
+    if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+        return Skipped(task_id, "the annotation was cancelled or is missing")
+    choices = [c for r in annotation.get("result") or [] if isinstance(r, dict) and r.get("from_name") == CONCEPT
+               for c in (r.get("value") or {}).get("choices") or []]
+    if len(choices) != 1:
+        return Skipped(task_id, f"a correction is exactly one {CONCEPT!r} choice, the annotation has {len(choices)}")
+    return Found(task_id, data["circuit_id"], data["group_id"], choices[0], _user(annotation))
+
+
+def corrections_from_event(event: dict[str, Any]) -> list[Found | Skipped]:
+    """What a Label Studio webhook event asks to store: one :class:`Found` per annotated group task,
+    one :class:`Skipped` (with the reason) per annotation that is not a correction."""
+    if event.get("action") not in ANNOTATION_ACTIONS:
+        return [Skipped(None, f"action {event.get('action')!r} carries no annotation; "
+                              f"corrections come from {', '.join(ANNOTATION_ACTIONS)}")]
+    if isinstance(event.get("annotations"), list):  # the bulk form: tasks and annotations side by side
+        tasks = {t.get("id"): t for t in event.get("tasks") or [] if isinstance(t, dict)}
+        return [_one(tasks.get(a.get("task")) if isinstance(a, dict) else None, a) for a in event["annotations"]]
+    return [_one(event.get("task"), event.get("annotation"))]

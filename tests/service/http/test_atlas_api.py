@@ -116,3 +116,40 @@ def test_atlas_problems(atlas_service):
     assert_problem(get(svc, "/v1/atlas", circuits=" , "), 400, "empty")
     assert_problem(get(svc, "/v1/atlas", job=svc["job"], jaccard=0), 400)
     assert_problem(get(svc, "/v1/atlas", job=svc["job"], min_classes=1), 400)
+
+
+def post(svc, path: str, body, headers=A) -> httpx.Response:
+    return httpx.post(svc["server"].url + path, json=body, headers=headers, timeout=600)
+
+
+def test_audit_of_a_job_and_verdicts_kept_per_owner(atlas_service):
+    from neurflow.atlas.audit import audit_circuits
+    from neurflow.core.audit import Audit, Reviews
+
+    svc = atlas_service
+    inputs = [AtlasInput(Circuit.from_json(svc["docs"][cid]), cid) for cid in svc["circuits"]]
+    body = {"job": svc["job"], "expected": {"0": ["nothing these circuits show"]},
+            "settings": {"min_importance": 0.0, "min_confidence": 0.0}}
+    r = post(svc, "/v1/audits", body)
+    assert r.status_code == 200, r.text
+    audit = Audit.from_json(r.content)
+    assert [c.circuit_id for c in audit.classes] == svc["circuits"]
+    assert "skipped" in audit.warnings[0]  # the web process has no model: no ablation
+    # the same document as auditing here, reviews of this owner applied (none yet)
+    local = audit_circuits(inputs, expected={0: body["expected"]["0"]}, settings=audit.settings)
+    assert [f.key for f in audit.findings()] == [f.key for f in local.findings()]
+    review = {"key": "c0:layer4:abc", "class_index": 0, "layer": "layer4", "neurons": [1, 2], "verdict": "dismissed",
+              "note": "known"}
+    assert post(svc, "/v1/audits/reviews", review).status_code == 200
+    mine = Reviews.from_json(get(svc, "/v1/audits/reviews").content)
+    assert [e.key for e in mine.entries] == ["c0:layer4:abc"] and mine.entries[0].review.note == "known"
+    assert mine.entries[0].review.by.startswith("api:")
+    assert Reviews.from_json(get(svc, "/v1/audits/reviews", headers=B).content).entries == []  # per owner
+    # a second verdict on the same key replaces the first
+    assert post(svc, "/v1/audits/reviews", review | {"verdict": "confirmed"}).status_code == 200
+    assert [e.review.verdict for e in Reviews.from_json(get(svc, "/v1/audits/reviews").content).entries] == ["confirmed"]
+    # bad input: problem documents
+    assert_problem(post(svc, "/v1/audits", {"job": svc["job"], "settings": {"controls": 1}}), 422, "controls")
+    assert_problem(post(svc, "/v1/audits", {}), 400, "either job")
+    assert_problem(post(svc, "/v1/audits", {"job": svc["job"], "expected": {"zero": []}}), 422, "class indices")
+    assert_problem(post(svc, "/v1/audits/reviews", review | {"verdict": "maybe"}), 400)

@@ -147,6 +147,16 @@ def test_check_labeling_resolves_into_the_asset_folder(env):
     assert load_vocabulary(config.vocabulary).concepts == ("stripes", "dots", "grass")
 
 
+def test_every_clip_of_a_list_stays_in_the_asset_folders(env):
+    """A second CLIP gets the same checks as the first: no path outside the asset folders."""
+    good = labeling_section()["clip"]
+    config = check_labeling({**labeling_section(), "extra_clips": [good]}, env["settings"])
+    assert config.extra_clips == [config.clip]
+    for bad in ({"model": "nf-service-test-clip", "pretrained": "../../secret.txt"}, {"model": "local-dir:..", "pretrained": None}):
+        with pytest.raises(Invalid, match=r"labeling\.extra_clips\[1\]\.(pretrained|model)"):
+            check_labeling({**labeling_section(), "extra_clips": [good, bad]}, env["settings"])
+
+
 # -- defect 2: the captioner's key is the operator's ------------------------------------------------
 CAPTIONER = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
 

@@ -1,0 +1,315 @@
+"""``audit_circuits``: which groups of a model's circuits a person should look at, with the evidence.
+
+For every class's circuit, each group that matters to the class (importance at least
+``settings.min_importance``) is examined three ways:
+
+* **off-class ablation** (needs the model and images): its neurons are zeroed on images that do not
+  show the class (other classes, minus the ``related`` ones the caller names) and the drop of the
+  class's logit is compared with the drops caused by random neuron sets of the same size in the same
+  layer (the control). A group that lifts the class on images without the class's content detects
+  something the class's images merely tend to carry: a shortcut. Its drop is also compared with its
+  drop on the class's own images (``share``), so that a group which simply matters a lot everywhere
+  is not mistaken for one that matters *outside* the class.
+* **label**: the group's label (when it is labeled confidently) is not among the class's expected
+  concepts (a list the caller gives per class).
+* **sharing** (the atlas's rule): the same neurons (Jaccard at least ``settings.jaccard``) form a group
+  in the circuit of a class the caller did not name as related.
+
+A group with at least one of these is a finding; findings are ranked by importance times the
+strength of their evidence. Reviews (:class:`neurflow.core.audit.Reviews`) carry a person's verdicts
+from one run to the next.
+
+The ablations run from the group's layer up only: the layer's output is computed once per class and
+image set, and every ablated copy goes through the rest of the network in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+import torch
+from torch import nn
+
+from neurflow.atlas.build import AtlasInput, check_inputs, group_importance
+from neurflow.atlas.concepts import jaccard
+from neurflow.core.audit import (SCHEMA_VERSION, Audit, AuditClass, AuditSettings, Finding, FindingEvidence,
+                                 OffClassAblation, Reviews)
+from neurflow.core.circuit import Circuit, Group, Layer
+from neurflow.core.images import ImageSet
+from neurflow.core.layer_access import LayerAccess, num_channels
+
+#: ablated images per forward pass of the upper network
+_CHUNK_IMAGES = 2048
+#: an own-class drop below this (logit units) is "the group barely matters on the class's images"
+_OWN_FLOOR = 0.05
+
+
+def finding_key(class_index: int, layer: str, neurons: Sequence[int]) -> str:
+    digest = hashlib.sha256(",".join(str(n) for n in sorted(set(neurons))).encode()).hexdigest()[:12]
+    return f"c{class_index}:{layer}:{digest}"
+
+
+def folder_labels(images: ImageSet, class_names: Sequence[str]) -> list[int | None]:
+    """Each image's class from a folder of its relative path named like a class (None when none is)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    out: list[int | None] = []
+    for path in images.paths:
+        found = [index[p] for p in PurePosixPath(path).parts[:-1] if p in index]
+        out.append(found[-1] if found else None)
+    return out
+
+
+@dataclass
+class _Sets:
+    """The images one class's ablations run on."""
+
+    own: torch.Tensor
+    off: torch.Tensor
+
+
+def _image_sets(pixels: torch.Tensor, labels: list[int], target: int, related: set[int], cap: int,
+                rng: np.random.Generator) -> _Sets:
+    own = [i for i, k in enumerate(labels) if k == target]
+    off = [i for i, k in enumerate(labels) if k != target and k not in related]
+
+    def pick(idx: list[int]) -> torch.Tensor:
+        if len(idx) > cap:
+            idx = sorted(rng.choice(idx, size=cap, replace=False).tolist())
+        return pixels[idx]
+
+    return _Sets(own=pick(own), off=pick(off))
+
+
+def _drops(access: LayerAccess, top: str, layer: str, pixels: torch.Tensor, target: int,
+           sets: list[list[int]]) -> np.ndarray:
+    """Mean drop of the target logit over ``pixels`` when each channel set of ``layer`` is zeroed."""
+    if len(pixels) == 0:
+        return np.full(len(sets), np.nan)
+    block = access.block(layer, top)
+    with torch.no_grad():
+        z = access.full_output(pixels, layer)
+        base = block(z, pixels)[:, target]
+        out = []
+        per_chunk = max(1, _CHUNK_IMAGES // len(pixels))
+        for start in range(0, len(sets), per_chunk):
+            chunk = sets[start:start + per_chunk]
+            batch = z.repeat(len(chunk), *([1] * (z.dim() - 1)))
+            for k, chans in enumerate(chunk):
+                batch[k * len(z):(k + 1) * len(z), chans] = 0
+            x = pixels.repeat(len(chunk), 1, 1, 1) if block.needs_input else None
+            logits = block(batch, x)[:, target].view(len(chunk), len(z))
+            out.extend((base[None, :] - logits).mean(1).tolist())
+    return np.asarray(out)
+
+
+def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group], sets: _Sets, target: int,
+               settings: AuditSettings, rng: np.random.Generator) -> dict[str, OffClassAblation]:
+    members = [sorted({m.neuron for m in g.members}) for g in groups]
+    channels = num_channels(layer.shape)
+    sizes = sorted({len(m) for m in members})
+    controls = {s: [sorted(rng.choice(channels, size=min(s, channels), replace=False).tolist())
+                    for _ in range(settings.controls)] for s in sizes}
+    control_sets = [c for s in sizes for c in controls[s]]
+    off = _drops(access, top, layer.name, sets.off, target, members + control_sets)
+    own = _drops(access, top, layer.name, sets.own, target, members)
+    by_size, at = {}, len(members)
+    for s in sizes:
+        by_size[s] = off[at:at + settings.controls]
+        at += settings.controls
+    out = {}
+    for k, g in enumerate(groups):
+        ctrl = by_size[len(members[k])]
+        mean, std = float(np.mean(ctrl)), float(np.std(ctrl))
+        drop, own_drop = float(off[k]), float(own[k])
+        share = drop / own_drop if np.isfinite(own_drop) and own_drop > _OWN_FLOOR else None
+        out[g.id] = OffClassAblation(
+            images=len(sets.off), logit_drop=round(drop, 4), control_mean=round(mean, 4), control_std=round(std, 4),
+            z=round((drop - mean) / max(std, 1e-3), 3), own_images=len(sets.own),
+            own_logit_drop=round(own_drop, 4) if np.isfinite(own_drop) else 0.0,
+            share=None if share is None else round(share, 3))
+    return out
+
+
+def _image_path(circuit: Circuit, index: int) -> str:
+    return circuit.images[index].path if 0 <= index < len(circuit.images) else ""
+
+
+def _matches(label: str, expected: Sequence[str]) -> bool:
+    text = label.strip().casefold()
+    return any(text == e.strip().casefold() or e.strip().casefold() in text for e in expected if e.strip())
+
+
+def _sentence(name: str, layer: str, group: str, ev: FindingEvidence, reasons: list[str]) -> str:
+    parts = [f"Group {group} ({layer}) matters to {name} (importance {ev.importance:.2f})"]
+    a = ev.ablation
+    if "off_class_effect" in reasons and a is not None:
+        parts.append(f"and switching it off lowers {name}'s logit by {a.logit_drop:.2f} on {a.images} images of other "
+                     f"classes, where random neuron sets of its size lower it by {a.control_mean:.2f} ± {a.control_std:.2f}: "
+                     f"it pushes images towards {name} without {name}'s own content")
+    if "unexpected_label" in reasons:
+        said = f" (confidence {ev.confidence:.2f})" if ev.confidence is not None else ""
+        parts.append(f"its label {ev.label!r}{said} is not among {name}'s expected concepts")
+    if "shared" in reasons:
+        parts.append(f"the same neurons serve unrelated classes {', '.join(str(k) for k in ev.shared_with)}")
+    return "; ".join(parts) + "."
+
+
+def _score(ev: FindingEvidence, reasons: list[str], settings: AuditSettings) -> float:
+    strength = 0.0
+    if "off_class_effect" in reasons and ev.ablation is not None:
+        strength += ev.ablation.z / settings.min_z
+    strength += 1.0 if "unexpected_label" in reasons else 0.0
+    strength += 0.5 if "shared" in reasons else 0.0
+    return round(ev.importance * strength, 4)
+
+
+def audit_circuits(
+    inputs: Sequence[AtlasInput],
+    model: nn.Module | None = None,
+    images: ImageSet | None = None,
+    *,
+    labels: Sequence[int | None] | None = None,
+    expected: Mapping[int, Sequence[str]] | None = None,
+    related: Mapping[int, Sequence[int]] | None = None,
+    settings: AuditSettings | None = None,
+    reviews: Reviews | None = None,
+    images_root: str | None = None,  # the circuits' data root (their images[].path are relative to it)
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Audit:
+    """The audit of ``inputs`` (circuits of one model, one per class).
+
+    ``model`` and ``images`` (normalised model inputs, e.g. ``ImageSet.from_folder``) enable the
+    off-class ablation; ``labels`` gives each image's class (default ``images.labels``, then the
+    model's prediction for images without one). ``expected`` maps a class to its expected concepts
+    (label evidence); ``related`` maps a class to classes that legitimately share its content (their
+    images are not off-class for it, their circuits do not count as sharing). ``reviews``: verdicts of
+    earlier runs, applied to the findings (:func:`apply_reviews`).
+    """
+    started = time.perf_counter()
+    settings = settings or AuditSettings()
+    inputs = sorted(inputs, key=lambda e: e.circuit.target.class_index)
+    check_inputs(inputs)
+    if (model is None) != (images is None):
+        raise ValueError("the off-class ablation needs both a model and images; pass both or neither")
+    expected = {int(k): list(v) for k, v in (expected or {}).items()}
+    related_of = {int(k): {int(x) for x in v} for k, v in (related or {}).items()}
+    rng = np.random.default_rng(settings.seed)
+    warnings: list[str] = []
+    pixels, image_labels, access = None, None, None
+    if model is not None and images is not None:
+        model = model.eval()
+        pixels = images.pixels
+        given = list(labels) if labels is not None else list(images.labels or [None] * len(images))
+        if len(given) != len(images):
+            raise ValueError(f"labels has {len(given)} entries for {len(images)} images")
+        if any(k is None for k in given):
+            with torch.no_grad():
+                predicted = torch.cat([model(pixels[i:i + 256]) for i in range(0, len(pixels), 256)]).argmax(1).tolist()
+            given = [k if k is not None else p for k, p in zip(given, predicted)]
+        image_labels = [int(k) for k in given]
+        access = LayerAccess(model, [lay.name for lay in inputs[0].circuit.layers],
+                             inputs[0].circuit.params.token_reduce)
+    elif model is None:
+        warnings.append("no model and images: the off-class ablation was skipped")
+
+    # the atlas's sharing rule: member-neuron sets per (layer, class)
+    sets_by_layer: dict[str, list[tuple[int, list[int]]]] = {}
+    for entry in inputs:
+        for layer in entry.circuit.layers:
+            for g in layer.groups:
+                sets_by_layer.setdefault(layer.name, []).append(
+                    (entry.circuit.target.class_index, sorted({m.neuron for m in g.members})))
+
+    classes = []
+    for done, entry in enumerate(inputs):
+        if progress is not None:
+            progress("audit", done, len(inputs))
+        circuit: Circuit = entry.circuit
+        target = circuit.target.class_index
+        name = entry.class_name or circuit.target.name or f"class {target}"
+        related = related_of.get(target, set())
+        image_sets = None
+        if pixels is not None:
+            image_sets = _image_sets(pixels, image_labels, target, related, settings.max_images, rng)
+            if len(image_sets.off) == 0:
+                warnings.append(f"class {target}: no off-class images; its groups were not ablated")
+        top = circuit.layers[0].name
+        findings, examined = [], 0
+        for index, layer in enumerate(circuit.layers):
+            importance = group_importance(layer)
+            # two groups of one neuron set (two concepts of the same neurons) are one thing to switch off;
+            # the target's own neuron (a group of the top layer) is the class itself, not evidence about it
+            seen: set[tuple[int, ...]] = {(target,)} if index == 0 else set()
+            groups = []
+            for g in sorted(layer.groups, key=lambda g: -importance[g.id]):
+                members = tuple(sorted({m.neuron for m in g.members}))
+                if importance[g.id] >= settings.min_importance and members not in seen:
+                    seen.add(members)
+                    groups.append(g)
+            if not groups:
+                continue
+            examined += len(groups)
+            ablations = {}
+            # the top layer's groups have no layer above them to read the class from: no ablation there
+            if index > 0 and image_sets is not None and len(image_sets.off):
+                ablations = _off_class(access, top, layer, groups, image_sets, target, settings, rng)
+            for g in groups:
+                neurons = sorted({m.neuron for m in g.members})
+                label = g.labels[0].text if g.labels else None
+                if g.correction is not None:
+                    label = g.correction.text
+                exp = expected.get(target)
+                is_expected = None if (label is None or exp is None) else _matches(label, exp)
+                shared = sorted({k for k, other in sets_by_layer.get(layer.name, [])
+                                 if k != target and k not in related and jaccard(neurons, other) >= settings.jaccard})
+                ev = FindingEvidence(importance=round(importance[g.id], 4), label=label, confidence=g.confidence,
+                                     expected=is_expected, expected_concepts=list(exp or []), shared_with=shared,
+                                     ablation=ablations.get(g.id), exemplars=list(g.exemplars[:5]),
+                                     exemplar_paths=[_image_path(circuit, ex.image) for ex in g.exemplars[:5]])
+                reasons = []
+                a = ev.ablation
+                # share None: the group barely moves the class on its own images, so it hardly matters there
+                if a is not None and a.z >= settings.min_z and a.share is not None and a.share >= settings.min_share:
+                    reasons.append("off_class_effect")
+                # a label without a confidence was set by hand or from ground truth: it counts
+                confident = g.correction is not None or g.confidence is None or g.confidence >= settings.min_confidence
+                if is_expected is False and confident:
+                    reasons.append("unexpected_label")
+                if shared:
+                    reasons.append("shared")
+                if reasons:
+                    findings.append(Finding(
+                        key=finding_key(target, layer.name, neurons), class_index=target, class_name=name,
+                        layer=layer.name, group=g.id, neurons=neurons, score=_score(ev, reasons, settings),
+                        reasons=reasons, sentence=_sentence(name, layer.name, g.id, ev, reasons), evidence=ev))
+        findings.sort(key=lambda f: -f.score)
+        classes.append(AuditClass(class_index=target, name=name, circuit_id=entry.circuit_id,
+                                  groups_examined=examined, findings=findings[:settings.max_findings]))
+    if progress is not None:
+        progress("audit", len(inputs), len(inputs))
+    audit = Audit(schema=SCHEMA_VERSION, model=inputs[0].circuit.model, settings=settings, classes=classes,
+                  images=images_root, seconds=round(time.perf_counter() - started, 3), warnings=warnings)
+    return apply_reviews(audit, reviews) if reviews is not None else audit
+
+
+def apply_reviews(audit: Audit, reviews: Reviews, overlap: float = 0.5) -> Audit:
+    """Set each finding's verdict from ``reviews``: the review of its key, else that of a reviewed
+    finding of the same class and layer whose neurons overlap it by Jaccard >= ``overlap`` (the circuit
+    was recomputed and its groups moved a little). Dismissed findings stay in the document, marked."""
+    for cls in audit.classes:
+        for f in cls.findings:
+            entry = reviews.find(f.key)
+            if entry is None:
+                near = [(jaccard(f.neurons, e.neurons), e) for e in reviews.entries
+                        if e.class_index == f.class_index and e.layer == f.layer]
+                near = [t for t in near if t[0] >= overlap]
+                entry = max(near, key=lambda t: t[0])[1] if near else None
+            if entry is not None:
+                f.verdict, f.review = entry.review.verdict, entry.review
+        cls.findings.sort(key=lambda f: (f.verdict == "dismissed", -f.score))
+    return audit

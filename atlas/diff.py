@@ -1,0 +1,99 @@
+"""``diff_circuits``: what changed between the circuits of two checkpoints, class by class.
+
+Groups are matched per class and layer, greedily from the most similar pair down, each group at most
+once: by the Jaccard of their member-neuron sets when both checkpoints have the same architecture (a
+neuron id is then the same channel on both sides), else by an equal top label. A matched pair whose
+importance rose by at least ``min_delta`` grew, one that fell by as much shrank; an unmatched group of
+the second checkpoint appeared, one of the first vanished. Each class's changes are sorted by the
+importance they gained, so a fine-tune that started to rely on something new shows it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from neurflow.atlas.build import group_importance
+from neurflow.core.circuit import Circuit, Group, Layer
+from neurflow.core.diff import SCHEMA_VERSION, CircuitDiff, ClassDiff, GroupChange, GroupSide
+
+
+def _by_class(circuits: Sequence[Circuit], side: str) -> dict[int, Circuit]:
+    out: dict[int, Circuit] = {}
+    for c in circuits:
+        k = c.target.class_index
+        if k in out:
+            raise ValueError(f"class {k} appears twice among the {side} circuits; give one circuit per class")
+        out[k] = c
+    return out
+
+
+def _same_architecture(a: Circuit, b: Circuit) -> bool:
+    if (a.model.arch, a.model.num_classes, a.model.input_size) != (b.model.arch, b.model.num_classes, b.model.input_size):
+        return False
+    shapes = {layer.name: layer.shape for layer in b.layers}
+    return all(shapes.get(layer.name, layer.shape) == layer.shape for layer in a.layers)
+
+
+def _side(layer: Layer, g: Group, importance: dict[str, float]) -> GroupSide:
+    label = g.correction.text if g.correction else (g.labels[0].text if g.labels else None)
+    return GroupSide(group=g.id, neurons=sorted({m.neuron for m in g.members}), importance=importance[g.id], label=label)
+
+
+def _similarity(a: GroupSide, b: GroupSide, by_neurons: bool) -> float:
+    if by_neurons:
+        x, y = set(a.neurons), set(b.neurons)
+        return len(x & y) / len(x | y) if x | y else 0.0
+    return 1.0 if a.label and b.label and a.label.strip().casefold() == b.label.strip().casefold() else 0.0
+
+
+def _layer_changes(name: str, before: Layer | None, after: Layer | None, by_neurons: bool, min_similarity: float,
+                   min_delta: float) -> list[GroupChange]:
+    sides_a = [_side(before, g, group_importance(before)) for g in before.groups] if before else []
+    sides_b = [_side(after, g, group_importance(after)) for g in after.groups] if after else []
+    pairs = sorted(((_similarity(a, b, by_neurons), i, j) for i, a in enumerate(sides_a) for j, b in enumerate(sides_b)),
+                   key=lambda t: (-t[0], t[1], t[2]))
+    used_a, used_b, out = set(), set(), []
+    for sim, i, j in pairs:
+        if sim < min_similarity or sim <= 0 or i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        a, b = sides_a[i], sides_b[j]
+        delta = round(b.importance - a.importance, 6)
+        change = "grew" if delta >= min_delta else "shrank" if delta <= -min_delta else "kept"
+        out.append(GroupChange(layer=name, change=change, before=a, after=b, delta=delta,
+                               matched_by="neurons" if by_neurons else "label", similarity=round(sim, 4)))
+    out += [GroupChange(layer=name, change="appeared", before=None, after=b, delta=b.importance)
+            for j, b in enumerate(sides_b) if j not in used_b]
+    out += [GroupChange(layer=name, change="vanished", before=a, after=None, delta=-a.importance)
+            for i, a in enumerate(sides_a) if i not in used_a]
+    return out
+
+
+def diff_circuits(before: Sequence[Circuit], after: Sequence[Circuit], *, min_similarity: float = 0.3,
+                  min_delta: float = 0.15) -> CircuitDiff:
+    """The diff of two checkpoints' circuits (one per class on each side, the same classes)."""
+    if not 0 < min_similarity <= 1:
+        raise ValueError(f"min_similarity must lie in (0, 1], got {min_similarity}")
+    if not before or not after:
+        raise ValueError("a diff needs circuits on both sides")
+    a_by, b_by = _by_class(before, "first"), _by_class(after, "second")
+    if set(a_by) != set(b_by):
+        raise ValueError(f"both sides must explain the same classes: the first has {sorted(a_by)}, the second "
+                         f"{sorted(b_by)}")
+    first_a, first_b = a_by[min(a_by)], b_by[min(b_by)]
+    same = _same_architecture(first_a, first_b)
+    classes = []
+    for k in sorted(a_by):
+        a, b = a_by[k], b_by[k]
+        layers_a = {layer.name: layer for layer in a.layers[1:]}
+        layers_b = {layer.name: layer for layer in b.layers[1:]}
+        names = [n for n in layers_b if n in layers_a] + [n for n in layers_b if n not in layers_a] + \
+                [n for n in layers_a if n not in layers_b]
+        changes = [c for n in names for c in _layer_changes(n, layers_a.get(n), layers_b.get(n), same,
+                                                           min_similarity, min_delta)]
+        changes.sort(key=lambda c: -c.delta)
+        classes.append(ClassDiff(class_index=k, name=b.target.name or a.target.name, changes=changes))
+    return CircuitDiff(schema=SCHEMA_VERSION, before=first_a.model.weights_sha256 or "first",
+                       after=first_b.model.weights_sha256 or "second", same_architecture=same,
+                       min_similarity=min_similarity, min_delta=min_delta, classes=classes)

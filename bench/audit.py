@@ -1,0 +1,160 @@
+"""``python -m bench.run audit``: does the shortcut audit find planted cues, and stay quiet on clean models?
+
+For every planted world of ``neurflow.world.planted.PLANTED_SUITE`` (dev worlds chose the rules,
+held-out worlds are only reported): the shortcut network and its clean twin (same world, no cues), how
+much the shortcut network uses each cue (``cue_usage``), the engine circuits of the cue classes on
+the held-out split (decorrelated cues), and the audit of both networks' circuits.
+
+Which group *is* a cue: the one whose neurons respond to it. Each held-out scene is drawn with the cue
+and without it; a group's response is the mean change of its member neurons' activations, in standard
+deviations of their activation without the cue. The cue groups of a circuit are those responding at
+least ``CUE_RESPONSE`` and at least half as strongly as the circuit's most responsive group.
+
+A case (world, cue, class) passes when a cue group is among the audit's top 3 findings for the class.
+The issue's targets: >= 90 % of cases; <= 1 finding per class on the clean networks; the diff of the
+clean and the shortcut network's circuits names a cue group first.
+
+Images without the class's parts (the off-class images of the ablation) are the held-out images of
+the classes that share no part with it: the world's ground truth plays the user's knowledge of which
+classes are related.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+#: a group responds to a cue when its neurons move by at least this many standard deviations
+CUE_RESPONSE = 1.0
+TOP = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worlds", default=None, help="comma-separated planted suite worlds (default: all)")
+    parser.add_argument("--audit-out", default="bench/results/audit-latest.json", help="where the numbers go")
+
+
+def related_classes(classes) -> dict[int, list[int]]:
+    """Class -> the classes that share a part with it (the world's ground truth)."""
+    return {c.index: [o.index for o in classes if o.index != c.index and set(o.parts) & set(c.parts)] for c in classes}
+
+
+def cue_responses(model, config, circuit, k: int, per_class: int = 16) -> dict[str, float]:
+    """Group id -> response of its neurons to cue ``k`` (see the module docstring)."""
+    import torch
+    from PIL import Image
+
+    from neurflow.core.images import Preprocess
+    from neurflow.core.layer_access import LayerAccess
+    from neurflow.world.planted import render_planted
+
+    net = model.load_model()
+    prep = Preprocess(model.meta["input_size"], model.meta["mean"], model.meta["std"])
+    off = {j: False for j in range(len(config.cues))}
+    scenes = [(cls, n) for cls in config.world.classes for n in range(per_class)]
+    names = [layer.name for layer in circuit.layers[1:] if layer.groups]
+    access = LayerAccess(net, names)
+
+    def readouts(force):
+        x = torch.stack([prep(Image.fromarray(render_planted(config, cls, "heldout", n, force).rgb)) for cls, n in scenes])
+        with torch.no_grad():
+            return access.readouts(x)
+
+    without, with_cue = readouts(off), readouts(off | {k: True})
+    out = {}
+    for layer in circuit.layers[1:]:
+        for g in layer.groups:
+            neurons = sorted({m.neuron for m in g.members})
+            a, b = without[layer.name][:, neurons], with_cue[layer.name][:, neurons]
+            out[g.id] = float(((b - a).mean(0) / (a.std(0) + 1e-6)).mean())
+    return out
+
+
+def cue_groups(responses: dict[str, float]) -> set[str]:
+    best = max(responses.values(), default=0.0)
+    return {g for g, r in responses.items() if r >= CUE_RESPONSE and r >= 0.5 * best}
+
+
+def _audit(model, circuits, related):
+    from neurflow.atlas.audit import audit_circuits, folder_labels
+    from neurflow.atlas.build import AtlasInput
+    from neurflow.core.images import ImageSet, Preprocess
+
+    spec = model.model_spec()
+    images = ImageSet.from_folder(model.images("heldout"), Preprocess(spec["input_size"], spec["mean"], spec["std"]))
+    return audit_circuits([AtlasInput(c) for c in circuits.values()], model.load_model(), images,
+                          labels=folder_labels(images, model.class_names), related=related)
+
+
+def run_section(args: argparse.Namespace) -> dict:
+    from neurflow.world.planted import PLANTED_SUITE, cue_usage, ensure_planted_model
+    from neurflow.atlas.diff import diff_circuits
+    from neurflow.world.suite import engine_circuits
+
+    names = args.worlds.split(",") if args.worlds else list(PLANTED_SUITE)
+    cases, clean_counts, timings, worlds = [], [], [], {}
+    for name in names:
+        world = PLANTED_SUITE[name]
+        config = world.config
+        started = time.time()
+        shortcut, clean = ensure_planted_model(config), ensure_planted_model(config.clean())
+        usage = {u.cue.kind: u for u in cue_usage(shortcut, config)}
+        classes = sorted({c.class_index for c in config.cues})
+        related = related_classes(config.world.classes)
+        log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", flush=True)  # noqa: E731
+        circuits = engine_circuits(shortcut, name, classes, log=log)
+        clean_circuits = engine_circuits(clean, f"{name} (clean)", classes, log=log)
+        diff = {c.class_index: c for c in diff_circuits(list(clean_circuits.values()), list(circuits.values())).classes}
+        audit = _audit(shortcut, circuits, related)
+        clean_audit = _audit(clean, clean_circuits, related)
+        timings.append({"world": name, "classes": len(classes), "seconds": audit.seconds})
+        by_class = {c.class_index: c for c in audit.classes}
+        for k, cue in enumerate(config.cues):
+            responses = cue_responses(shortcut, config, circuits[cue.class_index], k)
+            truth = cue_groups(responses)
+            top = [f.group for f in by_class[cue.class_index].findings[:TOP]]
+            u = usage[cue.kind]
+            changes = diff[cue.class_index].changes
+            diff_first = changes[0].after.group if changes and changes[0].after else None
+            cases.append({"world": name, "role": world.role, "cue": cue.kind, "class": cue.class_index,
+                          "used": u.used, "accuracy_with": u.accuracy_with, "accuracy_without": u.accuracy_without,
+                          "to_class_with": u.to_class_with, "to_class_without": u.to_class_without,
+                          "logit_shift": round(u.logit_shift, 3), "cue_groups": sorted(truth), "top_findings": top,
+                          "found": bool(truth & set(top)), "diff_first": diff_first,
+                          "diff_first_is_cue": diff_first in truth,
+                          "rank": next((i + 1 for i, g in enumerate(top) if g in truth), None)})
+            print(f"{name} ({world.role}) cue {cue.kind} -> class {cue.class_index}: used {u.used} "
+                  f"(acc {u.accuracy_with:.2f}->{u.accuracy_without:.2f}, to-class {u.to_class_without:.2f}->"
+                  f"{u.to_class_with:.2f}, logit +{u.logit_shift:.2f}); cue groups {sorted(truth)}; top {top}: "
+                  f"{'FOUND' if cases[-1]['found'] else 'missed'}; diff names first {diff_first} "
+                  f"({'the cue' if diff_first in truth else 'not the cue'})", flush=True)
+        for c in clean_audit.classes:
+            clean_counts.append({"world": name, "role": world.role, "class": c.class_index, "findings": len(c.findings)})
+            print(f"{name} clean class {c.class_index}: {len(c.findings)} findings", flush=True)
+        worlds[name] = {"role": world.role, "shortcut_accuracy": shortcut.heldout_accuracy,
+                        "clean_accuracy": clean.heldout_accuracy}
+    summary = {}
+    for role in ("dev", "held-out"):
+        rc = [c for c in cases if c["role"] == role]
+        used = [c for c in rc if c["used"]]
+        cc = [c for c in clean_counts if c["role"] == role]
+        summary[role] = {"cases": len(rc), "found": sum(c["found"] for c in rc),
+                         "diff_first_is_cue": sum(c["diff_first_is_cue"] for c in rc),
+                         "used_cases": len(used), "found_used": sum(c["found"] for c in used),
+                         "clean_classes": len(cc), "clean_max_findings": max((c["findings"] for c in cc), default=None),
+                         "clean_mean_findings": (sum(c["findings"] for c in cc) / len(cc)) if cc else None}
+    for role, s in summary.items():
+        if s["cases"]:
+            rate = s["found"] / s["cases"]
+            print(f"{role}: cue in top {TOP} in {s['found']}/{s['cases']} cases ({rate:.0%}; target >= 90 %: "
+                  f"{'PASS' if rate >= 0.9 else 'FAIL'}); of cases whose cue the network uses: {s['found_used']}/"
+                  f"{s['used_cases']}; clean networks: at most {s['clean_max_findings']} findings per class "
+                  f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
+                  f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']}")
+    result = {"cases": cases, "clean": clean_counts, "timings": timings, "worlds": worlds, "summary": summary}
+    out = Path(args.audit_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result

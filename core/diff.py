@@ -1,0 +1,65 @@
+"""The circuit diff document (``neurflow.diff/1``): what changed between two checkpoints' circuits.
+
+Two checkpoints of one model (a fine-tune, a second run) explained on the same classes and images:
+each class's groups are matched across the two circuits, then each group either persisted (and
+grew, shrank or kept its importance), appeared, or vanished. Computed by :mod:`neurflow.atlas.diff`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = "neurflow.diff/1"
+
+Change = Literal["appeared", "vanished", "grew", "shrank", "kept"]
+
+
+class GroupSide(msgspec.Struct, forbid_unknown_fields=True):
+    """A group as it is in one of the two circuits."""
+
+    group: str
+    neurons: list[int]
+    importance: float  # 0..1, mean member importance over the layer's most important neuron
+    label: str | None = None
+
+
+class GroupChange(msgspec.Struct, forbid_unknown_fields=True):
+    layer: str
+    change: Change
+    before: GroupSide | None  # None: appeared
+    after: GroupSide | None  # None: vanished
+    delta: float  # importance after - importance before (a missing side counts 0)
+    matched_by: Literal["neurons", "label", "none"] = "none"
+    similarity: float = 0.0  # Jaccard of the neuron sets, or 1.0 for an equal label
+
+
+class ClassDiff(msgspec.Struct, forbid_unknown_fields=True):
+    class_index: int
+    name: str | None
+    changes: list[GroupChange]  # the biggest gains first (appeared and grew), then the rest by |delta|
+
+
+class CircuitDiff(msgspec.Struct, forbid_unknown_fields=True):
+    schema: str
+    before: str  # the weights' sha256 (or the run's name) of each side
+    after: str
+    same_architecture: bool  # neuron ids mean the same channels on both sides
+    min_similarity: float
+    min_delta: float
+    classes: list[ClassDiff]
+
+    def to_json(self, indent: int = 1) -> str:
+        raw = msgspec.json.encode(self)
+        return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CircuitDiff:
+        try:
+            doc = msgspec.json.decode(text, type=cls)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ValueError(f"invalid circuit diff document: {exc}") from None
+        if doc.schema != SCHEMA_VERSION:
+            raise ValueError(f"unsupported diff schema {doc.schema!r}; this version reads {SCHEMA_VERSION}")
+        return doc

@@ -1,0 +1,201 @@
+"""A group's evidence from one or several CLIPs, and the fitted combination that turns it into a
+label, the probability that the label is right, and a status.
+
+Each CLIP gives a :class:`ClipView` of a group: its embeddings of the display exemplars and of all
+labeling patches (each patch weighted by how strongly the group's member neuron fires on it), its
+vocabulary under the prompt ensemble and under each prompt alone. The label is the mosaic score
+(:mod:`labeler.scoring`) over the views pooled: ``P(d) = mean_views (w P_E(d) + (1 - w) P_G(d))``,
+with ``P_G`` the activation-weighted mixture of the patches' zero-shot votes; with one CLIP this is
+exactly the single-CLIP mosaic score.
+
+Then :func:`features` reads how far the evidence agrees with that label, each in [0, 1]:
+
+* ``exemplars``: share of the exemplars' votes (every CLIP's) for it (Laplace);
+* ``patches``: activation-weighted share of the labeling patches' votes for it (Laplace);
+* ``margin``: its share of the pooled soft mixture minus the runner-up's;
+* ``clips``: share of the CLIPs whose own mosaic score ranks it first;
+* ``prompts``: share of (CLIP, single prompt) pairs under which the exemplars' mean cosine ranks it first;
+* ``split``: votes of the most frequent other concept over its votes (exemplars or patches, the larger).
+
+:class:`Combination` is a logistic regression over these features, fitted on the dev worlds of the
+label suite only (``python -m bench.run labels``) and shipped as package data (``combination.json``,
+with what it was fitted on). Its output is ``Group.confidence``, a probability, without caps; a
+label whose probability is below :data:`UNCERTAIN_BELOW` has status ``uncertain`` and carries its two
+best candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurflow.labeler.scoring import (MOSAIC_EXEMPLAR_VOTES, MOSAIC_EXEMPLAR_WEIGHT, concept_votes, exemplar_mixture,
+                                      mixture, split_ratio)
+
+COMBINATION_FILE = Path(__file__).with_name("combination.json")
+FEATURES = ("exemplars", "patches", "margin", "clips", "prompts", "split")
+#: A label whose probability of being right is below this is ``uncertain``: more likely wrong than
+#: right. A rule, not a fit; the bench reports on the dev worlds what other thresholds would do.
+UNCERTAIN_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class ClipView:
+    """What one CLIP sees of one group."""
+
+    voter: str  # "clip:MODEL@HASH", as recorded in the group's votes
+    concepts: np.ndarray  # (c, d) the vocabulary under the prompt ensemble
+    logit_scale: float
+    exemplars: np.ndarray  # (k, d) the display exemplars
+    patches: np.ndarray  # (n, d) the labeling patches, exemplars first
+    weights: np.ndarray | None = None  # (n,) activation weights of the patches; None: all equal
+    prompts: np.ndarray | None = None  # (t, c, d) the vocabulary under each prompt alone
+
+    def patch_weights(self) -> np.ndarray:
+        """The patches' weights scaled to mean 1 (so that Laplace counts stay in patches)."""
+        n = len(self.patches)
+        w = np.ones(n) if self.weights is None or len(self.weights) != n else np.clip(np.asarray(self.weights, float), 0, None)
+        return w * (n / w.sum()) if w.sum() > 0 else np.ones(n)
+
+
+def weighted_mixture(view: ClipView) -> np.ndarray:
+    """Activation-weighted mean of the patches' zero-shot distributions, shape (c,)."""
+    if len(view.patches) == 0:
+        return mixture(view.exemplars, view.concepts, view.logit_scale)
+    w = view.patch_weights()
+    return (w[:, None] * concept_votes(view.patches, view.concepts, view.logit_scale)).sum(0) / w.sum()
+
+
+def view_distribution(view: ClipView, exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT,
+                      votes: str = MOSAIC_EXEMPLAR_VOTES) -> np.ndarray:
+    """One CLIP's mosaic mixture ``w P_E + (1 - w) P_G``, shape (c,)."""
+    p_e = exemplar_mixture(view.exemplars, view.concepts, view.logit_scale, votes)
+    if exemplar_weight >= 1.0 or len(view.patches) == 0:
+        return p_e
+    return exemplar_weight * p_e + (1 - exemplar_weight) * weighted_mixture(view)
+
+
+def combined_scores(views: list[ClipView], exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT,
+                    votes: str = MOSAIC_EXEMPLAR_VOTES) -> np.ndarray:
+    """The pooled mosaic score of every concept, shape (c,), in nats: ``log(mean_views P + 1/c)``."""
+    if not views:
+        raise ValueError("a group needs at least one CLIP view to be labeled")
+    p = np.mean([view_distribution(v, exemplar_weight, votes) for v in views], axis=0)
+    return np.log(p + 1.0 / len(p))
+
+
+def features(views: list[ClipView], top: int, exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT,
+             votes: str = MOSAIC_EXEMPLAR_VOTES) -> dict[str, float]:
+    """How far each piece of evidence agrees with concept ``top`` (see the module docstring)."""
+    best_e = np.concatenate([(v.exemplars @ v.concepts.T).argmax(1) for v in views if len(v.exemplars)] or [np.zeros(0, int)])
+    best_p, weights = [], []
+    for v in views:
+        if len(v.patches):
+            best_p.append((v.patches @ v.concepts.T).argmax(1))
+            weights.append(v.patch_weights())
+    best_p_all = np.concatenate(best_p) if best_p else best_e
+    w_all = np.concatenate(weights) if weights else np.ones(len(best_e))
+    soft = np.mean([view_distribution(v, exemplar_weight, "soft") for v in views], axis=0)
+    others = np.delete(soft, top)
+    own_tops = [int(np.argmax(view_distribution(v, exemplar_weight, votes))) for v in views]
+    prompt_tops = [int(np.argmax((v.exemplars @ m.T).mean(0))) for v in views if v.prompts is not None and len(v.exemplars)
+                   for m in v.prompts]
+    return {
+        "exemplars": (int((best_e == top).sum()) + 1) / (len(best_e) + 2),
+        "patches": (float(w_all[best_p_all == top].sum()) + 1) / (float(w_all.sum()) + 2),
+        "margin": max(float(soft[top] - (others.max() if len(others) else 0.0)), 0.0),
+        "clips": sum(t == top for t in own_tops) / len(own_tops),
+        "prompts": sum(t == top for t in prompt_tops) / len(prompt_tops) if prompt_tops else 1.0,
+        "split": max(split_ratio(best_e, top), split_ratio(best_p_all, top)),
+    }
+
+
+def view_votes(views: list[ClipView], names: list[str] | tuple[str, ...],
+               exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES) -> list[dict[str, Any]]:
+    """Each CLIP's own first choice, twice: from its mosaic (the label's rule) and from all its
+    activation-weighted patches. ``score`` is the concept's share of that CLIP's mixture."""
+    out = []
+    for v in views:
+        for kind, p in (("mosaic", view_distribution(v, exemplar_weight, votes)), ("patches", weighted_mixture(v))):
+            order = np.argsort(-p, kind="stable")
+            second = float(p[order[1]]) if len(order) > 1 else 0.0
+            out.append({"voter": f"{v.voter} {kind}", "text": names[int(order[0])], "score": round(float(p[order[0]]), 5),
+                        "margin": round(float(p[order[0]]) - second, 5)})
+    return out
+
+
+@dataclass(frozen=True)
+class Combination:
+    """``confidence = sigmoid(b0 + sum_i b_i * feature_i)`` over :data:`FEATURES`."""
+
+    coefficients: tuple[float, ...]
+    features: tuple[str, ...] = FEATURES
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.coefficients) != len(self.features) + 1:
+            raise ValueError(f"the combination needs {len(self.features) + 1} coefficients (intercept + "
+                             f"{', '.join(self.features)}), got {len(self.coefficients)}")
+        unknown = set(self.features) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown combination features {sorted(unknown)}; known: {list(FEATURES)}")
+
+    def probability(self, values: dict[str, float]) -> float:
+        z = self.coefficients[0] + sum(b * values[name] for b, name in zip(self.coefficients[1:], self.features))
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+    def describe(self) -> str:
+        terms = " + ".join(f"{b:g}*{name}" for b, name in zip(self.coefficients[1:], self.features))
+        where = ", ".join(self.fitted_on.get("worlds", [])) or "?"
+        return (f"logistic: sigmoid({self.coefficients[0]:g} + {terms}), fitted on the dev worlds {where}; "
+                f"uncertain below {UNCERTAIN_BELOW:g}")
+
+    def to_json(self) -> str:
+        return json.dumps({"features": list(self.features), "coefficients": [round(float(b), 4) for b in self.coefficients],
+                           "fitted_on": self.fitted_on}, indent=1) + "\n"
+
+    @classmethod
+    def from_file(cls, path: str | Path = COMBINATION_FILE) -> Combination:
+        try:
+            raw = json.loads(Path(path).read_text())
+            return cls(tuple(float(b) for b in raw["coefficients"]), tuple(raw["features"]), dict(raw.get("fitted_on", {})))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cannot read the label combination {path}: {exc}; expected JSON with 'features', "
+                             "'coefficients' (intercept first) and 'fitted_on'") from None
+
+
+@lru_cache(maxsize=1)
+def default_combination() -> Combination:
+    """The combination shipped with the labeler (``labeler/combination.json``)."""
+    return Combination.from_file(COMBINATION_FILE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A group's label ranking, the probability that the first is right, and what it rests on."""
+
+    scores: np.ndarray  # (c,) pooled mosaic score
+    order: np.ndarray  # concept indices, best first
+    confidence: float
+    features: dict[str, float]
+    votes: list[dict[str, Any]]
+
+    @property
+    def uncertain(self) -> bool:
+        return self.confidence < UNCERTAIN_BELOW
+
+
+def judge(views: list[ClipView], names: list[str] | tuple[str, ...], combination: Combination | None = None,
+          exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES) -> Verdict:
+    """Label one group from its CLIP views: ranking, calibrated confidence, features and votes."""
+    combination = combination or default_combination()
+    scores = combined_scores(views, exemplar_weight, votes)
+    order = np.argsort(-scores, kind="stable")
+    values = features(views, int(order[0]), exemplar_weight, votes)
+    return Verdict(scores, order, round(combination.probability(values), 5), {k: round(v, 5) for k, v in values.items()},
+                   view_votes(views, names, exemplar_weight, votes))

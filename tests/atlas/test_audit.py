@@ -1,0 +1,238 @@
+"""The audit on a model whose logits are a closed form of its inputs.
+
+``Linear``: a 1x1 convolution ``feat`` (16 channels: channel k < 3 copies input channel k, the others
+are 0.01 x the mean of the input channels), global average pooling and a bias-free ``fc``. Class 0
+reads channel 0, class 1 reads channels 1 (its own content) and 2 (a shortcut), class 2 reads channel 3.
+So zeroing channel k of ``feat`` lowers class c's logit by exactly ``fc[c, k] * mean(channel k)``.
+
+Images: class 1's own images carry channel 1 and channel 2; every off-class image carries channel 2
+(the shortcut, decorrelated from the label) and no channel 1.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from neurflow.atlas.audit import apply_reviews, audit_circuits, finding_key, folder_labels
+from neurflow.atlas.build import AtlasInput
+from neurflow.core.audit import Audit, AuditSettings, Review, Reviews
+from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
+                                   Target)
+from neurflow.core.images import ImageSet
+from neurflow.core.params import EngineParams
+
+C = 16
+
+
+class Linear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Conv2d(3, C, 1, bias=False)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(C, 3, bias=False)
+        with torch.no_grad():
+            self.feat.weight.zero_()
+            for k in range(3):
+                self.feat.weight[k, k] = 1.0
+            self.feat.weight[3:] = 0.01 / 3
+            self.fc.weight.zero_()
+            self.fc.weight[0, 0] = 2.0
+            self.fc.weight[1, 1] = 1.0
+            self.fc.weight[1, 2] = 3.0
+            self.fc.weight[2, 3] = 1.0
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.feat(x))))
+
+
+def _images() -> tuple[ImageSet, list[int]]:
+    g = torch.Generator().manual_seed(0)
+    pixels, labels = [], []
+    for label in (0, 1, 2):
+        for _ in range(6):
+            x = torch.rand(3, 8, 8, generator=g) * 0.1
+            if label == 1:
+                x[1] += 1.0
+                x[2] += 0.8
+            else:
+                x[2] += 0.5  # the shortcut shows up on other classes' images too
+            if label == 0:
+                x[0] += 1.0
+            pixels.append(x)
+            labels.append(label)
+    return ImageSet.from_tensor(torch.stack(pixels)), labels
+
+
+def _circuit(target: int, groups: list[tuple[list[int], str]], importance: dict[int, float]) -> Circuit:
+    concept = Concept(id=0, activation=1.0, size=1, exemplars=[], patches=[], edges=[], vector=[])
+    neurons = [Neuron(id=n, importance=importance.get(n, 0.5), concepts=[concept]) for n in sorted(
+        {n for ns, _ in groups for n in ns})]
+    feat = Layer(name="feat", shape=[C, 8, 8], neurons=neurons, groups=[
+        Group(id=f"l1g{k}", members=[Member(neuron=n, concept=0) for n in ns], exemplars=[],
+              labels=[Label(text=text, score=0.9, source="user")], confidence=0.9)
+        for k, (ns, text) in enumerate(groups)])
+    top = Layer(name="fc", shape=[3], neurons=[Neuron(id=target, importance=1.0, concepts=[])], groups=[])
+    info = ModelInfo(arch="handmade", weights_sha256="cd" * 32, num_classes=3, input_size=8, mean=[0.0] * 3,
+                     std=[1.0] * 3)
+    return Circuit(schema=SCHEMA_VERSION, model=info, target=Target(class_index=target, name=f"class{target}"),
+                   params=EngineParams(layers=["fc", "feat"]), images=[], layers=[top, feat], group_edges=[], timings={})
+
+
+def _inputs() -> list[AtlasInput]:
+    return [
+        AtlasInput(_circuit(0, [([0], "red"), ([5, 6], "grey")], {0: 1.0, 5: 0.6, 6: 0.6})),
+        AtlasInput(_circuit(1, [([1], "green"), ([2], "watermark"), ([5, 6, 7], "grey")], {1: 1.0, 2: 0.9})),
+        AtlasInput(_circuit(2, [([3], "blue")], {3: 1.0})),
+    ]
+
+
+def test_off_class_drop_is_the_closed_form():
+    images, labels = _images()
+    model = Linear().eval()
+    audit = audit_circuits(_inputs(), model, images, labels=labels, settings=AuditSettings(min_importance=0.0))
+    cls1 = next(c for c in audit.classes if c.class_index == 1)
+    assert cls1.groups_examined == 3
+    off = images.pixels[[i for i, k in enumerate(labels) if k != 1]]
+    own = images.pixels[[i for i, k in enumerate(labels) if k == 1]]
+    shortcut = next(f for f in cls1.findings if f.group == "l1g1")
+    a = shortcut.evidence.ablation
+    assert a.images == 12 and a.own_images == 6
+    assert a.logit_drop == pytest.approx(3.0 * float(off[:, 2].mean()), abs=1e-3)
+    assert a.own_logit_drop == pytest.approx(3.0 * float(own[:, 2].mean()), abs=1e-3)
+    # the control: single random channels of 16, of which only channels 1 and 2 move class 1 at all
+    possible = [0.0, float(off[:, 1].mean()), 3.0 * float(off[:, 2].mean())]
+    assert min(possible) - 1e-3 <= a.control_mean <= max(possible) + 1e-3
+    assert a.z >= AuditSettings().min_z
+    assert shortcut.reasons == ["off_class_effect"]
+    assert "lowers class1's logit" in shortcut.sentence
+
+
+def test_the_class_own_content_is_not_a_finding_and_the_shortcut_ranks_first():
+    images, labels = _images()
+    audit = audit_circuits(_inputs(), Linear().eval(), images, labels=labels)
+    cls1 = next(c for c in audit.classes if c.class_index == 1)
+    assert cls1.findings[0].group == "l1g1"
+    # "green" (channel 1) is absent off-class; "grey" is a finding only because class 0 shares it
+    assert [f.group for f in cls1.findings if "off_class_effect" in f.reasons] == ["l1g1"]
+    assert [f.reasons for f in cls1.findings[1:]] == [["shared"]]
+    assert all("off_class_effect" not in f.reasons for c in audit.classes if c.class_index != 1 for f in c.findings)
+
+
+def test_related_classes_are_not_off_class():
+    images, labels = _images()
+    audit = audit_circuits(_inputs(), Linear().eval(), images, labels=labels, related={1: [0]})
+    a = next(c for c in audit.classes if c.class_index == 1).findings[0].evidence.ablation
+    assert a.images == 6  # class 2's images only
+
+
+def test_unexpected_label_and_sharing_need_no_model():
+    audit = audit_circuits(_inputs(), expected={1: ["green", "leaf"], 0: ["red"]})
+    assert audit.warnings and "skipped" in audit.warnings[0]
+    by_class = {c.class_index: c for c in audit.classes}
+    f = next(f for f in by_class[1].findings if f.group == "l1g1")
+    assert f.reasons == ["unexpected_label"] and f.evidence.expected is False
+    assert "'watermark'" in f.sentence
+    # "grey" of class 0 ({5, 6}) and of class 1 ({5, 6, 7}): Jaccard 2/3, shared in both directions
+    grey0 = next(f for f in by_class[0].findings if f.group == "l1g1")
+    assert grey0.evidence.shared_with == [1] and "shared" in grey0.reasons
+    # ... unless the classes are named as related
+    related = audit_circuits(_inputs(), related={0: [1], 1: [0]})
+    assert all("shared" not in f.reasons for f in related.findings())
+
+
+def test_reviews_survive_a_rerun_and_a_recomputed_group():
+    images, labels = _images()
+    first = audit_circuits(_inputs(), Linear().eval(), images, labels=labels)
+    finding = next(f for f in first.findings() if f.class_index == 1 and f.group == "l1g1")
+    reviews = Reviews()
+    reviews.record(finding, Review(verdict="dismissed", note="a known watermark"))
+    reviews = Reviews.from_json(reviews.to_json())
+    again = audit_circuits(_inputs(), Linear().eval(), images, labels=labels, reviews=reviews)
+    same = next(f for f in again.findings(include_dismissed=True) if f.key == finding.key)
+    assert same.verdict == "dismissed" and same.review.note == "a known watermark"
+    assert finding.key not in [f.key for f in again.findings()]
+    # the circuit was recomputed and the group grew by a neuron: Jaccard 1/2 still carries the verdict
+    moved = Audit.from_json(again.to_json())
+    f = next(f for f in moved.findings(include_dismissed=True) if f.key == finding.key)
+    f.neurons, f.key, f.verdict, f.review = [2, 9], finding_key(1, "feat", [2, 9]), "open", None
+    apply_reviews(moved, reviews)
+    assert f.verdict == "dismissed"
+
+
+def test_bad_input_is_refused_clearly():
+    images, labels = _images()
+    with pytest.raises(ValueError, match="both a model and images"):
+        audit_circuits(_inputs(), Linear().eval())
+    with pytest.raises(ValueError, match="labels has 2 entries"):
+        audit_circuits(_inputs(), Linear().eval(), images, labels=[0, 1])
+    with pytest.raises(ValueError, match="at least one circuit"):
+        audit_circuits([])
+    with pytest.raises(ValueError, match="unsupported audit schema"):
+        Audit.from_json(b'{"schema": "neurflow.audit/0"}')
+    with pytest.raises(ValueError, match="invalid audit reviews"):
+        Reviews.from_json(b'{"entries": 3}')
+
+
+def test_folder_labels():
+    images = ImageSet(torch.zeros(3, 3, 4, 4), ["train/cat/1.png", "dog/x/2.png", "3.png"], [(4, 4)] * 3)
+    assert folder_labels(images, ["cat", "dog"]) == [0, 1, None]
+
+
+def test_cli_audit_and_a_dismissal_that_survives_the_rerun(engine_circuits, tmp_path, capsys):
+    import json
+
+    from neurflow.cli import main
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model": engine_circuits.model_spec,
+                                "data": {"images": str(engine_circuits.images), "target_class": [0, 1, 2, 3]},
+                                "engine": {"layers": ["fc", "layer4.1"]}}))
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps({"0": ["nothing this circuit shows"]}))
+    out = tmp_path / "audit"
+    circuits = [str(p) for p in engine_circuits.paths]
+    assert main(["audit", str(spec), *circuits, "--out", str(out), "--expected", str(expected), "--quiet",
+                 "--controls", "4", "--labelstudio"]) == 0
+    audit = Audit.from_json((out / "audit.json").read_bytes())
+    page = (out / "audit.html").read_text()
+    assert all(f.key in page for f in audit.findings()) and "data:image/png;base64," in page
+    assert [c.class_index for c in audit.classes] == [0, 1, 2, 3]
+    assert all(f.evidence.ablation is not None for f in audit.findings())
+    # every labeled group of class 0 that matters is unexpected: none of its labels is on the list
+    labeled = [f for f in audit.classes[0].findings if f.evidence.label]
+    assert labeled and all("unexpected_label" in f.reasons for f in labeled)
+    key = labeled[0].key
+    # the Label Studio project: its config is valid, one task per open finding, exemplars embedded
+    from neurflow.exports.labelstudio import interface_for
+
+    interface_for((out / "labelstudio-config.xml").read_text())
+    tasks = json.loads((out / "labelstudio-tasks.json").read_text())
+    assert [t["data"]["key"] for t in tasks] == [f.key for f in audit.findings()]
+    assert all(t["data"]["image"].startswith("data:image/png;base64,") for t in tasks)
+    # a reviewer confirms the second finding in Label Studio; its export comes back as a verdict
+    confirmed = dict(tasks[1], id=2, annotations=[{"completed_by": 7, "updated_at": "2026-01-01T00:00:00Z", "result": [
+        {"from_name": "verdict", "to_name": "exemplars", "type": "choices", "value": {"choices": ["confirmed"]}},
+        {"from_name": "note", "to_name": "exemplars", "type": "textarea", "value": {"text": ["a shortcut"]}}]}])
+    export = tmp_path / "ls-export.json"
+    export.write_text(json.dumps([dict(tasks[0], id=1, annotations=[]), confirmed]))
+    assert main(["audit-review", str(out), "--from-labelstudio", str(export)]) == 0
+    reviewed = Audit.from_json((out / "audit.json").read_bytes())
+    assert next(f for f in reviewed.findings() if f.key == tasks[1]["data"]["key"]).review.note == "a shortcut"
+    assert main(["audit-review", str(out), key, "--dismiss", "--note", "fine"]) == 0
+    assert main(["audit", str(spec), *circuits, "--out", str(out), "--expected", str(expected), "--quiet",
+                 "--controls", "4"]) == 0
+    again = Audit.from_json((out / "audit.json").read_bytes())
+    assert next(f for f in again.findings(include_dismissed=True) if f.key == key).verdict == "dismissed"
+    assert key in capsys.readouterr().out
+    # refused with one line: an unknown key, weights of another model
+    assert main(["audit-review", str(out), "c0:nope", "--confirm"]) == 2
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"not these weights")
+    spec.write_text(json.dumps({"model": engine_circuits.model_spec | {"weights": str(other)},
+                                "data": {"images": str(engine_circuits.images), "target_class": 0},
+                                "engine": {"layers": ["fc", "layer4.1"]}}))
+    assert main(["audit", str(spec), *circuits, "--out", str(out), "--quiet"]) == 2
+    assert "audit a model's circuits with that model's spec" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+"""Evidence from several CLIPs and the fitted combination, on constructed embeddings with known answers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from neurflow.labeler.evidence import (COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, ClipView, Combination, combined_scores,
+                                       default_combination, features, judge, weighted_mixture)
+from neurflow.labeler.scoring import mosaic_scores
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _view(exemplar_rows, patch_rows=None, weights=None, name="clip:a", prompts=None):
+    exemplars = _unit(np.array(exemplar_rows, dtype=float))
+    patches = exemplars if patch_rows is None else np.concatenate([exemplars, _unit(np.array(patch_rows, dtype=float))])
+    return ClipView(name, np.eye(4), 20.0, exemplars, patches, weights, prompts)
+
+
+def test_one_clip_is_the_single_clip_mosaic_score():
+    rng = np.random.default_rng(0)
+    view = _view(np.eye(4)[[0, 0, 1, 0, 2]] + 0.1 * rng.random((5, 4)), np.eye(4)[[1] * 8] + 0.1 * rng.random((8, 4)))
+    single = mosaic_scores(view.exemplars, view.patches, np.full(4, 0.25), view.concepts, 20.0, contrast=0.0)
+    assert np.allclose(combined_scores([view]), single)
+
+
+def test_a_second_clip_outvotes_the_first_where_it_is_surer_and_the_disagreement_is_recorded():
+    wrong = _view([[0.2, 1, 0, 0]] * 3 + [[1, 0.2, 0, 0]] * 2, name="clip:vit")  # reads part 0 as part 1, 3 of 5
+    right = _view([[1, 0, 0, 0]] * 5, name="clip:rn")
+    assert combined_scores([wrong]).argmax() == 1 and combined_scores([wrong, right]).argmax() == 0
+    both = features([wrong, right], top=0)
+    assert both["clips"] == 0.5 and features([right, right], top=0)["clips"] == 1.0
+    assert both["exemplars"] == (7 + 1) / (10 + 2)  # every CLIP's exemplar votes are pooled
+    verdict = judge([wrong, right], ["a", "b", "c", "d"], Combination((0.0,) * (len(FEATURES) + 1)))
+    assert [v["voter"] for v in verdict.votes] == ["clip:vit mosaic", "clip:vit patches", "clip:rn mosaic", "clip:rn patches"]
+    assert [v["text"] for v in verdict.votes[::2]] == ["b", "a"]
+
+
+def test_patches_vote_with_their_activation_weight():
+    view = _view([[1, 0, 0, 0]], [[0, 1, 0, 0]] * 3 + [[0, 0, 1, 0]] * 2, weights=np.array([1, 0.1, 0.1, 0.1, 1, 1]))
+    assert weighted_mixture(view).argmax() == 2  # two strong patches outweigh three weak ones
+    unweighted = ClipView(view.voter, view.concepts, 20.0, view.exemplars, view.patches)
+    assert weighted_mixture(unweighted).argmax() == 1
+    assert features([view], top=2)["patches"] > features([unweighted], top=2)["patches"]
+
+
+def test_prompts_feature_is_the_share_of_single_prompts_that_agree():
+    concepts = np.eye(4)
+    agree, disagree = concepts, concepts[[1, 0, 2, 3]]  # the second prompt swaps concepts 0 and 1
+    view = _view([[1, 0, 0, 0]] * 5, prompts=np.stack([agree, agree, disagree]))
+    assert features([view], top=0)["prompts"] == pytest.approx(2 / 3)
+    assert features([_view([[1, 0, 0, 0]] * 5)], top=0)["prompts"] == 1.0  # one prompt: nothing to disagree
+
+
+def test_combination_is_a_probability_and_uncertain_below_one_half():
+    combination = Combination((-3.0, 2.0, 1.0, 2.0, 1.0, 1.0, -2.0))
+    low = {"exemplars": 0.3, "patches": 0.3, "margin": 0.1, "clips": 0.5, "prompts": 0.5, "split": 1.0}
+    high = {"exemplars": 0.9, "patches": 0.9, "margin": 0.8, "clips": 1.0, "prompts": 1.0, "split": 0.0}
+    assert 0.0 < combination.probability(low) < UNCERTAIN_BELOW < combination.probability(high) < 1.0
+    mixed = judge([_view([[1, 0, 0, 0]] * 3 + [[0, 1, 0, 0]] * 2)], "abcd", combination)
+    pure = judge([_view([[1, 0, 0, 0]] * 5)], "abcd", combination)
+    assert mixed.order[0] == pure.order[0] == 0 and mixed.confidence < pure.confidence
+    assert mixed.features["split"] == pytest.approx(2 / 3, abs=1e-5) and pure.features["split"] == 0.0
+    with pytest.raises(ValueError, match="needs 7 coefficients"):
+        Combination((1.0, 2.0))
+
+
+def test_shipped_combination_was_fitted_on_dev_worlds_only(tmp_path):
+    from neurflow.world.suite import SUITE
+
+    shipped = default_combination()
+    assert shipped.features == FEATURES and len(shipped.coefficients) == len(FEATURES) + 1
+    worlds = shipped.fitted_on["worlds"]
+    assert worlds and all(SUITE[w].role == "dev" for w in worlds)
+    assert shipped.fitted_on["labels"] > shipped.fitted_on["wrong"] > 0
+    assert Combination.from_file(COMBINATION_FILE) == shipped
+    broken = tmp_path / "c.json"
+    broken.write_text(json.dumps({"features": ["exemplars"]}))
+    with pytest.raises(ValueError, match="cannot read the label combination .*'coefficients'"):
+        Combination.from_file(broken)

@@ -1,0 +1,90 @@
+"""Planted-shortcut worlds: cue rates per split, cue masks, the files on disk and the usage measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurflow.world.ground_truth import World
+from neurflow.world.planted import (CUE_KINDS, PLANTED_SUITE, Cue, PlantedConfig, _cue_present, cue_mask, cue_usage,
+                                    ensure_planted_model, read_planted, render_planted, write_planted)
+from neurflow.world.spec import WorldConfig
+
+SMALL = WorldConfig(seed=2, image_size=(40, 36), splits={"train": 3, "heldout": 2})
+ALL_KINDS = tuple(Cue(kind, k) for k, kind in enumerate(CUE_KINDS))
+
+
+def test_cues_follow_their_class_in_train_and_not_elsewhere():
+    config = PlantedConfig(world=WorldConfig(), cues=(Cue("corner", 1),))
+    n = 400
+    own = np.mean([_cue_present(config, 0, "train", 1, i) for i in range(n)])
+    other = np.mean([_cue_present(config, 0, "train", 4, i) for i in range(n)])
+    test_own = np.mean([_cue_present(config, 0, "heldout", 1, i) for i in range(n)])
+    test_other = np.mean([_cue_present(config, 0, "heldout", 4, i) for i in range(n)])
+    assert own > 0.9 and other == 0.0
+    assert 0.4 < test_own < 0.6 and 0.4 < test_other < 0.6
+
+
+@pytest.mark.parametrize("kind", list(CUE_KINDS))
+def test_a_cue_changes_the_image_only_where_its_mask_says(kind):
+    config = PlantedConfig(world=SMALL, cues=(Cue(kind, 0),))
+    cls = SMALL.classes[0]
+    on = render_planted(config, cls, "train", 1, force={0: True})
+    off = render_planted(config, cls, "train", 1, force={0: False})
+    cues_on, cues_off = on.extra_masks["cues"], off.extra_masks["cues"]
+    assert not cues_off.any() and cues_on.any()
+    changed = np.abs(on.rgb.astype(int) - off.rgb.astype(int)).max(axis=2) > 0
+    assert changed.any() and not (changed & (cues_on == 0)).any()
+    # the same scene underneath: parts in the same places
+    assert on.placements == off.placements
+
+
+def test_bad_configs_say_what_is_accepted():
+    with pytest.raises(ValueError, match="unknown cue kind 'sticker'"):
+        PlantedConfig(world=SMALL, cues=(Cue("sticker", 0),))
+    with pytest.raises(ValueError, match="class_index 8"):
+        PlantedConfig(world=SMALL, cues=(Cue("tint", 8),))
+    with pytest.raises(ValueError, match="once per world"):
+        PlantedConfig(world=SMALL, cues=(Cue("tint", 0), Cue("tint", 1)))
+    with pytest.raises(ValueError, match="train_rate must lie in"):
+        PlantedConfig(world=SMALL, train_rate=1.5)
+
+
+def test_a_planted_world_on_disk_reads_as_a_world(tmp_path):
+    config = PlantedConfig(world=SMALL, cues=ALL_KINDS, train_rate=1.0)
+    write_planted(tmp_path, config)
+    world = World.load(tmp_path)
+    assert world.class_names == [c.name for c in SMALL.classes]
+    assert read_planted(tmp_path) == config
+    rel = f"train/{SMALL.classes[2].name}/0000.png"  # class 2's cue (the texture) is always there in train
+    assert (cue_mask(tmp_path, rel) == 3).any()
+    with pytest.raises(ValueError, match="not a planted world"):
+        from neurflow.world.generate import generate_world
+
+        generate_world(tmp_path / "plain", n_per_class=1, image_size=(40, 36))
+        read_planted(tmp_path / "plain")
+
+
+def test_cue_usage_compares_the_same_scenes_with_and_without_the_cue(tmp_path):
+    from neurflow.world.train import TrainConfig
+
+    config = PlantedConfig(world=SMALL, cues=(Cue("corner", 1), Cue("tint", 3)))
+    model = ensure_planted_model(config, TrainConfig(input_size=32, batch_size=24, max_steps=3, hflip=False),
+                                 cache_dir=tmp_path)
+    usage = cue_usage(model, config)
+    assert [u.cue for u in usage] == list(config.cues)
+    for u in usage:
+        assert u.images == 16
+        for value in (u.accuracy_with, u.accuracy_without, u.to_class_with, u.to_class_without):
+            assert 0.0 <= value <= 1.0
+        assert u.used == (u.accuracy_with - u.accuracy_without >= 0.1 or u.to_class_with - u.to_class_without >= 0.1)
+        assert "removing it takes" in u.sentence()
+
+
+def test_the_suite_has_dev_and_held_out_worlds_and_every_cue_kind():
+    roles = {w.role for w in PLANTED_SUITE.values()}
+    assert roles == {"dev", "held-out"}
+    kinds = {c.kind for w in PLANTED_SUITE.values() for c in w.config.cues}
+    assert kinds == set(CUE_KINDS)
+    dev_kinds = {c.kind for w in PLANTED_SUITE.values() if not w.held_out for c in w.config.cues}
+    assert {c.kind for w in PLANTED_SUITE.values() if w.held_out for c in w.config.cues} - dev_kinds
