@@ -305,6 +305,11 @@ class NeurFlow(BaseEstimator):
                        group_edges=edges, timings={k: round(v, 3) for k, v in timings.items()},
                        fit=FitRecord(n_patches=len(index), selection=selection))
 
+    def _record(self, selection: ImageSelection, n_images: int, n_patches: int) -> dict[str, Any]:
+        """What identifies a fit for its kept stages: every parameter as used, the selection, the data sizes."""
+        return msgspec.to_builtins(self.params_) | msgspec.to_builtins(selection) | {
+            "n_images": n_images, "n_patches": n_patches}
+
     def _model_info(self, model: nn.Module, images: ImageSet) -> ModelInfo:
         """What a fit given no ``model_info`` knows: the module's class, and the images' real
         preprocessing (or that it is unknown)."""

@@ -69,6 +69,12 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     engine: EngineParams
     labeling: LabelingSettings | None = None  # labeler.config checks it further and resolves its paths
 
+    def class_folder(self, out_dir: str | Path, target: int) -> Path:
+        """Where a class's circuit folder goes under ``out_dir``: ``out_dir`` itself when the spec names one
+        class, ``out_dir/class-<c>`` when it names a list or ``"all"`` (every command that writes a job's
+        circuits uses this rule)."""
+        return Path(out_dir) if isinstance(self.data.target_class, int) else Path(out_dir) / f"class-{target}"
+
     def target_classes(self) -> list[int]:
         tc = self.data.target_class
         if tc == "all":

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from .circuit import Circuit, ModelInfo
-from .circuit_arrays import write_circuit
 from .stages import StageStore
 from .engine import NeurFlow
 from .images import ImageSet, Preprocess
@@ -28,13 +27,6 @@ from neurflow.progress import Progress
 def resolve(base_dir: Path, value: str) -> Path:
     path = Path(value)
     return path if path.is_absolute() else (base_dir / path)
-
-
-def circuit_path(out_dir: Path, spec: JobSpec, target: int) -> Path:
-    """``out_dir/circuit.json`` for one target class, ``out_dir/class-<c>/circuit.json`` for a list."""
-    if not isinstance(spec.data.target_class, int):  # a list or "all"
-        return out_dir / f"class-{target}" / "circuit.json"
-    return out_dir / "circuit.json"
 
 
 def model_info(spec: JobSpec, weights_path: Path | None, sha256: str | None = None,
@@ -58,6 +50,7 @@ class FitSetup:
     info: ModelInfo
     engine: NeurFlow
     logits: torch.Tensor
+    images_dir: Path  # the folder the images were read from (the circuits' image paths are relative to it)
     readouts: dict = field(default_factory=dict)  # the last selection's patch readouts (engine readout_cache)
     weights_name: str | None = None  # a published-weights name, when the spec's weights are one
     stages: Path | None = None  # where finished stages are kept, so that a stopped run continues
@@ -85,7 +78,7 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     if logits is None:
         logits = engine.predict_logits(model, images)  # one forward pass serves every target class
     return FitSetup(spec=spec, model=model, images=images, info=info, engine=engine, logits=logits,
-                    weights_name=named)
+                    images_dir=Path(images_dir), weights_name=named)
 
 
 def fit_class(setup: FitSetup, target: int) -> Circuit:
@@ -112,12 +105,3 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     setup = prepare_fit(spec, base_dir, progress, model, images_dir, weights_path, device)
     setup.stages = stages
     return {target: fit_class(setup, target) for target in spec.target_classes()}
-
-
-def write_circuits(spec: JobSpec, circuits: dict[int, Circuit], out_dir: Path) -> dict[int, Path]:
-    written = {}
-    for target, circuit in circuits.items():
-        path = circuit_path(out_dir, spec, target)
-        write_circuit(circuit, path)  # compact: the concept vectors and patches go to its sidecar
-        written[target] = path
-    return written

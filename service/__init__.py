@@ -55,8 +55,9 @@ How a job travels: ``POST /v1/jobs`` decodes the public ``JobSpec`` (model and d
 ``JobStore.create`` stores it msgspec-encoded with ``model_id``/``dataset_id``/``circuit_id``
 columns -> the executor decodes the row; the local one sends ``RunTask(id, attempt, job)`` over the
 pipe -> the worker decodes ``ToWorker``, ``executors.tasks.run_task`` resolves ids to local paths
-through ``storage.keys`` and the store and calls the engine with explicit overrides
-(``labeler.pipeline.run_job(..., images_dir=, weights_path=, device=, labeling=)``) -> it answers
+through ``storage.keys`` and the store, prepares the job once (``executors.units.prepare``) and runs
+each class through ``labeler.pipeline.run_class`` (fit, label, write: the steps of ``neurflow run``)
+on the worker's GPU path (``executors.units.fit_one``) -> it answers
 ``Finished(TaskOutput)`` and the executor registers the new circuits in the same transaction that
 marks the job succeeded.
 """

@@ -13,8 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("layers", help="list a model's readable layer names with their output shapes "
                                       "(channels first), or propose a default layer list")
     p.add_argument("arch", help="torchvision:<name>, timm:<name> or a bare torchvision name")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000, metavar="N",
+                   help="classes of the model's classifier (default 1000)")
+    p.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
+                   help="side of the square input the shapes are probed with (default 224)")
     p.add_argument("--weights", default=None, help="optional .safetensors state_dict (checked strictly), or a "
                                                    "pretrained tag (torchvision weights enum, timm tag)")
     p.add_argument("--suggest", action="store_true",
@@ -32,12 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="run the engine (and labeling) on a job spec, writing circuit.json")
     p.add_argument("spec", help="job spec JSON (schema: neurflow/core/schemas/jobspec.schema.json)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, metavar="FOLDER",
+                   help="output folder: FOLDER/circuit.json for one class, FOLDER/class-<c>/circuit.json for a "
+                        "list or \"all\"")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the circuit document or of the job spec "
                                       "(generated from the Structs; core/schemas/ holds the committed copies)")
-    p.add_argument("document", choices=("circuit", "jobspec"))
+    p.add_argument("document", choices=("circuit", "jobspec"), help="which document's schema to print")
     p.set_defaults(func=cmd_schema)
 
 

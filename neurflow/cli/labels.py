@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="label (or relabel) the groups of a circuit with CLIP and an optional captioner")
     p.add_argument("circuit", help="circuit.json written by `neurflow run`")
     p.add_argument("--images", help="data root the circuit's image paths are relative to (the job's data.images)")
-    p.add_argument("--out", help="where to write the labeled circuit (default: overwrite CIRCUIT)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="where to write the labeled circuit (a new file: CIRCUIT itself is never overwritten)")
     p.add_argument("--labeling", help="a labeling section: JSON file or inline JSON (see docs/labeling.md)")
     p.add_argument("--world-clip", metavar="BUNDLE", help="use a world-CLIP bundle folder (model, vocabulary, templates)")
     p.add_argument("--clip-model", help="open_clip model name, or local-dir:FOLDER")
@@ -34,10 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-config", help="custom open_clip model-config JSON, registered under --clip-model")
     p.add_argument("--vocabulary", help="builtin:general, builtin:imagenet1k, a text file, or comma-separated concepts")
     p.add_argument("--templates", help="builtin:default, builtin:imagenet, builtin:plain, or a text file")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--score", choices=["mosaic", "contrastive", "mean_cosine"])
+    p.add_argument("--top-k", type=int, metavar="K", help="labels kept per group, best first (1..100; default 5)")
+    p.add_argument("--score", choices=["mosaic", "contrastive", "mean_cosine"],
+                   help="how a group's patches score a concept (default mosaic; see docs/label-quality.md)")
     p.add_argument("--holdout", type=float, help="share of each group's top patches held out for evaluation")
-    p.add_argument("--captioner-backend", choices=["openai", "transformers"])
+    p.add_argument("--captioner-backend", choices=["openai", "transformers"],
+                   help="caption groups with an OpenAI-compatible endpoint or a local transformers model folder")
     p.add_argument("--captioner-model", help="served model name (openai) or local model folder (transformers)")
     p.add_argument("--captioner-url", help="OpenAI-compatible API root, e.g. http://localhost:11434/v1")
     p.add_argument("--no-captioner", action="store_true", help="drop a captioner configured in --labeling or earlier")
@@ -141,7 +144,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     images = _images_dir(args, circuit)
     with ProgressBars() as bars:
         labeled = label_circuit(circuit, images, config, progress=bars)
-    out = Path(args.out or args.circuit)
+    out = Path(args.out)
+    if out.resolve() == Path(args.circuit).resolve():
+        raise ValueError(f"--out {args.out} is the circuit being labeled; write the labeled circuit to a new file")
     write_circuit(labeled, out)
     for _, layer, group in labeled.iter_groups():
         top = group.labels[0] if group.labels else None

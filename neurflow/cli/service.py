@@ -15,19 +15,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage-url", help="artifact root: a folder or fsspec URL (default DATA_DIR/artifacts)")
     p.add_argument("--config", help="settings file (TOML or JSON); env NEURFLOW_* and flags override it")
     p.add_argument("--no-auth", action="store_true", help="no API keys (trusted loopback use only)")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="the server's log level (default: info)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("submit", help="upload a job spec's model and images to a server, run it, download circuits")
     p.add_argument("spec", help="job spec JSON (paths as for `neurflow run`)")
     p.add_argument("--server", default="http://127.0.0.1:8000", help="service URL")
     p.add_argument("--api-key", help="API key (default: env NEURFLOW_API_KEY)")
-    p.add_argument("--out", default="out", help="folder for the downloaded circuit.json files")
+    p.add_argument("--out", required=True, metavar="FOLDER",
+                   help="folder for the downloaded circuits: FOLDER/circuit.json for one class, FOLDER/class-<c>/"
+                        "circuit.json for a list or \"all\" (as `neurflow run`); an existing circuit is never replaced")
     p.add_argument("--mosaics", action="store_true", help="also download every group's mosaic PNG")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("keys", help="manage API keys of a server's data dir (only hashes are stored)")
-    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("action", choices=["create", "list", "revoke"],
+                   help="create a key (printed once), list the keys' owners, or revoke an owner's keys")
     p.add_argument("name", nargs="?", help="create: a name for the key; revoke: the owner id (k-...)")
     p.add_argument("--data-dir", help="the server's data dir")
     p.add_argument("--config", help="settings file")

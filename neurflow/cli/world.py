@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen = sub.add_parser("generate", help="write a world (images, masks, world.json) to ROOT")
     gen.add_argument("root", metavar="ROOT", help="output folder (must not already hold a world)")
     gen.add_argument("--per-class", type=int, default=40, help="images per class and split (default 40)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="seed of the random scenes (default 0): a seed gives the same world")
     gen.add_argument("--image-size", type=_size, default=(80, 72), help="WIDTHxHEIGHT or SIDE (default 80x72)")
     gen.add_argument("--splits", nargs="+", default=["train", "heldout"], help="split names (default: train heldout)")
     gen.add_argument("--overwrite", action="store_true", help="write over an existing world")

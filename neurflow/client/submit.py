@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from neurflow.client.api import Client
+from neurflow.core.jobspec import JobSpec
 from neurflow.progress import Progress
 
 
@@ -36,6 +37,12 @@ def submit_spec(spec_path: str | Path, client: Client, out_dir: str | Path,
 
     spec, base_dir = load_jobspec(spec_path)
     doc = json.loads(Path(spec_path).read_bytes())
+    # refused before any upload: a circuit already there (a labeled one, say) is never replaced
+    taken = [spec.class_folder(out_dir, c) / "circuit.json" for c in spec.target_classes()]
+    taken = [path for path in taken if path.exists()]
+    if taken:
+        raise ValueError(f"{taken[0]} exists{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}; "
+                         "neurflow submit never replaces a circuit: choose another --out or move it away")
 
     def resolve(p: str) -> Path:
         path = Path(p).expanduser()
@@ -53,15 +60,19 @@ def submit_spec(spec_path: str | Path, client: Client, out_dir: str | Path,
     final = client.follow(job["id"], on_progress)
     if final["state"] != "succeeded":
         raise RuntimeError(f"job {final['id']} {final['state']}: {final.get('error')}")
-    return download(client, final, out_dir, single=not isinstance(spec.data.target_class, list), mosaics=mosaics)
+    return download(client, final, out_dir, spec, mosaics=mosaics)
 
 
-def download(client: Client, job: dict[str, Any], out_dir: str | Path, single: bool = False,
+def download(client: Client, job: dict[str, Any], out_dir: str | Path, spec: JobSpec | None = None,
              mosaics: bool = False) -> dict[int, Path]:
+    """Download a finished job's circuits into the folders :meth:`JobSpec.class_folder` names (those of
+    ``neurflow run``: ``out_dir`` for one class, ``class-<c>`` each for a list or ``"all"``); without
+    the spec, a ``class-<c>`` folder each."""
     out_dir = Path(out_dir)
     written: dict[int, Path] = {}
     for entry in job["result"]["circuits"]:
-        folder = out_dir if single else out_dir / f"class-{entry['class_index']}"
+        c = entry["class_index"]
+        folder = spec.class_folder(out_dir, c) if spec is not None else out_dir / f"class-{c}"
         folder.mkdir(parents=True, exist_ok=True)
         doc = client.request("GET", f"/v1/circuits/{entry['id']}").content
         (folder / "circuit.json").write_bytes(doc)

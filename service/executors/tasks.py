@@ -51,6 +51,7 @@ def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress
     """Label an existing circuit again (another vocabulary, CLIP model or captioner); no engine run.
     The corrections of the circuit and of ``job.evidence`` (the model's other corrected circuits)
     re-score its groups (:mod:`neurflow.labeler.prototypes`)."""
+    from neurflow.labeler import pipeline
     from neurflow.labeler.prototypes import relabel_with_corrections
     from neurflow.service.executors.units import finish_circuit
 
@@ -67,8 +68,8 @@ def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress
                                           progress=progress)
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
-    (local_dir / keys.DOCUMENT).write_text(labeled.to_json())
-    return TaskOutput(circuits=[finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)])
+    path = pipeline.write(labeled, local_dir)
+    return TaskOutput(circuits=[finish_circuit(ctx, path, images_root, key, local_dir)])
 
 
 def debug(job: DebugJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:

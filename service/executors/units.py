@@ -6,7 +6,9 @@ Ray task): loading the model and the images and one forward pass over all images
 select each class's images). :func:`run_class` fits one class, labels it when the job asks (CLIP and
 its vocabulary embedding are cached per process, see ``labeler.clip_model``), writes the circuit
 folder to the artifact store and returns the :class:`NewCircuit` the executor registers at once, so a
-retry of the job skips it. The local worker and the Ray tasks both call these two functions, so both
+retry of the job skips it. Fit, label and write are :mod:`neurflow.labeler.pipeline`'s, the steps of
+``neurflow run``; this module adds the worker's fit (:func:`fit_one`) and the publishing
+(:func:`finish_circuit`). The local worker and the Ray tasks both call these functions, so both
 executors produce the same documents.
 """
 
@@ -48,7 +50,12 @@ def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
 def run_class(job: RunJob, setup: FitSetup, job_id: str, attempt: int, target: int, ctx: TaskContext,
               progress: Progress | None = None) -> NewCircuit:
     """Fit (and label) one class and store its circuit folder; return what the catalog registers."""
-    return store_class(job, fit_one(setup, target, ctx, progress), job_id, attempt, ctx, progress)
+    from neurflow.labeler import pipeline
+
+    key, local_dir = _class_folder(job_id, attempt, target, ctx)
+    path = pipeline.run_class(setup, target, local_dir, job.labeling, progress,
+                              fit=lambda s, t: fit_one(s, t, ctx, progress))
+    return finish_circuit(ctx, path, setup.images_dir, key, local_dir)
 
 
 def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress | None = None) -> Circuit:
@@ -73,16 +80,20 @@ def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress |
 
 def store_class(job: RunJob, circuit: Circuit, job_id: str, attempt: int, ctx: TaskContext,
                 progress: Progress | None = None) -> NewCircuit:
-    """Label a fitted class when the job asks, render its patches and publish its folder."""
-    images_root = ctx.store.local_path(keys.images(job.dataset.id))
-    if job.labeling is not None:
-        from neurflow.labeler.labeling import label_circuit
+    """Label a fitted class when the job asks, render its patches and publish its folder (the second
+    half of :func:`run_class`, for Ray's labeler, which receives classes fitted elsewhere)."""
+    from neurflow.labeler import pipeline
 
-        circuit = label_circuit(circuit, images_root, job.labeling, progress=progress)
-    key = keys.class_circuit(keys.attempt(job_id, attempt), circuit.target.class_index)
-    local_dir = ctx.output_dir(key, f"{job_id}/class-{circuit.target.class_index}")
-    (local_dir / keys.DOCUMENT).write_text(circuit.to_json())
-    return finish_circuit(ctx, local_dir / keys.DOCUMENT, images_root, key, local_dir)
+    images_root = ctx.store.local_path(keys.images(job.dataset.id))
+    key, local_dir = _class_folder(job_id, attempt, circuit.target.class_index, ctx)
+    path = pipeline.finish(circuit, local_dir, images_root, job.labeling, progress)
+    return finish_circuit(ctx, path, images_root, key, local_dir)
+
+
+def _class_folder(job_id: str, attempt: int, target: int, ctx: TaskContext) -> tuple[str, Path]:
+    """A class's artifact key and the local folder its circuit is written to."""
+    key = keys.class_circuit(keys.attempt(job_id, attempt), target)
+    return key, ctx.output_dir(key, f"{job_id}/class-{target}")
 
 
 def finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key: str, local_dir: Path) -> NewCircuit:

@@ -119,7 +119,7 @@ def test_v2_labeled_document_loads_as_v3():
         for group in layer["groups"]:
             assert group["status"] == "unlabeled"
             group["status"] = "labeled" if group["labels"] else "unlabeled"
-    assert all(layer.pop("ig") is None for layer in doc["layers"])  # added since
+    assert all(layer.pop("ig") is None for layer in doc["layers"]) and doc.pop("arrays") is None  # added since
     assert doc["model"].pop("normalisation") == "recorded"
     assert doc.pop("arrays") is None  # set only in compact documents
     assert {k: v for k, v in doc.items() if k not in ("schema", "params", "fit")} == {

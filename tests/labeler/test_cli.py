@@ -42,15 +42,19 @@ def test_label_then_evaluate_and_compare(world_clip, tmp_path, capsys):
 
 
 def test_bad_input_is_one_clear_line(tmp_path, capsys, world_clip):
-    assert main(["label", str(tmp_path / "missing.json"), "--images", str(tmp_path)]) == 2
+    assert main(["label", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--out", str(tmp_path / "l.json")]) == 2
     assert "circuit file" in capsys.readouterr().err
     circuit, _ = world_circuit(world_clip.world, 6, n_images=3, split="heldout")
     raw = tmp_path / "c.json"
     raw.write_text(circuit.to_json())
-    assert main(["label", str(raw), "--images", str(world_clip.heldout_images), "--clip-model", "ViT-Nope", "--clip-pretrained", "x"]) == 2
+    assert main(["label", str(raw), "--images", str(world_clip.heldout_images), "--clip-model", "ViT-Nope", "--clip-pretrained", "x",
+                 "--out", str(tmp_path / "l.json")]) == 2
     assert "unknown open_clip model 'ViT-Nope'" in capsys.readouterr().err
-    assert main(["label", str(raw), "--images", str(world_clip.heldout_images)]) == 2
+    assert main(["label", str(raw), "--images", str(world_clip.heldout_images), "--out", str(tmp_path / "l.json")]) == 2
     assert "no CLIP model given" in capsys.readouterr().err
+    assert main(["label", str(raw), "--images", str(world_clip.heldout_images), "--world-clip", str(world_clip.bundle),
+                 "--out", str(raw)]) == 2
+    assert "is the circuit being labeled" in capsys.readouterr().err
     assert main(["evaluate", str(raw), "--images", str(world_clip.heldout_images)]) == 2
     assert "has no labels" in capsys.readouterr().err
 

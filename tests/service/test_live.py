@@ -187,6 +187,18 @@ def test_neurflow_submit(server, assets, tmp_path, capsys):
     assert "class 2:" in capsys.readouterr().out
     doc = json.loads((tmp_path / "out/circuit.json").read_text())  # one class: out/circuit.json, as `neurflow run`
     assert doc["target"]["class_index"] == 2
+    before = (tmp_path / "out/circuit.json").read_bytes()
+    assert main(["submit", str(tmp_path / "spec.json"), "--server", server.url, "--api-key", KEY_A,
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "never replaces a circuit" in capsys.readouterr().err
+    assert (tmp_path / "out/circuit.json").read_bytes() == before
+    spec["data"]["target_class"] = "all"  # every class of the model: one folder each
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert main(["submit", str(tmp_path / "spec.json"), "--server", server.url, "--api-key", KEY_A,
+                 "--out", str(tmp_path / "all")]) == 0
+    for c in range(assets["descriptor"]["num_classes"]):
+        assert json.loads((tmp_path / f"all/class-{c}/circuit.json").read_text())["target"]["class_index"] == c
+    capsys.readouterr()
     assert main(["submit", str(tmp_path / "spec.json"), "--server", server.url, "--api-key", "wrong",
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown or revoked API key" in capsys.readouterr().err
