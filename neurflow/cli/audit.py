@@ -44,9 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verdict = r.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--from-labelstudio", metavar="EXPORT.json",
                          help="take the verdicts of a Label Studio JSON export of the --labelstudio project")
-    verdict.add_argument("--dismiss", action="store_const", const="dismissed", dest="verdict")
-    verdict.add_argument("--confirm", action="store_const", const="confirmed", dest="verdict")
-    verdict.add_argument("--reopen", action="store_const", const="open", dest="verdict")
+    verdict.add_argument("--dismiss", action="store_const", const="dismissed", dest="verdict",
+                         help="the finding is not a shortcut of the model (takes no value)")
+    verdict.add_argument("--confirm", action="store_const", const="confirmed", dest="verdict",
+                         help="the finding is a real shortcut (takes no value)")
+    verdict.add_argument("--reopen", action="store_const", const="open", dest="verdict",
+                         help="drop the verdict recorded on the finding (takes no value)")
     r.add_argument("--note", default="", help="why")
     r.add_argument("--by", default="human", help="who (default: human)")
     r.set_defaults(func=cmd_review)

@@ -50,7 +50,8 @@ def test_v1_labeled_document_loads_as_v3():
     assert raw["schema"] == "neurflow.circuit/1" and circuit.schema == SCHEMA_VERSION == "neurflow.circuit/3"
     rec = circuit.labeling
     assert isinstance(rec, Labeling)
-    assert msgspec.to_builtins(rec.settings) == old["config"]
+    settings = msgspec.to_builtins(rec.settings)
+    assert settings.pop("extra_clips") == [] and settings == old["config"]  # extra_clips: added since, defaulted
     assert rec.settings.top_k == old["top_k"] and rec.settings.holdout == old["holdout_fraction"]
     assert msgspec.to_builtins(rec.clip) == old["clip"] and msgspec.to_builtins(rec.vocabulary) == old["vocabulary"]
     assert rec.templates == old["templates"] and rec.confidence_method == old["confidence"]
@@ -112,18 +113,21 @@ def test_v2_labeled_document_loads_as_v3():
     _params_as_written(circuit, raw)
     assert circuit.fit.unconverted == {} and circuit.fit.selection == ImageSelection(select="all", max_images=8)
     # the labeling record was typed already: it reads as written
-    assert msgspec.to_builtins(circuit.labeling) == raw["labeling"] and circuit.labeling.caption_errors
+    record = msgspec.to_builtins(circuit.labeling)
+    assert record["settings"].pop("extra_clips") == []  # added since, defaulted
+    assert record.pop("extra_clips", None) in (None, []) and record.pop("prototypes", None) in (None, {})
+    assert record == raw["labeling"] and circuit.labeling.caption_errors
     doc = json.loads(circuit.to_json())
     # that labeler wrote "unlabeled" beside labels; such a group reads as labeled
     for layer in raw["layers"]:
         for group in layer["groups"]:
             assert group["status"] == "unlabeled"
             group["status"] = "labeled" if group["labels"] else "unlabeled"
-    assert all(layer.pop("ig") is None for layer in doc["layers"]) and doc.pop("arrays") is None  # added since
+    assert all(layer.pop("ig") is None for layer in doc["layers"])  # added since
     assert doc["model"].pop("normalisation") == "recorded"
     assert doc.pop("arrays") is None  # set only in compact documents
-    assert {k: v for k, v in doc.items() if k not in ("schema", "params", "fit")} == {
-        k: v for k, v in raw.items() if k not in ("schema", "params")}
+    assert {k: v for k, v in doc.items() if k not in ("schema", "params", "fit", "labeling")} == {
+        k: v for k, v in raw.items() if k not in ("schema", "params", "labeling")}  # labeling: compared above
     jsonschema.validate(doc, json.loads((SCHEMAS / "circuit.schema.json").read_text()))
     assert Circuit.from_json(circuit.to_json()) == circuit
 
