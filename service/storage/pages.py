@@ -2,7 +2,7 @@
 the last row returned (keyset pagination: stable while rows are added, one indexed query a page).
 
 A cursor is the sort key of the last row (``[created_at, id]``, or ``[class_index, id]`` for one job's
-circuits) as URL-safe base64 JSON; a cursor that is not one of ours is a 422.
+circuits) as URL-safe base64 JSON; a cursor that is not one of ours is a 400, like any malformed query parameter.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import sqlite3
 from typing import Any
 
-from neurflow.service.errors import Invalid
+from neurflow.service.errors import ApiError
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -30,7 +30,7 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         values = None
     if not isinstance(values, list) or len(values) != width or not all(
             isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values):
-        raise Invalid("cursor is not a cursor of this list; pass the 'next' value of the previous page as it is")
+        raise ApiError("cursor is not a cursor of this list; pass the 'next' value of the previous page as it is")
     return values
 
 

@@ -41,7 +41,7 @@ def maps_torch(pid: int) -> bool:
 def live(tmp_path_factory, assets):
     data = tmp_path_factory.mktemp("live-hostile") / "data"
     labeling = write_tiny_clip(data / "assets")
-    server = LiveServer(data, workers=1, env={"NEURFLOW_RATE_LIMIT_PER_MINUTE": "1000000"}).start()
+    server = LiveServer(data, workers=1, env={"NEURFLOW_RATE_LIMIT_PER_MINUTE": "1000000", "NEURFLOW_MAX_JOBS_PER_KEY": "1000"}).start()
     try:
         time.sleep(3)
         REPORT["rss_idle_mb"] = round(rss_mb(server.proc.pid), 1)
@@ -89,6 +89,8 @@ def _calls(live) -> list[tuple[str, str, dict | None]]:
                 body = {"labeling": labeling_section()}
             elif path.endswith("/evaluate"):
                 body = {}
+            elif path.endswith("/label"):
+                body = {"label": "red disc"}
             url = re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], path)
             if path.startswith("/v1/atlas"):
                 url += f"?job={live['job_id']}"

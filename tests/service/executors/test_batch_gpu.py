@@ -48,7 +48,7 @@ def _model(assets, limit: int | None = None):
 
 
 def _setup(assets, engine: dict, limit: int | None = None, device: str | None = None):
-    spec = msgspec.convert(job_spec("unused", "unused", target=[0, 1], engine=engine), JobSpec)
+    spec = msgspec.convert(job_spec("unused.safetensors", "unused", target=[0, 1], engine=engine), JobSpec)
     spec = msgspec.structs.replace(spec, model=msgspec.structs.replace(spec.model, class_names=["r", "g", "b"]),
                                    data=msgspec.structs.replace(spec.data, max_images=6))  # small: the shared CPU
     return prepare_fit(spec, assets["root"], model=_model(assets, limit), images_dir=assets["images"],

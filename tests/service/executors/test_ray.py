@@ -135,7 +135,9 @@ def _local_documents(server, job: dict) -> dict[int, dict]:
     from neurflow.service.storage import keys
 
     ctx = TaskContext(Settings(data_dir=str(server.data_dir)), "cpu")
-    task = RunTask(id="local-" + job["id"], attempt=1, job=msgspec.convert(job["spec"], RunJob))
+    # the API shows asset files as <assets>/... (never the server's folders); the worker reads the real ones
+    spec = json.loads(json.dumps(job["spec"]).replace("<assets>", str(server.data_dir / "assets")))
+    task = RunTask(id="local-" + job["id"], attempt=1, job=msgspec.convert(spec, RunJob))
     output = run_task(task, ctx, lambda stage, done, total: None)
     return {c.class_index: json.loads(ctx.store.get_bytes(keys.document(c.key))) for c in output.circuits}
 
