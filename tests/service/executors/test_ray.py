@@ -139,7 +139,9 @@ def _local_documents(server, job: dict) -> dict[int, dict]:
     spec = json.loads(json.dumps(job["spec"]).replace("<assets>", str(server.data_dir / "assets")))
     task = RunTask(id="local-" + job["id"], attempt=1, job=msgspec.convert(spec, RunJob))
     output = run_task(task, ctx, lambda stage, done, total: None)
-    return {c.class_index: json.loads(ctx.store.get_bytes(keys.document(c.key))) for c in output.circuits}
+    assets = str(server.data_dir / "assets")  # shown to callers as <assets>, as the API shows the Ray documents
+    return {c.class_index: json.loads(ctx.store.get_bytes(keys.document(c.key)).decode().replace(assets, "<assets>"))
+            for c in output.circuits}
 
 
 def test_batch_job_on_ray_matches_the_local_executor(ray_server, assets):
