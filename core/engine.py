@@ -354,7 +354,7 @@ class NeurFlow(BaseEstimator):
             for start in range(0, len(pixels), p.forward_batch_size):
                 batch = model(pixels[start:start + p.forward_batch_size].to(p.device))
                 out.append(class_scores(batch, p.output).float().cpu())
-                self._report("logits", min(start + p.forward_batch_size, len(pixels)), len(pixels), "images")
+                self._report("forward pass", min(start + p.forward_batch_size, len(pixels)), len(pixels), "images")
         return torch.cat(out)
 
     def _select_images(self, logits: torch.Tensor, images: ImageSet, target_class: int,
@@ -371,7 +371,7 @@ class NeurFlow(BaseEstimator):
         keep = list(range(len(images)))
         if selection.select == "predicted":
             keep = torch.nonzero(preds == target_class).flatten().tolist()
-        self._report("select", len(images), len(images), "images")
+        self._report("selecting images", len(images), len(images), "images")
         if not keep:
             counts = {c: n for c, n in enumerate(torch.bincount(preds, minlength=n_classes).tolist()) if n}
             raise ValueError(f"no image is predicted as class {target_class}; predictions per class (classes "
@@ -588,7 +588,7 @@ class NeurFlow(BaseEstimator):
             p = self.params_
             n_groups = p.n_groups.get(layer.name) if isinstance(p.n_groups, dict) else p.n_groups
             layer.groups = build_groups(layer, idx, n_groups, p.max_groups, p.n_exemplars)
-            self._report("groups", idx + 1, len(layers), "layers")
+            self._report("grouping neurons", idx + 1, len(layers), "layers")
         edges = []
         for upper, lower in zip(layers, layers[1:]):
             edges.extend(group_edges(upper, lower))

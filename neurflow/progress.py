@@ -112,13 +112,14 @@ class Meter:
     end, or the meter's creation), so the first report of a stage already has a measured rate. The ETA
     is that rate over the stage: ``elapsed / done * (total - done)``. Reports go to ``sink`` on every
     stage change, on a stage's last step and otherwise at most every ``every_s`` seconds: the one
-    throttle on every path (a terminal, a worker's pipe, Ray's board all receive what it lets through).
+    throttle on every path (a terminal, a worker's pipe, Ray's board all receive what it lets through);
+    ``every_s`` defaults to :data:`REPORT_EVERY_S`.
     """
 
-    def __init__(self, sink: Progress | None, every_s: float = REPORT_EVERY_S,
+    def __init__(self, sink: Progress | None, every_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sink = sink
-        self.every_s = every_s
+        self.every_s = REPORT_EVERY_S if every_s is None else every_s
         self.clock = clock
         self._stage: str | None = None
         self._started = self._last_step = clock()

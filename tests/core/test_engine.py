@@ -156,12 +156,12 @@ def test_progress_reports_every_stage_in_its_own_units(tiny_resnet, random_image
     NeurFlow(["fc", "layer4.1", "layer4.0"], tau=2, top_n=6, ig_steps=2, select="all",
              progress=seen.append).fit(tiny_resnet, random_images, 0)
     stages = {e.stage for e in seen}
-    assert {"logits", "select", "activations", "ig fc", "ig layer4.1", "groups"} <= stages
+    assert {"forward pass", "selecting images", "activations", "ig fc", "ig layer4.1", "grouping neurons"} <= stages
     for stage in stages:
         last = [e for e in seen if e.stage == stage][-1]
         assert last.done == last.total and last.eta == 0.0  # every stage reaches its total
     units = {e.stage: e.unit for e in seen}
-    assert units["activations"] == "patches" and units["ig fc"] == "neuron-patch pairs" and units["groups"] == "layers"
+    assert units["activations"] == "patches" and units["ig fc"] == "neuron-patch pairs" and units["grouping neurons"] == "layers"
     assert all(e.elapsed >= 0 for e in seen)
 
 
@@ -169,7 +169,6 @@ def test_counters_move_inside_a_stage(tiny_resnet, random_images, monkeypatch):
     import neurflow.progress
 
     monkeypatch.setattr(neurflow.progress, "REPORT_EVERY_S", 0.0)  # every step, to see the steps
-    monkeypatch.setattr(neurflow.progress.Meter.__init__, "__defaults__", (0.0, neurflow.progress.time.monotonic))
     seen = []
     NeurFlow(["fc", "layer4.1", "layer4.0"], tau=2, top_n=6, ig_steps=2, select="all", batch_size=2,
              forward_batch_size=8, progress=seen.append).fit(tiny_resnet, random_images, 0)

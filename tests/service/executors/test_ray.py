@@ -162,7 +162,7 @@ def test_batch_job_on_ray_matches_the_local_executor(ray_server, assets):
     in_class = [e for e in in_class if e.target is not None]
     assert in_class and all(e.classes_total == 3 and 0 <= e.classes_done <= 3 for e in in_class), events
     assert {e.target for e in in_class} <= {0, 1, 2}
-    assert {"activations", "ig fc", "groups"} & {e.stage for e in in_class} and all(e.unit for e in in_class)
+    assert {"activations", "ig fc", "grouping neurons"} & {e.stage for e in in_class} and all(e.unit for e in in_class)
     on_ray = _documents(ray_server, final["id"])
     assert all(g["labels"] for doc in on_ray.values() for layer in doc["layers"] for g in layer["groups"])
     on_local = _local_documents(ray_server, final)
