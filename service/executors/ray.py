@@ -119,7 +119,7 @@ def _fit_task(settings_json: bytes, task_json: bytes, target: int, logits, board
     task = msgspec.json.decode(task_json, type=RunTask)
     with _unit(settings_json, board, task, f"class {target}", target) as progress:
         ctx = _context(settings_json)
-        return fit_one(_setup(settings_json, task, logits), target, ctx, progress).to_json().encode()
+        return fit_one(_setup(settings_json, task, logits), target, ctx, progress, task.id).to_json().encode()
 
 
 def _class_task(settings_json: bytes, task_json: bytes, target: int, logits, board) -> bytes:
