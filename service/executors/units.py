@@ -9,7 +9,9 @@ folder to the artifact store and returns the :class:`NewCircuit` the executor re
 retry of the job skips it. Fit, label and write are :mod:`neurflow.labeler.pipeline`'s, the steps of
 ``neurflow run``; this module adds the worker's fit (:func:`fit_one`) and the publishing
 (:func:`finish_circuit`). The local worker and the Ray tasks both call these functions, so both
-executors produce the same documents.
+executors produce the same documents (compact: the document and its arrays' sidecar), and both keep
+each finished stage of a fit in the job's artifact folder (:mod:`neurflow.service.executors.stages`):
+an attempt after a killed worker, server or Ray task continues the class where it stopped.
 """
 
 from __future__ import annotations
