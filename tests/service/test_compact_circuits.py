@@ -119,6 +119,7 @@ def test_a_circuit_stored_as_one_document_still_reads_everywhere(served, tmp_pat
             assert [p.name for p in path.parent.iterdir()] == ["circuit.json"] and read_circuit(path) == whole
         graphml = get(served, f"/v1/circuits/{cid}/exports/graphml")
         assert graphml.status_code == 200 and whole.layers[0].groups[0].id in graphml.text
+        assert get(served, f"/v1/circuits/{cid}/report").status_code == 200
         # a correction of an old document keeps it one document
         gid = whole.layers[0].groups[0].id
         r = httpx.put(f"{served['server'].url}/v1/circuits/{cid}/groups/{gid}/label", headers=A, json={"label": "old"})
@@ -152,6 +153,8 @@ def test_exports_and_corrections_of_a_compact_circuit(served):
         r = get(served, f"/v1/circuits/{cid}/exports/{fmt}")
         assert r.status_code == 200, (fmt, r.text[:300])
     assert "wheel" in get(served, f"/v1/circuits/{cid}/exports/graphml").text
+    report = get(served, f"/v1/circuits/{cid}/report")  # the viewer
+    assert report.status_code == 200 and "wheel" in report.text
     atlas = get(served, "/v1/atlas", circuits=",".join(served["cids"]))
     assert atlas.status_code == 200, atlas.text[:300]
     assert json.loads(atlas.content)["source"]["circuits"] == 2

@@ -45,6 +45,7 @@ def without_timings(circuit: Circuit) -> Circuit:
     return msgspec.structs.replace(circuit, timings={})
 
 
+@pytest.mark.slow  # three attempts and an uninterrupted job: about 5 minutes on 2 busy cores
 def test_a_killed_worker_and_server_continue_from_the_finished_stages(tmp_path, assets):
     data = tmp_path / "data"
     env = {"NEURFLOW_MAX_ATTEMPTS": "3", "NEURFLOW_RATE_LIMIT_PER_MINUTE": "1000000"}  # the test polls often
