@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -21,24 +20,13 @@ from neurflow.client.api import Client
 from neurflow.core.circuit import Circuit
 from neurflow.service.storage import keys
 
-from .helpers import KEY_A, LiveServer, job_spec, wait_for
+from .helpers import KEY_A, LiveServer, identity, job_spec, stage_folder, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 #: four layer pairs, each IG slow enough (a few seconds) to kill the worker between two of them
 ENGINE = {"layers": ["fc", "layer4", "layer3", "layer2", "layer1"], "tau": 2, "top_n": 6, "granularities": [1.0, 0.5],
           "ig_steps": 40, "n_exemplars": 3}
-
-
-def identity(folder: Path) -> dict[str, tuple[int, int]]:
-    """Each finished stage file's (inode, mtime): a stage written again gets a new inode."""
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir() if not p.name.endswith(".part")}
-
-
-def stage_folder(root: Path, name: str):
-    """The fit's stage folder once it holds ``name``."""
-    found = sorted(root.glob(f"*/{name}"))
-    return found[0].parent if found else None
 
 
 def without_timings(circuit: Circuit) -> Circuit:
