@@ -53,7 +53,9 @@ class FitSetup:
     images_dir: Path  # the folder the images were read from (the circuits' image paths are relative to it)
     readouts: dict = field(default_factory=dict)  # the last selection's patch readouts (engine readout_cache)
     weights_name: str | None = None  # a published-weights name, when the spec's weights are one
-    stages: Path | None = None  # where finished stages are kept, so that a stopped run continues
+    # where finished stages are kept, so that a stopped run continues: a folder, or a store of the caller's
+    # (the service keeps them in its artifact store)
+    stages: Path | StageStore | None = None
 
 
 def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
@@ -86,7 +88,7 @@ def fit_class(setup: FitSetup, target: int) -> Circuit:
     m = setup.spec.model
     names = resolve_class_names(m.class_names, m.num_classes, m.arch, setup.weights_name) or []
     name = names[target] if 0 <= target < len(names) else None
-    store = StageStore(setup.stages) if setup.stages is not None else None
+    store = setup.stages if isinstance(setup.stages, StageStore) or setup.stages is None else StageStore(setup.stages)
     return setup.engine.fit(setup.model, setup.images, target, model_info=setup.info, target_name=name,
                             logits=setup.logits, readout_cache=setup.readouts, stages=store).circuit_
 

@@ -73,14 +73,12 @@ def download(client: Client, job: dict[str, Any], out_dir: str | Path, spec: Job
     for entry in job["result"]["circuits"]:
         c = entry["class_index"]
         folder = spec.class_folder(out_dir, c) if spec is not None else out_dir / f"class-{c}"
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = client.request("GET", f"/v1/circuits/{entry['id']}").content
-        (folder / "circuit.json").write_bytes(doc)
+        path = client.download_circuit(entry["id"], folder)  # the document and its arrays file
         if mosaics:
             (folder / "mosaics").mkdir(exist_ok=True)
-            for layer in json.loads(doc)["layers"]:
+            for layer in json.loads(path.read_bytes())["layers"]:
                 for group in layer["groups"]:
                     if group["exemplars"]:
                         (folder / "mosaics" / f"{group['id']}.png").write_bytes(client.mosaic(entry["id"], group["id"]))
-        written[entry["class_index"]] = folder / "circuit.json"
+        written[entry["class_index"]] = path
     return written
