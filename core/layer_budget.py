@@ -44,7 +44,7 @@ from .patches import build_index
 #: Images of the calibration batch (its forward pass and each IG chunk).
 CALIBRATION_IMAGES = 4
 #: Timed calls of each calibration step; the shortest counts.
-TIMING_REPEATS = 3
+TIMING_REPEATS = 2
 #: How much the tau lists of sibling neurons overlap (see the module docstring).
 OVERLAP = 1.5
 
@@ -104,12 +104,15 @@ def _timings(model: nn.Module, layers: Sequence[str], input_size: int, params: E
 
 
 def _best_of(run, repeats: int = TIMING_REPEATS) -> float:
-    """The shortest of ``repeats`` timed calls: other work on a shared machine only ever adds time."""
+    """Seconds of ``run`` on this machine when quiet: the process's CPU seconds over its torch threads (other
+    work on a shared machine stretches the wall time several-fold, the CPU seconds far less), the shortest of
+    ``repeats`` calls (interference only ever adds time)."""
+    threads = max(1, torch.get_num_threads())
     best = math.inf
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = time.process_time()
         run()
-        best = min(best, time.perf_counter() - started)
+        best = min(best, (time.process_time() - started) / threads)
     return best
 
 
