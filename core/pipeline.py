@@ -20,7 +20,7 @@ from .class_names import resolve_class_names
 from .layer_budget import resolve_layers
 from .model_intake import load_model
 from .pretrained import is_pretrained_tag
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress
 
 
 
@@ -67,10 +67,15 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     # weights_path (the service's worker: spec.model.weights is then a model id) it is never a name
     named = spec.model.weights if weights_path is None and is_pretrained_tag(spec.model.weights) else None
     weights_path = weights_path or resolve(base_dir, spec.model.weights)
+    report = Meter(progress)
     if model is None:
+        report("loading model", 0, 1, "models")
         model = load_model(spec.model.arch, named or weights_path, spec.model.num_classes)
+        report("loading model", 1, 1, "models")
     images_dir = images_dir or resolve(base_dir, spec.data.images)
+    report("reading images", 0, 1, "folders")
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, *spec.model.normalisation()))
+    report("reading images", len(images), len(images), "images")
     info = model_info(spec, weights_path if weights_path.is_file() else None, preprocess=images.preprocess)
     # layers: "auto": the suggestion for this job's images, tau and preset (at most the images a class can keep)
     params = resolve_layers(spec.engine, model, spec.model.input_size, min(len(images), spec.data.max_images or len(images)))

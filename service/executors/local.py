@@ -224,7 +224,7 @@ class LocalExecutor(Executor):
         if job_id != handle.job_id:
             return
         if isinstance(msg, Progressed):
-            await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.stage, msg.done, msg.total)
+            await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.event)
         elif isinstance(msg, ClassDone):
             handle.busy_since = time.monotonic()  # job_timeout_s limits each class of a batch, not the batch
             await self._record(job_id, lambda: self.register_class(job_id, msg.circuit))

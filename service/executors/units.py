@@ -16,13 +16,12 @@ an attempt after a killed worker, server or Ray task continues the class where i
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress
 from neurflow.service.jobs.types import NewCircuit, RunJob
 from neurflow.service.storage import keys
 
@@ -40,7 +39,10 @@ def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
     """What every class of ``job`` shares; ``logits`` when another process already computed them."""
     from neurflow.core.pipeline import prepare_fit
 
+    report = Meter(progress)
+    report("loading model", 0, 1, "models")
     model = ctx.model(job.model)
+    report("loading model", 1, 1, "models")
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     # the worker's device, whatever a stored job says (the API refuses engine.device since it is shared state)
     spec = msgspec.structs.replace(job.spec, engine=msgspec.structs.replace(job.spec.engine, device=None))
@@ -126,23 +128,3 @@ def finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key:
     render_patches(circuit, images_root, local_dir / keys.PATCHES)
     ctx.publish(key, local_dir)
     return NewCircuit(class_index=circuit.target.class_index, key=key, summary=summarize(circuit))
-
-
-def class_progress(progress: Progress, target: int, finished: int, total: int, every_s: float = 0.5) -> Progress:
-    """The engine's progress of one class as the job's: ``done``/``total`` count finished classes and
-    the stage is the class's own step, then the class (``activations 40/96 | class 7, 3 of 10 done``):
-    clients that look at how a stage starts see the same stages as in a job of one class."""
-    last = [0.0, ""]
-
-    def report(stage: str, done: int, of: int) -> None:
-        now = time.monotonic()
-        if stage != last[1] or done >= of or now - last[0] > every_s:
-            last[0], last[1] = now, stage
-            progress(class_stage(stage, done, of, target, finished, total), finished, total)
-
-    return report
-
-
-def class_stage(stage: str, done: int, of: int, target: int, finished: int, total: int) -> str:
-    """The job stage of one class's step: the same text from both executors."""
-    return f"{stage} {done}/{of} | class {target}, {finished} of {total} done"

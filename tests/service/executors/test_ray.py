@@ -4,14 +4,13 @@ A batch job of every class of the tiny model runs as Ray tasks (labeling in a CL
 the same circuit documents as the local executor; a Ray worker process killed mid-job is retried by
 Ray and the job completes with each class once; a cancel ends the job and its Ray tasks; the
 server's per-job time limit and per-worker memory limit fail a job on Ray as they do locally; a Ray
-job streams the engine's in-class stages.
+job streams the engine's in-class stages as the same progress events.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -24,7 +23,10 @@ import pytest
 
 pytest.importorskip("ray")
 
+import msgspec  # noqa: E402
+
 from neurflow.client.api import Client  # noqa: E402
+from neurflow.progress import ProgressEvent  # noqa: E402
 
 from ..helpers import (  # noqa: E402
     ENGINE,
@@ -151,7 +153,7 @@ def _local_documents(server, job: dict) -> dict[int, dict]:
     # the API shows asset files as <assets>/... (never the server's folders); the worker reads the real ones
     spec = json.loads(json.dumps(job["spec"]).replace("<assets>", str(server.data_dir / "assets")))
     task = RunTask(id="local-" + job["id"], attempt=1, job=msgspec.convert(spec, RunJob))
-    output = run_task(task, ctx, lambda stage, done, total: None)
+    output = run_task(task, ctx, lambda event: None)
     assets = str(server.data_dir / "assets")  # shown to callers as <assets>, as the API shows the Ray documents
     return {c.class_index: json.loads(ctx.store.get_bytes(keys.document(c.key)).decode().replace(assets, "<assets>"))
             for c in output.circuits}
@@ -167,11 +169,13 @@ def test_batch_job_on_ray_matches_the_local_executor(ray_server, assets):
         final = c.follow(c.submit(spec)["id"], events.append)
         assert final["state"] == "succeeded", final
         assert sorted(x["class_index"] for x in final["result"]["circuits"]) == [0, 1, 2]
-        assert final["done"] == final["total"] == 3
-    # the engine's stages inside a class reach the SSE stream, worded as the local executor words them
-    in_class = [e["stage"] for e in events if re.fullmatch(r"(activations|ig \S+|groups|select) \d+/\d+ "
-                                                           r"\| class [0-2], [0-3] of 3 done", e["stage"] or "")]
-    assert in_class, [e["stage"] for e in events]
+        assert final["done"] == final["total"] and final["progress"] == 1.0
+    # the engine's stages inside a class reach the SSE stream as the events the local worker sends
+    in_class = [msgspec.convert(e["progress_event"], ProgressEvent) for e in events if e.get("progress_event")]
+    in_class = [e for e in in_class if e.target is not None]
+    assert in_class and all(e.classes_total == 3 and 0 <= e.classes_done <= 3 for e in in_class), events
+    assert {e.target for e in in_class} <= {0, 1, 2}
+    assert {"activations", "ig fc", "grouping neurons"} & {e.stage for e in in_class} and all(e.unit for e in in_class)
     on_ray = _documents(ray_server, final["id"])
     assert all(g["labels"] for doc in on_ray.values() for layer in doc["layers"] for g in layer["groups"])
     on_local = _local_documents(ray_server, final)
