@@ -17,7 +17,7 @@ from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
 from .hashing import sha256_file
 from .class_names import resolve_class_names
-from .layer_catalog import resolve_layers
+from .layer_budget import resolve_layers
 from .model_intake import load_model
 from .pretrained import is_pretrained_tag
 from neurflow.progress import Progress
@@ -72,7 +72,8 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     images_dir = images_dir or resolve(base_dir, spec.data.images)
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, *spec.model.normalisation()))
     info = model_info(spec, weights_path if weights_path.is_file() else None, preprocess=images.preprocess)
-    params = resolve_layers(spec.engine, model, spec.model.input_size)  # layers: "auto"
+    # layers: "auto": the suggestion for this job's images, tau and preset (at most the images a class can keep)
+    params = resolve_layers(spec.engine, model, spec.model.input_size, min(len(images), spec.data.max_images or len(images)))
     engine = NeurFlow(**msgspec.structs.asdict(params), select=spec.data.select, max_images=spec.data.max_images,
                       progress=progress)
     if engine.device is None and device is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from neurflow.client.api import Client
-from neurflow.core.jobspec import JobSpec
+from neurflow.core.jobspec import JobSpec, NormalisationWarning
 from neurflow.progress import Progress
 
 
@@ -53,6 +54,8 @@ def submit_spec(spec_path: str | Path, client: Client, out_dir: str | Path,
         raise ValueError(f"model weights {weights} do not exist")
     descriptor = {k: v for k, v in doc["model"].items() if k != "weights"}
     model = client.upload_model(weights, descriptor)
+    for message in model.get("warnings", []):  # what the server filled in (ImageNet's normalisation)
+        warnings.warn(message, NormalisationWarning, stacklevel=2)
     dataset = client.upload_dataset(resolve(spec.data.images))
     doc["model"]["weights"] = model["id"]
     doc["data"]["images"] = dataset["id"]
