@@ -473,24 +473,38 @@ def run_section(args) -> dict:
         print(f"  w={setting[0]:g} {setting[1]:<5} top-1 {_fmt(dev_key(setting)[0])}, on mixed groups {_fmt(dev_key(setting)[1])}{mark}")
     print(f"  labeler's constants: w={default[0]:g} {default[1]} -> {'same' if chosen == default else 'DIFFERENT'}")
     # -- fit the combination on the dev units, labels of the labeler's setting ---------------------------
-    feats, ys = [], []
-    for i in dev_index:
-        for rows in grid[default][i].values() if default in grid else []:
-            for r in rows:
-                if "top1" in r:
-                    feats.append([r["confidence"][f] for f in FEATURES])
-                    ys.append(float(r["top1"]))
-    fitted = None
-    if len(set(ys)) == 2:
+    # Round 1 on the mosaic score's first concepts; with re-ranking (RERANK_CANDIDATES > 1) round 2 on
+    # the labels that round 1's combination chooses, since those are the labels it will score.
+    def dev_data(per_unit: list) -> tuple[list, list]:
+        feats, ys = [], []
+        for i in dev_index:
+            for rows in per_unit[i].values():
+                for r in rows:
+                    if "top1" in r:
+                        feats.append([r["confidence"][f] for f in FEATURES])
+                        ys.append(float(r["top1"]))
+        return feats, ys
+
+    def fit(feats: list, ys: list, rounds: str):
         beta = fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=tuple(CALIBRATION_SIGNS[f] for f in FEATURES))
-        fitted = Combination(tuple(float(b) for b in beta), FEATURES, {
+        return Combination(tuple(float(b) for b in beta), FEATURES, {
             "worlds": sorted({u["world"].name for u in dev}), "clip_qualities": qualities,
             "clip_sets": sorted({u["clips"] for u in dev}), "labels": len(ys), "wrong": int(len(ys) - sum(ys)),
             "groups": "engine and constructed mixed (bench/mixed.py)", "l2": CALIBRATION_L2,
-            "setting": {"exemplar_weight": default[0], "votes": default[1]},
-            "by": "python -m bench.run labels --write-combination"})
-        print(f"\n  combination fitted on dev ({len(ys)} labels, {fitted.fitted_on['wrong']} wrong): "
+            "setting": {"exemplar_weight": default[0], "votes": default[1], "rerank_candidates": RERANK_CANDIDATES},
+            "rounds": rounds, "by": "python -m bench.run labels --write-combination"})
+
+    feats, ys = dev_data(grid[default]) if default in grid else ([], [])
+    fitted = None
+    if len(set(ys)) == 2:
+        fitted = fit(feats, ys, "1: the mosaic score's first concepts")
+        print(f"\n  combination fitted on dev, round 1 ({len(ys)} labels, {fitted.fitted_on['wrong']} wrong): "
               f"b = {[round(b, 3) for b in fitted.coefficients]} over (intercept, {', '.join(FEATURES)})")
+        if RERANK_CANDIDATES > 1:
+            feats, ys = dev_data([run(u, _labeler(fitted, RERANK_CANDIDATES, *default)) for u in units])
+            fitted = fit(feats, ys, f"2: the labels round 1 chose among the mosaic score's {RERANK_CANDIDATES} best")
+            print(f"  round 2, on the labels round 1 chose among {RERANK_CANDIDATES} ({len(ys)} labels, "
+                  f"{fitted.fitted_on['wrong']} wrong): b = {[round(b, 3) for b in fitted.coefficients]}")
         if getattr(args, "write_combination", False):
             COMBINATION_FILE.write_text(fitted.to_json())
             print(f"  written to {COMBINATION_FILE}")

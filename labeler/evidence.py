@@ -214,7 +214,7 @@ class Verdict:
 #: How many of the pooled mosaic score's best concepts the combination may choose between: the label
 #: is the one of them whose evidence the combination finds likeliest right (1: the mosaic score's
 #: first, unchanged). Chosen on the dev worlds by ``python -m bench.run labels`` (docs/label-quality.md).
-RERANK_CANDIDATES = 1
+RERANK_CANDIDATES = 3
 
 
 def rerank(views: list[ClipView], order: np.ndarray, combination: Combination, candidates: int = RERANK_CANDIDATES,
