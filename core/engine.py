@@ -40,6 +40,7 @@ from .ig_accuracy import (completeness_residual, next_steps, relative, stratifie
                           uncertain_channels)
 from .integrated_gradients import multi_target_ig
 from .layer_access import LayerAccess, check_eval_mode, readout, zero_channels
+from .layer_budget import resolve_layers
 from .memory import release_free_memory
 from .model_output import class_scores
 from .params import EngineParams, ImageSelection, validated
@@ -237,6 +238,8 @@ class NeurFlow(BaseEstimator):
         first = images.pixels[:1].to(p.device)
         with _borrowed(model, p.device) as model, _channels_last(model, bool(p.channels_last), first):
             check_eval_mode(model)
+            n_images = min(len(images), selection.max_images or len(images))
+            self.params_ = p = resolve_layers(p, model, images.input_size, n_images, images.pixels.shape[1])
             self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
                                       readout_cache, stages)
         return self

@@ -36,7 +36,7 @@ from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipPr
 from neurflow.core.corrections import reapply as reapply_corrections
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
-from neurflow.labeler.evidence import UNCERTAIN_BELOW, ClipView, default_combination, judge
+from neurflow.labeler.evidence import ClipView, default_combination, is_uncertain_probability, judge
 from neurflow.labeler.patches import (PatchKey, PatchLoader, activation_weights, group_patches, patch_key, reference_pool,
                                       split_holdout)
 from neurflow.labeler.scoring import (
@@ -127,7 +127,7 @@ def _set_status(group: Group) -> None:
     person's correction keeps its status whatever the labeler says."""
     if group.correction is not None:
         group.status = "corrected"
-    elif group.confidence is not None and group.confidence < UNCERTAIN_BELOW:
+    elif is_uncertain_probability(group.confidence):
         group.status = "uncertain"
         group.candidates = [msgspec.structs.replace(label) for label in group.labels[:2]]
     else:

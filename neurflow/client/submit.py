@@ -4,13 +4,14 @@ weights and images, run the job, follow its progress and download its circuits."
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 
 from neurflow.client.api import Client
-from neurflow.core.jobspec import JobSpec
+from neurflow.core.jobspec import JobSpec, NormalisationWarning
 from neurflow.progress import Progress, ProgressEvent
 
 
@@ -63,6 +64,8 @@ def submit_spec(spec_path: str | Path, client: Client, out_dir: str | Path,
         raise ValueError(f"model weights {weights} do not exist")
     descriptor = {k: v for k, v in doc["model"].items() if k != "weights"}
     model = client.upload_model(weights, descriptor)
+    for message in model.get("warnings", []):  # what the server filled in (ImageNet's normalisation)
+        warnings.warn(message, NormalisationWarning, stacklevel=2)
     dataset = client.upload_dataset(resolve(spec.data.images))
     doc["model"]["weights"] = model["id"]
     doc["data"]["images"] = dataset["id"]
@@ -83,14 +86,12 @@ def download(client: Client, job: dict[str, Any], out_dir: str | Path, spec: Job
     for entry in job["result"]["circuits"]:
         c = entry["class_index"]
         folder = spec.class_folder(out_dir, c) if spec is not None else out_dir / f"class-{c}"
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = client.request("GET", f"/v1/circuits/{entry['id']}").content
-        (folder / "circuit.json").write_bytes(doc)
+        path = client.download_circuit(entry["id"], folder)  # the document and its arrays file
         if mosaics:
             (folder / "mosaics").mkdir(exist_ok=True)
-            for layer in json.loads(doc)["layers"]:
+            for layer in json.loads(path.read_bytes())["layers"]:
                 for group in layer["groups"]:
                     if group["exemplars"]:
                         (folder / "mosaics" / f"{group['id']}.png").write_bytes(client.mosaic(entry["id"], group["id"]))
-        written[entry["class_index"]] = folder / "circuit.json"
+        written[entry["class_index"]] = path
     return written

@@ -13,7 +13,8 @@ vocabulary's embedding) loaded for the whole job. Relabel, debug and evaluate jo
 * Finished classes are registered as their tasks finish; a requeued job skips them.
 * Cancel: ``ray.cancel`` of the job's tasks (forced for tasks, polite for the actor's calls).
 * A Ray worker that dies mid-task: Ray runs the task again (``max_retries``); the same class folder
-  is rewritten and registered once.
+  is rewritten and registered once, and the fit continues from the stages the dead task finished
+  (kept in the artifact store, which every node sees: :mod:`~neurflow.service.executors.stages`).
 * Limits and progress (:mod:`neurflow.service.executors.ray_guard`): every unit of work reports its start, its
   stages and its end to a ``ProgressBoard`` actor that the service drains each round. A unit running
   longer than ``job_timeout_s`` (the service's clock, from its start) or a task process over
@@ -119,7 +120,7 @@ def _fit_task(settings_json: bytes, task_json: bytes, target: int, logits, board
     task = msgspec.json.decode(task_json, type=RunTask)
     with _unit(settings_json, board, task, f"class {target}", target) as progress:
         ctx = _context(settings_json)
-        return fit_one(_setup(settings_json, task, logits), target, ctx, progress).to_json().encode()
+        return fit_one(_setup(settings_json, task, logits), target, ctx, progress, task.id).to_json().encode()
 
 
 def _class_task(settings_json: bytes, task_json: bytes, target: int, logits, board) -> bytes:

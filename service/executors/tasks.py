@@ -21,9 +21,9 @@ from neurflow.service.storage import keys
 
 
 def _load_circuit(ctx: TaskContext, circuit_key: str):
-    from neurflow.core.circuit import Circuit
+    from neurflow.service.storage.circuits import load_circuit
 
-    return Circuit.from_json(ctx.store.get_bytes(keys.document(circuit_key)))
+    return load_circuit(ctx.store, circuit_key)
 
 
 def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
@@ -71,7 +71,7 @@ def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress
                                           progress=progress)
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
-    path = pipeline.write(labeled, local_dir)
+    path = pipeline.write(labeled, local_dir, compact=True)
     return TaskOutput(circuits=[finish_circuit(ctx, path, images_root, key, local_dir)])
 
 

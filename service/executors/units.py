@@ -9,12 +9,13 @@ folder to the artifact store and returns the :class:`NewCircuit` the executor re
 retry of the job skips it. Fit, label and write are :mod:`neurflow.labeler.pipeline`'s, the steps of
 ``neurflow run``; this module adds the worker's fit (:func:`fit_one`) and the publishing
 (:func:`finish_circuit`). The local worker and the Ray tasks both call these functions, so both
-executors produce the same documents.
+executors produce the same documents (compact: the document and its arrays' sidecar), and both keep
+each finished stage of a fit in the job's artifact folder (:mod:`neurflow.service.executors.stages`):
+an attempt after a killed worker, server or Ray task continues the class where it stopped.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from neurflow.core.circuit import Circuit
     from neurflow.core.pipeline import FitSetup
     from neurflow.service.executors.context import TaskContext
+    from neurflow.service.executors.stages import StoredStages
 
 
 def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
@@ -56,17 +58,23 @@ def run_class(job: RunJob, setup: FitSetup, job_id: str, attempt: int, target: i
 
     key, local_dir = _class_folder(job_id, attempt, target, ctx)
     path = pipeline.run_class(setup, target, local_dir, job.labeling, progress,
-                              fit=lambda s, t: fit_one(s, t, ctx, progress))
-    return finish_circuit(ctx, path, setup.images_dir, key, local_dir)
+                              fit=lambda s, t: fit_one(s, t, ctx, progress, job_id), compact=True)
+    stored = finish_circuit(ctx, path, setup.images_dir, key, local_dir)
+    class_stages(ctx, job_id, target).drop()
+    return stored
 
 
-def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress | None = None) -> Circuit:
+def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress | None = None,
+            job_id: str | None = None) -> Circuit:
     """The engine's part of one class, on the worker's GPU path (:mod:`neurflow.service.executors.gpu`): batch
-    sizes that adapt to device memory, and autocast when the server asks for it."""
+    sizes that adapt to device memory, and autocast when the server asks for it. With ``job_id`` each
+    finished stage is kept in the job's artifact folder and the stages an earlier attempt kept are
+    loaded, not computed (:mod:`neurflow.service.executors.stages`)."""
     from neurflow.core.pipeline import fit_class
     from neurflow.service.executors import gpu
 
     setup.engine.progress = progress
+    setup.stages = class_stages(ctx, job_id, target) if job_id is not None else None
     device = setup.engine.device or "cpu"
     mode = ctx.settings.autocast
     key = (setup.info.weights_sha256, setup.spec.model.input_size, device)
@@ -88,8 +96,17 @@ def store_class(job: RunJob, circuit: Circuit, job_id: str, attempt: int, ctx: T
 
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     key, local_dir = _class_folder(job_id, attempt, circuit.target.class_index, ctx)
-    path = pipeline.finish(circuit, local_dir, images_root, job.labeling, progress)
-    return finish_circuit(ctx, path, images_root, key, local_dir)
+    path = pipeline.finish(circuit, local_dir, images_root, job.labeling, progress, compact=True)
+    stored = finish_circuit(ctx, path, images_root, key, local_dir)
+    class_stages(ctx, job_id, circuit.target.class_index).drop()
+    return stored
+
+
+def class_stages(ctx: TaskContext, job_id: str, target: int) -> StoredStages:
+    """Where the stages of one class of a job are kept."""
+    from neurflow.service.executors.stages import StoredStages
+
+    return StoredStages(ctx.store, job_id, target, ctx.settings.scratch_path)
 
 
 def _class_folder(job_id: str, attempt: int, target: int, ctx: TaskContext) -> tuple[str, Path]:
@@ -99,14 +116,15 @@ def _class_folder(job_id: str, attempt: int, target: int, ctx: TaskContext) -> t
 
 
 def finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key: str, local_dir: Path) -> NewCircuit:
-    """Render a circuit's patches next to its document and publish the folder under ``key``."""
-    from neurflow.core.circuit import Circuit
+    """Render a circuit's patches next to its document and publish the folder under ``key`` (the
+    document and, for a compact one, its arrays' sidecar)."""
+    from neurflow.core.circuit_arrays import read_circuit, write_circuit
     from neurflow.labeler.patches import render_patches
     from neurflow.service.jobs.summary import summarize
 
-    circuit = Circuit.from_json(circuit_path.read_bytes())
+    circuit = read_circuit(circuit_path)
     if circuit_path != local_dir / keys.DOCUMENT:
-        shutil.copyfile(circuit_path, local_dir / keys.DOCUMENT)
+        write_circuit(circuit, local_dir / keys.DOCUMENT)
     render_patches(circuit, images_root, local_dir / keys.PATCHES)
     ctx.publish(key, local_dir)
     return NewCircuit(class_index=circuit.target.class_index, key=key, summary=summarize(circuit))

@@ -33,6 +33,7 @@ class ModelOut(msgspec.Struct):
     size: int
     created_at: float
     layers: list[Layer] = []
+    warnings: list[str] = []  # in the upload's answer only: what the server filled in for the caller
 
 
 class ModelList(msgspec.Struct):

@@ -55,6 +55,13 @@ def job_view(row) -> dict[str, Any]:
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # called with a job's id once it ended (any terminal state, after the commit): the executor drops
+        # what the job kept only to continue after a crash (its finished stages)
+        self.on_end: list[Callable[[str], None]] = []
+
+    def _ended(self, job_id: str) -> None:
+        for hook in self.on_end:
+            hook(job_id)
 
     def create(self, job_id: str, owner: str, job: Job, max_attempts: int,
                max_live: int | None = None) -> dict[str, Any]:
@@ -148,6 +155,8 @@ class JobStore:
                            job_id)).rowcount
             if n and also is not None:
                 also(c)
+        if n:
+            self._ended(job_id)
         return n == 1
 
     def requeue(self, job_id: str, reason: str) -> None:
@@ -174,6 +183,8 @@ class JobStore:
                           "updated_at=?, cancel_requested=1 WHERE id=?", (t, t, job_id))
             else:
                 c.execute("UPDATE jobs SET cancel_requested=1, updated_at=? WHERE id=?", (t, job_id))
+        if row["state"] == "queued":  # a job requeued after a crash may have kept stages
+            self._ended(job_id)
         return self.get(owner, job_id)
 
     def recover(self) -> list[str]:
