@@ -40,8 +40,8 @@ def test_stages_in_a_remote_store_continue_a_fit_on_another_machine(tmp_path):
     whole = engine().fit(model, images, 1).circuit_
     store = ArtifactStore(f"memory://stages-{uuid.uuid4().hex}")
 
-    def kill(stage, done, total):
-        if stage == f"ig {LAYERS[2]}":
+    def kill(event):
+        if event.stage == f"ig {LAYERS[2]}":
             raise Killed  # two layers are finished
 
     with pytest.raises(Killed):
@@ -52,7 +52,7 @@ def test_stages_in_a_remote_store_continue_a_fit_on_another_machine(tmp_path):
 
     seen: list[str] = []
     other = StoredStages(store, "job-1", 1, tmp_path / "machine-b")  # nothing of machine a's scratch
-    resumed = engine(lambda stage, done, total: seen.append(stage)).fit(model, images, 1, stages=other).circuit_
+    resumed = engine(lambda event: seen.append(event.stage)).fit(model, images, 1, stages=other).circuit_
     assert "activations" not in seen and f"ig {LAYERS[0]}" not in seen and f"ig {LAYERS[1]}" not in seen
     assert f"ig {LAYERS[2]}" in seen
     assert msgspec.structs.replace(resumed, timings={}) == msgspec.structs.replace(whole, timings={})
