@@ -528,9 +528,10 @@ def run_section(args) -> dict:
         reranked[k] = [run(u, _labeler(judged if k > 1 else shipped, k, *default)) for u in units]
         rows = [r for i in dev_index for rs in reranked[k][i].values() for r in rs if "top1" in r]
         print(f"  k={k}: top-1 {_fmt(_mean(r['top1'] for r in rows))}")
-    if RERANK_CANDIDATES not in reranked:
-        reranked[RERANK_CANDIDATES] = [run(u, _labeler(shipped, RERANK_CANDIDATES, *default)) for u in units]
-    ours = [{s: scored(rs) for s, rs in per_unit.items()} for per_unit in reranked[RERANK_CANDIDATES]]
+    # every unit is reported with the shipped combination, as the labeler labels
+    labeled = (reranked[RERANK_CANDIDATES] if RERANK_CANDIDATES in reranked and (RERANK_CANDIDATES == 1 or judged is shipped)
+               else [run(u, _labeler(shipped, RERANK_CANDIDATES, *default)) for u in units])
+    ours = [{s: scored(rs) for s, rs in per_unit.items()} for per_unit in labeled]
     # -- the uncertainty rule on dev: what other thresholds would do ------------------------------------
     dev_rows = [r for i in dev_index for rs in ours[i].values() for r in rs if "top1" in r]
     if dev_rows:
@@ -575,6 +576,20 @@ def run_section(args) -> dict:
                       f"{_fmt(s['top1_confident'])} at coverage {_fmt(s['coverage'])}, ROC-AUC {_fmt(s['confidence_auc'])}, "
                       f"ECE {_fmt(s['ece'])}, coverage at 95 % right {_fmt(s['coverage_at_95'])}")
     summary["pooled"] = pooled
+    # -- per world, CLIP quality and set (engine + mixed* pooled), the labeler beside the baseline ---------
+    per_world: dict = {}
+    print("\nper world, CLIP quality and set (engine + mixed* groups): labeler | baseline")
+    print(f"  {'world / CLIPs':<46} {'n':>4} {'top-1':>6} {'conf.top-1':>10} {'cover':>6} {'AUC':>6} {'ECE':>6} {'cov@95':>6} |"
+          f" {'top-1':>6} {'AUC':>6} {'ECE':>6}")
+    for i, u in enumerate(units):
+        rows = [r for rs in ours[i].values() for r in rs]
+        base = [r for rs in baseline[i].values() for r in rs]
+        s, b = _summary(rows, base), _summary(base, base)
+        per_world[_unit_name(u)] = {"labeler": s, "baseline": b}
+        print(f"  {_unit_name(u)[:46]:<46} {s['with_reference']:>4} {_fmt(s['top1']):>6} {_fmt(s['top1_confident']):>10} "
+              f"{_fmt(s['coverage']):>6} {_fmt(s['confidence_auc']):>6} {_fmt(s['ece']):>6} {_fmt(s['coverage_at_95']):>6} |"
+              f" {_fmt(b['top1']):>6} {_fmt(b['confidence_auc']):>6} {_fmt(b['ece']):>6}")
+    summary["per_world"] = per_world
     held_rows = [r for i in held_index for rs in ours[i].values() for r in rs]
     if held_rows:
         print("\nreliability of the labeler's confidence, held-out units pooled (every quality and set):")

@@ -46,8 +46,11 @@ def test_labels_are_sorted_top_k_clip_labels_with_confidence(labeled):
     for _, _, circuit in labeled.values():
         for _, _, group in circuit.iter_groups():
             assert len(group.labels) == 5 and {lab.source for lab in group.labels} == {"clip"}
+            # the combination may move one of the mosaic score's three best first (RERANK_CANDIDATES);
+            # the rest keep the score's order
             scores = [lab.score for lab in group.labels]
-            assert scores == sorted(scores, reverse=True) and len({lab.text for lab in group.labels}) == 5
+            assert scores[1:] == sorted(scores[1:], reverse=True) and len({lab.text for lab in group.labels}) == 5
+            assert scores[0] >= sorted(scores, reverse=True)[2]
             assert 0.0 < group.confidence < 1.0
 
 
@@ -92,7 +95,8 @@ def test_every_label_carries_its_evidence(labeled):
         for _, _, g in circuit.iter_groups():
             assert set(g.evidence.features) == set(FEATURES) and g.evidence.method == circuit.labeling.confidence_method
             assert [v.voter.split(" ")[-1] for v in g.evidence.votes] == ["mosaic", "patches"]
-            assert g.evidence.votes[0].text == g.labels[0].text  # one CLIP: its mosaic vote is the label
+            # one CLIP: its mosaic vote is the label, or one the combination preferred among the three best
+            assert g.evidence.votes[0].text in [lab.text for lab in g.labels[:3]]
         _assert_status_follows_confidence(circuit)
 
 
