@@ -26,6 +26,7 @@ from pathlib import Path
 
 from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from neurflow.core.circuit import Circuit
+from neurflow.core.circuit_arrays import read_circuit
 from neurflow.world import score_circuit
 
 OUT = Path("demo-out")
@@ -142,9 +143,7 @@ def main() -> int:
             for ref in final["result"]["circuits"]:
                 folder = OUT / f"class-{ref['class_index']}"
                 folder.mkdir(parents=True, exist_ok=True)
-                raw = client.request("GET", f"/v1/circuits/{ref['id']}").content
-                (folder / "circuit.json").write_bytes(raw)
-                circuit = Circuit.from_json(raw)
+                circuit = read_circuit(client.download_circuit(ref["id"], folder))  # the document and its arrays file
                 mosaics = {g.id: client.mosaic(ref["id"], g.id) for _, _, g in circuit.iter_groups() if g.exemplars}
                 scores = score_circuit(circuit, model.world_root, model.images("heldout"))
                 name = model.class_names[circuit.target.class_index]
