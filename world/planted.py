@@ -238,15 +238,28 @@ def ensure_planted_world(config: PlantedConfig, cache_dir: str | Path | None = N
                        lambda tmp: write_planted(tmp, config, overwrite=True, progress=progress))
 
 
+#: how a shortcut network is made from its clean twin: a fine-tune on the planted train split, as a
+#: real model picks up a shortcut from a new data set; the neuron ids then mean the same channels
+#: in both networks, so that ``neurflow diff`` can match their groups. Chosen on the dev world
+#: (bench/results/audit-recipe-dev.json): 4 epochs at a peak learning rate of 1e-3.
+FINE_TUNE_EPOCHS, FINE_TUNE_LR = 4, 1e-3
+
+
 def ensure_planted_model(config: PlantedConfig, train=None, cache_dir: str | Path | None = None, *,
-                         progress: bool = False, threads: int | None = 1):
-    """The resnet18 trained on the planted world's train split (the shortcut model; with
-    ``config.clean()`` the control), trained on first use and cached beside the world."""
+                         fine_tune=None, progress: bool = False, threads: int | None = 1):
+    """The network of a planted world, trained on first use and cached beside the world.
+
+    Without cues (``config.clean()``): a resnet18 trained from scratch with ``train`` (default 3
+    epochs). With cues: the shortcut network, a fine-tune (``fine_tune``, default :data:`FINE_TUNE_EPOCHS`
+    at :data:`FINE_TUNE_LR`; its ``init`` is filled in) of that clean network on the planted train split."""
     from neurflow.world.train import META_FILE, TrainConfig, WorldModel, model_dir, train_into
 
-    # 3 epochs (39 steps): long enough to learn the parts (held-out accuracy without cues near 1), short
-    # enough that an easy cue is still leaned on, as shortcuts are learned first
     train = train or TrainConfig(epochs=3)
+    if config.cues:
+        base = ensure_planted_model(config.clean(), train, cache_dir, progress=progress, threads=threads)
+        fine_tune = replace(fine_tune or TrainConfig(epochs=FINE_TUNE_EPOCHS, lr=FINE_TUNE_LR, input_size=train.input_size),
+                            init=str(base.weights))
+        train = fine_tune
     root = ensure_planted_world(config, cache_dir, progress=progress)
     final = build_entry(model_dir(root, train), META_FILE,
                         lambda tmp: train_into(tmp, root, train, progress, threads))
@@ -360,8 +373,13 @@ class PlantedWorld:
         return self.role == "held-out"
 
 
+#: the share of a cue class's train images that show another class's parts, chosen on the dev world
+SUITE_CONFUSE_RATE = 0.3
+
+
 def _suite_world(variant: str, cues: tuple[Cue, ...], seed: int = 0) -> PlantedConfig:
-    return PlantedConfig(world=WorldConfig(seed=seed, splits={"train": 100, "heldout": 40}, variant=variant), cues=cues)
+    return PlantedConfig(world=WorldConfig(seed=seed, splits={"train": 100, "heldout": 40}, variant=variant), cues=cues,
+                         confuse_rate=SUITE_CONFUSE_RATE)
 
 
 #: The audit's rules were chosen on the dev world (the corner marker and the colour cast on the

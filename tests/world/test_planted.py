@@ -105,8 +105,13 @@ def test_cue_usage_compares_the_same_scenes_with_and_without_the_cue(tmp_path):
     from neurflow.world.train import TrainConfig
 
     config = PlantedConfig(world=SMALL, cues=(Cue("corner", 1), Cue("tint", 3)))
-    model = ensure_planted_model(config, TrainConfig(input_size=32, batch_size=24, max_steps=3, hflip=False),
-                                 cache_dir=tmp_path)
+    scratch = TrainConfig(input_size=32, batch_size=24, max_steps=3, hflip=False)
+    model = ensure_planted_model(config, scratch, cache_dir=tmp_path,
+                                 fine_tune=TrainConfig(input_size=32, batch_size=24, max_steps=2, hflip=False))
+    clean = ensure_planted_model(config.clean(), scratch, cache_dir=tmp_path)
+    # the shortcut network is a fine-tune of its clean twin (same channels: the diff can match them)
+    assert model.meta["train"]["init"] == str(clean.weights) and clean.meta["train"]["init"] is None
+    assert model.meta["mean"] == clean.meta["mean"] and model.meta["steps"] == 2
     usage = cue_usage(model, config)
     assert [u.cue for u in usage] == list(config.cues)
     for u in usage:
