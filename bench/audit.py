@@ -5,10 +5,16 @@ held-out worlds are only reported): the shortcut network and its clean twin (sam
 much the shortcut network uses each cue (``cue_usage``), the engine circuits of the cue classes on
 the held-out split (decorrelated cues), and the audit of both networks' circuits.
 
-Which group *is* a cue: the one whose neurons respond to it. Each held-out scene is drawn with the cue
-and without it; a group's response is the mean change of its member neurons' activations, in standard
-deviations of their activation without the cue. The cue groups of a circuit are those responding at
-least ``CUE_RESPONSE`` and at least half as strongly as the circuit's most responsive group.
+Which group *is* a cue: the one through which the network uses it. Each held-out scene of the other
+classes is drawn with the cue and without it; the cue lifts the class's logit by some amount, and
+zeroing a group's neurons (on both images of each pair) takes part of that lift away: the share it
+takes is what the group carries. The cue groups of a circuit carry at least ``CUE_CARRIED`` (25 %) and
+at least half as much as the circuit's group that carries most. (Until 2026-12-07 a cue group was one
+whose neurons' mean activation moved by a standard deviation under the cue: a corner marker moves a
+channel's spatial mean by little even where the channel detects it, and a colour cast moves every
+channel, so that rule named no group or every group.) A circuit may have no cue group at all: the
+engine keeps the neurons that matter on the class's images, and a cue the network leans on weakly
+is not among them; the audit cannot name a group that is not there, and the case counts as missed.
 
 A case (world, cue, class) passes when a cue group is among the audit's top 3 findings for the class.
 The issue's targets: >= 90 % of cases; <= 1 finding per class on the clean networks; the diff of the
