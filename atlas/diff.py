@@ -88,7 +88,10 @@ def _layer_changes(name: str, before: Layer | None, after: Layer | None, by_neur
     held_b = _neuron_importance(after) if by_neurons else {}
     out += [GroupChange(layer=name, change="appeared", before=None, after=b, delta=round(b.importance - _held(b, held_a), 6))
             for j, b in enumerate(sides_b) if j not in used_b]
-    out += [GroupChange(layer=name, change="vanished", before=a, after=None, delta=round(_held(a, held_b) - a.importance, 6))
+    # a vanished group gained nothing, even where its neurons live on in the second circuit's groups
+    # (they are counted there): it never leads the list of gains
+    out += [GroupChange(layer=name, change="vanished", before=a, after=None,
+                        delta=round(min(0.0, _held(a, held_b) - a.importance), 6))
             for i, a in enumerate(sides_a) if i not in used_a]
     return out
 

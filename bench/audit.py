@@ -170,8 +170,8 @@ def run_section(args: argparse.Namespace) -> dict:
             top = [f.group for f in by_class[cue.class_index].findings[:TOP]]
             u = usage[cue.kind]
             changes = diff[cue.class_index].changes
-            diff_first = changes[0].after.group if changes and changes[0].after else None
             ranked = [c.after.group for c in changes if c.after is not None]
+            diff_first = ranked[0] if ranked else None
             cases.append({"world": name, "role": world.role, "cue": cue.kind, "class": cue.class_index,
                           "used": u.used, "accuracy_with": u.accuracy_with, "accuracy_without": u.accuracy_without,
                           "to_class_with": u.to_class_with, "to_class_without": u.to_class_without,
