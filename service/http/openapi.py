@@ -116,6 +116,18 @@ def schema_of(kind: type[msgspec.Struct]) -> Schema:
     return convert(top, ())
 
 
+def _document_audit_settings(components: dict[str, Any]) -> None:
+    """AuditRequest.settings is typed ``Any`` for Litestar (controllers/audits.py says why): describe it
+    as what the handler accepts, an AuditSettings object or null."""
+    from neurflow.core.audit import AuditSettings
+
+    request = components.get("AuditRequest")
+    if isinstance(request, Schema) and request.properties and "settings" in request.properties:
+        components["AuditSettings"] = schema_of(AuditSettings)
+        request.properties["settings"] = Schema(one_of=[Reference(ref="#/components/schemas/AuditSettings"),
+                                                        Schema(type=OpenAPIType.NULL)])
+
+
 def _audit_documents() -> dict[tuple[str, str], dict[str, Schema]]:
     from neurflow.core.audit import Audit, Reviews
 
@@ -151,6 +163,8 @@ def _statuses(path: str, method: str, secured: bool, multipart: bool) -> set[int
         codes |= {409, 503}
     if path.startswith(("/v1/circuits/{circuit_id}/exports", "/v1/atlas")):
         codes |= {404, 422}
+    if path == "/v1/audits" and method == "post":
+        codes |= {404, 422}  # an unknown job or circuit id; circuits of different models
     if path == "/health":
         codes.add(503)
     return codes
@@ -165,6 +179,7 @@ def document_problems(app: Litestar) -> None:
     schema.components.schemas["Problem"] = _PROBLEM
     problem = {"application/problem+json": OpenAPIMediaType(schema=Reference(ref=_PROBLEM_REF))}
     documents = _DOCUMENTS | _audit_documents()
+    _document_audit_settings(schema.components.schemas)
     for path, item in (schema.paths or {}).items():
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(item, method, None)

@@ -149,7 +149,7 @@ def test_audit_of_a_job_and_verdicts_kept_per_owner(atlas_service):
     assert post(svc, "/v1/audits/reviews", review | {"verdict": "confirmed"}).status_code == 200
     assert [e.review.verdict for e in Reviews.from_json(get(svc, "/v1/audits/reviews").content).entries] == ["confirmed"]
     # bad input: problem documents
-    assert_problem(post(svc, "/v1/audits", {"job": svc["job"], "settings": {"controls": 1}}), 400, "controls")
+    assert_problem(post(svc, "/v1/audits", {"job": svc["job"], "settings": {"controls": 1}}), 422, "controls")
     assert_problem(post(svc, "/v1/audits", {}), 400, "either job")
     assert_problem(post(svc, "/v1/audits", {"job": svc["job"], "expected": {"zero": []}}), 422, "class indices")
     assert_problem(post(svc, "/v1/audits/reviews", review | {"verdict": "maybe"}), 400)
