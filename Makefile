@@ -29,7 +29,7 @@ venv: $(VENV)/.installed
 
 # Two workers, one per core; tests of one file stay on one worker (their module fixtures are built once).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m demo

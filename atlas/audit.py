@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -42,6 +42,7 @@ from neurflow.core.audit import (SCHEMA_VERSION, Audit, AuditClass, AuditSetting
 from neurflow.core.circuit import Circuit, Group, Layer
 from neurflow.core.images import ImageSet
 from neurflow.core.layer_access import LayerAccess, num_channels
+from neurflow.progress import Meter, Progress
 
 #: ablated images per forward pass of the upper network
 _CHUNK_IMAGES = 2048
@@ -179,7 +180,7 @@ def audit_circuits(
     settings: AuditSettings | None = None,
     reviews: Reviews | None = None,
     images_root: str | None = None,  # the circuits' data root (their images[].path are relative to it)
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Audit:
     """The audit of ``inputs`` (circuits of one model, one per class).
 
@@ -191,6 +192,7 @@ def audit_circuits(
     earlier runs, applied to the findings (:func:`apply_reviews`).
     """
     started = time.perf_counter()
+    report = Meter(progress)
     settings = settings or AuditSettings()
     inputs = sorted(inputs, key=lambda e: e.circuit.target.class_index)
     check_inputs(inputs)
@@ -227,8 +229,7 @@ def audit_circuits(
 
     classes = []
     for done, entry in enumerate(inputs):
-        if progress is not None:
-            progress("audit", done, len(inputs))
+        report("audit", done, len(inputs), "circuits")
         circuit: Circuit = entry.circuit
         target = circuit.target.class_index
         name = entry.class_name or circuit.target.name or f"class {target}"
@@ -290,8 +291,7 @@ def audit_circuits(
         findings.sort(key=lambda f: -f.score)
         classes.append(AuditClass(class_index=target, name=name, circuit_id=entry.circuit_id,
                                   groups_examined=examined, findings=findings[:settings.max_findings]))
-    if progress is not None:
-        progress("audit", len(inputs), len(inputs))
+    report("audit", len(inputs), len(inputs), "circuits")
     audit = Audit(schema=SCHEMA_VERSION, model=inputs[0].circuit.model, settings=settings, classes=classes,
                   images=images_root, seconds=round(time.perf_counter() - started, 3), warnings=warnings)
     return apply_reviews(audit, reviews) if reviews is not None else audit

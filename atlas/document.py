@@ -20,12 +20,13 @@ classes; a group is named by its class and its id in that class's circuit (``cla
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import Meta
 
 from neurflow.core.circuit import ClipSettings, ModelInfo
+from neurflow.core.documents import Document
 
 SCHEMA_VERSION = "neurflow.atlas/1"
 
@@ -159,7 +160,7 @@ class AtlasSource(msgspec.Struct, forbid_unknown_fields=True):
     templates: list[str] = []  # that labeling's prompt ensemble
 
 
-class Atlas(msgspec.Struct, forbid_unknown_fields=True):
+class Atlas(Document, forbid_unknown_fields=True):
     schema: str
     model: ModelInfo
     settings: AtlasSettings
@@ -171,24 +172,8 @@ class Atlas(msgspec.Struct, forbid_unknown_fields=True):
     subcircuits_omitted: int = 0
     warnings: list[str] = []
 
-    def to_json(self, indent: int = 1) -> str:
-        raw = msgspec.json.encode(self)
-        return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Atlas:
-        """Parse and validate an atlas document; ``ValueError`` naming what is wrong."""
-        try:
-            head = msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"atlas document is not valid JSON: {exc}") from None
-        version = head.get("schema") if isinstance(head, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"unsupported atlas schema {version!r}; this version reads {SCHEMA_VERSION}")
-        try:
-            return msgspec.convert(head, cls)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"invalid atlas document: {exc}") from None
+    SCHEMA: ClassVar[str] = SCHEMA_VERSION
+    KIND: ClassVar[str] = "atlas"
 
     # -- navigation ------------------------------------------------------------------------------
     def concept(self, concept_id: str) -> SharedConcept:
@@ -210,7 +195,4 @@ class Atlas(msgspec.Struct, forbid_unknown_fields=True):
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the atlas document, generated from the Structs above."""
-    schema = msgspec.json.schema(Atlas)
-    schema["$id"] = f"https://neurflow.dev/schemas/{SCHEMA_VERSION.replace('/', '-')}.json"
-    schema["title"] = f"NeurFlow concept atlas ({SCHEMA_VERSION})"
-    return schema
+    return Atlas.json_schema("NeurFlow concept atlas")

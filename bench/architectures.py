@@ -3,8 +3,9 @@ real widths, fast preset): ``python -m bench.architectures [family ...] > out.js
 
 One family at a time, each in this process after the previous one finished; one JSON line each.
 Setting: 4 random images, granularities (1, 0.5, 0.25) (236 patches), top_n 50, tau 4, the
-suggested layers cut to the classifier and the two highest stages (two fitted layers: the classifier
-and the highest stage; the third is the IG input space only).
+first three candidates of the suggested list (``layer_catalog.deep_layers``: the classifier and the
+last stage's last two blocks, or the two highest stages where the last has one block; two fitted
+layers, the third is the IG input space only).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ FAMILIES = {
 
 def measure(family: str, size: int = 224) -> dict:
     from neurflow.core.engine import NeurFlow
-    from neurflow.core.layer_catalog import suggested_layers
+    from neurflow.core.layer_catalog import deep_layers, probe_model
     from neurflow.core.model_intake import load_model
 
     torch.manual_seed(0)
     model = load_model(FAMILIES[family], None, 1000)
-    layers = suggested_layers(model, size)
+    layers = deep_layers(model, probe_model(model, size))
     x = torch.randn(4, 3, size, size)
     engine = NeurFlow(layers[:3], tau=4, top_n=50, select="all", preset="fast", n_groups=2)
     start = time.perf_counter()

@@ -3,7 +3,9 @@
 The circuit is synthetic but shaped like a ResNet-50 fit at 224 px, tau 16, top_n 50, 50 images,
 five layers (fc, layer4, layer3, layer2, layer1): the neuron counts and vector widths of such a fit,
 random numbers in them. ``python -m bench.compact_circuit [--neurons 1,16,256,512]`` prints one
-JSON line: bytes and seconds to load each way.
+JSON line: bytes and seconds to load each way. ``--shape measured`` takes the layers of the real
+fit in ``bench/results/realsize-5layers-50images-fast.md`` instead (fc, layer4.2, layer4.1, layer4.0,
+layer3.5, layer3.4: wider vectors) with the core-neuron counts that fit reached (1/16/128/301/281).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from neurflow.core.circuit_arrays import read_circuit, write_circuit
 
 LAYERS = [("fc", [1000]), ("layer4", [2048, 7, 7]), ("layer3", [1024, 14, 14]), ("layer2", [512, 28, 28]),
           ("layer1", [256, 56, 56])]
+#: the layers and core-neuron counts of the real ResNet-50 fit of realsize-5layers-50images-fast (fast preset)
+MEASURED = ([("fc", [1000]), ("layer4.2", [2048, 7, 7]), ("layer4.1", [2048, 7, 7]), ("layer4.0", [2048, 7, 7]),
+             ("layer3.5", [1024, 14, 14]), ("layer3.4", [1024, 14, 14])], "1,16,128,301,281")
 
 
 def synthetic_circuit(neurons: list[int], n_images: int = 50, top_n: int = 50, tau: int = 16, concepts: int = 4,
-                      seed: int = 0) -> Circuit:
+                      seed: int = 0, shape: list | None = None) -> Circuit:
     rng = np.random.default_rng(seed)
+    table = shape or LAYERS
 
     def patch() -> Exemplar:
         x, y = (int(v) for v in rng.integers(0, 200, 2))
@@ -35,11 +41,11 @@ def synthetic_circuit(neurons: list[int], n_images: int = 50, top_n: int = 50, t
                         activation=float(rng.normal()), granularity=0.25)
 
     layers, edges = [], []
-    for li, (name, shape) in enumerate(LAYERS):
+    for li, (name, dims) in enumerate(table):
         count = neurons[li] if li < len(neurons) else 0
-        width = LAYERS[li + 1][1][0] if li + 1 < len(LAYERS) else 0
+        width = table[li + 1][1][0] if li + 1 < len(table) else 0
         layer_neurons = []
-        for n in range(count if li + 1 < len(LAYERS) else 0):
+        for n in range(count if li + 1 < len(table) else 0):
             cs = []
             for k in range(concepts):
                 size = top_n // concepts
@@ -51,7 +57,7 @@ def synthetic_circuit(neurons: list[int], n_images: int = 50, top_n: int = 50, t
         groups = [Group(id=f"l{li}g{g}", members=[Member(neuron=n, concept=0) for n in range(g, count, 8)],
                         exemplars=[patch() for _ in range(5)], labels=[Label(text="fur", score=0.3, source="clip")])
                   for g in range(min(8, count))] if layer_neurons else []
-        layers.append(Layer(name=name, shape=shape, neurons=layer_neurons, groups=groups))
+        layers.append(Layer(name=name, shape=dims, neurons=layer_neurons, groups=groups))
         if li and groups and layers[li - 1].groups:
             edges += [GroupEdge(source=u.id, target=g.id, weight=float(rng.random()))
                       for u in layers[li - 1].groups for g in groups]
@@ -76,16 +82,22 @@ def timed(fn, repeat: int = 3) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--neurons", default="1,16,256,512", help="core neurons of fc, layer4, layer3, layer2")
+    parser.add_argument("--neurons", default=None, help="core neurons per upper layer (default 1,16,256,512; "
+                                                         "with --shape measured, the counts that fit reached)")
+    parser.add_argument("--shape", choices=["suggested", "measured"], default="suggested",
+                        help="suggested: fc, layer4 ... layer1; measured: the layers of the real fit")
     args = parser.parse_args()
-    circuit = synthetic_circuit([int(v) for v in args.neurons.split(",")])
+    shape, counts = MEASURED if args.shape == "measured" else (LAYERS, "1,16,256,512")
+    args.neurons = args.neurons or counts
+    circuit = synthetic_circuit([int(v) for v in args.neurons.split(",")], shape=shape)
     with tempfile.TemporaryDirectory() as tmp:
         full, compact = Path(tmp) / "full" / "circuit.json", Path(tmp) / "compact" / "circuit.json"
         write_circuit(circuit, full, compact=False)
         side, _ = write_circuit(circuit, compact)
         assert read_circuit(compact) == read_circuit(full)
         print(json.dumps({
-            "neurons": args.neurons, "full_json_bytes": full.stat().st_size, "compact_json_bytes": compact.stat().st_size,
+            "shape": args.shape, "layers": [name for name, _ in shape], "neurons": args.neurons,
+            "full_json_bytes": full.stat().st_size, "compact_json_bytes": compact.stat().st_size,
             "sidecar_bytes": side.stat().st_size,
             "full_load_wall_cpu_s": timed(lambda: read_circuit(full)),
             "compact_load_wall_cpu_s": timed(lambda: read_circuit(compact)),

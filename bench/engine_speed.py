@@ -57,6 +57,7 @@ def worker(run: str, config: dict[str, Any], result_path: str) -> None:
     from bench.reference_baseline import engine_core_sets, reference_fit
     from neurflow.core.engine import NeurFlow
     from neurflow.core.memory import malloc_for_fit
+    from neurflow.progress import Meter, ProgressEvent
 
     if run != "baseline":  # the engine's runs as `neurflow run` and the service's workers do them
         malloc = {"exact": "exact", "fast_alt": config.get("alt_malloc") or "fast"}.get(run, "fast")
@@ -71,18 +72,18 @@ def worker(run: str, config: dict[str, Any], result_path: str) -> None:
     rss_start = _status_mb("VmRSS")
     last = [0.0]
 
-    def progress(stage: str, done: int, total: int) -> None:
+    def progress(event: ProgressEvent) -> None:
         now = time.perf_counter()
-        if now - last[0] > 30 or done == total and stage.startswith("ig"):
+        if now - last[0] > 30 or event.done == event.total and event.stage.startswith("ig"):
             last[0] = now
-            print(f"  [{run}] {stage}: {done}/{total}", file=sys.stderr, flush=True)
+            print(f"  [{run}] {event.describe()}", file=sys.stderr, flush=True)
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cpu0, t0 = time.process_time(), time.perf_counter()
     if run == "baseline":
         res = reference_fit(demo.model, demo.pixels, demo.target_class, config["layers"], device=device,
-                            progress=progress, **settings)
+                            progress=Meter(progress), **settings)
         core, bottom, timings, n_patches = res.core, res.bottom_chosen, res.timings, res.n_patches
     else:
         engine = NeurFlow(config["layers"], select="all", device=device, progress=progress, **settings)

@@ -41,6 +41,11 @@ GRID_WEIGHTS = (1.0, 0.7, 0.5)  # weight of the exemplars' votes against all act
 GRID_VOTES = ("hard", "soft")  # how the exemplars vote (neurflow.labeler.scoring.MOSAIC_EXEMPLAR_VOTES)
 MIN_MAJORITY = 3  # of 5 exemplars: below, the mosaic shows no one part and the group has no reference
 RELIABILITY_BINS = 5
+#: The worlds ``make bench`` labels: the dev world the combination is fitted on and the held-out
+#: worlds it is reported on, each with every noisy CLIP of both towers (docs/label-quality.md). The
+#: other suite worlds (``--label-worlds``) have no noisy CLIPs trained yet.
+BENCH_WORLDS = ("standard", "shapes3", "shapes3-cluttered", "shapes3-uneven")
+RERANK_GRID = (1, 2, 3)  # candidates the combination may choose between (neurflow.labeler.evidence.RERANK_CANDIDATES)
 
 
 @dataclass
@@ -76,14 +81,14 @@ class WorldData:
 def add_arguments(parser) -> None:
     from neurflow.world.suite import CLIP_QUALITIES
 
-    parser.add_argument("--label-worlds", nargs="+", metavar="WORLD", help="suite worlds (default: all)")
+    parser.add_argument("--label-worlds", nargs="+", metavar="WORLD", help=f"suite worlds (default: {' '.join(BENCH_WORLDS)})")
     parser.add_argument("--label-json", metavar="PATH", help="also write the label table as JSON here")
     parser.add_argument("--no-captions", dest="label_captions", action="store_false",
                         help="skip the caption row (a tiny captioner trained on the dev worlds; minutes on first use)")
-    parser.add_argument("--clip-quality", nargs="+", default=["good", "q80"], choices=["good", *CLIP_QUALITIES],
+    parser.add_argument("--clip-quality", nargs="+", default=["good", "q90", "q80", "q65"], choices=["good", *CLIP_QUALITIES],
                         help="label with each world's own CLIP ('good') and/or its noisy CLIPs of these qualities "
                              "(neurflow.world.suite.CLIP_QUALITIES: each tower alone and both at once; trained on first use)")
-    parser.add_argument("--noisy-towers", default="own", choices=["both", "own"],
+    parser.add_argument("--noisy-towers", default="both", choices=["both", "own"],
                         help="noisy CLIPs of both towers (each alone and both at once), or only the tower of each "
                              "world's own CLIP (one CLIP; the cheap one to train)")
     parser.add_argument("--write-combination", action="store_true",
@@ -231,6 +236,21 @@ def _evidence(weight: float, votes: str):
     return method
 
 
+def _labeler(combination, candidates: int, weight: float, votes: str):
+    """The labeler as ``judge`` labels: the pooled mosaic score, then the likeliest-right of its first
+    ``candidates`` concepts under ``combination``; its 'confidence' is that label's feature dict."""
+    def method(case: Case):
+        from neurflow.labeler.evidence import combined_scores, rerank
+
+        views = _clip_views(case)
+        scores = combined_scores(views, weight, votes)
+        order, values, _ = rerank(views, np.argsort(-scores, kind="stable"), combination, candidates, weight, votes)
+        ranked = np.empty(len(order))
+        ranked[order] = -np.arange(len(order), dtype=float)  # top_indices then returns ``order``
+        return ranked, values
+    return method
+
+
 def _evaluate(cases: list[Case], method) -> list[dict]:
     from neurflow.labeler.evaluation.metrics import roc_auc
     from neurflow.labeler.scoring import top_indices
@@ -262,14 +282,14 @@ def _summary(rows: list[dict], baseline_rows: list[dict]) -> dict:
     """Top-1 (all, mixed, confident subset and its coverage), top-5, retrieval AUC, and the
     confidence's ECE and ROC-AUC, beside the baseline's top-1 on the same groups."""
     from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
-    from neurflow.labeler.evidence import UNCERTAIN_BELOW
+    from neurflow.labeler.evidence import is_uncertain_probability
 
     ref = [r for r in rows if "top1" in r]
     mixed = [r for r in ref if r["mixed"]]
     scored = [r for r in ref if isinstance(r["confidence"], float)]
     correct = [bool(r["top1"]) for r in scored]
     conf = [r["confidence"] for r in scored]
-    sure = [r for r in scored if r["confidence"] >= UNCERTAIN_BELOW]
+    sure = [r for r in scored if not is_uncertain_probability(r["confidence"])]
     return {
         "groups": len(rows), "with_reference": len(ref), "mixed": len(mixed),
         "top1": _mean(r["top1"] for r in ref), "top5": _mean(r["top5"] for r in ref),
@@ -278,9 +298,21 @@ def _summary(rows: list[dict], baseline_rows: list[dict]) -> dict:
         "retrieval_auc": _mean(r.get("retrieval_auc") for r in rows),
         "ece": expected_calibration_error(conf, correct, RELIABILITY_BINS) if scored else None,
         "confidence_auc": roc_auc(correct, conf) if scored and len(set(correct)) == 2 else None,
+        "coverage_at_95": _coverage_at(conf, correct, 0.95),
         "baseline_top1": _mean(r["top1"] for r in baseline_rows if "top1" in r),
         "baseline_top1_mixed": _mean(r["top1"] for r in baseline_rows if "top1" in r and r["mixed"]),
     }
+
+
+def _coverage_at(conf: list[float], correct: list[bool], precision: float) -> float | None:
+    """The largest share of labels, taken most confident first, of which at least ``precision`` are
+    right (what a threshold chosen after the fact could reach; the rule's own coverage is ``coverage``)."""
+    if not conf:
+        return None
+    order = np.argsort(-np.asarray(conf), kind="stable")
+    right = np.cumsum(np.asarray(correct, float)[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(right >= precision)
+    return float((ok.max() + 1) / len(order)) if len(ok) else 0.0
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50, signs: tuple[int, ...] | None = None) -> np.ndarray:
@@ -344,7 +376,8 @@ def _reliability(rows: list[dict]) -> str:
 CALIBRATION_L2 = 1.0
 #: Directions of the combination's features (``neurflow.labeler.evidence.FEATURES``): more agreement
 #: never lowers the confidence, a stronger second part never raises it.
-CALIBRATION_SIGNS = {"exemplars": 1, "patches": 1, "margin": 1, "clips": 1, "prompts": 1, "split": -1}
+CALIBRATION_SIGNS = {"exemplars": 1, "patches": 1, "margin": 1, "clips": 1, "prompts": 1, "split": -1, "top": 1,
+                     "entropy": -1, "cosine": 1, "single": 0}
 
 
 def _clip_sets(quality: str, own_arch: str | None = None) -> dict[str, list[str]]:
@@ -400,11 +433,11 @@ def run_section(args) -> dict:
 
     from neurflow.labeler import scoring
     from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
-    from neurflow.labeler.evidence import COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, Combination
+    from neurflow.labeler.evidence import COMBINATION_FILE, FEATURES, RERANK_CANDIDATES, UNCERTAIN_BELOW, Combination
     from neurflow.world.suite import SUITE
 
     torch.set_num_threads(1)
-    names = getattr(args, "label_worlds", None) or list(SUITE)
+    names = getattr(args, "label_worlds", None) or list(BENCH_WORLDS)
     unknown = [n for n in names if n not in SUITE]
     if unknown:
         raise SystemExit(f"unknown suite world(s) {unknown}; choose from {list(SUITE)}")
@@ -440,24 +473,38 @@ def run_section(args) -> dict:
         print(f"  w={setting[0]:g} {setting[1]:<5} top-1 {_fmt(dev_key(setting)[0])}, on mixed groups {_fmt(dev_key(setting)[1])}{mark}")
     print(f"  labeler's constants: w={default[0]:g} {default[1]} -> {'same' if chosen == default else 'DIFFERENT'}")
     # -- fit the combination on the dev units, labels of the labeler's setting ---------------------------
-    feats, ys = [], []
-    for i in dev_index:
-        for rows in grid[default][i].values() if default in grid else []:
-            for r in rows:
-                if "top1" in r:
-                    feats.append([r["confidence"][f] for f in FEATURES])
-                    ys.append(float(r["top1"]))
-    fitted = None
-    if len(set(ys)) == 2:
+    # Round 1 on the mosaic score's first concepts; with re-ranking (RERANK_CANDIDATES > 1) round 2 on
+    # the labels that round 1's combination chooses, since those are the labels it will score.
+    def dev_data(per_unit: list) -> tuple[list, list]:
+        feats, ys = [], []
+        for i in dev_index:
+            for rows in per_unit[i].values():
+                for r in rows:
+                    if "top1" in r:
+                        feats.append([r["confidence"][f] for f in FEATURES])
+                        ys.append(float(r["top1"]))
+        return feats, ys
+
+    def fit(feats: list, ys: list, rounds: str):
         beta = fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=tuple(CALIBRATION_SIGNS[f] for f in FEATURES))
-        fitted = Combination(tuple(float(b) for b in beta), FEATURES, {
+        return Combination(tuple(float(b) for b in beta), FEATURES, {
             "worlds": sorted({u["world"].name for u in dev}), "clip_qualities": qualities,
             "clip_sets": sorted({u["clips"] for u in dev}), "labels": len(ys), "wrong": int(len(ys) - sum(ys)),
             "groups": "engine and constructed mixed (bench/mixed.py)", "l2": CALIBRATION_L2,
-            "setting": {"exemplar_weight": default[0], "votes": default[1]},
-            "by": "python -m bench.run labels --write-combination"})
-        print(f"\n  combination fitted on dev ({len(ys)} labels, {fitted.fitted_on['wrong']} wrong): "
+            "setting": {"exemplar_weight": default[0], "votes": default[1], "rerank_candidates": RERANK_CANDIDATES},
+            "rounds": rounds, "by": "python -m bench.run labels --write-combination"})
+
+    feats, ys = dev_data(grid[default]) if default in grid else ([], [])
+    fitted = None
+    if len(set(ys)) == 2:
+        fitted = fit(feats, ys, "1: the mosaic score's first concepts")
+        print(f"\n  combination fitted on dev, round 1 ({len(ys)} labels, {fitted.fitted_on['wrong']} wrong): "
               f"b = {[round(b, 3) for b in fitted.coefficients]} over (intercept, {', '.join(FEATURES)})")
+        if RERANK_CANDIDATES > 1:
+            feats, ys = dev_data([run(u, _labeler(fitted, RERANK_CANDIDATES, *default)) for u in units])
+            fitted = fit(feats, ys, f"2: the labels round 1 chose among the mosaic score's {RERANK_CANDIDATES} best")
+            print(f"  round 2, on the labels round 1 chose among {RERANK_CANDIDATES} ({len(ys)} labels, "
+                  f"{fitted.fitted_on['wrong']} wrong): b = {[round(b, 3) for b in fitted.coefficients]}")
         if getattr(args, "write_combination", False):
             COMBINATION_FILE.write_text(fitted.to_json())
             print(f"  written to {COMBINATION_FILE}")
@@ -469,10 +516,22 @@ def run_section(args) -> dict:
     shipped = shipped or fitted
     print(f"  labeler's combination: b = {list(shipped.coefficients)} (fitted on {', '.join(shipped.fitted_on.get('worlds', []))})")
 
-    def scored(rows: list[dict]) -> list[dict]:
-        return [{**r, "features": r["confidence"], "confidence": shipped.probability(r["confidence"])} for r in rows]
+    def scored(rows: list[dict], combination=shipped) -> list[dict]:
+        return [{**r, "features": r["confidence"], "confidence": combination.probability(r["confidence"])} for r in rows]
 
-    ours = [{s: scored(rs) for s, rs in per_unit.items()} for per_unit in grid[default]] if default in grid else []
+    # -- how many of the mosaic score's best concepts the combination may choose between (dev only) -------
+    judged = fitted or shipped
+    print(f"\ndev units: the combination choosing between the mosaic score's k best concepts "
+          f"(labeler: k = {RERANK_CANDIDATES})")
+    reranked = {}
+    for k in RERANK_GRID:
+        reranked[k] = [run(u, _labeler(judged if k > 1 else shipped, k, *default)) for u in units]
+        rows = [r for i in dev_index for rs in reranked[k][i].values() for r in rs if "top1" in r]
+        print(f"  k={k}: top-1 {_fmt(_mean(r['top1'] for r in rows))}")
+    # every unit is reported with the shipped combination, as the labeler labels
+    labeled = (reranked[RERANK_CANDIDATES] if RERANK_CANDIDATES in reranked and (RERANK_CANDIDATES == 1 or judged is shipped)
+               else [run(u, _labeler(shipped, RERANK_CANDIDATES, *default)) for u in units])
+    ours = [{s: scored(rs) for s, rs in per_unit.items()} for per_unit in labeled]
     # -- the uncertainty rule on dev: what other thresholds would do ------------------------------------
     dev_rows = [r for i in dev_index for rs in ours[i].values() for r in rs if "top1" in r]
     if dev_rows:
@@ -515,8 +574,22 @@ def run_section(args) -> dict:
                 print(f"  {role:<8} {quality:<4} {set_name:<10} n {s['with_reference']:>4}  top-1 {_fmt(s['top1'])} (baseline "
                       f"{_fmt(s['baseline_top1'])}, {_fmt((s['top1'] or 0) - (s['baseline_top1'] or 0), '{:+.3f}')}), confident "
                       f"{_fmt(s['top1_confident'])} at coverage {_fmt(s['coverage'])}, ROC-AUC {_fmt(s['confidence_auc'])}, "
-                      f"ECE {_fmt(s['ece'])}")
+                      f"ECE {_fmt(s['ece'])}, coverage at 95 % right {_fmt(s['coverage_at_95'])}")
     summary["pooled"] = pooled
+    # -- per world, CLIP quality and set (engine + mixed* pooled), the labeler beside the baseline ---------
+    per_world: dict = {}
+    print("\nper world, CLIP quality and set (engine + mixed* groups): labeler | baseline")
+    print(f"  {'world / CLIPs':<46} {'n':>4} {'top-1':>6} {'conf.top-1':>10} {'cover':>6} {'AUC':>6} {'ECE':>6} {'cov@95':>6} |"
+          f" {'top-1':>6} {'AUC':>6} {'ECE':>6}")
+    for i, u in enumerate(units):
+        rows = [r for rs in ours[i].values() for r in rs]
+        base = [r for rs in baseline[i].values() for r in rs]
+        s, b = _summary(rows, base), _summary(base, base)
+        per_world[_unit_name(u)] = {"labeler": s, "baseline": b}
+        print(f"  {_unit_name(u)[:46]:<46} {s['with_reference']:>4} {_fmt(s['top1']):>6} {_fmt(s['top1_confident']):>10} "
+              f"{_fmt(s['coverage']):>6} {_fmt(s['confidence_auc']):>6} {_fmt(s['ece']):>6} {_fmt(s['coverage_at_95']):>6} |"
+              f" {_fmt(b['top1']):>6} {_fmt(b['confidence_auc']):>6} {_fmt(b['ece']):>6}")
+    summary["per_world"] = per_world
     held_rows = [r for i in held_index for rs in ours[i].values() for r in rs]
     if held_rows:
         print("\nreliability of the labeler's confidence, held-out units pooled (every quality and set):")

@@ -5,6 +5,9 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
 * ``engine``: engine speed and peak memory against the reference-structured baseline
   (:mod:`bench.engine_speed`).
 * ``realsize``: the same comparison on ResNet-50 at 224 px, 50 images (:mod:`bench.real_size`).
+* ``suggested``: ResNet-50 at 224 px, 50 images, tau 16, fast, on the layers ``"layers": "auto"``
+  suggests: whole-process wall and CPU seconds per class against the 10-minute target
+  (:mod:`bench.suggested`).
 * ``api``: requests per second and p50/p99 latency of the REST API's read endpoints under 32
   concurrent clients (:mod:`bench.api_load`).
 * ``labels``: label quality on the world suite, dev and held-out worlds, per CLIP quality: top-1,
@@ -31,6 +34,7 @@ import time
 SECTIONS: dict[str, str] = {
     "engine": "bench.engine_speed",
     "realsize": "bench.real_size",
+    "suggested": "bench.suggested",
     "api": "bench.api_load",
     "labels": "bench.labels",
     "fidelity": "bench.fidelity",

@@ -14,12 +14,13 @@ to a finding of a recomputed circuit whose neurons overlap it enough (:func:`neu
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
 
 from .circuit import Exemplar, ModelInfo
+from .documents import Document
 
 SCHEMA_VERSION = "neurflow.audit/1"
 
@@ -103,7 +104,7 @@ class AuditClass(msgspec.Struct, forbid_unknown_fields=True):
     findings: list[Finding]  # best first; dismissed ones stay, marked
 
 
-class Audit(msgspec.Struct, forbid_unknown_fields=True):
+class Audit(Document, forbid_unknown_fields=True):
     schema: str
     model: ModelInfo
     settings: AuditSettings
@@ -115,24 +116,8 @@ class Audit(msgspec.Struct, forbid_unknown_fields=True):
     def findings(self, include_dismissed: bool = False) -> list[Finding]:
         return [f for c in self.classes for f in c.findings if include_dismissed or f.verdict != "dismissed"]
 
-    def to_json(self, indent: int = 1) -> str:
-        raw = msgspec.json.encode(self)
-        return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Audit:
-        """Parse and validate an audit document; ``ValueError`` naming what is wrong."""
-        try:
-            head = msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"audit document is not valid JSON: {exc}") from None
-        version = head.get("schema") if isinstance(head, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"unsupported audit schema {version!r}; this version reads {SCHEMA_VERSION}")
-        try:
-            return msgspec.json.decode(text, type=cls)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"invalid audit document: {exc}") from None
+    SCHEMA: ClassVar[str] = SCHEMA_VERSION
+    KIND: ClassVar[str] = "audit"
 
 
 REVIEWS_SCHEMA = "neurflow.audit-reviews/1"
@@ -146,8 +131,11 @@ class ReviewEntry(msgspec.Struct, forbid_unknown_fields=True):
     review: Review
 
 
-class Reviews(msgspec.Struct, forbid_unknown_fields=True):
+class Reviews(Document, forbid_unknown_fields=True):
     """A person's verdicts on findings, kept apart from the audit so that a rerun does not lose them."""
+
+    SCHEMA: ClassVar[str] = REVIEWS_SCHEMA
+    KIND: ClassVar[str] = "audit reviews"
 
     schema: str = REVIEWS_SCHEMA
     entries: list[ReviewEntry] = []
@@ -163,16 +151,3 @@ class Reviews(msgspec.Struct, forbid_unknown_fields=True):
         finding.verdict, finding.review = review.verdict, review
         return entry
 
-    def to_json(self, indent: int = 1) -> str:
-        raw = msgspec.json.encode(self)
-        return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Reviews:
-        try:
-            reviews = msgspec.json.decode(text, type=cls)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ValueError(f"invalid audit reviews document: {exc}") from None
-        if reviews.schema != REVIEWS_SCHEMA:
-            raise ValueError(f"unsupported reviews schema {reviews.schema!r}; this version reads {REVIEWS_SCHEMA}")
-        return reviews

@@ -25,11 +25,12 @@ both as free dicts. Older documents still load: :func:`Circuit.from_json` conver
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
 
+from .documents import Document
 from .params import EngineParams, ImageSelection
 
 SCHEMA_VERSION = "neurflow.circuit/3"
@@ -380,7 +381,7 @@ class CircuitArrays(msgspec.Struct, forbid_unknown_fields=True):
     fields: list[str]  # what it holds: "concept.vector", "concept.patches"
 
 
-class Circuit(msgspec.Struct, forbid_unknown_fields=True):
+class Circuit(Document, forbid_unknown_fields=True):
     schema: str
     model: ModelInfo
     target: Target
@@ -394,9 +395,9 @@ class Circuit(msgspec.Struct, forbid_unknown_fields=True):
     fit: FitRecord | None = None  # what else the fit used; None for a circuit not made by the engine
     arrays: CircuitArrays | None = None  # set in a compact document: its concept vectors and patches are there
 
-    def to_json(self, indent: int = 1) -> str:
-        raw = msgspec.json.encode(self)
-        return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
+    SCHEMA: ClassVar[str] = SCHEMA_VERSION
+    OLDER: ClassVar[tuple[str, ...]] = READABLE_VERSIONS[:-1]
+    KIND: ClassVar[str] = "circuit"
 
     @classmethod
     def from_json(cls, text: str | bytes, without_arrays: bool = False) -> Circuit:
@@ -405,7 +406,7 @@ class Circuit(msgspec.Struct, forbid_unknown_fields=True):
         A compact document keeps its concept vectors and patches in a sidecar (``arrays``); it is
         refused here, since it would read as concepts without them, unless ``without_arrays``:
         :func:`neurflow.core.circuit_arrays.read_circuit` reads it with its sidecar."""
-        circuit = cls._decode(text)
+        circuit = super().from_json(text)
         if circuit.arrays is not None and not without_arrays:
             raise ValueError(f"this circuit document keeps its concept vectors and patches in {circuit.arrays.file}; "
                              "read it with neurflow.core.circuit_arrays.read_circuit(path), which reads that file "
@@ -413,29 +414,16 @@ class Circuit(msgspec.Struct, forbid_unknown_fields=True):
         return circuit
 
     @classmethod
-    def _decode(cls, text: str | bytes) -> Circuit:
+    def _upgrade(cls, head: dict[str, Any], version: str) -> dict[str, Any]:
+        if version == "neurflow.circuit/1" and head.get("labeling") is not None:
+            head["labeling"] = msgspec.to_builtins(labeling_from_v1(head["labeling"]))
+        names = [layer.get("name") for layer in head.get("layers") or [] if isinstance(layer, dict)]
         try:
-            head = msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"circuit document is not valid JSON: {exc}") from None
-        version = head.get("schema") if isinstance(head, dict) else None
-        if version not in READABLE_VERSIONS:
-            raise ValueError(f"unsupported circuit schema {version!r}; this version reads {', '.join(READABLE_VERSIONS)}")
-        try:
-            if version == SCHEMA_VERSION:
-                return msgspec.json.decode(text, type=cls)
-            if version == "neurflow.circuit/1" and head.get("labeling") is not None:
-                head["labeling"] = msgspec.to_builtins(labeling_from_v1(head["labeling"]))
-            names = [layer.get("name") for layer in head.get("layers") or [] if isinstance(layer, dict)]
-            try:
-                params, fit = params_from_v2(head.get("params"), names, len(head.get("images") or []))
-            except ValueError as exc:
-                raise ValueError(f"invalid circuit document: {exc}") from None
-            head |= {"schema": SCHEMA_VERSION, "params": msgspec.to_builtins(params),
-                     "fit": msgspec.to_builtins(fit) if fit is not None else None}
-            return msgspec.convert(head, cls)
-        except msgspec.ValidationError as exc:
+            params, fit = params_from_v2(head.get("params"), names, len(head.get("images") or []))
+        except ValueError as exc:
             raise ValueError(f"invalid circuit document: {exc}") from None
+        return head | {"schema": SCHEMA_VERSION, "params": msgspec.to_builtins(params),
+                       "fit": msgspec.to_builtins(fit) if fit is not None else None}
 
     # -- navigation helpers used by every consumer ---------------------------------------------
     def layer(self, name: str) -> Layer:
@@ -460,8 +448,5 @@ class Circuit(msgspec.Struct, forbid_unknown_fields=True):
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the circuit document, generated from the Structs above."""
-    schema = msgspec.json.schema(Circuit)
-    schema["$id"] = f"https://neurflow.dev/schemas/{SCHEMA_VERSION.replace('/', '-')}.json"
-    schema["title"] = f"NeurFlow circuit document ({SCHEMA_VERSION})"
-    return schema
+    return Circuit.json_schema("NeurFlow circuit document")
 

@@ -7,9 +7,11 @@ grew, shrank or kept its importance), appeared, or vanished. Computed by :mod:`n
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
+
+from .documents import Document
 
 SCHEMA_VERSION = "neurflow.diff/1"
 
@@ -43,7 +45,7 @@ class ClassDiff(msgspec.Struct, forbid_unknown_fields=True):
     changes: list[GroupChange]  # the biggest gains first (appeared and grew), then the rest by |delta|
 
 
-class CircuitDiff(msgspec.Struct, forbid_unknown_fields=True):
+class CircuitDiff(Document, forbid_unknown_fields=True):
     schema: str
     before: str  # the weights' sha256 (or the run's name) of each side
     after: str
@@ -52,16 +54,5 @@ class CircuitDiff(msgspec.Struct, forbid_unknown_fields=True):
     min_delta: float
     classes: list[ClassDiff]
 
-    def to_json(self, indent: int = 1) -> str:
-        raw = msgspec.json.encode(self)
-        return msgspec.json.format(raw, indent=indent).decode() if indent else raw.decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> CircuitDiff:
-        try:
-            doc = msgspec.json.decode(text, type=cls)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ValueError(f"invalid circuit diff document: {exc}") from None
-        if doc.schema != SCHEMA_VERSION:
-            raise ValueError(f"unsupported diff schema {doc.schema!r}; this version reads {SCHEMA_VERSION}")
-        return doc
+    SCHEMA: ClassVar[str] = SCHEMA_VERSION
+    KIND: ClassVar[str] = "circuit diff"

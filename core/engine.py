@@ -40,6 +40,7 @@ from .ig_accuracy import (completeness_residual, next_steps, relative, stratifie
                           uncertain_channels)
 from .integrated_gradients import multi_target_ig
 from .layer_access import LayerAccess, check_eval_mode, readout, zero_channels
+from .layer_budget import resolve_layers
 from .memory import release_free_memory
 from .model_output import class_scores
 from .params import EngineParams, ImageSelection, validated
@@ -47,7 +48,7 @@ from .batch_norm_folding import folded_copy
 from .block_gradients import fast_block_gradients
 from .patches import PatchIndex, build_index, make_patches
 from .stages import LayerStage, StageStore, fit_key
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class NeurFlow(BaseEstimator):
     and leaves the result in ``circuit_`` (and the preset-resolved parameters in ``params_``), and
     ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work. The parameters are the fields of
     :class:`~neurflow.core.params.EngineParams` and :class:`~neurflow.core.params.ImageSelection`
-    (listed below, generated from them), plus ``progress``: a callback ``(stage, done, total)``.
+    (listed below, generated from them), plus ``progress``: a callback that receives
+    :class:`~neurflow.progress.ProgressEvent` s (stage, done and total in the stage's own unit, elapsed, ETA).
 
     ``fit`` changes no global state: it draws no random numbers, sets no malloc policy (a process that
     runs fits may call :func:`neurflow.core.memory.malloc_for_fit` itself before each), and hands the
@@ -196,9 +198,15 @@ class NeurFlow(BaseEstimator):
         """The engine parameters a fit would use now: validated, the preset resolved."""
         return self._validated()[0]
 
-    def _report(self, stage: str, done: int, total: int) -> None:
-        if self.progress:
-            self.progress(stage, done, total)
+    def _report(self, stage: str, done: int, total: int, unit: str) -> None:
+        meter = self.__dict__.get("_meter")
+        if meter is None or meter.sink is not self.progress:  # progress may be set between fits (set_params)
+            meter = self._meter = Meter(self.progress)
+        meter(stage, done, total, unit)
+
+    def _start_clock(self) -> None:
+        """The first stage of a fit (or a forward pass) starts now, not when the previous call ended."""
+        self._meter = Meter(self.progress)
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, model: nn.Module, images: ImageSet | torch.Tensor, target_class: int,
@@ -222,6 +230,7 @@ class NeurFlow(BaseEstimator):
         recomputed: a fit stopped midway continues."""
         self.params_, selection = self._validated()
         p = self.params_
+        self._start_clock()
         if isinstance(images, torch.Tensor):
             images = ImageSet.from_tensor(images, mean, std)
         elif mean is not None or std is not None:
@@ -229,6 +238,8 @@ class NeurFlow(BaseEstimator):
         first = images.pixels[:1].to(p.device)
         with _borrowed(model, p.device) as model, _channels_last(model, bool(p.channels_last), first):
             check_eval_mode(model)
+            n_images = min(len(images), selection.max_images or len(images))
+            self.params_ = p = resolve_layers(p, model, images.input_size, n_images, images.pixels.shape[1])
             self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
                                       readout_cache, stages)
         return self
@@ -334,6 +345,7 @@ class NeurFlow(BaseEstimator):
         """The model's outputs on every image (float32, CPU), in batches; pass them to :meth:`fit` as
         ``logits`` to share one forward pass between several target classes."""
         params, _ = self._validated()
+        self._start_clock()
         with _borrowed(model, params.device) as model:
             return self._logits(model, images, params)
 
@@ -345,6 +357,7 @@ class NeurFlow(BaseEstimator):
             for start in range(0, len(pixels), p.forward_batch_size):
                 batch = model(pixels[start:start + p.forward_batch_size].to(p.device))
                 out.append(class_scores(batch, p.output).float().cpu())
+                self._report("forward pass", min(start + p.forward_batch_size, len(pixels)), len(pixels), "images")
         return torch.cat(out)
 
     def _select_images(self, logits: torch.Tensor, images: ImageSet, target_class: int,
@@ -361,7 +374,7 @@ class NeurFlow(BaseEstimator):
         keep = list(range(len(images)))
         if selection.select == "predicted":
             keep = torch.nonzero(preds == target_class).flatten().tolist()
-        self._report("select", len(keep), len(images))
+        self._report("selecting images", len(images), len(images), "images")
         if not keep:
             counts = {c: n for c, n in enumerate(torch.bincount(preds, minlength=n_classes).tolist()) if n}
             raise ValueError(f"no image is predicted as class {target_class}; predictions per class (classes "
@@ -393,7 +406,7 @@ class NeurFlow(BaseEstimator):
                         maps = torch.empty((total, *wanted[bottom].shape[1:]), dtype=torch.float32,
                                            device=wanted[bottom].device)
                     maps[start:start + len(which)] = wanted[bottom]
-                self._report("activations", int(which[-1]) + 1, total)
+                self._report("activations", int(which[-1]) + 1, total, "patches")
         acts = {name: torch.cat(parts) for name, parts in chunks.items()}
         for name in self.params_.layers:
             if not torch.isfinite(acts[name]).all():
@@ -519,7 +532,7 @@ class NeurFlow(BaseEstimator):
                 done += sum(len(t) for t in targets)
                 stage.pairs += sum(len(t) for t in targets)
                 release_free_memory()  # varying-size IG tensors fragment the heap; keep RSS flat
-                self._report(f"ig {upper}", done, total)
+                self._report(f"ig {upper}", done, total, "neuron-patch pairs")
         return {i: np.stack([found[(i, int(p))] for p in rows]) for i, rows in top.items()}
 
     def _cluster(self, v: np.ndarray) -> np.ndarray:
@@ -578,7 +591,7 @@ class NeurFlow(BaseEstimator):
             p = self.params_
             n_groups = p.n_groups.get(layer.name) if isinstance(p.n_groups, dict) else p.n_groups
             layer.groups = build_groups(layer, idx, n_groups, p.max_groups, p.n_exemplars)
-            self._report("groups", idx + 1, len(layers))
+            self._report("grouping neurons", idx + 1, len(layers), "layers")
         edges = []
         for upper, lower in zip(layers, layers[1:]):
             edges.extend(group_edges(upper, lower))
@@ -595,7 +608,7 @@ def _parameter_docs() -> str:
         for name in kind.__struct_fields__:
             meta = msgspec.json.schema(kind)["$defs"][kind.__name__]["properties"][name]
             lines.append(f"    {name}: {meta.get('description', '')}")
-    lines.append("    progress: callback ``(stage, done, total)``.")
+    lines.append("    progress: callback receiving :class:`~neurflow.progress.ProgressEvent` s.")
     return "\n".join(lines) + "\n"
 
 

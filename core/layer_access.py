@@ -419,9 +419,9 @@ class LayerAccess:
 
     def __init__(self, model: nn.Module, layers: Sequence[str], token_reduce: TokenReduce = "mean"):
         if isinstance(layers, str):
-            raise ValueError(f"layers must be a list of module names, got {layers!r}; \"auto\" is resolved by the "
-                             "job-spec runner, in code use neurflow.core.layer_catalog.suggested_layers(model, "
-                             "input_size)")
+            raise ValueError(f"layers must be a list of module names, got {layers!r}; \"auto\" is resolved by "
+                             "NeurFlow.fit and the job-spec runner, in code use "
+                             "neurflow.core.layer_budget.suggest(model, input_size).layers")
         modules = dict(model.named_modules())
         for name in layers:
             if name not in modules or not name:

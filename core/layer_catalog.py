@@ -1,9 +1,11 @@
-"""What a model offers to NeurFlow: its readable layers, and a default list of layers to fit.
+"""What a model offers to NeurFlow: its readable layers, and the candidates of a default layer list.
 
 Both come from one probe of the model (:func:`neurflow.core.layer_access.probe_layers`): a layer is
 *readable* when it runs once per forward pass and outputs a map, a token sequence or a vector in a
-known layout. The *suggested* layers are the classifier and the last block output of every stage,
-ordered from the output down (the order ``layers`` takes):
+known layout. The *candidates* (:func:`deep_layers`) are the paper's kind of list, from the output
+down (the order ``layers`` takes): the classifier, every block of the last stage (last first), then
+the last block of each earlier stage. :mod:`neurflow.core.layer_budget` keeps the longest prefix of
+them that fits a time budget: that is the suggested list (``--suggest``, ``"layers": "auto"``).
 
 * the classifier is the innermost module that outputs the model's logits;
 * a *block* is a readable map/token output of a module held in a container (``nn.Sequential``,
@@ -90,16 +92,6 @@ def _names(chosen: list[LayerProbe], readable: dict[str, LayerProbe]) -> list[st
     return [_outermost(p, readable, others - {p.name}) for p in chosen]
 
 
-def suggest_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]:
-    """The default ``layers`` list (see the module docstring), from the output down."""
-    classifier, stages, readable = _stages(model, probes)
-    if stages and stages[0] and stages[0][0].layout == "TC":  # a token model: its sampled blocks
-        chosen = stages[0]
-    else:
-        chosen = [stage[-1] for stage in stages]
-    return [classifier.name] + list(dict.fromkeys(reversed(_names(chosen, readable))))
-
-
 def deep_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]:
     """The candidates of a layer list within a time budget, from the output down: the classifier, every
     block of the last stage (last first), then the last block of each earlier stage (the paper's
@@ -108,18 +100,6 @@ def deep_layers(model: nn.Module, probes: dict[str, LayerProbe]) -> list[str]:
     classifier, stages, readable = _stages(model, probes)
     chosen = [p for stage in stages[:-1] for p in stage[-1:]] + (stages[-1] if stages else [])
     return [classifier.name] + list(dict.fromkeys(reversed(_names(chosen, readable))))
-
-
-def suggested_layers(model: nn.Module, input_size: int, channels: int = 3) -> list[str]:
-    """:func:`suggest_layers` after one probe at ``input_size``: what ``layers: "auto"`` resolves to."""
-    return suggest_layers(model, probe_model(model, input_size, channels))
-
-
-def resolve_layers(params, model: nn.Module, input_size: int):
-    """``params`` (an EngineParams) with ``layers: "auto"`` replaced by the suggested list."""
-    if params.layers != "auto":
-        return params
-    return msgspec.structs.replace(params, layers=suggested_layers(model, input_size))
 
 
 def _ancestors(name: str) -> list[str]:

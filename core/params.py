@@ -31,6 +31,9 @@ PRESETS: dict[str, dict[str, int | float | bool | str | None]] = {
              "channels_last": True, "map_cache_mb": 4096, "fold_batch_norm": True},
 }
 FAST_PRESET = PRESETS["fast"]
+#: The time budget of ``layers: "auto"`` (and of ``neurflow layers --suggest`` without ``--budget``): one class
+#: of a real-size fit (ResNet-50 at 224 px, 50 images, tau 16, fast) in ten minutes on a 2-core CPU.
+DEFAULT_LAYER_BUDGET_S = 600.0
 
 
 def _doc(text: str, **bounds: Any) -> Meta:
@@ -43,7 +46,9 @@ class EngineParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     layers: Annotated[Annotated[list[str], Meta(min_length=2)] | Literal["auto"], _doc(
         "Module names ordered from the output down. layers[0] holds the target class neuron (usually the "
         "classifier); the last layer is only the Integrated-Gradients input space of the one above it. "
-        "\"auto\" (job specs): the classifier and the last block output of each stage, as "
+        "\"auto\": the classifier, the blocks of the last stage, then the last block of each earlier stage, "
+        "as deep as an estimated fit per class of these images and parameters fits "
+        f"{DEFAULT_LAYER_BUDGET_S / 60:g} minutes on this machine (a short calibration), as "
         "`neurflow layers ARCH --suggest` prints them.")]
     tau: Annotated[int, _doc("Core neurons kept per upper neuron (capped at the lower layer's channel count).",
                              ge=1)] = 16

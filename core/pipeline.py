@@ -17,10 +17,10 @@ from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
 from .hashing import sha256_file
 from .class_names import resolve_class_names
-from .layer_catalog import resolve_layers
+from .layer_budget import resolve_layers
 from .model_intake import load_model
 from .pretrained import is_pretrained_tag
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress
 
 
 
@@ -53,7 +53,9 @@ class FitSetup:
     images_dir: Path  # the folder the images were read from (the circuits' image paths are relative to it)
     readouts: dict = field(default_factory=dict)  # the last selection's patch readouts (engine readout_cache)
     weights_name: str | None = None  # a published-weights name, when the spec's weights are one
-    stages: Path | None = None  # where finished stages are kept, so that a stopped run continues
+    # where finished stages are kept, so that a stopped run continues: a folder, or a store of the caller's
+    # (the service keeps them in its artifact store)
+    stages: Path | StageStore | None = None
 
 
 def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
@@ -65,12 +67,18 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     # weights_path (the service's worker: spec.model.weights is then a model id) it is never a name
     named = spec.model.weights if weights_path is None and is_pretrained_tag(spec.model.weights) else None
     weights_path = weights_path or resolve(base_dir, spec.model.weights)
+    report = Meter(progress)
     if model is None:
+        report("loading model", 0, 1, "models")
         model = load_model(spec.model.arch, named or weights_path, spec.model.num_classes)
+        report("loading model", 1, 1, "models")
     images_dir = images_dir or resolve(base_dir, spec.data.images)
+    report("reading images", 0, 1, "folders")
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, *spec.model.normalisation()))
+    report("reading images", len(images), len(images), "images")
     info = model_info(spec, weights_path if weights_path.is_file() else None, preprocess=images.preprocess)
-    params = resolve_layers(spec.engine, model, spec.model.input_size)  # layers: "auto"
+    # layers: "auto": the suggestion for this job's images, tau and preset (at most the images a class can keep)
+    params = resolve_layers(spec.engine, model, spec.model.input_size, min(len(images), spec.data.max_images or len(images)))
     engine = NeurFlow(**msgspec.structs.asdict(params), select=spec.data.select, max_images=spec.data.max_images,
                       progress=progress)
     if engine.device is None and device is not None:
@@ -86,7 +94,7 @@ def fit_class(setup: FitSetup, target: int) -> Circuit:
     m = setup.spec.model
     names = resolve_class_names(m.class_names, m.num_classes, m.arch, setup.weights_name) or []
     name = names[target] if 0 <= target < len(names) else None
-    store = StageStore(setup.stages) if setup.stages is not None else None
+    store = setup.stages if isinstance(setup.stages, StageStore) or setup.stages is None else StageStore(setup.stages)
     return setup.engine.fit(setup.model, setup.images, target, model_info=setup.info, target_name=name,
                             logits=setup.logits, readout_cache=setup.readouts, stages=store).circuit_
 

@@ -29,7 +29,9 @@ from .circuit import IGAccuracy, Neuron
 def fit_key(params: dict[str, Any], target_class: int, pixels: torch.Tensor, model: nn.Module) -> str:
     """A digest of what a fit's stages depend on (``params``: its recorded parameters)."""
     digest = hashlib.sha256()
-    settings = {k: v for k, v in params.items() if k not in ("device",)}
+    # where and in what batches the work ran does not change what it computed: a worker that halved its
+    # batches after running out of device memory (service/executors/gpu.py) still finds its stages
+    settings = {k: v for k, v in params.items() if k not in ("device", "batch_size", "forward_batch_size")}
     digest.update(msgspec.json.encode({"params": settings, "target": int(target_class)}))
     digest.update(pixels.detach().float().cpu().contiguous().numpy().tobytes())
     for name, tensor in model.state_dict().items():

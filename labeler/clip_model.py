@@ -281,6 +281,10 @@ def _load_uncached(spec: ClipSpec) -> ClipModel:
     bundle = local_dir(name)
     if bundle is not None:
         folder = Path(bundle)
+        if not folder.is_dir():
+            raise ValueError(f"clip.model {name!r}: no such folder {folder.resolve()}; make an open_clip bundle there "
+                             f"with `neurflow clip-bundle MODEL --pretrained TAG --out {bundle}` (a CLIP from this "
+                             f"machine's open_clip cache) or `neurflow world-clip --out {bundle}` (the synthetic world's)")
         if not (folder / "open_clip_config.json").is_file():
             raise ValueError(f"clip.model {name!r}: {folder} is not an open_clip bundle folder (open_clip_config.json missing)")
         pretrained = None
@@ -326,3 +330,45 @@ def _load_uncached(spec: ClipSpec) -> ClipModel:
             "use a local-dir: bundle that includes them"
         ) from None
     return ClipModel(model, preprocess, tokenizer, spec, weights_sha256=sha)
+
+
+#: the files of an open_clip bundle folder (``local-dir:FOLDER``)
+BUNDLE_CONFIG = "open_clip_config.json"
+BUNDLE_WEIGHTS = "open_clip_model.safetensors"
+
+
+def write_bundle(name: str, pretrained: str | None, out: str | Path, model_config: str | None = None) -> Path:
+    """Write the open_clip model ``name`` with its ``pretrained`` weights (a tag found in this machine's
+    open_clip/HF caches, fetched when the hub is reachable, or a checkpoint file) as a bundle folder
+    ``out`` (:data:`BUNDLE_CONFIG` + :data:`BUNDLE_WEIGHTS`), which ``local-dir:OUT`` loads with no
+    network; return ``out``. ``model_config``: a JSON file defining a custom architecture ``name``.
+    ``out`` must not exist or be empty: a bundle is never written over."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} already exists; a CLIP bundle is written to a new folder (choose another --out)")
+    if model_config:
+        register_model_config(name, _read_model_config(model_config))
+    elif name not in open_clip.list_models():
+        close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
+        raise ValueError(f"unknown open_clip model {name!r}; similar registered names: {close or open_clip.list_models()[:8]}"
+                         " (see open_clip.list_models()), or pass --model-config to define a custom architecture")
+    weights = _resolve_pretrained(name, pretrained)
+    if not os.path.isfile(weights):
+        weights = _cached_or_fail(name, weights)
+    try:
+        model = open_clip.create_model(name, pretrained=weights, weights_only=True)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {weights} does not match the architecture of open_clip model {name!r}: "
+                         f"{_mismatch_message(exc)}") from None
+    config = {"model_cfg": open_clip.get_model_config(name), "preprocess_cfg": open_clip.get_model_preprocess_cfg(model)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    (tmp / BUNDLE_CONFIG).write_text(json.dumps(config, indent=1))
+    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(tmp / BUNDLE_WEIGHTS))
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    os.replace(tmp, out)  # the folder appears whole or not at all
+    return out

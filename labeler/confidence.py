@@ -11,10 +11,12 @@ uncertain.
 from __future__ import annotations
 
 from neurflow.core.circuit import Group
-from neurflow.labeler.evidence import UNCERTAIN_BELOW
+from neurflow.labeler.evidence import UNCERTAIN_BELOW, is_uncertain_probability
 
 
-def is_uncertain(group: Group, threshold: float = UNCERTAIN_BELOW) -> bool:
+def is_uncertain(group: Group, threshold: float | None = None) -> bool:
+    if threshold is None:
+        return bool(group.labels) and is_uncertain_probability(group.confidence)
     return bool(group.labels) and group.confidence is not None and group.confidence < threshold
 
 

@@ -15,7 +15,16 @@ Then :func:`features` reads how far the evidence agrees with that label, each in
 * ``margin``: its share of the pooled soft mixture minus the runner-up's;
 * ``clips``: share of the CLIPs whose own mosaic score ranks it first;
 * ``prompts``: share of (CLIP, single prompt) pairs under which the exemplars' mean cosine ranks it first;
-* ``split``: votes of the most frequent other concept over its votes (exemplars or patches, the larger).
+* ``split``: votes of the most frequent other concept over its votes (exemplars or patches, the larger);
+* ``top``: its share of the pooled soft mixture (the margin's first term alone);
+* ``entropy``: entropy of the pooled soft mixture over ``log(c)`` (1: the evidence names nothing);
+* ``cosine``: mean over CLIPs of the exemplars' mean cosine with its text embedding, clipped to
+  [0, 1] (a CLIP taught a wrong name for a part puts that part's crops between the two names: the
+  label's cosine falls short of what the CLIP gives a part it names cleanly);
+* ``single``: 1 when one CLIP labels the group (``clips`` is then 1 by construction), else 0.
+
+Features were added over time; a combination names the ones it uses, so older combination files
+(fewer features) still read.
 
 :class:`Combination` is a logistic regression over these features, fitted on the dev worlds of the
 label suite only (``python -m bench.run labels``) and shipped as package data (``combination.json``,
@@ -38,10 +47,16 @@ from neurflow.labeler.scoring import (MOSAIC_EXEMPLAR_VOTES, MOSAIC_EXEMPLAR_WEI
                                       mixture, split_ratio)
 
 COMBINATION_FILE = Path(__file__).with_name("combination.json")
-FEATURES = ("exemplars", "patches", "margin", "clips", "prompts", "split")
+FEATURES = ("exemplars", "patches", "margin", "clips", "prompts", "split", "top", "entropy", "cosine", "single")
 #: A label whose probability of being right is below this is ``uncertain``: more likely wrong than
 #: right. A rule, not a fit; the bench reports on the dev worlds what other thresholds would do.
 UNCERTAIN_BELOW = 0.5
+
+
+def is_uncertain_probability(confidence: float | None) -> bool:
+    """The one uncertainty rule: a calibrated probability that the label is right below
+    :data:`UNCERTAIN_BELOW` (``None``, never labeled, is not uncertain)."""
+    return confidence is not None and confidence < UNCERTAIN_BELOW
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,8 @@ def features(views: list[ClipView], top: int, exemplar_weight: float = MOSAIC_EX
     own_tops = [int(np.argmax(view_distribution(v, exemplar_weight, votes))) for v in views]
     prompt_tops = [int(np.argmax((v.exemplars @ m.T).mean(0))) for v in views if v.prompts is not None and len(v.exemplars)
                    for m in v.prompts]
+    cosines = [float((v.exemplars @ v.concepts[top]).mean()) for v in views if len(v.exemplars)]
+    entropy = float(-(soft * np.log(np.clip(soft, 1e-12, None))).sum() / np.log(len(soft))) if len(soft) > 1 else 0.0
     return {
         "exemplars": (int((best_e == top).sum()) + 1) / (len(best_e) + 2),
         "patches": (float(w_all[best_p_all == top].sum()) + 1) / (float(w_all.sum()) + 2),
@@ -112,6 +129,10 @@ def features(views: list[ClipView], top: int, exemplar_weight: float = MOSAIC_EX
         "clips": sum(t == top for t in own_tops) / len(own_tops),
         "prompts": sum(t == top for t in prompt_tops) / len(prompt_tops) if prompt_tops else 1.0,
         "split": max(split_ratio(best_e, top), split_ratio(best_p_all, top)),
+        "top": float(soft[top]),
+        "entropy": min(max(entropy, 0.0), 1.0),
+        "cosine": float(np.clip(np.mean(cosines), 0.0, 1.0)) if cosines else 0.0,
+        "single": 1.0 if len(views) == 1 else 0.0,
     }
 
 
@@ -187,15 +208,36 @@ class Verdict:
 
     @property
     def uncertain(self) -> bool:
-        return self.confidence < UNCERTAIN_BELOW
+        return is_uncertain_probability(self.confidence)
+
+
+#: How many of the pooled mosaic score's best concepts the combination may choose between: the label
+#: is the one of them whose evidence the combination finds likeliest right (1: the mosaic score's
+#: first, unchanged). Chosen on the dev worlds by ``python -m bench.run labels`` (docs/label-quality.md).
+RERANK_CANDIDATES = 3
+
+
+def rerank(views: list[ClipView], order: np.ndarray, combination: Combination, candidates: int = RERANK_CANDIDATES,
+           exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES
+           ) -> tuple[np.ndarray, dict[str, float], float]:
+    """``order`` with the likeliest-right of its first ``candidates`` concepts moved first (ties keep the
+    mosaic order), that concept's features and probability."""
+    best, best_values, best_p = 0, None, -1.0
+    for k in range(min(max(candidates, 1), len(order))):
+        values = features(views, int(order[k]), exemplar_weight, votes)
+        p = combination.probability(values)
+        if p > best_p:
+            best, best_values, best_p = k, values, p
+    order = np.r_[order[best], np.delete(order, best)] if best else order
+    return order, best_values, best_p
 
 
 def judge(views: list[ClipView], names: list[str] | tuple[str, ...], combination: Combination | None = None,
-          exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES) -> Verdict:
+          exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES,
+          candidates: int = RERANK_CANDIDATES) -> Verdict:
     """Label one group from its CLIP views: ranking, calibrated confidence, features and votes."""
     combination = combination or default_combination()
     scores = combined_scores(views, exemplar_weight, votes)
-    order = np.argsort(-scores, kind="stable")
-    values = features(views, int(order[0]), exemplar_weight, votes)
-    return Verdict(scores, order, round(combination.probability(values), 5), {k: round(v, 5) for k, v in values.items()},
+    order, values, p = rerank(views, np.argsort(-scores, kind="stable"), combination, candidates, exemplar_weight, votes)
+    return Verdict(scores, order, round(p, 5), {k: round(v, 5) for k, v in values.items()},
                    view_votes(views, names, exemplar_weight, votes))

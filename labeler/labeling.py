@@ -36,7 +36,7 @@ from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipPr
 from neurflow.core.corrections import reapply as reapply_corrections
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
-from neurflow.labeler.evidence import UNCERTAIN_BELOW, ClipView, default_combination, judge
+from neurflow.labeler.evidence import ClipView, default_combination, is_uncertain_probability, judge
 from neurflow.labeler.patches import (PatchKey, PatchLoader, activation_weights, group_patches, patch_key, reference_pool,
                                       split_holdout)
 from neurflow.labeler.scoring import (
@@ -47,7 +47,7 @@ from neurflow.labeler.scoring import (
 #: Display exemplars per group; the labeling patches list them first (see ``patches.group_patches``).
 DISPLAY_EXEMPLARS = 5
 from neurflow.labeler.vocabulary import load_templates, load_vocabulary
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _set_status(group: Group) -> None:
     person's correction keeps its status whatever the labeler says."""
     if group.correction is not None:
         group.status = "corrected"
-    elif group.confidence is not None and group.confidence < UNCERTAIN_BELOW:
+    elif is_uncertain_probability(group.confidence):
         group.status = "uncertain"
         group.candidates = [msgspec.structs.replace(label) for label in group.labels[:2]]
     else:
@@ -160,14 +160,14 @@ def label_circuit(
     """
     config = config if isinstance(config, LabelerConfig) else LabelerConfig.from_spec(config)
     started = time.time()
-    report = progress or (lambda stage, done, total: None)
+    report = Meter(progress)
     circuit = copy.deepcopy(circuit)
     vocabulary = load_vocabulary(config.vocabulary)
     templates = load_templates(config.templates)
     groups = [(i, g) for i, _, g in circuit.iter_groups()]
-    report("labeling: load clip", 0, len(config.clips))
+    report("labeling: loading clip", 0, len(config.clips), "models")
     clips = [clip or load_clip(config.clip)] + [load_clip(spec) for spec in config.extra_clips]
-    report("labeling: load clip", len(clips), len(clips))
+    report("labeling: loading clip", len(clips), len(clips), "models")
     loader = PatchLoader(circuit, Path(patches_source))
     voters = [_Voter(c, vocabulary, templates, loader, config) for c in clips]
     scorer = voters[0].scorer
@@ -199,7 +199,7 @@ def label_circuit(
         group.caption = None
         holdout[group.id] = [_box(p) for p in held]
         group_embeddings[group.id] = embeddings[0]
-        report("labeling: clip", done + 1, len(groups))
+        report("labeling: clip", done + 1, len(groups), "groups")
 
     circuit.labeling = Labeling(
         settings=config,
@@ -276,7 +276,7 @@ def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings
             group.labels = [lab for lab in group.labels if lab.source != "caption"] + [
                 Label(text=result.label, score=round(score, 5), source="caption")
             ]
-        report("labeling: captions", done + 1, len(groups))
+        report("labeling: captions", done + 1, len(groups), "groups")
     circuit.labeling.captioner = CaptionerProvenance(model=captioner.name, prompt=spec.prompt,
                                                      circuit_prompt=spec.circuit_prompt)
     if errors:

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,25 +166,8 @@ def validate_jobspec(document: dict, block: Block) -> None:
         raise DocError(f"{block.where}: the job spec does not match core/schemas/jobspec.schema.json: {exc.message}") from None
 
 
-def write_clip_bundle(folder: Path) -> None:
-    """A tiny random open_clip bundle (``local-dir:`` layout): the reader's own CLIP stands here."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    from neurflow.labeler.clip_model import register_model_config
-
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    register_model_config("doc-test-tiny-clip", cfg)
-    torch.manual_seed(0)
-    model = open_clip.create_model("doc-test-tiny-clip")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
-    save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))
-
-
-FIXTURES = {"my-clip": write_clip_bundle}
+#: stand-ins for files a reader brings, by name (none left: the README makes its CLIP bundle itself)
+FIXTURES: dict[str, Callable[[Path], None]] = {}
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from neurflow.progress import ProgressBars
+from neurflow.progress import Meter, ProgressBars
 from neurflow.world.scene import Scene, render_scene
 from neurflow.world.spec import ClassDef, WorldConfig, world_document
 
@@ -46,17 +46,17 @@ def write_world(root: str | Path, config: WorldConfig, *, overwrite: bool = Fals
         (root / WORLD_FILE).unlink(missing_ok=True)
     jobs = [(split, cls, n) for split, count in config.splits.items() for cls in config.classes for n in range(count)]
     bars = ProgressBars() if progress else None
+    report = Meter(bars)
     for done, (split, cls, number) in enumerate(jobs):
-        if bars is not None:
-            bars("world images", done, len(jobs))
+        report("world images", done, len(jobs), "images")
         scene = render(cls, split, number) if render else render_scene(config, cls, split, number)
         relative = Path(split) / cls.name / image_name(number)
         for folder, array in (("images", scene.rgb), ("masks", scene.mask), *scene.extra_masks.items()):
             path = root / folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(path, format="PNG")
+    report("world images", len(jobs), len(jobs), "images")
     if bars is not None:
-        bars("world images", len(jobs), len(jobs))
         bars.close()
     text = json.dumps(world_document(config) | (document or {}), indent=1)
     path = root / WORLD_FILE

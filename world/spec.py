@@ -22,7 +22,10 @@ disk, so every tool reads them alike (see :data:`VARIANTS`):
 * ``shapes3``: a third part set (other outlines, colours and textures), cube classes, added as a
   held-out world after the labeling method was last changed;
 * ``shapes3-cluttered``: the third part set and its classes on the cluttered background, added as a
-  held-out world for the evidence combination of issue 18.
+  held-out world for the evidence combination of issue 18;
+* ``shapes3-uneven``: the third part set in the uneven classes of ``uneven`` (each standard part
+  replaced by the shapes3 part at its place), added as a held-out world after the last change of the
+  calibrated combination (issue 18).
 """
 
 from __future__ import annotations
@@ -108,6 +111,12 @@ class Variant:
         return self.parts[-1].name
 
 
+def _renamed(classes: tuple[tuple[str, ...], ...], part_set: str) -> tuple[tuple[str, ...], ...]:
+    """``classes`` (of standard parts) with each part replaced by the part of ``part_set`` at its place."""
+    place = {p.name: k for k, p in enumerate(PART_SETS["standard"])}
+    return tuple(tuple(PART_SETS[part_set][place[name]].name for name in parts) for parts in classes)
+
+
 def _set_groups(parts: tuple[Part, ...]) -> tuple[tuple[str, ...], ...]:
     names = [p.name for p in parts[:12]]
     return tuple(tuple(names[4 * g: 4 * g + 4]) for g in range(3))
@@ -125,6 +134,8 @@ VARIANTS: dict[str, Variant] = {
     "shapes3": Variant("shapes3", PART_SETS["shapes3"], _cube_classes(_set_groups(PART_SETS["shapes3"]))),
     "shapes3-cluttered": Variant("shapes3-cluttered", PART_SETS["shapes3"],
                                  _cube_classes(_set_groups(PART_SETS["shapes3"])), clutter=True),
+    "shapes3-uneven": Variant("shapes3-uneven", PART_SETS["shapes3"],
+                              tuple(_class(i, p) for i, p in enumerate(_renamed(_UNEVEN, "shapes3")))),
 }
 
 

@@ -70,6 +70,9 @@ SUITE: dict[str, SuiteWorld] = {w.name: w for w in (
     SuiteWorld("uneven", "uneven", "resnet", "held-out", classes=(3, 5)),
     SuiteWorld("shapes3", "shapes3", "vit", "held-out", per_class=_SMALL, epochs=4),
     SuiteWorld("shapes3-cluttered", "shapes3-cluttered", "resnet", "held-out", per_class=_SMALL, epochs=4),
+    # Defined and built after the last change of the calibrated combination (issue 18): nothing was
+    # chosen on it.
+    SuiteWorld("shapes3-uneven", "shapes3-uneven", "resnet", "held-out", classes=(3, 5), per_class=_SMALL, epochs=4),
 )}
 
 

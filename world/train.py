@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from neurflow.progress import ProgressBars
+from neurflow.progress import Meter, ProgressBars
 from neurflow.core.hashing import sha256_file
 from neurflow.core.images import Preprocess, open_rgb
 from neurflow.world.cache import build_entry, ensure_world
@@ -167,6 +167,7 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=train.lr, total_steps=max(total, 1), pct_start=0.25)
     losses: list[float] = []
     bars = ProgressBars() if progress else None
+    report = Meter(bars)
     model.train()
     while len(losses) < total:
         order = torch.randperm(len(labels), generator=generator)
@@ -186,8 +187,7 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-            if bars is not None:
-                bars("train resnet18", len(losses), total)
+            report("train resnet18", len(losses), total, "steps")
     if bars is not None:
         bars.close()
     return model.eval(), losses

@@ -6,10 +6,11 @@ reference's ``accuracy()``). Accuracy = fraction of the class's images still pre
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
+from ..documents import Document
 from .spec import ExperimentsSpec
 
 SCHEMA_VERSION = "neurflow.experiments/1"
@@ -90,7 +91,7 @@ class OptimalityResult(msgspec.Struct, forbid_unknown_fields=True):
     rows: list[OptimalityRow]
 
 
-class ExperimentResults(msgspec.Struct, forbid_unknown_fields=True):
+class ExperimentResults(Document, forbid_unknown_fields=True):
     schema: str
     arch: str
     classes: list[int]
@@ -102,12 +103,5 @@ class ExperimentResults(msgspec.Struct, forbid_unknown_fields=True):
     optimality: OptimalityResult | None = None
     timings: dict[str, float] = {}
 
-    def to_json(self) -> str:
-        return msgspec.json.format(msgspec.json.encode(self), indent=1).decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ExperimentResults:
-        try:
-            return msgspec.json.decode(text, type=cls)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ValueError(f"invalid experiments document: {exc}") from None
+    SCHEMA: ClassVar[str] = SCHEMA_VERSION
+    KIND: ClassVar[str] = "experiments"

@@ -15,7 +15,7 @@ import numpy as np
 from msgspec.structs import replace
 from torch import nn
 
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress
 
 from ..circuit import Circuit
 from ..images import ImageSet, Preprocess
@@ -37,9 +37,6 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([seed, *keys])
 
 
-def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
-    if progress:
-        progress(stage, done, total)
 
 
 def fit_circuits(spec: ExperimentJobSpec, base_dir: Path, model: nn.Module, taus: list[int], classes: list[int],
@@ -71,6 +68,7 @@ def run_experiments(spec: ExperimentJobSpec, base_dir: Path, progress: Progress 
     fid_taus = sorted(set(ex.fidelity.taus or [main_tau])) if ex.fidelity.enabled else []
     taus = sorted(set(fid_taus) | {main_tau})
 
+    report = Meter(progress)
     clock = time.perf_counter()
     circuits = fit_circuits(spec, base_dir, model, taus, classes, progress)
     timings["fit"] = time.perf_counter() - clock
@@ -88,10 +86,10 @@ def run_experiments(spec: ExperimentJobSpec, base_dir: Path, progress: Progress 
         for ci, c in enumerate(classes):
             pixels = images_of_class(labelled, c, ex.max_images_per_class).pixels.to(device)
             for tau in fid_taus:
-                _report(progress, "fidelity", len(curves), len(classes) * len(fid_taus) * 4)
+                report("fidelity", len(curves), len(classes) * len(fid_taus) * 4, "curves")
                 curves += fidelity_curves(model, circuits[tau][c], pixels, c, ex.fidelity.n_random,
                                           _rng(ex.seed, 1, ci, tau), tau)
-        _report(progress, "fidelity", len(curves), len(curves))
+        report("fidelity", len(curves), len(curves), "curves")
         results.fidelity = FidelityResult(curves=curves)
         timings["fidelity"] = time.perf_counter() - clock
 
@@ -108,6 +106,7 @@ def run_experiments(spec: ExperimentJobSpec, base_dir: Path, progress: Progress 
 def _neuron_experiments(spec: ExperimentJobSpec, model: nn.Module, circuits: dict[int, Circuit], classes: list[int],
                         fit_images: ImageSet, progress: Progress | None, device: str):
     ex = spec.experiments
+    report = Meter(progress)
     ef, op = ex.edge_fidelity, ex.optimality
     methods = list(dict.fromkeys(ef.methods if ef.enabled else ["integrated_gradients", "activation"]))
     rows, sum_mean, opt_rows, notes = [], [], [], []
@@ -131,7 +130,7 @@ def _neuron_experiments(spec: ExperimentJobSpec, model: nn.Module, circuits: dic
             stage = f"neurons {names[u]}<-{names[u + 1]} (class {c})"
             todo = list(dict.fromkeys(edge_ids + opt_ids))
             for k, neuron in enumerate(todo):
-                _report(progress, stage, k, len(todo))
+                report(stage, k, len(todo), "neurons")
                 maps, x = pool.top_maps(neuron)
                 importance, skipped = channel_importance(pool.block, model, maps, neuron, methods, params.ig_steps,
                                                          access.token_reduce, x, seed=ex.seed)
@@ -145,6 +144,6 @@ def _neuron_experiments(spec: ExperimentJobSpec, model: nn.Module, circuits: dic
                 if neuron in opt_ids:
                     opt_rows.append(optimality(pool, c, neuron, core_set(circuit, u, neuron), importance,
                                                op.n_random, rng))
-            _report(progress, stage, len(todo), len(todo))
+            report(stage, len(todo), len(todo), "neurons")
     edge = EdgeFidelityResult(methods=ran, notes=notes, rows=rows, sum_vs_mean=sum_mean) if ef.enabled else None
     return edge, OptimalityResult(rows=opt_rows) if op.enabled else None

@@ -24,7 +24,6 @@ model on the patches (exact; ``--weights`` on the command line).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +41,7 @@ from neurflow.labeler.labeling import PatchEmbedder
 from neurflow.labeler.patches import PatchLoader, all_concept_patches, patch_key, random_boxes, reference_pool
 from neurflow.labeler.scoring import concept_votes
 from neurflow.labeler.vocabulary import load_templates, load_vocabulary
+from neurflow.progress import Meter, Progress
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def evaluate_circuit(
     clip: ClipModel | None = None,
     activations: ActivationSource | None = None,
     options: EvaluationOptions = EvaluationOptions(),
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The evaluation report of a labeled circuit (see module docstring)."""
     labeling = circuit.labeling
@@ -152,7 +152,7 @@ def evaluate_circuit(
         clip = load_clip(labeling.settings.clip)
     templates = load_templates(labeling.templates if labeling else "builtin:default")
     vocabulary = load_vocabulary(labeling.settings.vocabulary if labeling else "builtin:general")
-    report = progress or (lambda *a: None)
+    report = Meter(progress)
     loader = PatchLoader(circuit, Path(patches_source))
     embed = PatchEmbedder(clip, loader)
     activations = activations or RecordedActivations()
@@ -214,7 +214,7 @@ def evaluate_circuit(
             checks = M.sanity_checks(act, presence, M.faithfulness_metrics(options.activation_top_fraction), seed=options.seed)
             row["faithfulness"] = {"source": activations.name, "n_pool": len(pool), "n_present": int(presence.sum()), "metrics": checks}
         groups_out.append(row)
-        report("evaluate", done + 1, len(all_groups))
+        report("evaluate", done + 1, len(all_groups), "groups")
 
     return {
         "circuit": {"target": circuit.target.class_index, "name": circuit.target.name, "n_groups": len(all_groups)},

@@ -20,16 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="optional .safetensors state_dict (checked strictly), or a "
                                                    "pretrained tag (torchvision weights enum, timm tag)")
     p.add_argument("--suggest", action="store_true",
-                   help="print the default layer list (the job spec's \"layers\": \"auto\"): the classifier and "
-                        "the last block output of each stage, from the output down, as JSON")
+                   help="print the suggested layer list (the job spec's \"layers\": \"auto\"): the classifier, the "
+                        "blocks of the last stage, then the last block of each earlier stage, from the output down, as "
+                        "deep as an estimated fit per class fits the budget; each candidate's channels, estimated "
+                        "neurons and seconds go to stderr (from a short calibration of the model on this machine), "
+                        "the list to stdout as JSON")
     p.add_argument("--budget", default=None,
-                   help="e.g. 10m: the deepest list of the paper's kind (classifier, the blocks of the last stage, "
-                        "then the last block of each earlier stage) whose estimated fit per class fits the budget, "
-                        "from a short calibration of the model on this machine; prints each candidate's channels, "
-                        "estimated neurons and seconds (stderr) and the list (stdout, JSON)")
-    p.add_argument("--images", type=int, default=50, help="images per class the estimate assumes (with --budget)")
-    p.add_argument("--tau", type=int, default=16, help="tau the estimate assumes (with --budget)")
-    p.add_argument("--preset", choices=("fast", "exact"), default="fast", help="preset the estimate assumes (with --budget)")
+                   help="with or instead of --suggest: the time budget of a fit per class, e.g. 10m, 600s, 1.5h "
+                        "(default: the one \"layers\": \"auto\" uses)")
+    p.add_argument("--images", type=int, default=50, help="images per class the estimate assumes (default 50)")
+    p.add_argument("--tau", type=int, default=16, help="tau the estimate assumes (default 16)")
+    p.add_argument("--preset", choices=("fast", "exact"), default="fast",
+                   help="preset the estimate assumes (default fast)")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("run", help="run the engine (and labeling) on a job spec, writing circuit.json")
@@ -46,18 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    import json
-
-    from neurflow.core.layer_catalog import probe_model, readable_layers, suggest_layers
+    from neurflow.core.layer_catalog import probe_model, readable_layers
     from neurflow.core.model_intake import load_model
 
     model = load_model(args.arch, args.weights, args.num_classes)
     probes = probe_model(model, args.input_size)
-    if args.budget is not None:
-        return _layers_within_budget(model, probes, args)
-    if args.suggest:
-        print(json.dumps(suggest_layers(model, probes)))
-        return 0
+    if args.suggest or args.budget is not None:
+        return _suggest(model, probes, args)
     rows = readable_layers(probes)
     width = max(len(row.name) for row in rows)
     for row in rows:
@@ -67,29 +64,35 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _layers_within_budget(model, probes, args: argparse.Namespace) -> int:
+def _suggest(model, probes, args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from neurflow.core.layer_budget import calibrate, estimate, parse_budget, within_budget
-    from neurflow.core.layer_catalog import deep_layers
-    from neurflow.core.params import EngineParams
+    from neurflow.core.layer_budget import parse_budget, suggest
+    from neurflow.core.params import DEFAULT_LAYER_BUDGET_S, EngineParams
 
-    budget = parse_budget(args.budget)
-    layers = deep_layers(model, probes)
-    params = EngineParams(layers=layers, tau=args.tau, preset=args.preset)
-    print(f"calibrating {len(layers)} candidate layers (one forward, one IG chunk per layer) ...", file=sys.stderr)
-    forward, per_pair, shapes = calibrate(model, layers, args.input_size, params)
-    rows = estimate(layers, forward, per_pair, shapes, params, args.images, args.input_size)
-    chosen = within_budget(layers, rows, budget)
-    print(f"estimated seconds per class ({args.images} images, tau {args.tau}, {args.preset} preset) of a list "
-          f"ending at each layer; an estimate, see docs/method.md:", file=sys.stderr)
+    budget = DEFAULT_LAYER_BUDGET_S if args.budget is None else parse_budget(args.budget)
+    if args.images < 1 or args.tau < 1:
+        raise ValueError(f"--images and --tau must be at least 1, got {args.images} and {args.tau}")
+    print("calibrating (one forward pass, then one IG chunk per candidate layer until the budget is passed) ...",
+          file=sys.stderr)
+    found = suggest(model, args.input_size, EngineParams(layers="auto", tau=args.tau, preset=args.preset),
+                    args.images, budget, probes=probes)
+    print(f"estimated seconds of a fit per class of a list ending at each layer ({found.images} images, tau "
+          f"{found.tau}, {found.preset} preset, this machine now; an estimate, see docs/architectures.md), "
+          f"budget {found.budget_s:.0f} s:", file=sys.stderr)
+    rows = found.estimates
     width = max(len(row.name) for row in rows)
     for row in rows:
-        mark = "  <- within the budget" if row.name == chosen[-1] else ""
+        over = row.seconds > found.budget_s
+        mark = ("  <- the list ends here" + (" (the shortest list, over the budget)" if over else "")
+                if row.name == found.layers[-1] else "  (over the budget)" if over else "")
         print(f"  {row.name:<{width}}  {row.channels:>5} channels  ~{row.neurons:>5} neurons  ~{row.seconds:>8.0f} s{mark}",
               file=sys.stderr)
-    print(json.dumps(chosen))
+    untimed = found.candidates[len(rows) + 1:]
+    if untimed:
+        print(f"  not timed (deeper than the budget): {', '.join(untimed)}", file=sys.stderr)
+    print(json.dumps(found.layers))
     return 0
 
 

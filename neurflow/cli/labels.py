@@ -46,6 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-captioner", action="store_true", help="drop a captioner configured in --labeling or earlier")
     p.set_defaults(func=cmd_label)
 
+    b = sub.add_parser("clip-bundle", help="write an open_clip model with its pretrained weights as a bundle folder",
+                       description="Write an open_clip model and its pretrained weights (from this machine's "
+                                   "open_clip/Hugging Face cache, fetched when the hub is reachable, or a checkpoint "
+                                   "file) as a bundle folder that `--clip-model local-dir:DIR` and the service's "
+                                   "assets load with no network. Prints the folder's absolute path.")
+    b.add_argument("model", metavar="MODEL", help="open_clip model name, e.g. ViT-B-32 (see open_clip.list_models())")
+    b.add_argument("--pretrained", required=True, metavar="TAG_OR_FILE",
+                   help="pretrained tag, e.g. openai or laion2b_s34b_b79k, or a checkpoint file (.safetensors, .pt, .bin)")
+    b.add_argument("--out", required=True, metavar="DIR", help="the bundle folder to write (must not exist, or be empty)")
+    b.add_argument("--model-config", metavar="JSON", help="open_clip model-config JSON defining a custom MODEL")
+    b.set_defaults(func=cmd_clip_bundle)
+
     e = sub.add_parser("evaluate", help="offline label-quality report of a labeled circuit (optionally two, side by side)")
     e.add_argument("circuit", help="labeled circuit.json")
     e.add_argument("--images", help="data root of the circuit's images (default: where it was labeled from)")
@@ -198,4 +210,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(payload, indent=1))
         print(f"wrote {args.json_out}")
+    return 0
+
+
+def cmd_clip_bundle(args: argparse.Namespace) -> int:
+    from neurflow.labeler.clip_model import write_bundle
+
+    out = write_bundle(args.model, args.pretrained, args.out, model_config=args.model_config)
+    print(out.resolve())
     return 0

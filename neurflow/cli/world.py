@@ -71,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("--world", help="world root (default: the standard world in the cache, generated if missing)")
     w.add_argument("--steps", type=int, help="training steps (default: the TrainConfig default)")
     w.add_argument("--force", action="store_true", help="retrain even if a cached bundle exists")
+    w.add_argument("--out", metavar="DIR",
+                   help="also copy the bundle to DIR (a new folder), usable as --clip-model local-dir:DIR; its "
+                        "absolute path is printed")
     w.set_defaults(func=cmd_world_clip)
 
 
@@ -80,7 +83,17 @@ def cmd_world_clip(args: argparse.Namespace) -> int:
     from neurflow.world.clip import TrainConfig, ensure_world_clip, labeling_section
 
     config = TrainConfig() if args.steps is None else replace(TrainConfig(), steps=args.steps)
+    if args.out and Path(args.out).exists() and (not Path(args.out).is_dir() or any(Path(args.out).iterdir())):
+        raise ValueError(f"{args.out} already exists; the bundle is copied to a new folder (choose another --out)")
     bundle = ensure_world_clip(args.world, config, log=lambda line: print(line, file=sys.stderr), force=args.force)
+    if args.out:
+        import shutil
+
+        out = Path(args.out)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        shutil.copytree(bundle, out)
+        bundle = out.resolve()
     metrics = json.loads((bundle / "metrics.json").read_text())
     print(f"world CLIP: {bundle}")
     print(f"zero-shot top-1 on single-part crops ({metrics['split']}, {metrics['n_crops']} crops): {metrics['zero_shot_top1']:.3f}")

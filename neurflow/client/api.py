@@ -151,8 +151,51 @@ class Client:
                 return out
             params["cursor"] = page["next"]
 
-    def circuit(self, circuit_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/v1/circuits/{circuit_id}")
+    def circuit(self, circuit_id: str, inline: bool = False) -> dict[str, Any]:
+        """The circuit's document as stored: a compact one names its arrays file (``arrays``), which
+        :meth:`circuit_arrays` downloads; ``inline``: the whole document, arrays put back by the server."""
+        return self.json("GET", f"/v1/circuits/{circuit_id}", params={"arrays": "inline"} if inline else None)
+
+    def circuit_arrays(self, circuit_id: str, to: str | Path, sha256: str | None = None) -> Path:
+        """Stream the circuit's arrays file (``GET /v1/circuits/{id}/arrays``) to ``to``; its sha256 is
+        checked against ``sha256`` (default: the one the server announces, which is its document's).
+        The file appears only once complete and checked."""
+        import hashlib
+
+        to = Path(to)
+        part = to.with_name(to.name + ".part")
+        digest = hashlib.sha256()
+        with self.http.stream("GET", f"/v1/circuits/{circuit_id}/arrays") as r:
+            if r.status_code >= 400:
+                r.read()
+                self._check(r)
+            expected = sha256 or r.headers.get("X-Content-SHA256")
+            to.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "wb") as fh:
+                for piece in r.iter_bytes(1 << 20):
+                    digest.update(piece)
+                    fh.write(piece)
+        if expected is None or digest.hexdigest() != expected:
+            part.unlink(missing_ok=True)
+            raise ValueError(f"the arrays file of circuit {circuit_id} does not match its document's sha256 "
+                             f"({digest.hexdigest()[:16]}... received, {str(expected)[:16]}... expected)")
+        part.replace(to)
+        return to
+
+    def download_circuit(self, circuit_id: str, folder: str | Path, name: str = "circuit.json") -> Path:
+        """Write the circuit's document to ``folder/name`` and, for a compact one, its arrays file beside
+        it under the name the document gives; ``neurflow.core.circuit_arrays.read_circuit`` reads the
+        pair (as every command that takes a circuit file does). The arrays come first: a document never
+        names a missing file."""
+        folder = Path(folder)
+        doc = self.request("GET", f"/v1/circuits/{circuit_id}").content
+        arrays = json.loads(doc).get("arrays")
+        if arrays is not None:
+            self.circuit_arrays(circuit_id, folder / arrays["file"], arrays["sha256"])
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(doc)
+        return path
 
     def mosaic(self, circuit_id: str, group_id: str) -> bytes:
         return self.request("GET", f"/v1/circuits/{circuit_id}/groups/{group_id}/mosaic.png").content

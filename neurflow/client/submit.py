@@ -4,27 +4,38 @@ weights and images, run the job, follow its progress and download its circuits."
 from __future__ import annotations
 
 import json
-import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import msgspec
+
 from neurflow.client.api import Client
-from neurflow.core.jobspec import JobSpec
-from neurflow.progress import Progress
+from neurflow.core.jobspec import JobSpec, NormalisationWarning
+from neurflow.progress import Progress, ProgressEvent
+
+
+def event_of_job(job: dict[str, Any]) -> ProgressEvent:
+    """The :class:`ProgressEvent` of a job snapshot (an SSE event's data or ``GET /v1/jobs/{id}``).
+
+    A queued job shows as the stage ``queued``, an ended one as its state; a server from before
+    progress events sends only ``stage``/``done``/``total``, shown as they are (never parsed).
+    """
+    raw = job.get("progress_event")
+    event = msgspec.convert(raw, ProgressEvent) if raw else \
+        ProgressEvent.legacy(job.get("stage") or "", job.get("done") or 0, job.get("total") or 0)
+    state = job.get("state")
+    if state not in (None, "running"):  # queued, or the state it ended in
+        event = msgspec.structs.replace(event, stage=state)
+    return event
 
 
 def progress_from_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
-    """Feed a job's SSE events (and its final state) to a ``(stage, done, total)`` progress callback.
+    """Feed a job's SSE events (and its final state) to a progress callback (e.g.
+    :class:`~neurflow.progress.ProgressBars`), as the :class:`ProgressEvent` s the worker made."""
 
-    A batch job's stage text carries the step within the class and the class itself
-    (``"ig layer4.1 65/300 | class 0, 0 of 2 done"``); the callback gets the stage without them, so a
-    display keeps one line per stage instead of one per event.
-    """
-
-    def on_event(event: dict[str, Any]) -> None:
-        stage = "queued" if event.get("state") == "queued" else (event.get("stage") or event.get("state") or "")
-        stage = re.sub(r"\s+\d+/\d+", "", stage.split(" | ")[0])
-        progress(stage, event.get("done") or 0, max(event.get("total") or 0, 1))
+    def on_event(job: dict[str, Any]) -> None:
+        progress(event_of_job(job))
 
     return on_event
 
@@ -53,6 +64,8 @@ def submit_spec(spec_path: str | Path, client: Client, out_dir: str | Path,
         raise ValueError(f"model weights {weights} do not exist")
     descriptor = {k: v for k, v in doc["model"].items() if k != "weights"}
     model = client.upload_model(weights, descriptor)
+    for message in model.get("warnings", []):  # what the server filled in (ImageNet's normalisation)
+        warnings.warn(message, NormalisationWarning, stacklevel=2)
     dataset = client.upload_dataset(resolve(spec.data.images))
     doc["model"]["weights"] = model["id"]
     doc["data"]["images"] = dataset["id"]
@@ -73,14 +86,12 @@ def download(client: Client, job: dict[str, Any], out_dir: str | Path, spec: Job
     for entry in job["result"]["circuits"]:
         c = entry["class_index"]
         folder = spec.class_folder(out_dir, c) if spec is not None else out_dir / f"class-{c}"
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = client.request("GET", f"/v1/circuits/{entry['id']}").content
-        (folder / "circuit.json").write_bytes(doc)
+        path = client.download_circuit(entry["id"], folder)  # the document and its arrays file
         if mosaics:
             (folder / "mosaics").mkdir(exist_ok=True)
-            for layer in json.loads(doc)["layers"]:
+            for layer in json.loads(path.read_bytes())["layers"]:
                 for group in layer["groups"]:
                     if group["exemplars"]:
                         (folder / "mosaics" / f"{group['id']}.png").write_bytes(client.mosaic(entry["id"], group["id"]))
-        written[entry["class_index"]] = folder / "circuit.json"
+        written[entry["class_index"]] = path
     return written

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import shutil
 from typing import Any
 
 from neurflow.service.jobs.store import JobStore
 from neurflow.service.jobs.types import NewCircuit, RelabelJob, RunJob, TaskOutput, decode_job
 from neurflow.service.settings import Settings
+from neurflow.service.storage import keys
+from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog, new_id
+
+log = logging.getLogger("neurflow.executor")
 
 
 class Executor:
@@ -34,6 +40,8 @@ class Executor:
         self._waiters: dict[str, asyncio.Event] = {}
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._store: ArtifactStore | None = None
+        jobs.on_end.append(self.drop_stages)
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -65,6 +73,17 @@ class Executor:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
+
+    # -- finished stages -------------------------------------------------------------------------
+    def drop_stages(self, job_id: str) -> None:
+        """Remove the finished stages a job kept to continue after a crash (it ended: nothing will)."""
+        try:
+            if self._store is None:
+                self._store = ArtifactStore(self.settings.artifact_url)
+            self._store.delete(keys.stages(job_id))
+            shutil.rmtree(self.settings.scratch_path / "stages" / job_id, ignore_errors=True)  # a remote store's copies
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be written must not keep a job running
+            log.warning("cannot remove the finished stages of job %s: %s", job_id, exc)
 
     # -- circuits --------------------------------------------------------------------------------
     def finished_classes(self, job_id: str) -> list[int]:

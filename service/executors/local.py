@@ -9,7 +9,8 @@ private pipe and a reader thread that forwards its messages, in order, to one co
   progress callback stops the job, and if it has not stopped after ``cancel_grace_s`` the worker is
   killed and replaced.
 * Crash: when a worker dies its job is requeued while it has attempts left (``max_attempts``,
-  default 2: one retry) and failed with the reason otherwise; a new worker is started.
+  default 2: one retry) and failed with the reason otherwise; a new worker is started. The next
+  attempt continues from the stages the killed one finished (:mod:`.stages`).
 * Restart: a graceful stop gives a running job back to the queue (the attempt does not count); jobs
   still ``running`` in the table at startup (the server was killed) are requeued or failed as above.
 """
@@ -223,7 +224,7 @@ class LocalExecutor(Executor):
         if job_id != handle.job_id:
             return
         if isinstance(msg, Progressed):
-            await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.stage, msg.done, msg.total)
+            await anyio.to_thread.run_sync(self.jobs.progress, job_id, msg.event)
         elif isinstance(msg, ClassDone):
             handle.busy_since = time.monotonic()  # job_timeout_s limits each class of a batch, not the batch
             await self._record(job_id, lambda: self.register_class(job_id, msg.circuit))

@@ -13,7 +13,8 @@ vocabulary's embedding) loaded for the whole job. Relabel, debug and evaluate jo
 * Finished classes are registered as their tasks finish; a requeued job skips them.
 * Cancel: ``ray.cancel`` of the job's tasks (forced for tasks, polite for the actor's calls).
 * A Ray worker that dies mid-task: Ray runs the task again (``max_retries``); the same class folder
-  is rewritten and registered once.
+  is rewritten and registered once, and the fit continues from the stages the dead task finished
+  (kept in the artifact store, which every node sees: :mod:`~neurflow.service.executors.stages`).
 * Limits and progress (:mod:`neurflow.service.executors.ray_guard`): every unit of work reports its start, its
   stages and its end to a ``ProgressBoard`` actor that the service drains each round. A unit running
   longer than ``job_timeout_s`` (the service's clock, from its start) or a task process over
@@ -36,6 +37,7 @@ import anyio
 import msgspec
 import ray
 
+from neurflow.progress import Meter
 from neurflow.service.executors.base import Executor, memory_reason, timeout_reason
 from neurflow.service.executors.ray_guard import (
     ProgressBoard,
@@ -47,7 +49,6 @@ from neurflow.service.executors.ray_guard import (
     memory_limit_bytes,
     unit,
 )
-from neurflow.service.executors.units import class_stage
 from neurflow.service.jobs.store import JobStore
 from neurflow.service.jobs.types import NewCircuit, RunJob, RunTask, TaskOutput, decode_job
 from neurflow.service.settings import Settings
@@ -119,7 +120,7 @@ def _fit_task(settings_json: bytes, task_json: bytes, target: int, logits, board
     task = msgspec.json.decode(task_json, type=RunTask)
     with _unit(settings_json, board, task, f"class {target}", target) as progress:
         ctx = _context(settings_json)
-        return fit_one(_setup(settings_json, task, logits), target, ctx, progress).to_json().encode()
+        return fit_one(_setup(settings_json, task, logits), target, ctx, progress, task.id).to_json().encode()
 
 
 def _class_task(settings_json: bytes, task_json: bytes, target: int, logits, board) -> bytes:
@@ -175,6 +176,7 @@ class _RayJob:
     stored: int = 0
     cancelling: bool = False
     started: dict[str, float] = field(default_factory=dict)  # unit -> when the service saw it start
+    classes: Meter | None = None  # the job's count of stored classes, as progress events
 
 
 class RayExecutor(Executor):
@@ -294,7 +296,8 @@ class RayExecutor(Executor):
         rj = _RayJob(id=job_id, job=job, total=len(job.spec.target_classes()), attempt=row["attempt"],
                      stored=len(skip))
         self._running[job_id] = rj
-        self.jobs.progress(job_id, f"ray: {len(todo)} class tasks", rj.stored, rj.total)
+        rj.classes = Meter(lambda event: self.jobs.progress(job_id, event))
+        rj.classes("classes", rj.stored, rj.total, "classes")
         if not todo:
             return
         task_json = _task_encoder.encode(task)
@@ -345,8 +348,8 @@ class RayExecutor(Executor):
                 continue
             if self.register_class(rj.id, msgspec.json.decode(value, type=NewCircuit)):
                 rj.stored += 1
-                self.jobs.progress(rj.id, f"ray: class {target} stored ({rj.stored} of {rj.total} done)", rj.stored,
-                                   rj.total)
+                if rj.classes is not None:
+                    rj.classes("classes", rj.stored, rj.total, "classes")
             self.notify_threadsafe(rj.id)
         self._finish_idle()
 
@@ -376,11 +379,9 @@ class RayExecutor(Executor):
             rj = self._running.get(job_id)
             if rj is None or rj.cancelling:
                 continue
-            if ev.target is not None and rj.total > 1:
-                stage = class_stage(ev.stage, ev.done, ev.total, ev.target, rj.stored, rj.total)
-                self.jobs.progress(job_id, stage, rj.stored, rj.total)
-            else:
-                self.jobs.progress(job_id, ev.stage, ev.done, ev.total)
+            event = ev.event.in_class(ev.target, rj.stored, rj.total) if ev.target is not None and rj.total > 1 \
+                else ev.event
+            self.jobs.progress(job_id, event)
             self.notify_threadsafe(job_id)
 
     def _check_time(self) -> None:

@@ -8,8 +8,9 @@ reports to one :class:`ProgressBoard` actor that the service drains every round 
 * :class:`UnitStarted` / :class:`UnitEnded`: the service's clock for ``job_timeout_s`` runs from the
   moment it sees a unit start (not from submission: a task queued behind other jobs for a CPU is not
   running yet), so like the local executor's it bounds one class of a batch, not the whole batch;
-* :class:`UnitStage`: the engine's and the labeler's stage progress, turned into the same job stage
-  text the local executor writes (``units.class_stage``), hence the same SSE events;
+* :class:`UnitStage`: the engine's and the labeler's :class:`~neurflow.progress.ProgressEvent`, as
+  they made it; the service adds the job's count of classes, as the local worker does, hence the
+  same SSE events;
 * :class:`UnitOverMemory`: the unit's process grew past ``worker_memory_mb``.
 
 All of them are msgspec Structs sent as JSON bytes: the board never unpickles user data.
@@ -21,15 +22,13 @@ import contextlib
 import os
 import signal
 import threading
-import time
 from typing import Any, Iterator, Union
 
 import msgspec
 
-from neurflow.progress import Progress
+from neurflow.progress import Progress, ProgressEvent
 
 MB = 1 << 20
-REPORT_EVERY_S = 0.2  # stage reports of one unit: every stage change, the last step, else at most 5 a second
 WATCH_EVERY_S = 0.1  # the memory watchdog's sampling period
 BOARD_CAP = 10_000  # events kept while nobody drains (a service that is gone must not grow the actor forever)
 
@@ -52,9 +51,7 @@ class UnitEnded(_UnitEvent, tag="end"):
 
 class UnitStage(_UnitEvent, tag="stage"):
     target: int | None  # the class the unit works on; None for the shared prepare and whole-job units
-    stage: str
-    done: int
-    total: int
+    event: ProgressEvent
 
 
 class UnitOverMemory(_UnitEvent, tag="memory"):
@@ -149,14 +146,10 @@ def unit(board: Any, job_id: str, attempt: int, name: str, target: int | None, l
     started = UnitStarted(job_id=job_id, attempt=attempt, unit=name)
     # awaited: the service's clock must start before any work, and the board must exist
     ray.get(board.report.remote(_encode(started)))
-    last = [0.0, ""]
 
-    def progress(stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if stage != last[1] or done >= total or now - last[0] > REPORT_EVERY_S:
-            last[0], last[1] = now, stage
-            board.report.remote(_encode(UnitStage(job_id=job_id, attempt=attempt, unit=name, target=target,
-                                                  stage=str(stage), done=int(done), total=int(total))))
+    def progress(event: ProgressEvent) -> None:  # throttled where it was made (neurflow.progress.Meter)
+        board.report.remote(_encode(UnitStage(job_id=job_id, attempt=attempt, unit=name, target=target,
+                                              event=event)))
 
     watchdog = _Watchdog(board, started, limit)
     watchdog.start()

@@ -3,7 +3,8 @@
 Every task gets its typed job (:mod:`neurflow.service.jobs.types`), the job's id and attempt, and a
 :class:`~neurflow.service.executors.context.TaskContext` (artifact store, device, resident models); it
 resolves the job's ids to local paths through the store and hands them to the engine and the labeler
-as explicit arguments. It returns a :class:`TaskOutput`. ``progress(stage, done, total)`` raises
+as explicit arguments. It returns a :class:`TaskOutput`. ``progress`` receives
+:class:`~neurflow.progress.ProgressEvent` s and raises
 :class:`~neurflow.service.executors.context.JobCancelled` once a cancel was requested.
 """
 
@@ -13,16 +14,16 @@ from typing import Any
 
 import msgspec
 
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress, in_class
 from neurflow.service.executors.context import TaskContext
 from neurflow.service.jobs.types import DebugJob, EvaluateJob, RelabelJob, RunJob, RunTask, TaskOutput, model_used
 from neurflow.service.storage import keys
 
 
 def _load_circuit(ctx: TaskContext, circuit_key: str):
-    from neurflow.core.circuit import Circuit
+    from neurflow.service.storage.circuits import load_circuit
 
-    return Circuit.from_json(ctx.store.get_bytes(keys.document(circuit_key)))
+    return load_circuit(ctx.store, circuit_key)
 
 
 def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
@@ -30,16 +31,16 @@ def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> Tas
 
     Each finished class is stored and announced through ``ctx.emit`` at once (the executor registers
     it), so a retry of the job skips the classes in ``task.skip``; the output lists none of them."""
-    from neurflow.service.executors.units import class_progress, prepare, run_class
+    from neurflow.service.executors.units import prepare, run_class
 
     classes = job.spec.target_classes()
     todo = [c for c in classes if c not in set(task.skip)]
-    progress("loading model", 0, 1)
     setup = prepare(job, ctx, progress) if todo else None
     circuits = []
     for target in todo:
         finished = len(classes) - len(todo) + len(circuits)
-        report = class_progress(progress, target, finished, len(classes)) if len(classes) > 1 else progress
+        # the stages keep their own units; the class and the job's count of classes ride along
+        report = in_class(progress, target, finished, len(classes)) if len(classes) > 1 else progress
         circuit = run_class(job, setup, task.id, task.attempt, target, ctx, report)
         circuits.append(circuit)
         if ctx.emit is not None:
@@ -55,8 +56,10 @@ def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress
     from neurflow.labeler.prototypes import relabel_with_corrections
     from neurflow.service.executors.units import finish_circuit
 
-    progress("loading circuit", 0, 1)
+    report = Meter(progress)
+    report("loading circuit", 0, 1, "circuits")
     circuit = _load_circuit(ctx, job.circuit.key)
+    report("loading circuit", 1, 1, "circuits")
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     evidence = []
     for other in job.evidence:
@@ -68,7 +71,7 @@ def relabel(job: RelabelJob, task: RunTask, ctx: TaskContext, progress: Progress
                                           progress=progress)
     key = keys.relabeled_circuit(keys.attempt(task.id, task.attempt))
     local_dir = ctx.output_dir(key, task.id)
-    path = pipeline.write(labeled, local_dir)
+    path = pipeline.write(labeled, local_dir, compact=True)
     return TaskOutput(circuits=[finish_circuit(ctx, path, images_root, key, local_dir)])
 
 
@@ -77,17 +80,21 @@ def debug(job: DebugJob, task: RunTask, ctx: TaskContext, progress: Progress) ->
     from neurflow.core.debug import debug_image
     from neurflow.service.intake.images import decode_image
 
-    progress("loading model", 0, 2)
+    report = Meter(progress)
+    report("loading model", 0, 1, "models")
     model = ctx.model(job.model)
+    report("loading model", 1, 1, "models")
     circuit = _load_circuit(ctx, job.circuit.key)
     image = decode_image(ctx.store.get_bytes(job.image_key), ctx.settings.max_image_pixels)
-    progress("explaining", 1, 2)
+    report("explaining", 0, 1, "images")
     options: dict[str, Any] = {}
     if job.layer is not None:
         options["layer"] = job.layer
     if job.threshold is not None:
         options["threshold"] = job.threshold
-    return TaskOutput(result=msgspec.to_builtins(debug_image(model, circuit, image, **options)))
+    result = debug_image(model, circuit, image, **options)
+    report("explaining", 1, 1, "images")
+    return TaskOutput(result=msgspec.to_builtins(result))
 
 
 def evaluate(job: EvaluateJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
@@ -96,8 +103,10 @@ def evaluate(job: EvaluateJob, task: RunTask, ctx: TaskContext, progress: Progre
     from neurflow.labeler.evaluation import EvaluationOptions, References, evaluate_circuit
 
     opts = job.options
-    progress("loading circuit", 0, 1)
+    report = Meter(progress)
+    report("loading circuit", 0, 1, "circuits")
     circuit = _load_circuit(ctx, job.circuit.key)
+    report("loading circuit", 1, 1, "circuits")
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     activations = None
     if job.model is not None:

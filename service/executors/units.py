@@ -9,19 +9,19 @@ folder to the artifact store and returns the :class:`NewCircuit` the executor re
 retry of the job skips it. Fit, label and write are :mod:`neurflow.labeler.pipeline`'s, the steps of
 ``neurflow run``; this module adds the worker's fit (:func:`fit_one`) and the publishing
 (:func:`finish_circuit`). The local worker and the Ray tasks both call these functions, so both
-executors produce the same documents.
+executors produce the same documents (compact: the document and its arrays' sidecar), and both keep
+each finished stage of a fit in the job's artifact folder (:mod:`neurflow.service.executors.stages`):
+an attempt after a killed worker, server or Ray task continues the class where it stopped.
 """
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from neurflow.progress import Progress
+from neurflow.progress import Meter, Progress
 from neurflow.service.jobs.types import NewCircuit, RunJob
 from neurflow.service.storage import keys
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from neurflow.core.circuit import Circuit
     from neurflow.core.pipeline import FitSetup
     from neurflow.service.executors.context import TaskContext
+    from neurflow.service.executors.stages import StoredStages
 
 
 def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
@@ -38,7 +39,10 @@ def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
     """What every class of ``job`` shares; ``logits`` when another process already computed them."""
     from neurflow.core.pipeline import prepare_fit
 
+    report = Meter(progress)
+    report("loading model", 0, 1, "models")
     model = ctx.model(job.model)
+    report("loading model", 1, 1, "models")
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     # the worker's device, whatever a stored job says (the API refuses engine.device since it is shared state)
     spec = msgspec.structs.replace(job.spec, engine=msgspec.structs.replace(job.spec.engine, device=None))
@@ -54,17 +58,23 @@ def run_class(job: RunJob, setup: FitSetup, job_id: str, attempt: int, target: i
 
     key, local_dir = _class_folder(job_id, attempt, target, ctx)
     path = pipeline.run_class(setup, target, local_dir, job.labeling, progress,
-                              fit=lambda s, t: fit_one(s, t, ctx, progress))
-    return finish_circuit(ctx, path, setup.images_dir, key, local_dir)
+                              fit=lambda s, t: fit_one(s, t, ctx, progress, job_id), compact=True)
+    stored = finish_circuit(ctx, path, setup.images_dir, key, local_dir)
+    class_stages(ctx, job_id, target).drop()
+    return stored
 
 
-def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress | None = None) -> Circuit:
+def fit_one(setup: FitSetup, target: int, ctx: TaskContext, progress: Progress | None = None,
+            job_id: str | None = None) -> Circuit:
     """The engine's part of one class, on the worker's GPU path (:mod:`neurflow.service.executors.gpu`): batch
-    sizes that adapt to device memory, and autocast when the server asks for it."""
+    sizes that adapt to device memory, and autocast when the server asks for it. With ``job_id`` each
+    finished stage is kept in the job's artifact folder and the stages an earlier attempt kept are
+    loaded, not computed (:mod:`neurflow.service.executors.stages`)."""
     from neurflow.core.pipeline import fit_class
     from neurflow.service.executors import gpu
 
     setup.engine.progress = progress
+    setup.stages = class_stages(ctx, job_id, target) if job_id is not None else None
     device = setup.engine.device or "cpu"
     mode = ctx.settings.autocast
     key = (setup.info.weights_sha256, setup.spec.model.input_size, device)
@@ -86,8 +96,17 @@ def store_class(job: RunJob, circuit: Circuit, job_id: str, attempt: int, ctx: T
 
     images_root = ctx.store.local_path(keys.images(job.dataset.id))
     key, local_dir = _class_folder(job_id, attempt, circuit.target.class_index, ctx)
-    path = pipeline.finish(circuit, local_dir, images_root, job.labeling, progress)
-    return finish_circuit(ctx, path, images_root, key, local_dir)
+    path = pipeline.finish(circuit, local_dir, images_root, job.labeling, progress, compact=True)
+    stored = finish_circuit(ctx, path, images_root, key, local_dir)
+    class_stages(ctx, job_id, circuit.target.class_index).drop()
+    return stored
+
+
+def class_stages(ctx: TaskContext, job_id: str, target: int) -> StoredStages:
+    """Where the stages of one class of a job are kept."""
+    from neurflow.service.executors.stages import StoredStages
+
+    return StoredStages(ctx.store, job_id, target, ctx.settings.scratch_path)
 
 
 def _class_folder(job_id: str, attempt: int, target: int, ctx: TaskContext) -> tuple[str, Path]:
@@ -97,34 +116,15 @@ def _class_folder(job_id: str, attempt: int, target: int, ctx: TaskContext) -> t
 
 
 def finish_circuit(ctx: TaskContext, circuit_path: Path, images_root: Path, key: str, local_dir: Path) -> NewCircuit:
-    """Render a circuit's patches next to its document and publish the folder under ``key``."""
-    from neurflow.core.circuit import Circuit
+    """Render a circuit's patches next to its document and publish the folder under ``key`` (the
+    document and, for a compact one, its arrays' sidecar)."""
+    from neurflow.core.circuit_arrays import read_circuit, write_circuit
     from neurflow.labeler.patches import render_patches
     from neurflow.service.jobs.summary import summarize
 
-    circuit = Circuit.from_json(circuit_path.read_bytes())
+    circuit = read_circuit(circuit_path)
     if circuit_path != local_dir / keys.DOCUMENT:
-        shutil.copyfile(circuit_path, local_dir / keys.DOCUMENT)
+        write_circuit(circuit, local_dir / keys.DOCUMENT)
     render_patches(circuit, images_root, local_dir / keys.PATCHES)
     ctx.publish(key, local_dir)
     return NewCircuit(class_index=circuit.target.class_index, key=key, summary=summarize(circuit))
-
-
-def class_progress(progress: Progress, target: int, finished: int, total: int, every_s: float = 0.5) -> Progress:
-    """The engine's progress of one class as the job's: ``done``/``total`` count finished classes and
-    the stage is the class's own step, then the class (``activations 40/96 | class 7, 3 of 10 done``):
-    clients that look at how a stage starts see the same stages as in a job of one class."""
-    last = [0.0, ""]
-
-    def report(stage: str, done: int, of: int) -> None:
-        now = time.monotonic()
-        if stage != last[1] or done >= of or now - last[0] > every_s:
-            last[0], last[1] = now, stage
-            progress(class_stage(stage, done, of, target, finished, total), finished, total)
-
-    return report
-
-
-def class_stage(stage: str, done: int, of: int, target: int, finished: int, total: int) -> str:
-    """The job stage of one class's step: the same text from both executors."""
-    return f"{stage} {done}/{of} | class {target}, {finished} of {total} done"

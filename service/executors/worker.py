@@ -4,7 +4,8 @@ It talks to the local executor over a private pipe carrying msgspec-JSON message
 typed structs of :mod:`neurflow.service.jobs.types`:
 
 * in:  ``RunTask`` (the job, typed), ``CancelTask``, ``StopWorker``
-* out: ``Hello``, ``Progressed``, ``ClassDone`` (one class of a run is stored), ``Finished`` (the
+* out: ``Hello``, ``Progressed`` (a :class:`~neurflow.progress.ProgressEvent`, as its producer made it),
+  ``ClassDone`` (one class of a run is stored), ``Finished`` (the
   task's output), ``Failed``, ``Cancelled``
 
 Heavy things (torch, the user's model, CLIP) are imported and loaded here, never in the web process,
@@ -20,12 +21,12 @@ import os
 import queue
 import sys
 import threading
-import time
 import traceback
 from multiprocessing.connection import Connection
 
 import msgspec
 
+from neurflow.progress import ProgressEvent
 from neurflow.service.jobs.types import (
     Cancelled,
     CancelTask,
@@ -112,16 +113,11 @@ def worker_main(conn: Connection, settings_json: bytes, name: str, device: str) 
         job_id = task.id
         current["job"] = job_id
         cancel.clear()
-        last = [0.0, ""]
 
-        def progress(stage: str, done: int, total: int, job_id: str = job_id) -> None:
+        def progress(event: ProgressEvent, job_id: str = job_id) -> None:
             if cancel.is_set():
                 raise JobCancelled()
-            now = time.monotonic()
-            # throttle: every stage change, the last step, and at most 5 reports a second
-            if stage != last[1] or done >= total or now - last[0] > 0.2:
-                last[0], last[1] = now, stage
-                channel.send(Progressed(job_id=job_id, stage=str(stage), done=int(done), total=int(total)))
+            channel.send(Progressed(job_id=job_id, event=event))  # throttled where it was made (neurflow.progress.Meter)
 
         ctx.emit = lambda circuit, job_id=job_id: channel.send(ClassDone(job_id=job_id, circuit=circuit))
         # a fit job sets its preset's trade of peak memory against page faults (core/memory.py)

@@ -140,6 +140,9 @@ def _audit_documents() -> dict[tuple[str, str], dict[str, Schema]]:
 _DOCUMENTS = {
     ("get", "/v1/circuits/{circuit_id}"): {"application/json": Schema(
         type=OpenAPIType.OBJECT, description="the neurflow.circuit document (schemas/circuit.schema.json)")},
+    ("get", "/v1/circuits/{circuit_id}/arrays"): {"application/octet-stream": Schema(
+        type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY,
+        description="the safetensors file the document names in arrays.file (sha256: arrays.sha256)")},
     ("get", "/v1/circuits/{circuit_id}/exports/{fmt}"): {
         "application/json": _ANY_JSON, "application/graphml+xml": Schema(type=OpenAPIType.STRING),
         "application/xml": Schema(type=OpenAPIType.STRING),
@@ -161,6 +164,8 @@ def _statuses(path: str, method: str, secured: bool, multipart: bool) -> set[int
         codes.add(409)
     if path.startswith("/v1/circuits/{circuit_id}/") and method == "post":
         codes |= {409, 503}
+    if path in ("/v1/circuits/{circuit_id}", "/v1/circuits/{circuit_id}/arrays") and method == "get":
+        codes.add(409)  # a stored arrays file that is missing or does not match its document
     if path.startswith(("/v1/circuits/{circuit_id}/exports", "/v1/atlas")):
         codes |= {404, 422}
     if path == "/v1/audits" and method == "post":

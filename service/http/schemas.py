@@ -8,6 +8,7 @@ import msgspec
 from litestar.params import Parameter
 
 from neurflow.core.circuit import Correction, GroupStatus
+from neurflow.progress import ProgressEvent
 from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
 from neurflow.service.storage.pages import DEFAULT_PAGE, MAX_PAGE
@@ -32,6 +33,7 @@ class ModelOut(msgspec.Struct):
     size: int
     created_at: float
     layers: list[Layer] = []
+    warnings: list[str] = []  # in the upload's answer only: what the server filled in for the caller
 
 
 class ModelList(msgspec.Struct):
@@ -57,10 +59,11 @@ class JobOut(msgspec.Struct):
     id: str
     kind: Kind
     state: JobState
-    stage: str
+    stage: str  # progress_event's, repeated
     done: int
     total: int
-    progress: float
+    progress: float  # how much of the job is done, 0..1 (ProgressEvent.fraction)
+    progress_event: ProgressEvent  # the last progress event of the running job (its stage's units, elapsed, ETA)
     error: str | None
     attempt: int
     max_attempts: int

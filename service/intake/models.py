@@ -12,6 +12,7 @@ from typing import Annotated
 
 import msgspec
 
+from neurflow.core.class_names import IMAGENET_MEAN, IMAGENET_STD
 from neurflow.service.errors import Invalid
 from neurflow.service.intake.weightcheck import WeightCheck, run_checker
 from neurflow.service.intake.weightfile import check_finite, read_safetensors_index
@@ -25,15 +26,15 @@ class ModelDescriptor(msgspec.Struct, forbid_unknown_fields=True):
     arch: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     num_classes: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
     input_size: Annotated[int, msgspec.Meta(ge=8, le=2048)]
-    mean: Annotated[list[Finite], msgspec.Meta(min_length=3, max_length=3)] = msgspec.field(
-        default_factory=lambda: [0.485, 0.456, 0.406])
-    std: Annotated[list[Annotated[float, msgspec.Meta(gt=0, lt=1e6)]], msgspec.Meta(min_length=3, max_length=3)] = (
-        msgspec.field(default_factory=lambda: [0.229, 0.224, 0.225]))
+    # Left out: ImageNet's, said in the upload's answer (a model trained otherwise reads wrong inputs).
+    mean: Annotated[list[Finite], msgspec.Meta(min_length=3, max_length=3)] | None = None
+    std: Annotated[list[Annotated[float, msgspec.Meta(gt=0, lt=1e6)]], msgspec.Meta(min_length=3, max_length=3)] | None = None
     class_names: list[Annotated[str, msgspec.Meta(max_length=200)]] | None = None
     name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
 
 
-def parse_descriptor(raw: str | bytes) -> ModelDescriptor:
+def parse_descriptor(raw: str | bytes) -> tuple[ModelDescriptor, list[str]]:
+    """The descriptor with its normalisation filled in, and the warnings for what was filled."""
     try:
         desc = msgspec.json.decode(raw, type=ModelDescriptor)
     except msgspec.ValidationError as exc:
@@ -42,7 +43,13 @@ def parse_descriptor(raw: str | bytes) -> ModelDescriptor:
         raise Invalid(f"the model descriptor is not valid JSON: {exc}") from None
     if desc.class_names is not None and len(desc.class_names) != desc.num_classes:
         raise Invalid(f"class_names has {len(desc.class_names)} names but num_classes is {desc.num_classes}")
-    return desc
+    left_out = [k for k in ("mean", "std") if getattr(desc, k) is None]
+    if not left_out:
+        return desc, []
+    desc = msgspec.structs.replace(desc, mean=desc.mean or list(IMAGENET_MEAN), std=desc.std or list(IMAGENET_STD))
+    return desc, [f"{' and '.join(left_out)} left out of the descriptor: the images will be normalised with mean "
+                  f"{desc.mean} and std {desc.std} (ImageNet's); upload again with the normalisation the model "
+                  "was trained with if it differs"]
 
 
 def check_weights(path: str | Path, desc: ModelDescriptor) -> list[tuple[str, tuple[int, ...]]]:

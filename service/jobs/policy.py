@@ -118,8 +118,12 @@ def check_labeling(labeling: LabelingSettings, settings: Settings) -> LabelerCon
         pretrained = clip.pretrained
         if pretrained and not (_PLAIN_NAME.fullmatch(pretrained) and "." not in pretrained):
             _asset(f"{key}.pretrained", pretrained, roots)
-        if clip.device != "cpu" and not any(d.startswith("cuda") for d in settings.device_list()):
-            raise Invalid(f"{key}.device {clip.device!r} is not available; this server runs on CPU")
+        # Only the server's own devices: a CLIP moved to ``meta`` or a missing GPU would fail this job
+        # and, through the worker's model cache, every later one on the same CLIP.
+        allowed = sorted({"cpu", *settings.device_list()})
+        if clip.device not in allowed:
+            raise Invalid(f"{key}.device {clip.device!r} is not one of this server's devices; accepted: "
+                          + ", ".join(repr(d) for d in allowed))
     cap = config.captioner
     if cap is not None:
         for field, prompt in (("prompt", cap.prompt), ("circuit_prompt", cap.circuit_prompt)):

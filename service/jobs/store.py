@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+import msgspec
+
+from neurflow.progress import ProgressEvent, decode_event, encode_event
 from neurflow.service.errors import Conflict, NotFound, TooMany, public_json, redact
 from neurflow.service.jobs.types import Job, circuit_used, dataset_used, decode_job, encode_job, kind_of, model_used
 from neurflow.service.storage import pages
@@ -23,12 +26,24 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 PRIORITY = {"run": 0, "relabel": 1, "evaluate": 2, "debug": 3}
 
 
+def progress_event(row) -> ProgressEvent:
+    """A job row's progress: the event its worker reported while running; for a row without one (not
+    running, or written before events were stored) its stage, done and total columns as they are."""
+    raw = row["progress_event"] if row["state"] == "running" else None
+    if raw is not None:
+        try:
+            return decode_event(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):  # a newer schema: the columns still say it
+            pass
+    return ProgressEvent.legacy(row["stage"], row["done"], row["total"])
+
+
 def job_view(row) -> dict[str, Any]:
-    total = row["total"]
-    progress = (row["done"] / total) if total else (1.0 if row["state"] == "succeeded" else 0.0)
+    event = progress_event(row)
+    progress = 1.0 if row["state"] == "succeeded" else event.fraction()
     return {
-        "id": row["id"], "kind": row["kind"], "state": row["state"], "stage": row["stage"],
-        "done": row["done"], "total": total, "progress": round(min(max(progress, 0.0), 1.0), 4),
+        "id": row["id"], "kind": row["kind"], "state": row["state"], "stage": event.stage,
+        "done": event.done, "total": event.total, "progress": round(progress, 4), "progress_event": event,
         "error": row["error"], "attempt": row["attempt"], "max_attempts": row["max_attempts"],
         "cancel_requested": bool(row["cancel_requested"]),
         "created_at": row["created_at"], "started_at": row["started_at"], "finished_at": row["finished_at"],
@@ -40,6 +55,13 @@ def job_view(row) -> dict[str, Any]:
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # called with a job's id once it ended (any terminal state, after the commit): the executor drops
+        # what the job kept only to continue after a crash (its finished stages)
+        self.on_end: list[Callable[[str], None]] = []
+
+    def _ended(self, job_id: str) -> None:
+        for hook in self.on_end:
+            hook(job_id)
 
     def create(self, job_id: str, owner: str, job: Job, max_attempts: int,
                max_live: int | None = None) -> dict[str, Any]:
@@ -107,13 +129,16 @@ class JobStore:
         t = now()
         with self.db.tx() as c:
             return c.execute("UPDATE jobs SET state='running', worker=?, attempt=attempt+1, started_at=?, updated_at=?, "
-                             "stage='starting', done=0, total=0, error=NULL WHERE id=? AND state='queued'",
+                             "stage='starting', done=0, total=0, progress_event=NULL, error=NULL "
+                             "WHERE id=? AND state='queued'",
                              (worker, t, t, job_id)).rowcount == 1
 
-    def progress(self, job_id: str, stage: str, done: int, total: int) -> None:
+    def progress(self, job_id: str, event: ProgressEvent) -> None:
+        """Store a running job's progress event as it came (its stage, done and total also as columns)."""
         with self.db.tx() as c:
-            c.execute("UPDATE jobs SET stage=?, done=?, total=?, updated_at=? WHERE id=? AND state='running'",
-                      (stage, done, total, now(), job_id))
+            c.execute("UPDATE jobs SET stage=?, done=?, total=?, progress_event=?, updated_at=? "
+                      "WHERE id=? AND state='running'",
+                      (event.stage, event.done, event.total, encode_event(event), now(), job_id))
 
     def finish(self, job_id: str, state: str, *, error: str | None = None, result: Any = None,
                also: Callable[[Any], None] | None = None) -> bool:
@@ -130,6 +155,8 @@ class JobStore:
                            job_id)).rowcount
             if n and also is not None:
                 also(c)
+        if n:
+            self._ended(job_id)
         return n == 1
 
     def requeue(self, job_id: str, reason: str) -> None:
@@ -156,6 +183,8 @@ class JobStore:
                           "updated_at=?, cancel_requested=1 WHERE id=?", (t, t, job_id))
             else:
                 c.execute("UPDATE jobs SET cancel_requested=1, updated_at=? WHERE id=?", (t, job_id))
+        if row["state"] == "queued":  # a job requeued after a crash may have kept stages
+            self._ended(job_id)
         return self.get(owner, job_id)
 
     def recover(self) -> list[str]:

@@ -17,6 +17,7 @@ import msgspec
 
 from neurflow.core.jobspec import JobSpec
 from neurflow.labeler.config import LabelerConfig
+from neurflow.progress import ProgressEvent
 
 # -- references to the caller's objects ----------------------------------------------------------
 
@@ -188,9 +189,7 @@ class Hello(msgspec.Struct, tag="hello", tag_field="ev", forbid_unknown_fields=T
 
 class Progressed(msgspec.Struct, tag="progress", tag_field="ev", forbid_unknown_fields=True):
     job_id: str
-    stage: str
-    done: int
-    total: int
+    event: ProgressEvent  # as the engine, the labeler or the task made it (already throttled there)
 
 
 class ClassDone(msgspec.Struct, tag="class", tag_field="ev", forbid_unknown_fields=True):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
-from neurflow.core.circuit import Circuit, Group
+from neurflow.core.circuit import Group
 from neurflow.core.corrections import correct_group
 from neurflow.service.errors import Invalid, NotFound
 from neurflow.service.jobs.summary import summarize
-from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog
+from neurflow.service.storage.circuits import load_circuit, write_document
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 _locks_guard = threading.Lock()
@@ -38,13 +38,14 @@ def correct_stored(catalog: Catalog, store: ArtifactStore, owner: str, circuit_i
     accepted (the message says what is)."""
     row = catalog.get_circuit(owner, circuit_id)
     with _lock(row["key"]):
-        circuit = Circuit.from_json(store.get_bytes(keys.document(row["key"])))
+        # labels live in the document: a compact one is corrected without reading its arrays
+        circuit = load_circuit(store, row["key"], with_arrays=False)
         try:
             correct_group(circuit, group_id, text, key=key, via=via)
         except KeyError:
             raise NotFound(f"no group {group_id!r} in circuit {circuit_id}") from None
         except ValueError as exc:
             raise Invalid(str(exc)) from None
-        store.put_bytes(keys.document(row["key"]), circuit.to_json().encode())
+        write_document(store, row["key"], circuit)
         catalog.set_summary(owner, circuit_id, summarize(circuit))
     return circuit.group(group_id)[1]

@@ -4,7 +4,10 @@ WAL lets the many readers (API handlers, SSE streams) proceed while the single w
 ``busy_timeout`` makes writers queue instead of failing. Plain ``sqlite3``: five small tables.
 
 The schema is versioned with ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). Version 2 stores each
-job as a typed msgspec document with its model, dataset and circuit ids as columns. A version-1 file
+job as a typed msgspec document with its model, dataset and circuit ids as columns; version 3 adds the
+running job's last progress event (``progress_event``, a :class:`~neurflow.progress.ProgressEvent`):
+a version-2 file gets the column on open, and its rows without one still read (their ``stage``,
+``done`` and ``total`` columns, as they were written). A version-1 file
 (jobs as hand-built JSON) is migrated on open: its job table is kept, unread, as ``jobs_v1`` and a
 new one is made; keys, models, datasets and circuits carry over unchanged, and jobs still queued in
 the old table are not run (they are counted in the log). A file from a newer version is refused.
@@ -22,7 +25,7 @@ from typing import Any, Iterator
 
 log = logging.getLogger("neurflow.service")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -59,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     stage TEXT NOT NULL DEFAULT '',
     done INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
+    progress_event BLOB,            -- msgspec JSON of the last neurflow.progress.ProgressEvent; NULL when none
     error TEXT,
     job BLOB NOT NULL,              -- msgspec JSON of the typed job (service.jobs.types.Job)
     model_id TEXT,                  -- the model the job loads, if any
@@ -143,6 +147,8 @@ class Database:
                     conn.execute("ALTER TABLE jobs RENAME TO jobs_v1")
                     log.warning("database %s: migrated to schema %d; the old job table is kept as jobs_v1 and its %d "
                                 "unfinished job(s) will not run (submit them again)", self.path, SCHEMA_VERSION, pending)
+                elif old is not None and version == 2:
+                    conn.execute("ALTER TABLE jobs ADD COLUMN progress_event BLOB")
                 for statement in _statements(SCHEMA):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

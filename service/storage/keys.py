@@ -6,8 +6,11 @@
 ``datasets/<dataset id>/``             an uploaded dataset; its images under ``images/``
 ``jobs/<job id>/input.png``            the image of a debug job
 ``jobs/<job id>/attempt-<n>/``         what attempt ``n`` of a job wrote
+``jobs/<job id>/stages/class-<c>/``    a run's finished stages of class ``c`` (``core.stages``, one
+                                       folder per fit key), kept across attempts until the job ends
 ``<circuit>/circuit.json``             a circuit folder (``class-<c>`` or ``relabeled`` of an
-``<circuit>/patches/<group>/``         attempt): the document, each group's ``mosaic.png`` and
+``<circuit>/circuit.arrays.safetensors``  attempt): the document, its arrays' sidecar (documents
+``<circuit>/patches/<group>/``         written before it have none), each group's ``mosaic.png`` and
                                        exemplars ``<k>.png`` (written by ``labeler.patches``)
 =====================================  =========================================================
 
@@ -42,6 +45,16 @@ def attempt(job_id: str, attempt_no: int) -> str:
     return f"jobs/{job_id}/attempt-{attempt_no}"
 
 
+def stages(job_id: str) -> str:
+    """Every finished stage of a job's classes (removed when the job ends)."""
+    return f"jobs/{job_id}/stages"
+
+
+def class_stages(job_id: str, class_index: int) -> str:
+    """The finished stages of one class of a run, across its attempts."""
+    return f"{stages(job_id)}/class-{class_index}"
+
+
 def class_circuit(attempt_key: str, class_index: int) -> str:
     """The circuit folder of one target class of a run."""
     return f"{attempt_key}/class-{class_index}"
@@ -56,6 +69,16 @@ DOCUMENT = "circuit.json"  # a circuit folder's document (the folder mirrors it 
 
 def document(circuit_key: str) -> str:
     return f"{circuit_key}/{DOCUMENT}"
+
+
+SIDECAR = "circuit.arrays.safetensors"  # the document's arrays (core.circuit_arrays.sidecar_name of DOCUMENT)
+
+
+def sidecar(circuit_key: str, name: str = SIDECAR) -> str:
+    """A file next to the circuit's document that it names as its arrays' sidecar."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"a circuit's sidecar is a file next to its document, not {name!r}")
+    return f"{circuit_key}/{name}"
 
 
 PATCHES = "patches"  # the folder of a circuit that ``labeler.patches.render_patches`` fills

@@ -172,8 +172,10 @@ def test_bad_input_is_refused_clearly():
         audit_circuits([])
     with pytest.raises(ValueError, match="unsupported audit schema"):
         Audit.from_json(b'{"schema": "neurflow.audit/0"}')
-    with pytest.raises(ValueError, match="invalid audit reviews"):
-        Reviews.from_json(b'{"entries": 3}')
+    with pytest.raises(ValueError, match="invalid audit reviews document"):
+        Reviews.from_json(b'{"schema": "neurflow.audit-reviews/1", "entries": 3}')
+    with pytest.raises(ValueError, match="unsupported audit reviews schema None"):
+        Reviews.from_json(b'{"entries": []}')
 
 
 def test_folder_labels():

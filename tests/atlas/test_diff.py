@@ -59,7 +59,7 @@ def test_bad_input():
         diff_circuits([handmade.circuit(0)], [handmade.circuit(1)])
     with pytest.raises(ValueError, match="appears twice"):
         diff_circuits([handmade.circuit(0), handmade.circuit(0)], [handmade.circuit(0)])
-    with pytest.raises(ValueError, match="unsupported diff schema"):
+    with pytest.raises(ValueError, match="unsupported circuit diff schema"):
         CircuitDiff.from_json(json.dumps(msgspec.to_builtins(diff_circuits([handmade.circuit(0)], [handmade.circuit(0)]))
                                          | {"schema": "neurflow.diff/0"}))
 

@@ -181,3 +181,12 @@ def test_caption_rows_score_caption_labels_against_the_mosaic_part():
     row = caption_rows(w, half)
     assert row["top1"] == 8 / 12 and row["captioned"] == len(w.groups) - 1 and row["in_vocabulary"] == 8 / 12
     assert row["baseline_top1"] == caption_rows(w, {})["baseline_top1"] and caption_rows(w, {})["top1"] == 0.0
+
+
+def test_coverage_at_a_precision_takes_the_most_confident_labels_first():
+    from bench.labels import _coverage_at
+
+    conf = [0.9, 0.8, 0.7, 0.6, 0.5]
+    assert _coverage_at(conf, [True, True, False, True, False], 0.95) == 0.4  # the first two
+    assert _coverage_at(conf, [True, True, True, True, False], 0.95) == 0.8
+    assert _coverage_at(conf, [False] * 5, 0.95) == 0.0 and _coverage_at([], [], 0.95) is None

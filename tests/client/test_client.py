@@ -21,13 +21,29 @@ def test_client_sse_parsing_skips_keepalives():
 
 
 
-def test_progress_from_events_keeps_one_stage_per_engine_step():
+def test_progress_from_events_hands_on_the_workers_events_and_the_bars_print_them():
+    import io
+
+    import msgspec
+
     from neurflow.client.submit import progress_from_events
+    from neurflow.progress import ProgressBars, ProgressEvent
 
     got = []
-    feed = progress_from_events(lambda stage, done, total: got.append((stage, done, total)))
-    feed({"state": "queued"})
-    feed({"state": "running", "stage": "ig layer4.1 65/300 | class 0, 0 of 2 done", "done": 0, "total": 2})
-    feed({"state": "running", "stage": "ig layer4.1 118/300 | class 0, 0 of 2 done", "done": 0, "total": 2})
-    feed({"state": "succeeded", "done": 2, "total": 2})
-    assert got == [("queued", 0, 1), ("ig layer4.1", 0, 2), ("ig layer4.1", 0, 2), ("succeeded", 2, 2)]
+    feed = progress_from_events(got.append)
+    first = ProgressEvent(stage="ig layer4.1", done=65, total=300, unit="neuron-patch pairs", elapsed=13.0, eta=47.0,
+                          target=0, classes_done=0, classes_total=2)
+    later = msgspec.structs.replace(first, done=118, elapsed=24.0, eta=37.0)
+    feed({"state": "queued", "stage": "", "done": 0, "total": 0})
+    feed({"state": "running", "stage": "ig layer4.1", "done": 65, "total": 300, "progress_event": msgspec.to_builtins(first)})
+    feed({"state": "running", "stage": "ig layer4.1", "done": 118, "total": 300, "progress_event": msgspec.to_builtins(later)})
+    feed({"state": "running", "stage": "labeling 3/9", "done": 3, "total": 9})  # a server from before events
+    feed({"state": "succeeded", "stage": "done", "done": 2, "total": 2})
+    assert got[1:3] == [first, later]  # the events as the worker made them, not re-parsed text
+    assert [e.stage for e in got] == ["queued", "ig layer4.1", "ig layer4.1", "labeling 3/9", "succeeded"]
+    assert (got[3].done, got[3].total) == (3, 9)
+    out = io.StringIO()
+    with ProgressBars(stream=out, log_interval=0.0) as bars:
+        for event in got[1:3]:
+            bars(event)
+    assert "ig layer4.1: 118/300 neuron-patch pairs, 24 s, about 37 s left (class 0, 0 of 2 done)" in out.getvalue()

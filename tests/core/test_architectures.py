@@ -1,6 +1,7 @@
 """The architecture matrix (docs/architectures.md): for each family, at 32 px with random weights and
-small widths, ``neurflow layers`` lists only readable layers, the suggested layer list is the
-classifier and the last block of each stage, a fast-preset fit on it succeeds, and the IG of one
+small widths, ``neurflow layers`` lists only readable layers, the candidates of the suggested layer
+list are the classifier, the blocks of the last stage and the last block of each earlier stage
+(``layer_catalog.deep_layers``), a fast-preset fit on all of them succeeds, and the IG of one
 neuron per block equals captum's on the model's own tensors."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from neurflow.core.block_gradients import fast_block_gradients
 from neurflow.core.engine import NeurFlow
 from neurflow.core.integrated_gradients import multi_target_ig
 from neurflow.core.layer_access import LayerAccess, readout, to_canonical
-from neurflow.core.layer_catalog import probe_model, readable_layers, suggest_layers
+from neurflow.core.layer_catalog import deep_layers, probe_model, readable_layers
 
 from .captum_reference import captum_native, position_dims
 
@@ -34,7 +35,7 @@ def small_vgg() -> nn.Module:
     return model
 
 
-#: family -> (constructor, the suggested layer list)
+#: family -> (constructor, the candidates of the suggested layer list)
 FAMILIES = {
     "resnet-basic": (lambda: resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1], num_classes=5),
                      ["fc", "layer4", "layer3", "layer2", "layer1"]),
@@ -42,24 +43,27 @@ FAMILIES = {
                           ["fc", "layer4", "layer3", "layer2", "layer1"]),
     "vgg": (small_vgg, ["classifier.6", "features.10", "features.9", "features.4", "features.1"]),
     "mobilenet-v2": (lambda: torchvision.models.mobilenet_v2(num_classes=5, width_mult=0.25),
-                     ["classifier.1", "features.18", "features.13", "features.6", "features.3", "features.1"]),
+                     ["classifier.1", "features.18", "features.17", "features.16", "features.15", "features.14",
+                      "features.13", "features.6", "features.3", "features.1"]),
     "mobilenet-v3": (lambda: torchvision.models.mobilenet_v3_small(num_classes=5, width_mult=0.25),
-                     ["classifier.3", "features.12", "features.8", "features.3", "features.1", "features.0"]),
+                     ["classifier.3", "features.12", "features.11", "features.10", "features.9", "features.8",
+                      "features.3", "features.1", "features.0"]),
     "efficientnet": (lambda: efficientnet.EfficientNet(
         efficientnet._efficientnet_conf("efficientnet_b0", width_mult=0.25, depth_mult=0.5)[0], dropout=0.2,
         num_classes=5),
-                     ["classifier.1", "features.8", "features.5", "features.3", "features.2", "features.1"]),
+                     ["classifier.1", "features.8", "features.7", "features.6", "features.5", "features.3", "features.2",
+                      "features.1"]),
     "densenet": (lambda: densenet.DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16,
                                            num_classes=5),
-                 ["classifier", "features.norm5", "features.denseblock3", "features.denseblock2",
-                  "features.denseblock1", "features.relu0"]),
+                 ["classifier", "features.norm5", "features.denseblock4", "features.transition3", "features.denseblock3",
+                  "features.denseblock2", "features.denseblock1", "features.relu0"]),
     "convnext": (lambda: convnext.ConvNeXt([convnext.CNBlockConfig(16, 32, 1), convnext.CNBlockConfig(32, 64, 1),
                                             convnext.CNBlockConfig(64, 128, 1), convnext.CNBlockConfig(128, None, 1)],
                                            num_classes=5),
-                 ["classifier.2", "features.7", "features.5", "features.3", "features.1"]),
+                 ["classifier.2", "features.7", "features.6", "features.5", "features.3", "features.1"]),
     "swin": (lambda: swin_transformer.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1, 1, 1],
                                                       num_heads=[1, 1, 1, 1], window_size=[2, 2], num_classes=5),
-             ["head", "features.7", "features.5", "features.3", "features.1"]),
+             ["head", "features.7", "features.6", "features.5", "features.3", "features.1"]),
     "regnet": (lambda: regnet.RegNet(regnet.BlockParams.from_init_params(depth=4, w_0=16, w_a=8, w_m=2, group_width=8),
                                      num_classes=5, stem_width=16),
                ["fc", "trunk_output.block2", "trunk_output.block1", "stem"]),
@@ -110,8 +114,8 @@ def test_architecture(family):
     shared = {n for n, c in counts.items() if c > 1}
     assert not shared & {r.name for r in rows}
 
-    # the suggested list, from the output down
-    layers = suggest_layers(model, probes)
+    # the candidates of the suggested list, from the output down
+    layers = deep_layers(model, probes)
     assert layers == FAMILIES[family][1]
 
     # a fast-preset fit on a few images

@@ -151,12 +151,28 @@ def test_vit_token_layers_fit(tiny_vit):
         assert all(0 <= e.neuron < 16 for n in circuit.layers[1].neurons for c in n.concepts for e in c.edges)
 
 
-def test_progress_reports_every_stage(tiny_resnet, random_images):
+def test_progress_reports_every_stage_in_its_own_units(tiny_resnet, random_images):
     seen = []
     NeurFlow(["fc", "layer4.1", "layer4.0"], tau=2, top_n=6, ig_steps=2, select="all",
-             progress=lambda s, d, t: seen.append((s, d, t))).fit(tiny_resnet, random_images, 0)
-    stages = {s for s, _, _ in seen}
-    assert {"activations", "ig fc", "ig layer4.1", "groups"} <= stages
+             progress=seen.append).fit(tiny_resnet, random_images, 0)
+    stages = {e.stage for e in seen}
+    assert {"forward pass", "selecting images", "activations", "ig fc", "ig layer4.1", "grouping neurons"} <= stages
     for stage in stages:
-        last = [x for x in seen if x[0] == stage][-1]
-        assert last[1] == last[2]  # every stage reaches its total
+        last = [e for e in seen if e.stage == stage][-1]
+        assert last.done == last.total and last.eta == 0.0  # every stage reaches its total
+    units = {e.stage: e.unit for e in seen}
+    assert units["activations"] == "patches" and units["ig fc"] == "neuron-patch pairs" and units["grouping neurons"] == "layers"
+    assert all(e.elapsed >= 0 for e in seen)
+
+
+def test_counters_move_inside_a_stage(tiny_resnet, random_images, monkeypatch):
+    import neurflow.progress
+
+    monkeypatch.setattr(neurflow.progress, "REPORT_EVERY_S", 0.0)  # every step, to see the steps
+    seen = []
+    NeurFlow(["fc", "layer4.1", "layer4.0"], tau=2, top_n=6, ig_steps=2, select="all", batch_size=2,
+             forward_batch_size=8, progress=seen.append).fit(tiny_resnet, random_images, 0)
+    for stage in ("activations", "ig layer4.1"):
+        steps = [e.done for e in seen if e.stage == stage]
+        assert len(steps) >= 2 and steps == sorted(steps) and 0 < steps[0] < steps[-1], (stage, steps)
+        assert any(e.eta is not None and e.eta > 0 for e in seen if e.stage == stage and e.done < e.total)

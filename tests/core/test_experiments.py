@@ -189,7 +189,7 @@ def test_runner_end_to_end_and_the_document_round_trips(planted, tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
     spec, base = load_experiment_spec(tmp_path / "spec.json")
     stages = set()
-    res = run_experiments(spec, base, progress=lambda stage, done, total: stages.add(stage), model=planted)
+    res = run_experiments(spec, base, progress=lambda event: stages.add(event.stage), model=planted)
     assert {"fidelity", "neurons up<-low (class 0)"} <= stages
     assert {(c.tau, c.mode, c.operation) for c in res.fidelity.curves} == {
         (t, m, o) for t in (1, 2) for m in ("single", "multi") for o in ("mask", "retain")}

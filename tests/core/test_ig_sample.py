@@ -42,9 +42,9 @@ def test_a_budget_runs_fewer_ig_pairs_and_every_concept_keeps_its_edges(tiny_res
     layers = ["fc", "layer4.1", "layer4.0"]
     totals = {}
 
-    def progress(stage, done, total):
-        if stage.startswith("ig"):
-            totals[stage] = total
+    def progress(event):
+        if event.stage.startswith("ig"):
+            totals[event.stage] = event.total
 
     def fit(**kw):
         totals.clear()

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from neurflow.core.jobspec import parse_jobspec
-from neurflow.core.layer_catalog import suggested_layers
+from neurflow.core.layer_budget import suggest
 from neurflow.core.pipeline import fit_spec
 
 
@@ -29,6 +29,7 @@ def test_auto_layers_and_builtin_class_names(tmp_path):
         "data": {"images": "imgs", "target_class": 1, "select": "all"},
         "engine": {"layers": "auto", "tau": 2, "top_n": 3, "granularities": [1.0], "preset": "fast", "n_groups": 1}}))
     circuit = fit_spec(spec, tmp_path)[1]
-    assert [lay.name for lay in circuit.layers] == suggested_layers(model, 32) == ["fc", "layer4", "layer3", "layer2",
-                                                                                   "layer1"]
+    # three 32 px images fit the default budget down to the last candidate
+    assert [lay.name for lay in circuit.layers] == suggest(model, 32, spec.engine, 3).layers == [
+        "fc", "layer4.1", "layer4.0", "layer3", "layer2", "layer1"]
     assert circuit.target.name == "goldfish"

@@ -1,13 +1,21 @@
-"""Layer lists within a time budget (core/layer_budget.py, layer_catalog.deep_layers)."""
+"""Layer lists within a time budget (core/layer_budget.py, layer_catalog.deep_layers): the one rule behind
+``neurflow layers --suggest``, ``--budget`` and ``"layers": "auto"``."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
+import torch
 import torchvision
 
-from neurflow.core.layer_budget import LayerEstimate, calibrate, estimate, parse_budget, within_budget
-from neurflow.core.layer_catalog import deep_layers, probe_model, suggest_layers
-from neurflow.core.params import EngineParams
+from neurflow.core.engine import NeurFlow
+from neurflow.core.layer_budget import (LayerEstimate, calibrate, estimate, parse_budget, resolve_layers, suggest,
+                                        within_budget)
+from neurflow.core.layer_catalog import deep_layers, probe_model
+from neurflow.core.params import DEFAULT_LAYER_BUDGET_S, EngineParams
 
 
 def test_budgets_read_as_seconds():
@@ -21,7 +29,6 @@ def test_the_candidates_are_the_last_stage_block_by_block_then_each_earlier_stag
     model = torchvision.models.resnet50(num_classes=3)
     probes = probe_model(model, 64)
     assert deep_layers(model, probes) == ["fc", "layer4.2", "layer4.1", "layer4.0", "layer3", "layer2", "layer1"]
-    assert suggest_layers(model, probes) == ["fc", "layer4", "layer3", "layer2", "layer1"]  # unchanged
 
 
 def test_the_estimate_adds_the_readout_pass_and_each_stage():
@@ -45,3 +52,66 @@ def test_calibration_times_a_forward_and_one_ig_chunk_per_layer(tiny_resnet):
     forward, per_pair, shapes = calibrate(tiny_resnet, layers, 32, EngineParams(layers=layers, preset="fast"))
     assert forward > 0 and set(per_pair) == {"fc", "layer4.1"} and all(v > 0 for v in per_pair.values())
     assert shapes["layer4.0"] == (512, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=5).eval()
+
+
+def test_a_larger_budget_keeps_a_longer_list_of_the_same_candidates(resnet18):
+    layers = deep_layers(resnet18, probe_model(resnet18, 32))
+    assert layers == ["fc", "layer4.1", "layer4.0", "layer3", "layer2", "layer1"]
+    params = EngineParams(layers=layers, preset="fast")
+    forward, per_pair, shapes = calibrate(resnet18, layers, 32, params)
+    rows = estimate(layers, forward, per_pair, shapes, params, n_images=50, input_size=32)
+    seconds = [row.seconds for row in rows]
+    assert seconds == sorted(seconds) and seconds[0] > 0  # a deeper list never costs less
+    lists = [within_budget(layers, rows, b) for b in [s * f for s in seconds for f in (0.99, 1.0)] + [1e-9, 1e9]]
+    lists.sort(key=len)
+    assert lists[0] == layers[:2] and lists[-1] == layers
+    for short, long in zip(lists, lists[1:]):
+        assert long[:len(short)] == short
+
+
+def test_the_suggestion_is_a_prefix_of_the_candidates_with_estimates(resnet18):
+    candidates = deep_layers(resnet18, probe_model(resnet18, 32))
+    tiny = suggest(resnet18, 32, EngineParams(layers="auto", tau=4, preset="fast"), n_images=8, budget_s=1e-6)
+    assert tiny.layers == candidates[:2] and tiny.candidates == candidates
+    assert [row.name for row in tiny.estimates] == ["layer4.1"]  # the calibration stopped at the first over budget
+    everything = suggest(resnet18, 32, EngineParams(layers="auto", tau=4, preset="fast"), n_images=8, budget_s=1e6)
+    assert everything.layers == candidates
+    assert [(row.name, row.channels) for row in everything.estimates] == [
+        ("layer4.1", 512), ("layer4.0", 512), ("layer3", 256), ("layer2", 128), ("layer1", 64)]
+    assert all(row.seconds > 0 and 1 <= row.neurons <= row.channels for row in everything.estimates)
+    assert (everything.budget_s, everything.images, everything.tau, everything.preset) == (1e6, 8, 4, "fast")
+    with pytest.raises(ValueError, match="budget"):
+        suggest(resnet18, 32, budget_s=0)
+
+
+def test_auto_is_the_suggestion_at_the_default_budget(resnet18):
+    params = EngineParams(layers="auto", tau=2, top_n=3, granularities=[1.0], preset="fast")
+    expected = suggest(resnet18, 32, params, n_images=3)
+    assert expected.budget_s == DEFAULT_LAYER_BUDGET_S
+    # three 32 px images: every candidate fits ten minutes by orders of magnitude, whatever the load
+    assert expected.layers == expected.candidates
+    assert resolve_layers(params, resnet18, 32, 3).layers == expected.layers
+    assert resolve_layers(EngineParams(layers=["fc", "layer4"]), resnet18, 32).layers == ["fc", "layer4"]
+    torch.manual_seed(3)
+    circuit = NeurFlow("auto", tau=2, top_n=3, granularities=[1.0], preset="fast", select="all", n_groups=1,
+                       max_concepts=2).fit(resnet18, torch.randn(3, 3, 32, 32), 1).circuit_
+    assert [layer.name for layer in circuit.layers] == expected.layers
+    assert circuit.params.layers == expected.layers  # the circuit records the list, not "auto"
+
+
+def test_the_command_prints_the_list_and_each_candidates_estimate(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "neurflow.cli", "layers", "torchvision:resnet18", "--num-classes", "5",
+                          "--input-size", "32", "--suggest", "--images", "4", "--tau", "4", "--budget", "1h"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == ["fc", "layer4.1", "layer4.0", "layer3", "layer2", "layer1"]
+    lines = [line.split() for line in run.stderr.splitlines() if "channels" in line]
+    assert [(w[0], w[1]) for w in lines] == [("layer4.1", "512"), ("layer4.0", "512"), ("layer3", "256"),
+                                            ("layer2", "128"), ("layer1", "64")]
+    assert "budget 3600 s" in run.stderr and "4 images, tau 4, fast preset" in run.stderr

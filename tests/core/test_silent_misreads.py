@@ -15,7 +15,7 @@ from torch import nn
 from neurflow.core.ablation import ablate
 from neurflow.core.engine import NeurFlow
 from neurflow.core.layer_access import LayerAccess, probe_layers
-from neurflow.core.layer_catalog import probe_model, suggest_layers
+from neurflow.core.layer_catalog import deep_layers, probe_model
 
 timm = pytest.importorskip("timm")
 
@@ -41,7 +41,7 @@ def test_a_fixed_size_swin_is_measured_channels_last(swin):
         assert (p.layout, p.layout_measured, p.problem) == ("HWC", True, None), name
         assert p.canonical_shape == (width, side, side)
     assert probes["patch_embed.proj"].layout == "CHW"  # the conv before the permute stays channels first
-    assert suggest_layers(swin, probes)[:2] == ["head.fc", "layers.3"]
+    assert deep_layers(swin, probes)[:2] == ["head.fc", "layers.3"]
 
 
 def test_a_fit_on_a_fixed_size_swin_reads_channels(swin):

@@ -31,8 +31,8 @@ def test_a_fit_killed_after_its_second_layer_continues_without_recomputing(tmp_p
     images = random_images[:3]
     whole = engine(preset=preset).fit(tiny_resnet, images, 1).circuit_
 
-    def kill(stage, done, total):
-        if stage == f"ig {LAYERS[2]}":
+    def kill(event):
+        if event.stage == f"ig {LAYERS[2]}":
             raise Killed  # the IG of the third layer pair has started: two layers are finished
 
     store = StageStore(tmp_path / "stages")
@@ -41,7 +41,7 @@ def test_a_fit_killed_after_its_second_layer_continues_without_recomputing(tmp_p
     assert store.finished() == ["layer-0.json", "layer-1.json", "readouts.safetensors"]
 
     seen: list[str] = []
-    resumed = engine(lambda stage, done, total: seen.append(stage), preset=preset).fit(
+    resumed = engine(lambda event: seen.append(event.stage), preset=preset).fit(
         tiny_resnet, images, 1, stages=StageStore(tmp_path / "stages")).circuit_
     assert "activations" not in seen and f"ig {LAYERS[0]}" not in seen and f"ig {LAYERS[1]}" not in seen
     assert f"ig {LAYERS[2]}" in seen

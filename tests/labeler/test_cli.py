@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from neurflow.cli import main
 
 from neurflow.world.circuits import world_circuit
@@ -70,3 +72,48 @@ def test_world_clip_command_reports_zero_shot_accuracy(world_clip, capsys):
     metrics = world_clip.metrics
     assert metrics["zero_shot_top1"] >= 0.85 and metrics["n_crops"] >= 100
     assert set(metrics["per_part_top1"]) >= {"red circle", "striped patch"}
+
+
+def test_world_clip_copies_its_bundle_to_out_and_prints_that_path(world_clip, tmp_path, capsys):
+    steps = world_clip.metrics["train_config"]["steps"]
+    out = tmp_path / "my-clip"
+    assert main(["world-clip", "--world", str(world_clip.world), "--steps", str(steps), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"world CLIP: {out.resolve()}\n" in printed
+    assert (out / "open_clip_config.json").is_file() and (out / "open_clip_model.safetensors").is_file()
+    assert main(["world-clip", "--world", str(world_clip.world), "--steps", str(steps), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err  # never written over
+
+
+def test_clip_bundle_writes_a_local_dir_bundle_that_loads(tiny_clip_files, tmp_path, capsys):
+    import torch
+
+    from neurflow.labeler.clip_model import load_clip
+
+    out = tmp_path / "bundles" / "my-clip"
+    assert main(["clip-bundle", tiny_clip_files["name"], "--pretrained", str(tiny_clip_files["weights"]),
+                 "--model-config", str(tiny_clip_files["config"]), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out.resolve())
+    bundled = load_clip({"model": f"local-dir:{out}"})
+    direct = load_clip({"model": tiny_clip_files["name"], "pretrained": str(tiny_clip_files["weights"]),
+                        "model_config": str(tiny_clip_files["config"])})
+    words = ["red", "stripes"]
+    assert torch.allclose(torch.as_tensor(bundled.embed_concepts(words, ["a photo of {}"])),
+                          torch.as_tensor(direct.embed_concepts(words, ["a photo of {}"])), atol=1e-5)
+    assert main(["clip-bundle", tiny_clip_files["name"], "--pretrained", str(tiny_clip_files["weights"]),
+                 "--model-config", str(tiny_clip_files["config"]), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_clip_bundle_and_label_say_what_is_missing(tmp_path, capsys):
+    assert main(["clip-bundle", "ViT-B-32", "--pretrained", str(tmp_path / "nope.safetensors"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["clip-bundle", "ViT-B-33", "--pretrained", "openai", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown open_clip model 'ViT-B-33'" in capsys.readouterr().err
+    from neurflow.labeler.clip_model import load_clip
+
+    with pytest.raises(ValueError) as missing:
+        load_clip({"model": f"local-dir:{tmp_path / 'my-clip'}"})
+    text = str(missing.value)
+    assert "no such folder" in text and "neurflow clip-bundle" in text and "not an open_clip bundle" not in text

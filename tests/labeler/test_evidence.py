@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neurflow.labeler.evidence import (COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, ClipView, Combination, combined_scores,
-                                       default_combination, features, judge, weighted_mixture)
+                                       default_combination, features, is_uncertain_probability, judge, weighted_mixture)
 from neurflow.labeler.scoring import mosaic_scores
 
 
@@ -57,7 +57,8 @@ def test_prompts_feature_is_the_share_of_single_prompts_that_agree():
 
 
 def test_combination_is_a_probability_and_uncertain_below_one_half():
-    combination = Combination((-3.0, 2.0, 1.0, 2.0, 1.0, 1.0, -2.0))
+    six = ("exemplars", "patches", "margin", "clips", "prompts", "split")  # a combination names the features it uses
+    combination = Combination((-3.0, 2.0, 1.0, 2.0, 1.0, 1.0, -2.0), six)
     low = {"exemplars": 0.3, "patches": 0.3, "margin": 0.1, "clips": 0.5, "prompts": 0.5, "split": 1.0}
     high = {"exemplars": 0.9, "patches": 0.9, "margin": 0.8, "clips": 1.0, "prompts": 1.0, "split": 0.0}
     assert 0.0 < combination.probability(low) < UNCERTAIN_BELOW < combination.probability(high) < 1.0
@@ -66,7 +67,21 @@ def test_combination_is_a_probability_and_uncertain_below_one_half():
     assert mixed.order[0] == pure.order[0] == 0 and mixed.confidence < pure.confidence
     assert mixed.features["split"] == pytest.approx(2 / 3, abs=1e-5) and pure.features["split"] == 0.0
     with pytest.raises(ValueError, match="needs 7 coefficients"):
-        Combination((1.0, 2.0))
+        Combination((1.0, 2.0), six)
+    assert is_uncertain_probability(0.49) and not is_uncertain_probability(0.5) and not is_uncertain_probability(None)
+
+
+def test_a_consistently_misnaming_clip_shows_in_cosine_top_and_entropy():
+    # A clean CLIP puts a part's crops on its name; a CLIP taught a wrong name for a part puts them
+    # between the two names: the label is the same, the evidence for it is weaker.
+    clean = _view([[0, 1, 0, 0]] * 5)
+    misnamed = _view([[0.8, 1, 0, 0]] * 5)
+    a, b = features([clean], top=1), features([misnamed], top=1)
+    assert judge([misnamed], "abcd").order[0] == 1
+    assert b["cosine"] < a["cosine"] == pytest.approx(1.0)
+    assert b["top"] < a["top"] and b["entropy"] > a["entropy"]
+    assert a["single"] == 1.0 and features([clean, misnamed], top=1)["single"] == 0.0
+    assert all(0.0 <= v <= 1.0 for v in (*a.values(), *b.values()))
 
 
 def test_shipped_combination_was_fitted_on_dev_worlds_only(tmp_path):
@@ -82,3 +97,15 @@ def test_shipped_combination_was_fitted_on_dev_worlds_only(tmp_path):
     broken.write_text(json.dumps({"features": ["exemplars"]}))
     with pytest.raises(ValueError, match="cannot read the label combination .*'coefficients'"):
         Combination.from_file(broken)
+
+
+def test_rerank_takes_the_candidate_the_combination_finds_likeliest_right():
+    # Three exemplars a CLIP barely reads as part 0 (nearly part 1) and two clean part-1 exemplars: the
+    # hard votes put part 0 first; a combination that trusts the label's cosine prefers part 1.
+    view = _view([[1, 0.95, 0, 0]] * 3 + [[0, 1, 0, 0]] * 2)
+    trusts_cosine = Combination((-2.0,) + tuple(6.0 if f == "cosine" else 0.0 for f in FEATURES))
+    first = judge([view], "abcd", trusts_cosine, candidates=1)
+    chosen = judge([view], "abcd", trusts_cosine, candidates=2)
+    assert first.order[0] == 0 and chosen.order[0] == 1
+    assert sorted(chosen.order) == list(range(4)) and chosen.confidence > first.confidence
+    assert chosen.features["cosine"] > first.features["cosine"]

@@ -46,8 +46,11 @@ def test_labels_are_sorted_top_k_clip_labels_with_confidence(labeled):
     for _, _, circuit in labeled.values():
         for _, _, group in circuit.iter_groups():
             assert len(group.labels) == 5 and {lab.source for lab in group.labels} == {"clip"}
+            # the combination may move one of the mosaic score's three best first (RERANK_CANDIDATES);
+            # the rest keep the score's order
             scores = [lab.score for lab in group.labels]
-            assert scores == sorted(scores, reverse=True) and len({lab.text for lab in group.labels}) == 5
+            assert scores[1:] == sorted(scores[1:], reverse=True) and len({lab.text for lab in group.labels}) == 5
+            assert scores[0] >= sorted(scores, reverse=True)[2]
             assert 0.0 < group.confidence < 1.0
 
 
@@ -92,7 +95,8 @@ def test_every_label_carries_its_evidence(labeled):
         for _, _, g in circuit.iter_groups():
             assert set(g.evidence.features) == set(FEATURES) and g.evidence.method == circuit.labeling.confidence_method
             assert [v.voter.split(" ")[-1] for v in g.evidence.votes] == ["mosaic", "patches"]
-            assert g.evidence.votes[0].text == g.labels[0].text  # one CLIP: its mosaic vote is the label
+            # one CLIP: its mosaic vote is the label, or one the combination preferred among the three best
+            assert g.evidence.votes[0].text in [lab.text for lab in g.labels[:3]]
         _assert_status_follows_confidence(circuit)
 
 
@@ -130,10 +134,12 @@ def test_provenance_and_holdout_are_recorded(labeled, world_clip):
 def test_progress_reports_every_group(world_clip):
     circuit, _ = world_circuit(world_clip.world, 1, n_images=4, split="heldout")
     seen = []
-    label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(top_k=2), progress=lambda *a: seen.append(a))
-    clip_steps = [s for s in seen if s[0] == "labeling: clip"]
+    label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(top_k=2), progress=seen.append)
+    clip_steps = [(e.stage, e.done, e.total, e.unit) for e in seen if e.stage == "labeling: clip"]
     n_groups = sum(1 for _ in circuit.iter_groups())
-    assert clip_steps[-1] == ("labeling: clip", n_groups, n_groups) and len(clip_steps) == n_groups
+    assert clip_steps[-1] == ("labeling: clip", n_groups, n_groups, "groups")  # throttled: the last step always
+    assert [e.done for e in seen if e.stage == "labeling: clip"] == sorted(e.done for e in seen
+                                                                            if e.stage == "labeling: clip")
 
 
 def test_undecodable_image_is_a_clear_error(world_clip, tmp_path):

@@ -130,6 +130,18 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str 
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def identity(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each finished stage file's (inode, mtime) in a fit's stage folder: the engine writes a stage aside
+    and renames it, so a stage computed again gets a new inode; one loaded keeps its own."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir() if not p.name.endswith(".part")}
+
+
+def stage_folder(root: Path, name: str) -> Path | None:
+    """The stage folder of a fit under ``root`` (a class's stages) once it holds ``name``."""
+    found = sorted(root.glob(f"*/{name}"))
+    return found[0].parent if found else None
+
+
 def assert_problem(response: httpx.Response, status: int, contains: str | None = None) -> dict:
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/problem+json"), response.headers

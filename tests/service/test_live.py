@@ -187,6 +187,12 @@ def test_neurflow_submit(server, assets, tmp_path, capsys):
     assert "class 2:" in capsys.readouterr().out
     doc = json.loads((tmp_path / "out/circuit.json").read_text())  # one class: out/circuit.json, as `neurflow run`
     assert doc["target"]["class_index"] == 2
+    # with its arrays file: the pair reads as `neurflow run`'s output does
+    from neurflow.core.circuit_arrays import read_circuit
+
+    assert (tmp_path / "out" / doc["arrays"]["file"]).is_file()
+    assert any(c.vector for layer in read_circuit(tmp_path / "out/circuit.json").layers for n in layer.neurons
+               for c in n.concepts)
     before = (tmp_path / "out/circuit.json").read_bytes()
     assert main(["submit", str(tmp_path / "spec.json"), "--server", server.url, "--api-key", KEY_A,
                  "--out", str(tmp_path / "out")]) == 2

@@ -19,12 +19,12 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.params import Parameter
 
-from neurflow.service.errors import ApiError, Conflict, Invalid, public_json
+from neurflow.service.errors import ApiError, Conflict, Invalid
 from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, StoreDep, provides
 from neurflow.service.jobs.store import JobStore
-from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog
+from neurflow.service.storage.circuits import load_circuit
 
 MAX_CIRCUITS = 2000  # in one ?circuits= list
 _CACHE_SIZE = 8
@@ -54,12 +54,11 @@ def circuit_rows(catalog: Catalog, jobs: JobStore, owner: str, job: str | None, 
 def read_inputs(store: ArtifactStore, rows: list[dict]) -> list:
     """The circuits of catalog rows, as atlas inputs; a document that cannot be read is a conflict."""
     from neurflow.atlas import AtlasInput
-    from neurflow.core.circuit import Circuit
 
     inputs = []
     for row in rows:
         try:
-            circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(row["key"]))))
+            circuit = load_circuit(store, row["key"], public=True)
         except (KeyError, ValueError) as exc:
             raise Conflict(f"the document of circuit {row['id']} cannot be read ({exc})") from None
         inputs.append(AtlasInput(circuit=circuit, circuit_id=row["id"]))

@@ -10,10 +10,11 @@ document (:mod:`neurflow.service.storage.corrections`); relabels keep it.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from litestar import Controller, Response, delete, get, post, put
+from litestar.response import Stream
 from litestar.params import Parameter
 
 from neurflow.core.group_label import top_text
@@ -38,6 +39,7 @@ from neurflow.service.jobs.types import CorrectedCircuit, DatasetRef, EvaluateJo
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog, new_id
+from neurflow.service.storage.circuits import load_circuit, sidecar_of, stream_checked
 from neurflow.service.storage.corrections import correct_stored
 
 GROUP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -99,13 +101,41 @@ class CircuitController(Controller):
             lambda: catalog.page("circuits", owner, limit, cursor, job_id=job_id, class_index=class_index))
         return CircuitList(circuits=[circuit_out(r) for r in rows], next=after)
 
-    @get("/{circuit_id:str}", summary="The labeled circuit document (neurflow.circuit schema)",
+    @get("/{circuit_id:str}", summary="The labeled circuit document (neurflow.circuit schema); its concept "
+                                      "vectors and patches are in .../arrays when the document names that file "
+                                      "(?arrays=inline: one whole document instead)",
          media_type="application/json")
-    async def document(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> Response[bytes]:
+    async def document(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str,
+                       arrays: Literal["sidecar", "inline"] = Parameter(
+                           default="sidecar", description="sidecar: the document as stored (a compact one names "
+                                                          "its arrays file); inline: the arrays put back into it")
+                       ) -> Response[bytes]:
         def work() -> bytes:
-            return public_json(store.get_bytes(keys.document(catalog.get_circuit(owner, circuit_id)["key"])))
+            key = catalog.get_circuit(owner, circuit_id)["key"]
+            if arrays == "inline":
+                try:
+                    return load_circuit(store, key, public=True).to_json().encode()
+                except ValueError as exc:  # a sidecar that does not match: never served as if it did
+                    raise Conflict(f"this circuit's stored arrays cannot be read: {exc}") from None
+            return public_json(store.get_bytes(keys.document(key)))
 
         return Response(await anyio.to_thread.run_sync(work), media_type="application/json")
+
+    @get("/{circuit_id:str}/arrays", summary="The circuit's arrays file (safetensors: concept vectors and patches), "
+                                             "streamed; its sha256 is the document's arrays.sha256",
+         media_type="application/octet-stream")
+    async def arrays(self, catalog: CatalogDep, store: StoreDep, owner: Owner, circuit_id: str) -> Stream:
+        def work() -> tuple[str, str, int]:
+            key, digest, size = sidecar_of(store, catalog.get_circuit(owner, circuit_id)["key"])
+            if not store.exists(key):
+                raise Conflict("this circuit's arrays file is missing from the store")
+            return key, digest, size
+
+        key, digest, size = await anyio.to_thread.run_sync(work)
+        return Stream(stream_checked(store, key, digest), media_type="application/octet-stream",
+                      headers={"Content-Length": str(size), "ETag": f'"{digest}"', "X-Content-SHA256": digest,
+                               "Content-Disposition": f'attachment; filename="{key.rsplit("/", 1)[-1]}"',
+                               "Cache-Control": "private, max-age=86400, immutable"})
 
     @get("/{circuit_id:str}/info", summary="Catalog entry of a circuit (job, class, summary, links)")
     async def info(self, catalog: CatalogDep, owner: Owner, circuit_id: str) -> CircuitOut:

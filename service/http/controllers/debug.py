@@ -17,7 +17,6 @@ from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
 
-from neurflow.core.circuit import Circuit
 from neurflow.service.errors import Invalid
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.controllers.circuits import model_present
@@ -37,6 +36,7 @@ from neurflow.service.jobs.types import DebugJob
 from neurflow.service.storage import keys
 from neurflow.service.settings import Settings
 from neurflow.service.storage.catalog import new_id
+from neurflow.service.storage.circuits import load_circuit
 
 
 @dataclass
@@ -97,7 +97,7 @@ class DebugController(Controller):
             row = catalog.get_circuit(owner, circuit_id)
             model = model_present(catalog, owner, row, "upload it again to debug images")
             if data.layer:
-                circuit = Circuit.from_json(store.get_bytes(keys.document(row["key"])))
+                circuit = load_circuit(store, row["key"], with_arrays=False)
                 if data.layer not in [layer.name for layer in circuit.layers]:
                     raise Invalid(f"layer {data.layer!r} is not a layer of this circuit; its layers: "
                                   f"{', '.join(layer.name for layer in circuit.layers)}")

@@ -14,11 +14,12 @@ import anyio
 from litestar import Controller, Request, Response, get
 
 from neurflow.exports import FORMATS, ExportSource, run_export
-from neurflow.service.errors import Invalid, NotFound, public_json
+from neurflow.service.errors import Invalid, NotFound
 from neurflow.service.http.deps import CatalogDep, Owner, StoreDep, provides
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog
+from neurflow.service.storage.circuits import load_circuit
 
 RESERVED = {"archive"}
 
@@ -26,10 +27,8 @@ RESERVED = {"archive"}
 def service_source(catalog: Catalog, store: ArtifactStore, owner: str, circuit_id: str) -> ExportSource:
     """The circuit as an :class:`ExportSource`: rendered mosaics from the store, source images while
     the dataset exists."""
-    from neurflow.core.circuit import Circuit
-
     row = catalog.get_circuit(owner, circuit_id)
-    circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(row["key"]))))
+    circuit = load_circuit(store, row["key"], public=True)
     images_root = None
     try:
         catalog.get_dataset(owner, row["dataset_id"])

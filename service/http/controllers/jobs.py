@@ -12,6 +12,7 @@ import json
 from typing import Annotated, Any, AsyncIterator
 
 import anyio
+import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -29,7 +30,10 @@ KEEPALIVE_S = 15.0
 
 
 def event_of(job: dict[str, Any]) -> dict[str, Any]:
-    return {k: job[k] for k in ("id", "kind", "state", "stage", "done", "total", "progress", "error", "attempt")} | (
+    """The data of one SSE event: the job's state and its :class:`~neurflow.progress.ProgressEvent`
+    (``progress_event``) as the worker reported it; ``stage``/``done``/``total`` repeat the event's."""
+    keys = ("id", "kind", "state", "stage", "done", "total", "progress", "error", "attempt")
+    return {k: job[k] for k in keys} | {"progress_event": msgspec.to_builtins(job["progress_event"])} | (
         {"result": job["result"]} if job["state"] in TERMINAL else {})
 
 
@@ -41,7 +45,7 @@ async def job_events(jobs: JobStore, executor: Executor, owner: str,
     quiet = 0.0
     while True:
         job = await anyio.to_thread.run_sync(jobs.get, owner, job_id)
-        snap = (job["state"], job["stage"], job["done"], job["total"], job["attempt"])
+        snap = (job["state"], job["progress_event"], job["attempt"])
         if snap != last:
             last, seq, quiet = snap, seq + 1, 0.0
             yield ServerSentEventMessage(data=json.dumps(event_of(job)), event="progress", id=seq)

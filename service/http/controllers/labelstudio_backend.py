@@ -46,11 +46,11 @@ from neurflow import __version__
 from neurflow.core.circuit import Circuit
 from neurflow.exports.labelstudio import CONCEPT, group_prediction, image_prediction, interface_for
 from neurflow.exports.source import ExportSource
-from neurflow.service.errors import ApiError, Invalid, NotFound, public_json
+from neurflow.service.errors import ApiError, Invalid, NotFound
 from neurflow.service.http.deps import CatalogDep, Owner, StoreDep, provides
-from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 from neurflow.service.storage.catalog import Catalog
+from neurflow.service.storage.circuits import load_circuit
 from neurflow.service.storage.corrections import correct_stored
 
 PREFIX = "/ml/labelstudio"
@@ -86,7 +86,7 @@ class CircuitCache:
                 self._items.move_to_end(key)
                 return hit
         try:
-            circuit = Circuit.from_json(public_json(store.get_bytes(keys.document(row["key"]))))
+            circuit = load_circuit(store, row["key"], public=True)
         except (KeyError, ValueError) as exc:
             log.warning("label studio backend: circuit %s unreadable: %s", circuit_id, exc)
             return None

@@ -49,14 +49,15 @@ class ModelController(Controller):
                      data: Annotated[ModelUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> Response[ModelOut]:
         if not isinstance(data.weights, UploadFile):
             raise Invalid("the 'weights' part must be a file upload (a .safetensors file)")
-        desc = parse_descriptor(data.descriptor)
+        desc, warnings = parse_descriptor(data.descriptor)
         if data.weights.filename and not data.weights.filename.lower().endswith(".safetensors"):
             raise Unsupported(f"weights file {data.weights.filename!r} is not a .safetensors file; pickled "
                               ".pt/.pth/.bin and TorchScript files are refused")
         with quotas.uploads.hold(owner):
             record, created = await anyio.to_thread.run_sync(_ingest, catalog, store, settings, owner, desc,
                                                              data.weights)
-        return Response(model_out(record), status_code=201 if created else 200)
+        return Response(msgspec.structs.replace(model_out(record), warnings=warnings),
+                        status_code=201 if created else 200)
 
     @get("/", summary="List models")
     async def list_models(self, catalog: CatalogDep, owner: Owner, limit: PageLimit = DEFAULT_PAGE,

@@ -7,12 +7,14 @@ SIGKILL after the first class is stored, and the retry must neither redo nor dup
 from __future__ import annotations
 
 import os
-import re
 import signal
 
 import pytest
 
+import msgspec
+
 from neurflow.client.api import Client
+from neurflow.progress import ProgressEvent
 
 from ..helpers import ENGINE, KEY_A, LiveServer, assert_problem, job_spec, wait_for
 
@@ -47,13 +49,17 @@ def test_all_classes_one_circuit_each_with_per_class_progress(server, uploaded):
         assert final["state"] == "succeeded", final
         done = sorted(r["class_index"] for r in final["result"]["circuits"])
         assert done == [0, 1, 2]
-        # per class and overall: the stage names the class, done/total count finished classes
-        per_class = [(re.search(r"\| class (\d+), (\d+) of 3 done$", e["stage"]), e) for e in events
-                     if "| class " in e.get("stage", "")]
-        assert all(m for m, _ in per_class), [e["stage"] for _, e in per_class]
-        assert {m.group(1) for m, _ in per_class} == {"0", "1", "2"}
-        assert all(e["total"] == 3 and e["done"] == int(m.group(2)) for m, e in per_class), per_class
-        assert any(e["done"] == 2 for m, e in per_class if m.group(1) == "2")
+        # the worker's progress events, through the pipe, the job table and SSE: per class, the stage's
+        # own units (done/total) and the job's count of finished classes beside them
+        received = [msgspec.convert(e["progress_event"], ProgressEvent) for e in events if e["state"] == "running"]
+        per_class = [e for e in received if e.target is not None]
+        assert {e.target for e in per_class} == {0, 1, 2}, received
+        assert all(e.classes_total == 3 for e in per_class)
+        assert [e.classes_done for e in per_class] == sorted(e.classes_done for e in per_class)
+        assert any(e.classes_done == 2 for e in per_class if e.target == 2)
+        assert all(e.unit and e.total > 0 and 0 <= e.done <= e.total and e.elapsed >= 0 for e in per_class)
+        assert all((raw["stage"], raw["done"], raw["total"]) == (e.stage, e.done, e.total)
+                   for raw, e in zip([e for e in events if e["state"] == "running"], received))
         listed = c.circuits(job["id"])
         assert sorted(x["class_index"] for x in listed) == [0, 1, 2]
         one = c.http.get("/v1/circuits", params={"job_id": job["id"], "class_index": 1}).json()["circuits"]

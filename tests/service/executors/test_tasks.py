@@ -33,7 +33,7 @@ def test_a_failed_task_does_not_leave_the_cached_model_modified(tmp_path, assets
 
     monkeypatch.setitem(tasks._TASKS, type(run_job()), run_that_breaks_the_model)
     with pytest.raises(RuntimeError, match="on purpose"):
-        tasks.run_task(RunTask(id="job-1", attempt=1, job=run_job(model=ref)), ctx, lambda *a: None)
+        tasks.run_task(RunTask(id="job-1", attempt=1, job=run_job(model=ref)), ctx, lambda event: None)
     after = ctx.model(ref)  # the next job on the same weights, another key's
     assert after is not before
     assert torch.equal(after.fc.weight, original)

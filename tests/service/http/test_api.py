@@ -66,6 +66,9 @@ def test_model_and_dataset_resources(client, assets, objects):
     assert model["id"] == sha256_file(assets["weights"])  # identified by the sha256 of its weights
     names = [layer["name"] for layer in model["layers"]]
     assert "layer4" in names and {"name": "fc", "shape": [3]} in model["layers"]
+    # the descriptor left mean and std out: the answer says which normalisation the server filled in
+    assert model["mean"] == [0.485, 0.456, 0.406] and "mean and std left out" in model["warnings"][0]
+    assert client.get(f"/v1/models/{model['id']}", headers=A).json()["warnings"] == []
     assert upload_model(client, assets).status_code == 200  # same weights again: the existing model
     assert_problem(upload_model(client, assets, descriptor={**assets["descriptor"], "input_size": 64}), 409)
     listed = client.get("/v1/models", headers=A).json()["models"]

@@ -43,7 +43,7 @@ def atlas_service(assets, tmp_path_factory):
             lone = c.follow(c.submit(job_spec(other["id"], dataset["id"], target=0))["id"])
             assert lone["state"] == "succeeded", lone
             circuits = [ref["id"] for ref in final["result"]["circuits"]]
-            docs = {cid: c.request("GET", f"/v1/circuits/{cid}").content for cid in circuits}
+            docs = {cid: c.request("GET", f"/v1/circuits/{cid}", params={"arrays": "inline"}).content for cid in circuits}
             c.debug(circuits[0], assets["image"])
             debug_job = next(j for j in c.json("GET", "/v1/jobs")["jobs"] if j["kind"] == "debug")
         yield {"server": server, "job": final["id"], "circuits": circuits, "docs": docs,

@@ -25,7 +25,8 @@ def service(tmp_path_factory, assets):  # noqa: F811 - the imported fixture
 
 
 def _document(url: str, cid: str) -> Circuit:
-    return Circuit.from_json(httpx.get(f"{url}/v1/circuits/{cid}", headers=A, timeout=30).content)
+    return Circuit.from_json(httpx.get(f"{url}/v1/circuits/{cid}", params={"arrays": "inline"}, headers=A,
+                                       timeout=30).content)
 
 
 def _summary_group(url: str, cid: str, gid: str) -> dict:

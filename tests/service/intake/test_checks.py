@@ -21,7 +21,11 @@ LIMITS = {"max_entries": 100, "max_bytes": 10 * 1024 * 1024, "max_pixels": 10_00
 
 
 def test_descriptor_checks():
-    assert parse_descriptor(b'{"arch": "resnet18", "num_classes": 3, "input_size": 32}').mean == [0.485, 0.456, 0.406]
+    desc, warnings = parse_descriptor(b'{"arch": "resnet18", "num_classes": 3, "input_size": 32, "std": [1, 1, 1]}')
+    assert desc.mean == [0.485, 0.456, 0.406] and desc.std == [1, 1, 1]
+    assert len(warnings) == 1 and "mean left out" in warnings[0] and "[0.485, 0.456, 0.406]" in warnings[0]
+    given = b'{"arch": "resnet18", "num_classes": 3, "input_size": 32, "mean": [0, 0, 0], "std": [1, 1, 1]}'
+    assert parse_descriptor(given)[1] == []
     with pytest.raises(Invalid, match="not valid JSON"):
         parse_descriptor(b"{arch")
     with pytest.raises(Invalid, match="num_classes"):
@@ -32,15 +36,15 @@ def test_descriptor_checks():
 
 
 def test_weights_checked_against_architecture(assets, tmp_path):
-    desc = parse_descriptor(b'{"arch": "resnet18", "num_classes": 3, "input_size": 32}')
+    desc, _ = parse_descriptor(b'{"arch": "resnet18", "num_classes": 3, "input_size": 32}')
     layers = dict(check_weights(assets["weights"], desc))
     assert layers["layer4"] == (512, 1, 1) and layers["fc"] == (3,)
     with pytest.raises(Invalid, match="shape conflicts: fc.bias"):
-        check_weights(assets["weights"], parse_descriptor(b'{"arch": "resnet18", "num_classes": 5, "input_size": 32}'))
+        check_weights(assets["weights"], parse_descriptor(b'{"arch": "resnet18", "num_classes": 5, "input_size": 32}')[0])
     with pytest.raises(Invalid, match="missing keys"):
-        check_weights(assets["weights"], parse_descriptor(b'{"arch": "resnet34", "num_classes": 3, "input_size": 32}'))
+        check_weights(assets["weights"], parse_descriptor(b'{"arch": "resnet34", "num_classes": 3, "input_size": 32}')[0])
     with pytest.raises(Invalid, match="unknown torchvision architecture"):
-        check_weights(assets["weights"], parse_descriptor(b'{"arch": "resnet9000", "num_classes": 3, "input_size": 32}'))
+        check_weights(assets["weights"], parse_descriptor(b'{"arch": "resnet9000", "num_classes": 3, "input_size": 32}')[0])
     pkl = tmp_path / "model.safetensors"
     pkl.write_bytes(pickle.dumps({"w": [1, 2, 3]}))  # a pickle renamed .safetensors is refused unread
     with pytest.raises(Unsupported, match="not a safetensors file"):

@@ -5,6 +5,7 @@ nothing of the server (in-process app, real SQLite file; no worker: accepted job
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import msgspec
@@ -271,6 +272,18 @@ def test_engine_device_is_not_the_callers(env, ids, device):
     body = assert_problem(submit(env, ids, engine={**json.loads(json.dumps(job_spec("m", "d")["engine"])),
                                                    "device": device}), 422, "engine.device")
     assert "server's setting" in body["detail"]
+
+
+@pytest.mark.parametrize("device", ["meta", "cuda:7", "/dev/null", "cuda", "cuda:1"])
+def test_the_clip_device_is_one_of_the_servers(env, device):
+    """A job may put its CLIP on a device the server runs, nothing else (``meta`` would poison the cache)."""
+    gpu_server = msgspec.structs.replace(env["settings"], devices=["cuda:0"])
+    for settings in (env["settings"], gpu_server):
+        with pytest.raises(Invalid, match=rf"labeling\.clip\.device {re.escape(repr(device))} is not one of"):
+            check_labeling({**labeling_section(), "clip": {**labeling_section()["clip"], "device": device}}, settings)
+    assert check_labeling({**labeling_section(), "clip": {**labeling_section()["clip"], "device": "cuda:0"}},
+                          gpu_server).clip.device == "cuda:0"
+    assert check_labeling(labeling_section(), env["settings"]).clip.device == "cpu"
 
 
 # -- Hardening II, 6: nothing of the server in what callers read ---------------------------------------

@@ -77,6 +77,9 @@ def test_service_with_the_artifact_root_in_s3(moto, bucket, assets, tmp_path):
             group = next(g for layer in doc["layers"] for g in layer["groups"] if g["exemplars"])
             assert c.mosaic(cid, group["id"]).startswith(b"\x89PNG")
             assert c.exemplar(cid, group["id"], 0).startswith(b"\x89PNG")
+            # the compact document's arrays file, streamed from the bucket with its hash checked
+            side = c.circuit_arrays(cid, tmp_path / "arrays.safetensors")
+            assert side.stat().st_size == doc["arrays"]["bytes"]
             graphml = c.export(cid, "graphml")
             assert b"<graphml" in graphml
             ls = c.http.get(f"/v1/circuits/{cid}/exports/labelstudio").json()
@@ -95,6 +98,10 @@ def test_service_with_the_artifact_root_in_s3(moto, bucket, assets, tmp_path):
         assert bucket.ls(f"{root}/datasets/{dataset['id']}/images")
         keys = bucket.find(f"{root}/jobs/{final['id']}")
         assert any(k.endswith("class-2/circuit.json") for k in keys)
+        assert any(k.endswith("class-2/circuit.arrays.safetensors") for k in keys)
+        # the fits kept their stages in the bucket while they ran; none outlive the job, here or on disk
+        assert not [k for k in keys if "/stages/" in k]
+        assert not list((data / "scratch" / "stages").glob(f"{final['id']}/*"))
         assert any(k.endswith("mosaic.png") for k in keys)
         assert not (data / "artifacts").exists() or not any((data / "artifacts").rglob("*.json"))
     finally:
