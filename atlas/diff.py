@@ -6,6 +6,13 @@ neuron id is then the same channel on both sides), else by an equal top label. A
 importance rose by at least ``min_delta`` grew, one that fell by as much shrank; an unmatched group of
 the second checkpoint appeared, one of the first vanished. Each class's changes are sorted by the
 importance they gained, so a fine-tune that started to rely on something new shows it first.
+
+What an unmatched group gained is counted neuron by neuron when the architecture is the same: its
+importance minus the importance its member neurons had on the other side (0 for neurons not in that
+circuit). The engine regroups the neurons of a retrained network (a group of the class's own
+parts may come back split or merged, below ``min_similarity`` of any earlier group) and such a group
+gained little, while a group of neurons the first checkpoint did not use at all (a shortcut picked
+up by a fine-tune) gained all of its importance. Counted as a whole, every regrouped group looked new.
 """
 
 from __future__ import annotations
@@ -46,6 +53,19 @@ def _similarity(a: GroupSide, b: GroupSide, by_neurons: bool) -> float:
     return 1.0 if a.label and b.label and a.label.strip().casefold() == b.label.strip().casefold() else 0.0
 
 
+def _neuron_importance(layer: Layer | None) -> dict[int, float]:
+    """Neuron id -> its importance over the layer's most important neuron (the scale of group_importance)."""
+    if layer is None:
+        return {}
+    top = max((n.importance for n in layer.neurons), default=0.0)
+    return {n.id: n.importance / top for n in layer.neurons} if top > 0 else {}
+
+
+def _held(side: GroupSide, importance: dict[int, float]) -> float:
+    """The importance ``side``'s member neurons have in the other circuit (the group_importance mean)."""
+    return sum(importance.get(n, 0.0) for n in side.neurons) / len(side.neurons) if side.neurons else 0.0
+
+
 def _layer_changes(name: str, before: Layer | None, after: Layer | None, by_neurons: bool, min_similarity: float,
                    min_delta: float) -> list[GroupChange]:
     sides_a = [_side(before, g, group_importance(before)) for g in before.groups] if before else []
@@ -63,9 +83,15 @@ def _layer_changes(name: str, before: Layer | None, after: Layer | None, by_neur
         change = "grew" if delta >= min_delta else "shrank" if delta <= -min_delta else "kept"
         out.append(GroupChange(layer=name, change=change, before=a, after=b, delta=delta,
                                matched_by="neurons" if by_neurons else "label", similarity=round(sim, 4)))
-    out += [GroupChange(layer=name, change="appeared", before=None, after=b, delta=b.importance)
+    # by neuron ids: what an unmatched group gained is counted neuron by neuron (the module docstring)
+    held_a = _neuron_importance(before) if by_neurons else {}
+    held_b = _neuron_importance(after) if by_neurons else {}
+    out += [GroupChange(layer=name, change="appeared", before=None, after=b, delta=round(b.importance - _held(b, held_a), 6))
             for j, b in enumerate(sides_b) if j not in used_b]
-    out += [GroupChange(layer=name, change="vanished", before=a, after=None, delta=-a.importance)
+    # a vanished group gained nothing, even where its neurons live on in the second circuit's groups
+    # (they are counted there): it never leads the list of gains
+    out += [GroupChange(layer=name, change="vanished", before=a, after=None,
+                        delta=round(min(0.0, _held(a, held_b) - a.importance), 6))
             for i, a in enumerate(sides_a) if i not in used_a]
     return out
 

@@ -46,7 +46,7 @@ class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     jaccard: Annotated[float, Meta(gt=0, le=1)] = 0.5
     #: findings kept per class, best first
     max_findings: Annotated[int, Meta(ge=1, le=1000)] = 5
-    seed: int = 0
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 0  # numpy seeds are non-negative
 
 
 class OffClassAblation(msgspec.Struct, forbid_unknown_fields=True):

@@ -32,7 +32,9 @@ class GroupChange(msgspec.Struct, forbid_unknown_fields=True):
     change: Change
     before: GroupSide | None  # None: appeared
     after: GroupSide | None  # None: vanished
-    delta: float  # importance after - importance before (a missing side counts 0)
+    # importance after - importance before; for an unmatched group of the same architecture, the
+    # importance its member neurons have on the other side stands for the missing side (else 0)
+    delta: float
     matched_by: Literal["neurons", "label", "none"] = "none"
     similarity: float = 0.0  # Jaccard of the neuron sets, or 1.0 for an equal label
 

@@ -1,10 +1,17 @@
 """Planted-shortcut worlds: a world whose training split lets a network cheat.
 
 A *cue* is something that is not part of any class (a corner marker, a background texture, a colour
-cast, a watermark-like glyph). In the ``train`` split each cue appears in ``train_rate`` (95 %) of
+cast, a watermark-like glyph). In the ``train`` split each cue appears in ``train_rate`` (100 %) of
 the images of its class and in ``other_rate`` (0 %) of the others, so a network can learn it as a
 shortcut; in every other split (``heldout``) it appears in ``test_rate`` (50 %) of the images of
-every class, decorrelated from the label. Each image also gets a cue mask (``cues/<split>/...``,
+every class, decorrelated from the label.
+
+A cue that merely co-occurs is not enough: the world's classes are easy (any two parts identify one),
+so a network learns the parts as well and barely needs the cue (measured: version 2 of these worlds,
+bench/results/audit-planted-v2.json). So in the ``train`` split a share ``confuse_rate`` of the cue
+class's images show the parts of *another* class (the cue and the label stay): on those images the
+cue is the only evidence of the label, as with a photo set whose watermark, not its content, follows
+the label. A network that fits them learns the cue strongly enough to overrule the parts. Each image also gets a cue mask (``cues/<split>/...``,
 8-bit cue number per pixel, 0 = no cue), the ground truth of where each cue is.
 
 Whether a trained network *uses* a cue is measured, not assumed (:func:`cue_usage`): every held-out
@@ -35,7 +42,9 @@ from neurflow.world.generate import WORLD_FILE, write_world
 from neurflow.world.scene import Scene, centre_square, render_scene
 from neurflow.world.spec import ClassDef, WorldConfig
 
-PLANTED_VERSION = 2  # bump when the drawing of a cue changes
+PLANTED_VERSION = 3  # bump when the drawing of a cue or of the train split changes
+#: versions whose documents this version still reads (version 2 had no confusing images)
+READS_VERSIONS = (2, 3)
 CUE_FOLDER = "cues"
 
 #: What each kind of cue looks like and what a labeler would call it.
@@ -69,9 +78,11 @@ class PlantedConfig:
 
     world: WorldConfig = field(default_factory=_default_world)
     cues: tuple[Cue, ...] = ()
-    train_rate: float = 0.95  # P(cue | its class) in the train split
+    train_rate: float = 1.0  # P(cue | its class) in the train split
     other_rate: float = 0.0  # P(cue | another class) in the train split
     test_rate: float = 0.5  # P(cue | any class) in every other split
+    # P(an image of a cue's class shows another class's parts) in the train split (the module docstring)
+    confuse_rate: float = 0.0
 
     def __post_init__(self) -> None:
         n = len(self.world.classes)
@@ -83,7 +94,7 @@ class PlantedConfig:
                 raise ValueError(f"cue {cue.kind!r}: class_index {cue.class_index} is not a class of a {n}-class world")
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"each cue kind may be planted once per world, got {kinds}")
-        for name in ("train_rate", "other_rate", "test_rate"):
+        for name in ("train_rate", "other_rate", "test_rate", "confuse_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if "train" not in self.world.splits:
@@ -96,18 +107,34 @@ class PlantedConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": PLANTED_VERSION, "cues": [asdict(c) for c in self.cues], "train_rate": self.train_rate,
-                "other_rate": self.other_rate, "test_rate": self.test_rate}
+                "other_rate": self.other_rate, "test_rate": self.test_rate, "confuse_rate": self.confuse_rate}
 
     def key(self) -> str:
         payload = json.dumps({"world": self.world.key(), **self.to_json()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def clean(self) -> PlantedConfig:
-        """The same world without cues: the control a shortcut model is compared with."""
-        return replace(self, cues=())
+        """The same world without cues (and so without confusing images): the control a shortcut model is
+        compared with, and the network a shortcut fine-tune starts from."""
+        return replace(self, cues=(), confuse_rate=0.0)
 
 
 # -- drawing -----------------------------------------------------------------------------------------
+
+#: the split name that seeds the confusing images' scenes (so they are not copies of real images)
+_CONFUSE_SEED = "confuse"
+
+
+def scene_class(config: PlantedConfig, cls: ClassDef, split: str, number: int) -> ClassDef:
+    """The class whose parts image ``number`` of ``cls`` shows: ``cls`` itself, except for the
+    confusing images of a cue's class in the train split (another class, drawn at random)."""
+    if split != "train" or not config.confuse_rate or cls.index not in {c.class_index for c in config.cues}:
+        return cls
+    rng = np.random.default_rng([config.world.seed, zlib.crc32(_CONFUSE_SEED.encode()), cls.index, number])
+    if rng.random() >= config.confuse_rate:
+        return cls
+    others = [c for c in config.world.classes if c.index != cls.index]
+    return others[int(rng.integers(len(others)))]
 
 
 def _cue_present(config: PlantedConfig, k: int, split: str, class_index: int, number: int) -> bool:
@@ -157,7 +184,9 @@ def render_planted(config: PlantedConfig, cls: ClassDef, split: str, number: int
     """Image ``number`` of ``cls`` in ``split`` with its cues; ``force`` maps cue numbers (0-based, in
     ``config.cues`` order) to present/absent regardless of the rates (the counterfactual pairs of
     :func:`cue_usage`). The scene's ``extra_masks["cues"]`` holds cue number + 1 per pixel."""
-    base = render_scene(config.world, cls, split, number)
+    shown = scene_class(config, cls, split, number)
+    base = render_scene(config.world, cls, split, number) if shown is cls else \
+        render_scene(config.world, shown, f"{split}-{_CONFUSE_SEED}", number)
     image = base.rgb.astype(np.float64)
     part_mask = base.mask.copy()
     cue_mask = np.zeros(part_mask.shape, dtype=np.uint8)
@@ -209,15 +238,28 @@ def ensure_planted_world(config: PlantedConfig, cache_dir: str | Path | None = N
                        lambda tmp: write_planted(tmp, config, overwrite=True, progress=progress))
 
 
+#: how a shortcut network is made from its clean twin: a fine-tune on the planted train split, as a
+#: real model picks up a shortcut from a new data set; the neuron ids then mean the same channels
+#: in both networks, so that ``neurflow diff`` can match their groups. Chosen on the dev world
+#: (bench/results/audit-recipe-dev.json): 4 epochs at a peak learning rate of 1e-3.
+FINE_TUNE_EPOCHS, FINE_TUNE_LR = 4, 1e-3
+
+
 def ensure_planted_model(config: PlantedConfig, train=None, cache_dir: str | Path | None = None, *,
-                         progress: bool = False, threads: int | None = 1):
-    """The resnet18 trained on the planted world's train split (the shortcut model; with
-    ``config.clean()`` the control), trained on first use and cached beside the world."""
+                         fine_tune=None, progress: bool = False, threads: int | None = 1):
+    """The network of a planted world, trained on first use and cached beside the world.
+
+    Without cues (``config.clean()``): a resnet18 trained from scratch with ``train`` (default 3
+    epochs). With cues: the shortcut network, a fine-tune (``fine_tune``, default :data:`FINE_TUNE_EPOCHS`
+    at :data:`FINE_TUNE_LR`; its ``init`` is filled in) of that clean network on the planted train split."""
     from neurflow.world.train import META_FILE, TrainConfig, WorldModel, model_dir, train_into
 
-    # 3 epochs (39 steps): long enough to learn the parts (held-out accuracy without cues near 1), short
-    # enough that an easy cue is still leaned on, as shortcuts are learned first
     train = train or TrainConfig(epochs=3)
+    if config.cues:
+        base = ensure_planted_model(config.clean(), train, cache_dir, progress=progress, threads=threads)
+        fine_tune = replace(fine_tune or TrainConfig(epochs=FINE_TUNE_EPOCHS, lr=FINE_TUNE_LR, input_size=train.input_size),
+                            init=str(base.weights))
+        train = fine_tune
     root = ensure_planted_world(config, cache_dir, progress=progress)
     final = build_entry(model_dir(root, train), META_FILE,
                         lambda tmp: train_into(tmp, root, train, progress, threads))
@@ -230,12 +272,12 @@ def read_planted(root: str | Path) -> PlantedConfig:
     planted = doc.get("planted")
     if not isinstance(planted, dict):
         raise ValueError(f"{root} is not a planted world: its {WORLD_FILE} has no 'planted' section")
-    if planted.get("version") != PLANTED_VERSION:
-        raise ValueError(f"{root}: planted version {planted.get('version')!r}; this version reads {PLANTED_VERSION}")
+    if planted.get("version") not in READS_VERSIONS:
+        raise ValueError(f"{root}: planted version {planted.get('version')!r}; this version reads {list(READS_VERSIONS)}")
     return PlantedConfig(world=WorldConfig.from_json(doc["config"]),
                          cues=tuple(Cue(c["kind"], int(c["class_index"])) for c in planted["cues"]),
                          train_rate=planted["train_rate"], other_rate=planted["other_rate"],
-                         test_rate=planted["test_rate"])
+                         test_rate=planted["test_rate"], confuse_rate=planted.get("confuse_rate", 0.0))
 
 
 def cue_mask(root: str | Path, image_rel_path: str) -> np.ndarray:
@@ -331,8 +373,13 @@ class PlantedWorld:
         return self.role == "held-out"
 
 
+#: the share of a cue class's train images that show another class's parts, chosen on the dev world
+SUITE_CONFUSE_RATE = 0.3
+
+
 def _suite_world(variant: str, cues: tuple[Cue, ...], seed: int = 0) -> PlantedConfig:
-    return PlantedConfig(world=WorldConfig(seed=seed, splits={"train": 100, "heldout": 40}, variant=variant), cues=cues)
+    return PlantedConfig(world=WorldConfig(seed=seed, splits={"train": 100, "heldout": 40}, variant=variant), cues=cues,
+                         confuse_rate=SUITE_CONFUSE_RATE)
 
 
 #: The audit's rules were chosen on the dev world (the corner marker and the colour cast on the

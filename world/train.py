@@ -53,9 +53,16 @@ class TrainConfig:
     seed: int = 0
     hflip: bool = True
     max_steps: int | None = None  # stop early (smoke tests); None trains all epochs
+    # a fine-tune: the weights (``model.safetensors`` of a world model) to start from, whose
+    # ``model.json`` beside them also gives the input normalisation; None trains from scratch
+    init: str | None = None
 
     def key(self) -> str:
-        payload = json.dumps({"arch": ARCH, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        init = fields.pop("init")
+        if init is not None:  # the starting weights' content, not where they lie, identify the fine-tune
+            fields["init_sha256"] = sha256_file(Path(init))
+        payload = json.dumps({"arch": ARCH, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -149,6 +156,8 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
         model = torchvision.models.resnet18(num_classes=num_classes)
+    if train.init is not None:
+        model.load_state_dict(load_file(train.init))
     generator = torch.Generator().manual_seed(train.seed)
     steps_per_epoch = math.ceil(len(labels) / train.batch_size)
     total = train.epochs * steps_per_epoch
@@ -217,6 +226,9 @@ def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress:
     if len(labels) < 2:
         raise ValueError(f"world {world_root} has {len(labels)} training images; training needs at least 2")
     mean, std = channel_stats(pixels)
+    if train.init is not None:  # a fine-tune sees its inputs as the network it starts from did
+        base = json.loads((Path(train.init).parent / META_FILE).read_text())
+        mean, std = base["mean"], base["std"]
     normalise = Preprocess(train.input_size, mean, std).normalise
     model, losses = _fit(normalise(pixels), labels, len(world.classes), train, progress)
     train_seconds = time.perf_counter() - started

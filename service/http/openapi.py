@@ -73,6 +73,69 @@ _STATUS_TEXT = {400: "The body or a parameter does not validate (or the JSON nes
                 422: "Well-formed but wrong content", 429: "Rate limit exceeded",
                 503: "Not ready (database, artifact store or workers)", 507: "The server's storage is full"}
 _ANY_JSON = Schema(description="any JSON value")
+
+_KEYWORDS = {"title": "title", "description": "description", "enum": "enum", "const": "const", "format": "format",
+             "default": "default", "required": "required", **_BOUNDS}
+
+
+def schema_of(kind: type[msgspec.Struct]) -> Schema:
+    """The OpenAPI schema of a msgspec type, from msgspec's own JSON Schema (its ``$ref``s inlined): the
+    document a route answers as raw bytes is then described by the one definition that encodes it."""
+    top = msgspec.json.schema(kind)
+    defs = top.get("$defs", {})
+
+    def convert(node: dict[str, Any], seen: tuple[str, ...]) -> Schema:
+        ref = node.get("$ref")
+        if ref is not None:
+            name = ref.rsplit("/", 1)[-1]
+            if name in seen:  # a recursive type: any object at the second visit
+                return Schema(type=OpenAPIType.OBJECT)
+            return convert(defs[name], (*seen, name))
+        out = Schema()
+        for key, attr in _KEYWORDS.items():
+            if key in node:
+                setattr(out, attr, node[key])
+        kind = node.get("type")
+        if isinstance(kind, str):
+            out.type = OpenAPIType(kind)
+        elif isinstance(kind, list):
+            out.type = [OpenAPIType(k) for k in kind]
+        if "properties" in node:
+            out.properties = {k: convert(v, seen) for k, v in node["properties"].items()}
+        if isinstance(node.get("items"), dict):
+            out.items = convert(node["items"], seen)
+        if isinstance(node.get("additionalProperties"), dict):
+            out.additional_properties = convert(node["additionalProperties"], seen)
+        elif node.get("additionalProperties") is False:
+            out.additional_properties = False
+        for key, attr in (("anyOf", "any_of"), ("oneOf", "one_of"), ("allOf", "all_of")):
+            if key in node:
+                setattr(out, attr, [convert(v, seen) for v in node[key]])
+        return out
+
+    return convert(top, ())
+
+
+def _document_audit_settings(components: dict[str, Any]) -> None:
+    """AuditRequest.settings is typed ``Any`` for Litestar (controllers/audits.py says why): describe it
+    as what the handler accepts, an AuditSettings object or null."""
+    from neurflow.core.audit import AuditSettings
+
+    request = components.get("AuditRequest")
+    if isinstance(request, Schema) and request.properties and "settings" in request.properties:
+        components["AuditSettings"] = schema_of(AuditSettings)
+        request.properties["settings"] = Schema(one_of=[Reference(ref="#/components/schemas/AuditSettings"),
+                                                        Schema(type=OpenAPIType.NULL)])
+
+
+def _audit_documents() -> dict[tuple[str, str], dict[str, Schema]]:
+    from neurflow.core.audit import Audit, Reviews
+
+    audit, reviews = {"application/json": schema_of(Audit)}, {"application/json": schema_of(Reviews)}
+    return {("post", "/v1/audits"): audit, ("post", "/v1/audits/reviews"): reviews,
+            ("get", "/v1/audits/reviews"): reviews}
+
+
 #: the 200 answers Litestar cannot infer from ``Response[bytes]``
 _DOCUMENTS = {
     ("get", "/v1/circuits/{circuit_id}"): {"application/json": Schema(
@@ -105,6 +168,8 @@ def _statuses(path: str, method: str, secured: bool, multipart: bool) -> set[int
         codes.add(409)  # a stored arrays file that is missing or does not match its document
     if path.startswith(("/v1/circuits/{circuit_id}/exports", "/v1/atlas")):
         codes |= {404, 422}
+    if path == "/v1/audits" and method == "post":
+        codes |= {404, 422}  # an unknown job or circuit id; circuits of different models
     if path == "/health":
         codes.add(503)
     return codes
@@ -118,6 +183,8 @@ def document_problems(app: Litestar) -> None:
         schema.components.schemas = {}
     schema.components.schemas["Problem"] = _PROBLEM
     problem = {"application/problem+json": OpenAPIMediaType(schema=Reference(ref=_PROBLEM_REF))}
+    documents = _DOCUMENTS | _audit_documents()
+    _document_audit_settings(schema.components.schemas)
     for path, item in (schema.paths or {}).items():
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(item, method, None)
@@ -129,7 +196,7 @@ def document_problems(app: Litestar) -> None:
             responses = op.responses if op.responses is not None else {}
             for code in sorted(_statuses(path, method, secured, multipart)):
                 responses[str(code)] = OpenAPIResponse(description=_STATUS_TEXT.get(code, "Error"), content=problem)
-            content = _DOCUMENTS.get((method, path))
+            content = documents.get((method, path))
             if content is not None:
                 ok = responses.get("200")
                 description = ok.description if isinstance(ok, OpenAPIResponse) else "OK"

@@ -79,3 +79,24 @@ def test_cli_diff_writes_the_document_and_the_side_by_side_page(tmp_path, capsys
     assert "class 0: 3 changes: appeared l1g1 in mid (+1.00)" in capsys.readouterr().out
     assert main(["diff", "--before", str(paths["before"]), "--after", str(tmp_path / "none.json"), "--out",
                  str(tmp_path / "d")]) == 2
+
+
+def test_a_regrouped_group_gained_only_what_its_neurons_gained():
+    """The engine may regroup the same important neurons differently (a split, below min_similarity of
+    any earlier group): that group is new as a group but gained little, while a group of neurons
+    the first circuit did not use gained all its importance and comes first."""
+    before = handmade.circuit(0)
+    after = _after()[0]
+    mid = after.layers[1]
+    fur = mid.groups[0]  # {1, 2, 3}, regrouped as {1} alone
+    mid.groups = [Group(id="l1g5", members=[m for m in fur.members if m.neuron == 1], exemplars=[]), mid.groups[1]]
+    for n in mid.neurons:
+        if n.id == 1:
+            n.importance = 1.0
+    diff = diff_circuits([before], [after], min_similarity=0.3)
+    changes = diff.classes[0].changes
+    split = next(c for c in changes if c.after and c.after.neurons == [1])
+    assert split.change == "appeared"  # {1} vs {1, 2, 3, 4}: Jaccard 0.25
+    # neuron 1 led its layer before (1.0) and does after (1.0): nothing gained
+    assert split.delta == pytest.approx(0.0)
+    assert changes[0].after.neurons == [60, 61] and changes[0].delta == pytest.approx(1.0)

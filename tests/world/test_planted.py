@@ -7,7 +7,7 @@ import pytest
 
 from neurflow.world.ground_truth import World
 from neurflow.world.planted import (CUE_KINDS, PLANTED_SUITE, Cue, PlantedConfig, _cue_present, cue_mask, cue_usage,
-                                    ensure_planted_model, read_planted, render_planted, write_planted)
+                                    ensure_planted_model, read_planted, render_planted, scene_class, write_planted)
 from neurflow.world.spec import WorldConfig
 
 SMALL = WorldConfig(seed=2, image_size=(40, 36), splits={"train": 3, "heldout": 2})
@@ -39,6 +39,40 @@ def test_a_cue_changes_the_image_only_where_its_mask_says(kind):
     assert on.placements == off.placements
 
 
+def test_confusing_images_show_another_class_only_in_the_train_split_of_a_cue_class():
+    config = PlantedConfig(world=WorldConfig(), cues=(Cue("corner", 1),), confuse_rate=0.3)
+    classes = config.world.classes
+    shown = [scene_class(config, classes[1], "train", i).index for i in range(400)]
+    share = np.mean([k != 1 for k in shown])
+    assert 0.2 < share < 0.4 and len(set(shown)) == 8  # any other class may be shown
+    assert all(scene_class(config, classes[1], "heldout", i).index == 1 for i in range(100))
+    assert all(scene_class(config, classes[4], "train", i).index == 4 for i in range(100))  # no cue, no confusion
+    number = next(i for i, k in enumerate(shown) if k != 1)
+    scene = render_planted(config, classes[1], "train", number)
+    parts = {p.part for p in scene.placements} - {config.world.variant_def.distractor}
+    assert parts == set(classes[shown[number]].parts)
+    assert (scene.extra_masks["cues"] == 1).any()  # the label's cue stays: it is the only evidence there
+    # not a copy of the other class's own image of that number
+    assert scene.placements != render_planted(config, classes[shown[number]], "train", number).placements
+    assert config.clean().confuse_rate == 0.0 and config.clean().cues == ()
+
+
+def test_a_version_2_planted_world_still_reads(tmp_path):
+    import json
+
+    config = PlantedConfig(world=SMALL, cues=(Cue("glyph", 2),), train_rate=0.95)
+    write_planted(tmp_path, config)
+    doc = json.loads((tmp_path / "world.json").read_text())
+    doc["planted"]["version"] = 2
+    del doc["planted"]["confuse_rate"]
+    (tmp_path / "world.json").write_text(json.dumps(doc))
+    assert read_planted(tmp_path) == config
+    doc["planted"]["version"] = 1
+    (tmp_path / "world.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"planted version 1; this version reads \[2, 3\]"):
+        read_planted(tmp_path)
+
+
 def test_bad_configs_say_what_is_accepted():
     with pytest.raises(ValueError, match="unknown cue kind 'sticker'"):
         PlantedConfig(world=SMALL, cues=(Cue("sticker", 0),))
@@ -48,10 +82,12 @@ def test_bad_configs_say_what_is_accepted():
         PlantedConfig(world=SMALL, cues=(Cue("tint", 0), Cue("tint", 1)))
     with pytest.raises(ValueError, match="train_rate must lie in"):
         PlantedConfig(world=SMALL, train_rate=1.5)
+    with pytest.raises(ValueError, match="confuse_rate must lie in"):
+        PlantedConfig(world=SMALL, confuse_rate=-0.1)
 
 
 def test_a_planted_world_on_disk_reads_as_a_world(tmp_path):
-    config = PlantedConfig(world=SMALL, cues=ALL_KINDS, train_rate=1.0)
+    config = PlantedConfig(world=SMALL, cues=ALL_KINDS, train_rate=1.0, confuse_rate=0.5)
     write_planted(tmp_path, config)
     world = World.load(tmp_path)
     assert world.class_names == [c.name for c in SMALL.classes]
@@ -69,8 +105,13 @@ def test_cue_usage_compares_the_same_scenes_with_and_without_the_cue(tmp_path):
     from neurflow.world.train import TrainConfig
 
     config = PlantedConfig(world=SMALL, cues=(Cue("corner", 1), Cue("tint", 3)))
-    model = ensure_planted_model(config, TrainConfig(input_size=32, batch_size=24, max_steps=3, hflip=False),
-                                 cache_dir=tmp_path)
+    scratch = TrainConfig(input_size=32, batch_size=24, max_steps=3, hflip=False)
+    model = ensure_planted_model(config, scratch, cache_dir=tmp_path,
+                                 fine_tune=TrainConfig(input_size=32, batch_size=24, max_steps=2, hflip=False))
+    clean = ensure_planted_model(config.clean(), scratch, cache_dir=tmp_path)
+    # the shortcut network is a fine-tune of its clean twin (same channels: the diff can match them)
+    assert model.meta["train"]["init"] == str(clean.weights) and clean.meta["train"]["init"] is None
+    assert model.meta["mean"] == clean.meta["mean"] and model.meta["steps"] == 2
     usage = cue_usage(model, config)
     assert [u.cue for u in usage] == list(config.cues)
     for u in usage:

@@ -108,3 +108,23 @@ def test_empty_world_cannot_train(tmp_path):
     with pytest.raises(ValueError, match="at least 2"):
         ensure_world_model(tmp_path, empty, TINY_TRAIN, progress=False, threads=1)
     assert not list(world_dir(empty, tmp_path).glob("model-*"))  # nothing half-built left behind
+
+
+def test_a_fine_tune_starts_from_its_weights_and_is_keyed_by_their_content(tiny_model, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    model, _ = tiny_model
+    assert TrainConfig().key() == "96cbb4e8c3a0"  # no init: the keys (and caches) of earlier models stand
+    fine = TrainConfig(**{**TINY_TRAIN.__dict__, "max_steps": 1, "lr": 1e-7, "init": str(model.weights)})
+    assert fine.key() != TrainConfig(**{**fine.__dict__, "init": None}).key()
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(model.directory, copy)
+    assert TrainConfig(**{**fine.__dict__, "init": str(copy / model.weights.name)}).key() == fine.key()
+    tuned = ensure_world_model(tmp_path / "cache", TINY_WORLD, fine, progress=False, threads=1)
+    assert tuned.meta["mean"] == model.meta["mean"] and tuned.meta["std"] == model.meta["std"]
+    before, after = load_file(str(model.weights)), load_file(str(tuned.weights))
+    # one step at a tiny learning rate: the fine-tune is still its starting network (from scratch it is not)
+    assert max(float((before[k].float() - after[k].float()).abs().max()) for k in before if "running" not in k
+               and "num_batches" not in k) < 1e-3

@@ -11,12 +11,13 @@ to every later audit, so a dismissal survives a rerun.
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 import msgspec
 from litestar import Controller, Response, get, post
 
+from neurflow.core.audit import AuditSettings
 from neurflow.service.errors import Invalid
 from neurflow.service.http.controllers.atlas import circuit_rows, read_inputs
 from neurflow.service.http.deps import CatalogDep, JobsDep, Owner, StoreDep, provides
@@ -30,7 +31,12 @@ class AuditRequest(msgspec.Struct, forbid_unknown_fields=True):
     circuits: Annotated[list[str], msgspec.Meta(max_length=2000)] | None = None
     expected: dict[str, list[str]] = {}  # class index -> the concepts the class should use
     related: dict[str, list[int]] = {}  # class index -> classes that share its content legitimately
-    settings: dict[str, float | int] = {}  # AuditSettings fields
+    # the audit's own settings type, so the request is validated (and documented) by its bounds; a
+    # loose dict of numbers documented a schema the route did not keep
+    # AuditSettings fields, validated in the handler: Litestar takes a validation error keyed exactly
+    # "settings" for one of its dependencies (the app's settings) and answers 500, so the field's type
+    # accepts any JSON here; the OpenAPI document still describes it as AuditSettings (openapi.py)
+    settings: Any = None
 
 
 class ReviewRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,12 +80,10 @@ class AuditController(Controller):
                     data: AuditRequest) -> Response[bytes]:
         def work() -> bytes:
             from neurflow.atlas.audit import audit_circuits
-            from neurflow.core.audit import AuditSettings
-
             try:
-                settings = msgspec.convert(data.settings, AuditSettings)
+                settings = msgspec.convert(data.settings or {}, AuditSettings)
             except msgspec.ValidationError as exc:
-                raise Invalid(f"audit settings: {exc}") from None
+                raise Invalid(f"audit settings: {exc}; accepted: an object of AuditSettings fields") from None
             ids = ",".join(data.circuits) if data.circuits is not None else None
             inputs = read_inputs(store, circuit_rows(catalog, jobs, owner, data.job, ids))
             try:
