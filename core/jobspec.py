@@ -42,11 +42,17 @@ class ModelSpec(msgspec.Struct, forbid_unknown_fields=True):
             meta = pretrained_meta(self.arch, self.weights)
             return list(self.mean or meta.mean), list(self.std or meta.std)
         mean, std = list(self.mean or IMAGENET_MEAN), list(self.std or IMAGENET_STD)
-        left_out = " and ".join(k for k in ("mean", "std") if getattr(self, k) is None)
-        warnings.warn(f"model.{left_out.replace(' and ', ' and model.')} left out of the spec: normalising the images "
-                      f"with mean {mean} and std {std} (ImageNet's); set them to the normalisation {self.arch} was "
-                      "trained with", NormalisationWarning, stacklevel=2)
+        left_out = [f"model.{k}" for k in ("mean", "std") if getattr(self, k) is None]
+        warnings.warn(imagenet_default_message(left_out, "the spec", mean, std, self.arch), NormalisationWarning,
+                      stacklevel=2)
         return mean, std
+
+
+def imagenet_default_message(left_out: list[str], where: str, mean: list[float], std: list[float], arch: str) -> str:
+    """What a caller is told when ``left_out`` (mean, std) became ImageNet's: the CLI's warning and the
+    service's upload answer say it the same way."""
+    return (f"{' and '.join(left_out)} left out of {where}: normalising the images with mean {mean} and std {std} "
+            f"(ImageNet's); set them to the normalisation {arch} was trained with")
 
 
 class NormalisationWarning(UserWarning):

@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 
 from neurflow.core.class_names import IMAGENET_MEAN, IMAGENET_STD
+from neurflow.core.jobspec import imagenet_default_message
 from neurflow.service.errors import Invalid
 from neurflow.service.intake.weightcheck import WeightCheck, run_checker
 from neurflow.service.intake.weightfile import check_finite, read_safetensors_index
@@ -47,9 +48,7 @@ def parse_descriptor(raw: str | bytes) -> tuple[ModelDescriptor, list[str]]:
     if not left_out:
         return desc, []
     desc = msgspec.structs.replace(desc, mean=desc.mean or list(IMAGENET_MEAN), std=desc.std or list(IMAGENET_STD))
-    return desc, [f"{' and '.join(left_out)} left out of the descriptor: the images will be normalised with mean "
-                  f"{desc.mean} and std {desc.std} (ImageNet's); upload again with the normalisation the model "
-                  "was trained with if it differs"]
+    return desc, [imagenet_default_message(left_out, "the descriptor", desc.mean, desc.std, desc.arch)]
 
 
 def check_weights(path: str | Path, desc: ModelDescriptor) -> list[tuple[str, tuple[int, ...]]]:
