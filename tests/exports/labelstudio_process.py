@@ -11,6 +11,7 @@ two files. Without that variable (a run that did not plan for it), the fixture s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -28,6 +29,10 @@ from neurflow.client.process import NotReady, free_loopback_port, stop_process, 
 LABEL_STUDIO = "label-studio==1.23.2"
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".cache" / "labelstudio-venv"
+# Label Studio's own requirements are open-ended, so a fresh install drifts with PyPI; these pins
+# are the versions it is known to start under.
+CONSTRAINTS = Path(__file__).with_name("labelstudio-constraints.txt")
+STAMP = VENV / "neurflow-constraints.sha256"
 LIVE_TEST = REPO / "tests" / "exports" / "test_labelstudio_live.py"
 ENV_DIR = "NEURFLOW_TEST_LABELSTUDIO_DIR"
 SKIP_ENV = "NEURFLOW_SKIP_LABELSTUDIO"
@@ -51,9 +56,16 @@ def _tail(text: str | bytes, n: int = 3000) -> str:
     return (text.decode(errors="replace") if isinstance(text, bytes) else text)[-n:]
 
 
+def _constraints_digest() -> str:
+    return hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()
+
+
 def installed() -> bool:
+    """True when the venv holds the wanted Label Studio, installed under the current constraints."""
     python = VENV / "bin" / "python"
     if not (VENV / "bin" / "label-studio").is_file() or not python.is_file():
+        return False
+    if not STAMP.is_file() or STAMP.read_text().strip() != _constraints_digest():
         return False
     wanted = LABEL_STUDIO.split("==")[1]
     probe = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
@@ -99,7 +111,8 @@ class Starter:
         base_python = getattr(sys, "_base_executable", None) or "python3"
         log_path = self.folder / "install.log"
         steps = [[base_python, "-m", "venv", "--clear", str(VENV)],
-                 [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", LABEL_STUDIO]]
+                 [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  "-c", str(CONSTRAINTS), LABEL_STUDIO]]
         for cmd in steps:
             with open(log_path, "ab") as log:
                 proc = self._popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -111,6 +124,7 @@ class Starter:
             if code != 0:
                 raise LabelStudioUnavailable(f"cannot install {LABEL_STUDIO} ({' '.join(cmd)} exited {code}):\n"
                                              f"{_tail(log_path.read_bytes())}")
+        STAMP.write_text(_constraints_digest())
         if not installed():
             raise LabelStudioUnavailable(f"{VENV} has no working {LABEL_STUDIO} after the install")
         return time.monotonic() - started
