@@ -1,8 +1,9 @@
 """Fixtures shared across the test packages: a small generated world and a CLIP trained on it.
 
 The world CLIP is the cached bundle of the standard world when one exists (``neurflow world-clip``
-has run), else a quick one (400 steps, about a minute on two busy cores) trained on a small world.
-Circuits are cut from the *heldout* split, which no CLIP saw during training.
+has run), else a quick one (400 steps) trained on a small world once per session
+(``tests/world_clip_process.py``). Circuits are cut from the *heldout* split, which no CLIP saw
+during training.
 """
 
 from __future__ import annotations
@@ -16,30 +17,33 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in these tests may reach the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-QUICK_STEPS = 400
-
-
 _LABEL_STUDIO = None
+_WORLD_CLIP = None
 
 
 def pytest_configure(config):
     """Start the live test's Label Studio in the background now (installing and migrating it takes
     minutes that the other tests hide); only the process that runs the session does, pytest-xdist's
     workers inherit where to find it (``tests/exports/labelstudio_process.py``)."""
-    global _LABEL_STUDIO
+    global _LABEL_STUDIO, _WORLD_CLIP
     if hasattr(config, "workerinput") or config.option.collectonly:
         return
+    from tests import world_clip_process
     from tests.exports.labelstudio_process import ENV_DIR, EarlyStart, wanted
 
     if ENV_DIR not in os.environ and wanted(config):
         _LABEL_STUDIO = EarlyStart()
+    if (world_clip_process.ENV_DIR not in os.environ and world_clip_process.wanted(config)
+            and (_quick_clip_forced() or _cached_standard() is None)):
+        _WORLD_CLIP = world_clip_process.EarlyStart()
 
 
 def pytest_unconfigure(config):
-    global _LABEL_STUDIO
-    if _LABEL_STUDIO is not None:
-        _LABEL_STUDIO.close()
-        _LABEL_STUDIO = None
+    global _LABEL_STUDIO, _WORLD_CLIP
+    for started in (_LABEL_STUDIO, _WORLD_CLIP):
+        if started is not None:
+            started.close()
+    _LABEL_STUDIO = _WORLD_CLIP = None
 
 
 @pytest.fixture(autouse=True)
@@ -88,20 +92,28 @@ def _cached_standard() -> WorldClip | None:
     return None
 
 
+def _quick_clip_forced() -> bool:
+    return os.environ.get("NEURFLOW_TEST_QUICK_CLIP") == "1"
+
+
 @pytest.fixture(scope="session")
 def world_clip(tmp_path_factory) -> WorldClip:
-    if os.environ.get("NEURFLOW_TEST_QUICK_CLIP") != "1":
+    if not _quick_clip_forced():
         cached = _cached_standard()
         if cached is not None:
             return cached
     import json
 
-    from neurflow.world.generate import generate_world
-    from neurflow.world.clip import TrainConfig, ensure_world_clip
+    from tests import world_clip_process
 
-    root = tmp_path_factory.mktemp("world")
-    generate_world(root, n_per_class={"train": 32, "heldout": 6}, seed=0, overwrite=True)
-    bundle = ensure_world_clip(root, TrainConfig(steps=QUICK_STEPS), log=None)
+    announced = os.environ.get(world_clip_process.ENV_DIR)
+    if announced:  # trained once for the whole session (tests/world_clip_process.py)
+        try:
+            root, bundle = world_clip_process.wait(Path(announced))
+        except world_clip_process.WorldClipUnavailable as exc:
+            pytest.fail(str(exc))
+    else:
+        root, bundle = world_clip_process.build(tmp_path_factory.mktemp("world"))
     return WorldClip(root, bundle, json.loads((bundle / "metrics.json").read_text()))
 
 

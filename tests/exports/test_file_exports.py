@@ -27,6 +27,7 @@ from neurflow.exports import ExportSource, run_export
 ROOT = Path(__file__).resolve().parents[2]
 DATUMARO_VENV = ROOT / ".cache" / "datumaro-venv"
 DATUMARO_REQUIREMENT = "datumaro>=1.13,<1.14"
+DATUMARO_CONSTRAINTS = Path(__file__).with_name("datumaro-constraints.txt")  # its dependencies, pinned
 DUMP_SCRIPT = Path(__file__).with_name("datumaro_dump.py")
 
 
@@ -36,17 +37,19 @@ def datumaro_python() -> Path:
     """Python of a venv with datumaro; made once (about a minute), reused when its marker is there."""
     python = DATUMARO_VENV / "bin" / "python"
     marker = DATUMARO_VENV / ".neurflow-installed"
-    if marker.is_file() and marker.read_text().strip() == DATUMARO_REQUIREMENT and python.exists():
+    wanted = DATUMARO_REQUIREMENT + "\n" + DATUMARO_CONSTRAINTS.read_text()
+    if marker.is_file() and marker.read_text() == wanted and python.exists():
         return python
     shutil.rmtree(DATUMARO_VENV, ignore_errors=True)
     DATUMARO_VENV.parent.mkdir(parents=True, exist_ok=True)
     steps = [[sys.executable, "-m", "venv", str(DATUMARO_VENV)],
-             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", DATUMARO_REQUIREMENT]]
+             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+              "-c", str(DATUMARO_CONSTRAINTS), DATUMARO_REQUIREMENT]]
     for cmd in steps:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
         if proc.returncode != 0:
             pytest.fail(f"could not set up datumaro for the export tests ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-    marker.write_text(DATUMARO_REQUIREMENT + "\n")
+    marker.write_text(wanted)
     return python
 
 
