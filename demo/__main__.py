@@ -2,8 +2,8 @@
 
 1. prepare the demo's synthetic world, its resnet18 and its CLIP (``neurflow.world.setups.DEMO``:
    trained once, side by side, then cached);
-2. start ``neurflow serve`` on loopback (SQLite job table, one spawn worker on one torch thread, a
-   fresh API key);
+2. start ``neurflow serve`` on loopback (SQLite job table, one spawn worker with a torch thread per
+   idle core, a fresh API key);
 3. upload the model and the held-out images through the API, submit one job for two classes with
    CLIP labeling, and follow its Server-Sent Events with a progress bar;
 4. download the labeled circuits and every group's mosaic, print a table of labeled groups per layer
@@ -27,6 +27,7 @@ from pathlib import Path
 from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from neurflow.core.circuit import Circuit
 from neurflow.core.circuit_arrays import read_circuit
+from neurflow.core.cpu import idle_cores
 from neurflow.world import score_circuit
 
 OUT = Path("demo-out")
@@ -54,10 +55,11 @@ class Service:
         self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        # One torch thread in the worker unless the caller says otherwise: measured on the shared 2-core
-        # machine, the cached demo took 176 s with one thread and 723 s with torch's two, whose threads
-        # spin-wait for each other whenever anything else runs (docs/world.md).
-        env = {"NEURFLOW_TORCH_THREADS": "1", **os.environ, "NEURFLOW_API_KEYS": self.key,
+        # The worker's torch threads: the cores idle now, unless the caller says otherwise. On a quiet
+        # 2-core machine two threads ran the cached demo's job in 50 s against 83 s for one; on a busy
+        # one, torch's two took 723 s against 176 s, spin-waiting for each other (docs/world.md).
+        self.threads = os.environ.get("NEURFLOW_TORCH_THREADS") or str(max(1, idle_cores()))
+        env = {"NEURFLOW_TORCH_THREADS": self.threads, **os.environ, "NEURFLOW_API_KEYS": self.key,
                "NEURFLOW_ASSET_DIRS": ",".join(str(p.resolve()) for p in asset_dirs)}
         self.log_path = data_dir / "service.log"
         self.log = open(self.log_path, "ab")
@@ -121,7 +123,8 @@ def main() -> int:
     service_dir = SERVICE_ROOT / f"run-{os.getpid()}"
     shutil.rmtree(service_dir, ignore_errors=True)
     service = Service(service_dir, [bundle] if bundle is not None else [])
-    print(f"starting the service on {service.url} (data: {service_dir}, log: {service.log_path})")
+    print(f"starting the service on {service.url} (data: {service_dir}, log: {service.log_path}, "
+          f"{service.threads} torch thread(s) in its worker)")
     bar = ProgressBars()
     try:
         service.wait_ready()

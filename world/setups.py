@@ -8,17 +8,20 @@ bench, the slow tests and the docs, so their numbers keep their meaning.
 
 :func:`ensure_setup` trains whatever is missing, on one torch thread (two threads of one small
 network spin-wait for each other whenever anything else runs: docs/world.md). When both the network
-and the CLIP are missing it trains them at once, the CLIP in a child process, so two cores do two jobs.
+and the CLIP are missing it trains them at once, the CLIP in a child process, so two cores do two jobs;
+once the (shorter) CLIP is done, the network's training takes the cores that are idle then.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from neurflow.core.cpu import idle_cores
 from neurflow.world import clip, train
 from neurflow.world.cache import ensure_world
 from neurflow.world.spec import WorldConfig
@@ -38,8 +41,8 @@ class WorldSetup:
 #: image tower: at this budget (200 steps of 48 crops) it names every part of the held-out crops, where
 #: the ViT tower still confused the striped and checkered textures after 300 steps of 64 (docs/world.md).
 DEMO = WorldSetup(
-    world=WorldConfig(splits={"train": 100, "heldout": 32}),
-    model=train.TrainConfig(epochs=8),
+    world=WorldConfig(splits={"train": 64, "heldout": 32}),
+    model=train.TrainConfig(epochs=6),
     clip=clip.TrainConfig(steps=200, batch_size=48, arch="resnet"),
 )
 
@@ -61,6 +64,22 @@ def _clip_available() -> bool:
     return True
 
 
+class _ThreadsBeside:
+    """One torch thread while ``job`` trains beside us; once it is done, ours plus the cores idle then."""
+
+    def __init__(self, job) -> None:
+        self.job = job
+        self.after: int | None = None
+
+    def __call__(self) -> int:
+        if not self.job.done():
+            return 1
+        if self.after is None:
+            # our own thread keeps one core busy while this samples
+            self.after = min(os.cpu_count() or 1, 1 + idle_cores())
+        return self.after
+
+
 def ensure_setup(setup: WorldSetup, cache_dir: str | Path | None = None, *, progress: bool = True,
                  with_clip: bool = True) -> tuple[train.WorldModel, Path | None]:
     """The setup's trained network and its CLIP bundle folder (``None`` without ``with_clip`` or
@@ -72,7 +91,8 @@ def ensure_setup(setup: WorldSetup, cache_dir: str | Path | None = None, *, prog
     if model_missing and clip_missing:
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             clip_job = pool.submit(_train_clip, root, setup.clip)
-            model = train.ensure_world_model(cache_dir, setup.world, setup.model, progress=progress, threads=1)
+            model = train.ensure_world_model(cache_dir, setup.world, setup.model, progress=progress,
+                                             threads=_ThreadsBeside(clip_job))
             return model, clip_job.result()
     model = train.ensure_world_model(cache_dir, setup.world, setup.model, progress=progress, threads=1)
     return model, _train_clip(root, setup.clip) if clip_wanted else None

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +151,8 @@ def accuracy(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     return correct / len(labels)
 
 
-def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: TrainConfig, progress: bool) -> tuple[torch.nn.Module, list[float]]:
+def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: TrainConfig, progress: bool,
+         threads_now: Callable[[], int] | None = None) -> tuple[torch.nn.Module, list[float]]:
     """The training loop proper; returns the model and the loss of every step."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
@@ -177,6 +178,8 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
             batch = order[start:start + train.batch_size]
             if len(batch) < 2:  # BatchNorm cannot train on a single image
                 continue
+            if threads_now is not None and threads_now() != torch.get_num_threads():
+                torch.set_num_threads(threads_now())
             x, y = inputs[batch], labels[batch]
             if train.hflip:
                 flip = torch.rand(len(batch), generator=generator) < 0.5
@@ -193,8 +196,13 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
     return model.eval(), losses
 
 
+#: intra-op threads for training: a count, None (torch's setting), or a callable asked before every
+#: step, for a caller that frees cores while the training runs (``world/setups.py``)
+Threads = int | Callable[[], int] | None
+
+
 @contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
+def torch_threads(threads: Threads) -> Iterator[None]:
     """Run with ``threads`` intra-op threads (None: leave torch's setting), restoring it after.
 
     On a loaded machine two threads per process can be many times slower than one (the threads
@@ -204,7 +212,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads() if callable(threads) else threads)
     try:
         yield
     finally:
@@ -212,14 +220,15 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def train_into(directory: Path, world_root: Path, train: TrainConfig, progress: bool = True,
-               threads: int | None = None) -> dict[str, Any]:
+               threads: Threads = None) -> dict[str, Any]:
     """Train on ``world_root``'s train split, evaluate on its heldout split (if any) and write
     ``model.safetensors`` and ``model.json`` into ``directory``; return the metadata."""
     with torch_threads(threads):
-        return _train_into(directory, world_root, train, progress)
+        return _train_into(directory, world_root, train, progress, threads if callable(threads) else None)
 
 
-def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress: bool) -> dict[str, Any]:
+def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress: bool,
+                threads_now: Callable[[], int] | None = None) -> dict[str, Any]:
     world = World.load(world_root)
     started = time.perf_counter()
     pixels, labels = load_split(world, "train", train.input_size)
@@ -230,7 +239,7 @@ def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress:
         base = json.loads((Path(train.init).parent / META_FILE).read_text())
         mean, std = base["mean"], base["std"]
     normalise = Preprocess(train.input_size, mean, std).normalise
-    model, losses = _fit(normalise(pixels), labels, len(world.classes), train, progress)
+    model, losses = _fit(normalise(pixels), labels, len(world.classes), train, progress, threads_now)
     train_seconds = time.perf_counter() - started
     heldout = None
     if "heldout" in world.config.splits:
@@ -257,7 +266,7 @@ def _train_into(directory: Path, world_root: Path, train: TrainConfig, progress:
         "world": world.config.to_json(),
         "train": asdict(train),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),  # at the end: a callable ``threads`` may have changed it
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return meta
@@ -269,7 +278,7 @@ def train_world_model(
     train: TrainConfig | None = None,
     *,
     progress: bool = True,
-    threads: int | None = None,
+    threads: Threads = None,
 ) -> WorldModel:
     """Generate the world if missing and train a model on it, replacing any cached model of the
     same config. Use :func:`ensure_world_model` to reuse the cached one."""
@@ -282,7 +291,7 @@ def ensure_world_model(
     train: TrainConfig | None = None,
     *,
     progress: bool = True,
-    threads: int | None = None,
+    threads: Threads = None,
     force: bool = False,
 ) -> WorldModel:
     """The cached model of this world and training config, trained on first use (a few minutes on

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
-from neurflow.world import clip, train
+import pytest
+
+from neurflow.world import clip, setups, train
 from neurflow.world.setups import DEMO, WorldSetup, ensure_setup
 from neurflow.world.spec import WorldConfig
 
@@ -44,3 +47,23 @@ def test_without_clip_only_the_network_is_trained(tmp_path):
     model, bundle = ensure_setup(TINY, tmp_path, progress=False, with_clip=False)
     assert bundle is None and model.weights.is_file()
     assert not list(model.world_root.glob("world-clip-*"))
+
+
+class _Job:
+    def __init__(self) -> None:
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+
+@pytest.mark.parametrize("idle, expected", [(0, 1), (1, 2), (7, os.cpu_count() or 1)])
+def test_the_network_takes_the_idle_cores_once_the_clip_beside_it_is_done(monkeypatch, idle, expected):
+    asked = []
+    monkeypatch.setattr(setups, "idle_cores", lambda: asked.append(1) or idle)
+    job = _Job()
+    threads = setups._ThreadsBeside(job)
+    assert threads() == 1 and not asked  # the CLIP still trains on the other core
+    job.finished = True
+    assert threads() == min(expected, os.cpu_count() or 1) and threads() == threads()
+    assert len(asked) == 1  # sampled once, when the CLIP is done
