@@ -482,6 +482,7 @@ class NeurFlow(BaseEstimator):
         """Per-channel IG scores (rows, C_lower) of every upper neuron on its patches ``top[i]``; with an
         ``ig_tolerance``, each chunk's steps go up the ladder until its completeness residual is below it
         (``stage`` carries the steps between calls and adds up the residuals)."""
+        reported = stage.pairs  # a second call (the resampled patches) counts on from the first
         needs: dict[int, list[int]] = {}
         for i, rows in top.items():
             for p in rows:
@@ -493,8 +494,7 @@ class NeurFlow(BaseEstimator):
         # Patches needed by many neurons first: chunks then have few empty backward rows.
         patches = sorted(needs, key=lambda p: (-len(needs[p]), p))
         found: dict[tuple[int, int], np.ndarray] = {}
-        total = sum(len(t) for t in needs.values())
-        done = 0
+        total = reported + sum(len(t) for t in needs.values())
         baseline = None  # F(0): one zero map through the block (per chunk when the block reads the pixels)
         # exact shortcuts: convolutions reading the interpolated input run once per patch, the last
         # ones skip the zero channels of a one-neuron gradient (core/block_gradients.py)
@@ -529,10 +529,9 @@ class NeurFlow(BaseEstimator):
                 for p, tlist, rows in zip(which, targets, result):
                     for t, value in zip(tlist, rows):
                         found[(t, p)] = value.double().cpu().numpy()
-                done += sum(len(t) for t in targets)
                 stage.pairs += sum(len(t) for t in targets)
                 release_free_memory()  # varying-size IG tensors fragment the heap; keep RSS flat
-                self._report(f"ig {upper}", done, total, "neuron-patch pairs")
+                self._report(f"ig {upper}", stage.pairs, total, "neuron-patch pairs")
         return {i: np.stack([found[(i, int(p))] for p in rows]) for i, rows in top.items()}
 
     def _cluster(self, v: np.ndarray) -> np.ndarray:

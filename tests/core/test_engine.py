@@ -176,3 +176,23 @@ def test_counters_move_inside_a_stage(tiny_resnet, random_images, monkeypatch):
         steps = [e.done for e in seen if e.stage == stage]
         assert len(steps) >= 2 and steps == sorted(steps) and 0 < steps[0] < steps[-1], (stage, steps)
         assert any(e.eta is not None and e.eta > 0 for e in seen if e.stage == stage and e.done < e.total)
+
+
+def test_a_resampled_ig_stage_counts_on_instead_of_starting_over(tiny_resnet, random_images, monkeypatch):
+    """The adaptive preset runs a layer's IG twice when rankings are unstable (the resampled patches):
+    the stage's counter keeps rising and its total grows by the second call's pairs."""
+    import neurflow.progress
+
+    monkeypatch.setattr(neurflow.progress, "REPORT_EVERY_S", 0.0)
+    seen = []
+    flow = NeurFlow(["fc", "layer4.1", "layer4.0"], tau=4, top_n=12, ig_patches=3, ig_stability=1000.0, batch_size=2,
+                    select="all", progress=seen.append).fit(tiny_resnet, random_images, 0)
+    ig = {layer.name: layer.ig for layer in flow.circuit_.layers if layer.ig is not None}
+    resampled = [name for name, acc in ig.items() if acc.resampled]
+    assert resampled, "nothing was resampled: the test would not see a second IG call"
+    for name in resampled:
+        events = [e for e in seen if e.stage == f"ig {name}"]
+        done = [e.done for e in events]
+        assert done == sorted(done) and events[-1].done == events[-1].total, (name, done)
+        assert events[-1].total == ig[name].pairs
+        assert events[0].total < events[-1].total  # the second call's pairs were added
