@@ -64,10 +64,9 @@ class StoredStages(StageStore):
 class StoredLayerChoice(ChosenLayers):
     """The list a job's ``layers: "auto"`` became, kept in the artifact store (every attempt, on any node, sees it)."""
 
-    def __init__(self, store: ArtifactStore, job_id: str) -> None:
+    def __init__(self, store: ArtifactStore, job_id: str) -> None:  # no local file: the store's key instead
         self.store = store
         self.key = keys.chosen_layers(job_id)
-        super().__init__(Path(self.key))
 
     def _read(self) -> bytes | None:
         try:
