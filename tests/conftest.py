@@ -1,7 +1,7 @@
 """Fixtures shared across the test packages: a small generated world and a CLIP trained on it.
 
 The world CLIP is the cached bundle of the standard world when one exists (``neurflow world-clip``
-has run), else a quick one (400 steps) trained on a small world once per session
+has run), else a quick one (ResNet tower, 200 steps) trained on a small world once per session
 (``tests/world_clip_process.py``). Circuits are cut from the *heldout* split, which no CLIP saw
 during training.
 """

@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w = subparsers.add_parser("world-clip", help="train (or reuse) the small open_clip model of the synthetic world")
     w.add_argument("--world", help="world root (default: the standard world in the cache, generated if missing)")
     w.add_argument("--steps", type=int, help="training steps (default: the TrainConfig default)")
+    w.add_argument("--batch-size", type=int, help="crops per training step (default: the TrainConfig default)")
+    w.add_argument("--tower", metavar="NAME",
+                   help="image tower: vit (default) or resnet (as accurate on the synthetic worlds at about a "
+                        "third of the CPU time: docs/world.md)")
     w.add_argument("--force", action="store_true", help="retrain even if a cached bundle exists")
     w.add_argument("--out", metavar="DIR",
                    help="also copy the bundle to DIR (a new folder), usable as --clip-model local-dir:DIR; its "
@@ -82,7 +86,8 @@ def cmd_world_clip(args: argparse.Namespace) -> int:
 
     from neurflow.world.clip import TrainConfig, ensure_world_clip, labeling_section
 
-    config = TrainConfig() if args.steps is None else replace(TrainConfig(), steps=args.steps)
+    chosen = {"steps": args.steps, "batch_size": args.batch_size, "arch": args.tower}
+    config = replace(TrainConfig(), **{k: v for k, v in chosen.items() if v is not None})
     if args.out and Path(args.out).exists() and (not Path(args.out).is_dir() or any(Path(args.out).iterdir())):
         raise ValueError(f"{args.out} already exists; the bundle is copied to a new folder (choose another --out)")
     bundle = ensure_world_clip(args.world, config, log=lambda line: print(line, file=sys.stderr), force=args.force)

@@ -61,27 +61,35 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, world_clip):
     assert "has no labels" in capsys.readouterr().err
 
 
+def _same_config(world_clip) -> list[str]:
+    """The command's options that name the fixture's training config (so that it finds the bundle)."""
+    config = world_clip.metrics["train_config"]
+    return ["--steps", str(config["steps"]), "--batch-size", str(config["batch_size"]),
+            "--tower", config.get("arch", "vit")]
+
+
 def test_world_clip_command_reports_zero_shot_accuracy(world_clip, capsys):
     """The fixture's bundle was built by ensure_world_clip, so the command finds it in the cache."""
-    steps = world_clip.metrics["train_config"]["steps"]
-    assert main(["world-clip", "--world", str(world_clip.world), "--steps", str(steps)]) == 0
+    assert main(["world-clip", "--world", str(world_clip.world), *_same_config(world_clip)]) == 0
     out = capsys.readouterr().out
     assert str(world_clip.bundle) in out and "zero-shot top-1 on single-part crops" in out
     section = json.loads(out[out.index("{"):])
-    assert section["clip"]["model"] == "neurflow-world-clip" and section["vocabulary"].endswith("vocabulary.txt")
+    from neurflow.world.clip import ARCHS
+
+    assert section["clip"]["model"] == ARCHS[world_clip.metrics["train_config"].get("arch", "vit")][0]
+    assert section["vocabulary"].endswith("vocabulary.txt")
     metrics = world_clip.metrics
     assert metrics["zero_shot_top1"] >= 0.85 and metrics["n_crops"] >= 100
     assert set(metrics["per_part_top1"]) >= {"red circle", "striped patch"}
 
 
 def test_world_clip_copies_its_bundle_to_out_and_prints_that_path(world_clip, tmp_path, capsys):
-    steps = world_clip.metrics["train_config"]["steps"]
     out = tmp_path / "my-clip"
-    assert main(["world-clip", "--world", str(world_clip.world), "--steps", str(steps), "--out", str(out)]) == 0
+    assert main(["world-clip", "--world", str(world_clip.world), *_same_config(world_clip), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"world CLIP: {out.resolve()}\n" in printed
     assert (out / "open_clip_config.json").is_file() and (out / "open_clip_model.safetensors").is_file()
-    assert main(["world-clip", "--world", str(world_clip.world), "--steps", str(steps), "--out", str(out)]) == 2
+    assert main(["world-clip", "--world", str(world_clip.world), *_same_config(world_clip), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err  # never written over
 
 

@@ -118,7 +118,8 @@ def test_several_clips_each_vote(world_clip, tmp_path):
 def test_provenance_and_holdout_are_recorded(labeled, world_clip):
     original, _, circuit = labeled[0]
     info = circuit.labeling
-    assert info.clip.model == "neurflow-world-clip" and len(info.clip.weights_sha256) == 64
+    assert info.clip.model == world_clip.labeling()["clip"]["model"] and len(info.clip.weights_sha256) == 64
+    assert info.clip.model.startswith("neurflow-world-clip")
     assert info.vocabulary.size == 14 and info.templates and info.settings.score == "mosaic"
     for layer_index, _, group in original.iter_groups():
         held = {tuple(b) for b in info.holdout[group.id]}
