@@ -144,7 +144,7 @@ class ChosenLayers:
             return None
         try:
             kept = msgspec.json.decode(data, type=LayerChoice)
-        except (msgspec.DecodeError, msgspec.ValidationError):  # half-written by an older run: choose again
+        except (msgspec.DecodeError, msgspec.ValidationError):  # damaged, or another version's: choose again
             return None
         return kept.layers if kept.job == job else None
 

@@ -93,6 +93,6 @@ def test_auto_layers_are_chosen_once_per_job_and_kept_for_its_later_runs(tmp_pat
     # explicit layers are never looked up or kept
     explicit = msgspec.structs.replace(spec, engine=msgspec.structs.replace(spec.engine, layers=["fc", "layer4"]))
     assert pipeline.job_layers(explicit, tiny_resnet, 6, info, again).layers == ["fc", "layer4"]
-    # a damaged record (a run killed while an older version wrote it) is chosen again, not misread
+    # a damaged record is chosen again, not misread
     kept.path.write_bytes(b'{"job": ')
     assert pipeline.job_layers(spec, tiny_resnet, 6, info, again).layers == other
