@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from .circuit import Circuit, ModelInfo
-from .stages import StageStore
+from .stages import ChosenLayers, StageStore
 from .engine import NeurFlow
 from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
@@ -19,6 +20,7 @@ from .hashing import sha256_file
 from .class_names import resolve_class_names
 from .layer_budget import resolve_layers
 from .model_intake import load_model
+from .params import EngineParams
 from .pretrained import is_pretrained_tag
 from neurflow.progress import Meter, Progress
 
@@ -60,9 +62,11 @@ class FitSetup:
 
 def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None, model: nn.Module | None = None,
                 images_dir: Path | None = None, weights_path: Path | None = None, device: str | None = None,
-                logits: torch.Tensor | None = None) -> FitSetup:
+                logits: torch.Tensor | None = None, chosen: ChosenLayers | None = None) -> FitSetup:
     """Load what :func:`fit_class` needs for every class of ``spec`` (see :func:`fit_spec` for the
-    overrides); ``logits`` when the caller already ran the model on the images."""
+    overrides); ``logits`` when the caller already ran the model on the images; ``chosen``: where the list
+    ``layers: "auto"`` became is kept, so that a run continuing this job uses the same list
+    (:func:`job_layers`)."""
     # a published-weights name ("IMAGENET1K_V2") is passed as it is, not as a path; with an explicit
     # weights_path (the service's worker: spec.model.weights is then a model id) it is never a name
     named = spec.model.weights if weights_path is None and is_pretrained_tag(spec.model.weights) else None
@@ -77,8 +81,7 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, *spec.model.normalisation()))
     report("reading images", len(images), len(images), "images")
     info = model_info(spec, weights_path if weights_path.is_file() else None, preprocess=images.preprocess)
-    # layers: "auto": the suggestion for this job's images, tau and preset (at most the images a class can keep)
-    params = resolve_layers(spec.engine, model, spec.model.input_size, min(len(images), spec.data.max_images or len(images)))
+    params = job_layers(spec, model, min(len(images), spec.data.max_images or len(images)), info, chosen)
     engine = NeurFlow(**msgspec.structs.asdict(params), select=spec.data.select, max_images=spec.data.max_images,
                       progress=progress)
     if engine.device is None and device is not None:
@@ -87,6 +90,23 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
         logits = engine.predict_logits(model, images)  # one forward pass serves every target class
     return FitSetup(spec=spec, model=model, images=images, info=info, engine=engine, logits=logits,
                     images_dir=Path(images_dir), weights_name=named)
+
+
+def job_layers(spec: JobSpec, model: nn.Module, n_images: int, info: ModelInfo,
+               chosen: ChosenLayers | None = None) -> EngineParams:
+    """The job's engine parameters with ``layers: "auto"`` made a list: the one ``chosen`` kept for this job
+    (its spec and weights) when an earlier run chose, else the suggestion for this job's images (at most
+    the images a class can keep), tau and preset on this machine, which ``chosen`` then keeps."""
+    if spec.engine.layers != "auto":
+        return spec.engine
+    job = hashlib.sha256(msgspec.json.encode([spec, info.weights_sha256, n_images])).hexdigest()[:32]
+    kept = chosen.load(job) if chosen is not None else None
+    if kept is not None:
+        return msgspec.structs.replace(spec.engine, layers=kept)
+    params = resolve_layers(spec.engine, model, spec.model.input_size, n_images)
+    if chosen is not None:
+        chosen.save(job, params.layers)
+    return params
 
 
 def fit_class(setup: FitSetup, target: int) -> Circuit:
@@ -107,9 +127,10 @@ def fit_spec(spec: JobSpec, base_dir: Path, progress: Progress | None = None, mo
     ``model`` / ``images_dir`` / ``weights_path`` let a caller that already holds them (the service's
     worker keeps models loaded between jobs, and its spec names ids, not paths) skip the intake;
     ``device`` is where the engine runs when the spec names no device (a worker's own device);
-    ``stages``: a folder for finished stages (:mod:`neurflow.core.stages`): a run stopped midway and
-    started again with the same folder continues where it stopped.
+    ``stages``: a folder for finished stages (:mod:`neurflow.core.stages`), and the list ``layers: "auto"``
+    became: a run stopped midway and started again with the same folder continues where it stopped.
     """
-    setup = prepare_fit(spec, base_dir, progress, model, images_dir, weights_path, device)
+    chosen = ChosenLayers(Path(stages) / ChosenLayers.NAME) if stages is not None else None
+    setup = prepare_fit(spec, base_dir, progress, model, images_dir, weights_path, device, chosen=chosen)
     setup.stages = stages
     return {target: fit_class(setup, target) for target in spec.target_classes()}

@@ -11,6 +11,12 @@ Stages are filed under a key of everything they depend on: the parameters, the t
 selected pixels and the model's weights. A changed spec, image or weight gives another key, and so
 a fresh fit; nothing stale is reused. ``neurflow run`` keeps them in ``OUT/.neurflow-stages`` and
 removes that folder once the circuits are written.
+
+``layers: "auto"`` is chosen by a calibration on the machine that runs the job
+(:func:`~neurflow.core.layer_budget.resolve_layers`), so a run that continues (the same command
+again, another attempt on another worker) could choose another list, whose stages have other keys,
+and compute everything again or record other layers than the first attempt. :class:`ChosenLayers`
+keeps the first choice beside the stages (``layers.json``); every later run of the same job reads it.
 """
 
 from __future__ import annotations
@@ -101,3 +107,46 @@ class StageStore:
     def finished(self) -> list[str]:
         """The stages on disk, for progress messages and tests."""
         return sorted(p.name for p in self.folder.glob("*") if not p.name.endswith(".part")) if self.key else []
+
+
+class LayerChoice(msgspec.Struct, frozen=True):
+    """The list ``layers: "auto"`` became for one job: ``job`` identifies the job (a digest of its spec and
+    weights), so a changed spec in the same folder chooses again."""
+
+    job: str
+    layers: list[str]
+    version: int = 1
+
+
+class ChosenLayers:
+    """Where the first choice of ``layers: "auto"`` is kept for the later runs of the same job: a file
+    (``layers.json`` of a run's stage folder); the service keeps it in its artifact store
+    (:class:`neurflow.service.executors.stages.StoredLayerChoice`)."""
+
+    NAME = "layers.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _read(self) -> bytes | None:
+        return self.path.read_bytes() if self.path.is_file() else None
+
+    def _write(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        part = self.path.with_name(self.path.name + ".part")
+        part.write_bytes(data)
+        part.replace(self.path)
+
+    def load(self, job: str) -> list[str] | None:
+        """The layers chosen earlier for ``job``; None when none were (or for another job)."""
+        data = self._read()
+        if data is None:
+            return None
+        try:
+            kept = msgspec.json.decode(data, type=LayerChoice)
+        except (msgspec.DecodeError, msgspec.ValidationError):  # damaged, or another version's: choose again
+            return None
+        return kept.layers if kept.job == job else None
+
+    def save(self, job: str, layers: list[str]) -> None:
+        self._write(msgspec.json.encode(LayerChoice(job=job, layers=list(layers))))

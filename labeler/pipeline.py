@@ -23,6 +23,7 @@ from neurflow.core.circuit import Circuit
 from neurflow.core.circuit_arrays import write_circuit
 from neurflow.core.jobspec import JobSpec
 from neurflow.core.pipeline import FitSetup, fit_class, prepare_fit
+from neurflow.core.stages import ChosenLayers
 from neurflow.progress import Progress
 
 if TYPE_CHECKING:
@@ -82,10 +83,12 @@ def run_job(spec: JobSpec, base_dir: Path, out_dir: Path, progress: Progress | N
 
         # validated before hours of engine work; relative paths resolve against the spec's folder
         labeling = LabelerConfig.from_spec(spec.labeling, base_dir=Path(base_dir))
+    # finished stages (and the list "auto" became) go to the output folder: the same command after a crash or
+    # a kill continues
+    stages = Path(out_dir) / STAGES_FOLDER
     setup = prepare_fit(spec, Path(base_dir), progress, model=model, images_dir=images_dir,
-                        weights_path=weights_path, device=device)
-    # finished stages go to the output folder: the same command after a crash or a kill continues
-    setup.stages = Path(out_dir) / STAGES_FOLDER
+                        weights_path=weights_path, device=device, chosen=ChosenLayers(stages / ChosenLayers.NAME))
+    setup.stages = stages
     written = {target: run_class(setup, target, spec.class_folder(out_dir, target), labeling, progress, compact=True)
                for target in spec.target_classes()}
     shutil.rmtree(setup.stages, ignore_errors=True)

@@ -94,7 +94,7 @@ def _setup(settings_json: bytes, task: RunTask, logits):
     key = (task.id, task.attempt)
     if key not in _setups:
         _setups.clear()
-        _setups[key] = prepare(task.job, _context(settings_json), logits=torch.as_tensor(logits))
+        _setups[key] = prepare(task.job, _context(settings_json), logits=torch.as_tensor(logits), job_id=task.id)
     return _setups[key]
 
 
@@ -110,7 +110,8 @@ def _prepare_task(settings_json: bytes, task_json: bytes, board):
 
     task = msgspec.json.decode(task_json, type=RunTask)
     with _unit(settings_json, board, task, "prepare") as progress:
-        return prepare(task.job, _context(settings_json), progress).logits.numpy()
+        # the first of the job's tasks to prepare it: "auto" layers are chosen here, once, and kept
+        return prepare(task.job, _context(settings_json), progress, job_id=task.id).logits.numpy()
 
 
 def _fit_task(settings_json: bytes, task_json: bytes, target: int, logits, board) -> bytes:

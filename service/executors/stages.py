@@ -9,6 +9,11 @@ of computing them. On a local store the files are written there directly; on a r
 they are written to the worker's scratch folder and uploaded as each is finished, and an attempt
 downloads what earlier ones stored when it opens the fit key.
 
+:class:`StoredLayerChoice` keeps, beside them, the list a job's ``layers: "auto"`` became at its first
+attempt: the choice is a calibration on the machine that made it, and an attempt on another worker (or
+the same one under other load) must fit the same layers, or it would find none of the stages and make
+circuits of other layers than the classes already stored.
+
 A class's stages are removed once its circuit is published (a retry skips the class then), and the
 whole ``stages`` folder when the job ends, whatever the end (:meth:`Executor.drop_stages`).
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from neurflow.core.stages import StageStore
+from neurflow.core.stages import ChosenLayers, StageStore
 from neurflow.service.storage import keys
 from neurflow.service.storage.artifacts import ArtifactStore
 
@@ -54,3 +59,20 @@ class StoredStages(StageStore):
         self.store.delete(self.prefix)
         if self.remote:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class StoredLayerChoice(ChosenLayers):
+    """The list a job's ``layers: "auto"`` became, kept in the artifact store (every attempt, on any node, sees it)."""
+
+    def __init__(self, store: ArtifactStore, job_id: str) -> None:  # no local file: the store's key instead
+        self.store = store
+        self.key = keys.chosen_layers(job_id)
+
+    def _read(self) -> bytes | None:
+        try:
+            return self.store.get_bytes(self.key)
+        except KeyError:
+            return None
+
+    def _write(self, data: bytes) -> None:
+        self.store.put_bytes(self.key, data)

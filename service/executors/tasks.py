@@ -35,7 +35,7 @@ def run(job: RunJob, task: RunTask, ctx: TaskContext, progress: Progress) -> Tas
 
     classes = job.spec.target_classes()
     todo = [c for c in classes if c not in set(task.skip)]
-    setup = prepare(job, ctx, progress) if todo else None
+    setup = prepare(job, ctx, progress, job_id=task.id) if todo else None
     circuits = []
     for target in todo:
         finished = len(classes) - len(todo) + len(circuits)

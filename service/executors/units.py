@@ -35,9 +35,12 @@ if TYPE_CHECKING:
 
 
 def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
-            logits: torch.Tensor | None = None) -> FitSetup:
-    """What every class of ``job`` shares; ``logits`` when another process already computed them."""
+            logits: torch.Tensor | None = None, job_id: str | None = None) -> FitSetup:
+    """What every class of ``job`` shares; ``logits`` when another process already computed them. With
+    ``job_id``, ``layers: "auto"`` becomes the list the job's first attempt chose (and kept in the artifact
+    store: :class:`~neurflow.service.executors.stages.StoredLayerChoice`), or is chosen and kept now."""
     from neurflow.core.pipeline import prepare_fit
+    from neurflow.service.executors.stages import StoredLayerChoice
 
     report = Meter(progress)
     report("loading model", 0, 1, "models")
@@ -48,7 +51,8 @@ def prepare(job: RunJob, ctx: TaskContext, progress: Progress | None = None,
     spec = msgspec.structs.replace(job.spec, engine=msgspec.structs.replace(job.spec.engine, device=None))
     return prepare_fit(spec, images_root, progress, model=model, images_dir=images_root,
                        weights_path=ctx.store.local_path(keys.weights(job.model.id)),
-                       device=None if ctx.device == "cpu" else ctx.device, logits=logits)
+                       device=None if ctx.device == "cpu" else ctx.device, logits=logits,
+                       chosen=StoredLayerChoice(ctx.store, job_id) if job_id is not None else None)
 
 
 def run_class(job: RunJob, setup: FitSetup, job_id: str, attempt: int, target: int, ctx: TaskContext,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response
@@ -57,6 +58,21 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     title = _HTTP_TITLES.get(status, detail if len(detail) < 60 else "Error")
     return ProblemDetailsException(status_code=status, type_=PROBLEM_TYPE + _HTTP_SLUGS.get(status, "error"),
                                    title=title, detail=detail, extra=extra or None, headers=dict(exc.headers or {}))
+
+
+def naming_accepted(accepted: Callable[[str], str | None]) -> Callable[[Request, ValidationException], Response]:
+    """A route's handler of its body's validation errors that says, for each refused field, what the field
+    accepts (``accepted``: the body type's own account, e.g. :func:`neurflow.service.jobs.limits.accepted`);
+    msgspec's own message names only what was wrong ("Invalid enum value 'Auto'")."""
+    def handler(request: Request, exc: ValidationException) -> Response:
+        extra = []
+        for e in exc.extra if isinstance(exc.extra, list) else []:
+            said = accepted(e["key"]) if isinstance(e, dict) and isinstance(e.get("key"), str) else None
+            extra.append({**e, "message": f"{e.get('message')}; {e['key']} accepts {said}"} if said else e)
+        named = ValidationException(detail=exc.detail, extra=extra or exc.extra)
+        return _from_http_exception(named).to_response(request)
+
+    return handler
 
 
 #: SQLite's primary result codes of a full disk and of a file it may not write

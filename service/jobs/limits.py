@@ -39,9 +39,10 @@ _Layer = Annotated[str, Meta(min_length=1, max_length=200)]
 
 #: What the API accepts for the engine's size parameters: field of
 #: :class:`~neurflow.core.params.EngineParams` -> its bounded type. Defaults and descriptions are
-#: EngineParams' own; a field not listed keeps its type. The API takes explicit layer names (no "auto").
+#: EngineParams' own; a field not listed keeps its type. ``layers`` is "auto" (resolved by the worker, once per
+#: job: :mod:`neurflow.service.executors.stages`) or explicit names, checked against the model at submit.
 ENGINE_BOUNDS: dict[str, Any] = {
-    "layers": Annotated[list[_Layer], Meta(min_length=2, max_length=MAX_LAYERS)],
+    "layers": Literal["auto"] | Annotated[list[_Layer], Meta(min_length=2, max_length=MAX_LAYERS)],
     "tau": _ints(1, 4096),
     "top_n": _ints(1, 1000),
     "granularities": Annotated[list[_Fraction], Meta(min_length=1, max_length=8)],
@@ -95,6 +96,54 @@ JobRequest = msgspec.defstruct("JobRequest", [("data", DataRequest), ("engine", 
                                forbid_unknown_fields=True)
 
 
+def accepted(key: str) -> str | None:
+    """What :data:`JobRequest` accepts at ``key`` (``engine.layers``), said from its own schema (so a refusal
+    names what would have been accepted); None for a key it has no field for."""
+    doc = msgspec.json.schema(JobRequest)
+    defs = doc["$defs"]
+    node: dict[str, Any] = doc
+    for part in key.split("."):
+        node = _deref(node, defs)
+        props = node.get("properties") or next((_deref(o, defs).get("properties") for o in node.get("anyOf", [])
+                                                if _deref(o, defs).get("properties")), None)
+        if not props or part not in props:
+            return None
+        node = props[part]
+    return _said(node, defs)
+
+
+def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    return defs[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+
+def _said(node: dict[str, Any], defs: dict[str, Any]) -> str:
+    """A JSON-schema node in words: '"auto" or a list of 2 to 32 items (each a text of 1 to 200 characters)'."""
+    options = node.get("anyOf") or node.get("oneOf")
+    if options:
+        return " or ".join(_said(o, defs) for o in options)
+    if "enum" in node:
+        return " or ".join(msgspec.json.encode(v).decode() for v in node["enum"])
+    if "$ref" in node:
+        return "an object"
+    kind = node.get("type")
+    lo = node.get("minimum", node.get("exclusiveMinimum"))
+    hi = node.get("maximum", node.get("exclusiveMaximum"))
+    if kind in ("integer", "number"):
+        name = "an integer" if kind == "integer" else "a number"
+        low = "" if lo is None else f" {'above' if 'exclusiveMinimum' in node else 'from'} {lo:g}"
+        high = "" if hi is None else f" {'below' if 'exclusiveMaximum' in node else 'up to'} {hi:g}"
+        return name + low + high
+    if kind == "array":
+        n_lo, n_hi = node.get("minItems", 0), node.get("maxItems")
+        count = f"{n_lo} to {n_hi}" if n_hi is not None else f"at least {n_lo}"
+        items = f" (each {_said(node['items'], defs)})" if node.get("items") else ""
+        return f"a list of {count} items{items}"
+    if kind == "string":
+        n_lo, n_hi = node.get("minLength"), node.get("maxLength")
+        return "a text" + (f" of {n_lo} to {n_hi} characters" if n_lo is not None and n_hi is not None else "")
+    return {"null": "null", "boolean": "true or false", "object": "an object"}.get(kind, "a value")
+
+
 def to_jobspec(request: msgspec.Struct) -> JobSpec:
     """The engine's plain job spec (the stored job holds no service types)."""
     return msgspec.convert(msgspec.to_builtins(request), JobSpec)
@@ -105,16 +154,20 @@ def patches_per_image(granularities: list[float], stride_ratio: float) -> int:
     return sum((int((1 - g) / (g * stride_ratio) + 1e-9) + 1) ** 2 for g in granularities)
 
 
-def estimated_cost(spec: JobSpec, n_images: int) -> int:
+def estimated_cost(spec: JobSpec, n_images: int, model_layers: int = MAX_LAYERS) -> int:
     """Integrated-Gradients sample passes of a run: images x targets x patches x steps x layer pairs.
 
     An upper bound (``select: predicted`` usually keeps fewer images); it is what grows a run's time.
+    ``layers: "auto"`` is only resolved by the worker (a calibration on its machine), so it counts as the
+    longest list it could be: every one of the model's ``model_layers`` addressable layers, at most
+    :data:`MAX_LAYERS`.
     """
     engine = spec.engine.resolved()
     steps = engine.ig_steps
     images = min(n_images, spec.data.max_images or n_images)
+    n_layers = min(model_layers, MAX_LAYERS) if engine.layers == "auto" else len(engine.layers)
     return (images * len(spec.target_classes()) * patches_per_image(engine.granularities, engine.stride_ratio)
-            * steps * max(1, len(engine.layers) - 1))
+            * steps * max(1, n_layers - 1))
 
 
 #: Upper bounds of the labeling section (and its captioner), checked by the service at submit.

@@ -2,7 +2,8 @@
 
 * model and dataset are ids of the caller's own objects; arch, classes and input size must agree
   with the registered model (its descriptor, mean and std are what the job uses);
-* target classes exist, engine layers are addressable layer names of the model;
+* target classes exist, engine layers are addressable layer names of the model (or "auto": the worker's
+  choice, made once per job);
 * the engine's device is the worker's, never the caller's (a job that moved a worker's cached model
   to ``meta`` would break every later job on those weights, of any key);
 * the job's estimated cost (:func:`~neurflow.service.jobs.limits.estimated_cost`) is within
@@ -155,6 +156,25 @@ def circuit_ref(row: dict[str, Any]) -> CircuitRef:
     return CircuitRef(id=row["id"], key=row["key"], model_id=row["model_id"])
 
 
+def _check_layers(spec: JobSpec, model: dict[str, Any], model_id: str) -> None:
+    """Explicit ``engine.layers`` are addressable layers of the model, and the first one holds every target class."""
+    desc = model["descriptor"]
+    layer_names = [name for name, _ in model["layers"]]
+    for layer in spec.engine.layers:
+        if layer not in layer_names:
+            raise Invalid(f"engine.layers: {layer!r} is not a layer of {desc['arch']}; addressable layers are listed "
+                          f"by GET /v1/models/{model_id} (or send \"auto\" to let the server choose them)")
+    # the first layer's channels are what a target class indexes (the logits when it is the output layer)
+    top = spec.engine.layers[0]
+    shape = dict(model["layers"])[top]
+    channels = num_channels(shape)
+    beyond = [c for c in spec.target_classes() if c >= channels]
+    if beyond:
+        raise Invalid(f"engine.layers[0] {top!r} has {channels} channels (shape {list(shape)}), so class {beyond[0]} "
+                      f"of data.target_class cannot be traced from it ({len(beyond)} classes are beyond it); put the "
+                      f"model's output layer ({model['layers'][-1][0]!r}) first")
+
+
 def prepare_run(spec: JobSpec, catalog: Catalog, settings: Settings, owner: str) -> RunJob:
     """Check a job spec against the caller's objects; return the job to store."""
     model_id, dataset_id = spec.model.weights, spec.data.images
@@ -184,21 +204,9 @@ def prepare_run(spec: JobSpec, catalog: Catalog, settings: Settings, owner: str)
     if spec.engine.device is not None:
         raise Invalid(f"engine.device {spec.engine.device!r} is not accepted: the device is the server's setting (each "
                       "worker runs on its own device); leave engine.device out")
-    layer_names = [name for name, _ in model["layers"]]
-    for layer in spec.engine.layers:
-        if layer not in layer_names:
-            raise Invalid(f"engine.layers: {layer!r} is not a layer of {desc['arch']}; addressable layers are listed "
-                          f"by GET /v1/models/{model_id}")
-    # the first layer's channels are what a target class indexes (the logits when it is the output layer)
-    top = spec.engine.layers[0]
-    shape = dict(model["layers"])[top]
-    channels = num_channels(shape)
-    beyond = [c for c in spec.target_classes() if c >= channels]
-    if beyond:
-        raise Invalid(f"engine.layers[0] {top!r} has {channels} channels (shape {list(shape)}), so class {beyond[0]} "
-                      f"of data.target_class cannot be traced from it ({len(beyond)} classes are beyond it); put the "
-                      f"model's output layer ({model['layers'][-1][0]!r}) first")
-    cost = estimated_cost(spec, dataset["n_images"])
+    if spec.engine.layers != "auto":  # "auto" starts at the classifier; the worker picks the rest on its machine
+        _check_layers(spec, model, model_id)
+    cost = estimated_cost(spec, dataset["n_images"], len(model["layers"]))
     if cost > settings.max_job_cost:
         raise Invalid(f"the job would run about {cost:,} Integrated-Gradients sample passes (images x targets x "
                       f"patches x ig_steps x layer pairs); this server accepts at most {settings.max_job_cost:,} "

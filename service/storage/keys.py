@@ -8,6 +8,7 @@
 ``jobs/<job id>/attempt-<n>/``         what attempt ``n`` of a job wrote
 ``jobs/<job id>/stages/class-<c>/``    a run's finished stages of class ``c`` (``core.stages``, one
                                        folder per fit key), kept across attempts until the job ends
+``jobs/<job id>/stages/layers.json``   the list ``layers: "auto"`` became at the job's first attempt
 ``<circuit>/circuit.json``             a circuit folder (``class-<c>`` or ``relabeled`` of an
 ``<circuit>/circuit.arrays.safetensors``  attempt): the document, its arrays' sidecar (documents
 ``<circuit>/patches/<group>/``         written before it have none), each group's ``mosaic.png`` and
@@ -53,6 +54,11 @@ def stages(job_id: str) -> str:
 def class_stages(job_id: str, class_index: int) -> str:
     """The finished stages of one class of a run, across its attempts."""
     return f"{stages(job_id)}/class-{class_index}"
+
+
+def chosen_layers(job_id: str) -> str:
+    """The list a run's ``layers: "auto"`` became (``core.stages.LayerChoice``), for its later attempts."""
+    return f"{stages(job_id)}/layers.json"
 
 
 def class_circuit(attempt_key: str, class_index: int) -> str:

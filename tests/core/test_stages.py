@@ -57,3 +57,42 @@ def test_stages_of_other_parameters_or_images_are_not_reused(tmp_path, tiny_resn
     engine().fit(tiny_resnet, random_images[1:4], 1, stages=store)
     assert len({first, second, store.key}) == 3
     assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == sorted([first, second, store.key])
+
+
+def test_auto_layers_are_chosen_once_per_job_and_kept_for_its_later_runs(tmp_path, tiny_resnet, monkeypatch):
+    from neurflow.core import pipeline
+    from neurflow.core.circuit import ModelInfo
+    from neurflow.core.jobspec import JobSpec
+    from neurflow.core.layer_budget import suggest
+    from neurflow.core.stages import ChosenLayers
+
+    spec = msgspec.convert({"model": {"arch": "resnet18", "weights": "w.safetensors", "num_classes": 3,
+                                      "input_size": 32},
+                            "data": {"images": "images", "target_class": 1, "select": "all"},
+                            "engine": {"layers": "auto", "tau": 2, "top_n": 6, "preset": "fast"}}, JobSpec)
+    info = ModelInfo(arch="resnet18", weights_sha256="0" * 64, num_classes=3, input_size=32, mean=[0.5] * 3,
+                     std=[0.5] * 3)
+    kept = ChosenLayers(tmp_path / ".neurflow-stages" / ChosenLayers.NAME)
+    first = pipeline.job_layers(spec, tiny_resnet, 6, info, kept).layers
+    # at 32 px every candidate fits the default budget by orders of magnitude, whatever the load
+    assert first == suggest(tiny_resnet, 32, spec.engine, 6).layers and len(first) > 2
+    # a later run on a machine whose calibration would choose another list: the kept one is used, none is made
+    other = first[:2]
+    calls = []
+    monkeypatch.setattr(pipeline, "resolve_layers",
+                        lambda params, *a, **k: calls.append(a) or msgspec.structs.replace(params, layers=other))
+    again = ChosenLayers(kept.path)  # another process reading the same folder
+    assert pipeline.job_layers(spec, tiny_resnet, 6, info, again).layers == first
+    assert calls == []
+    # the patched choice is live: without a record, or for another job (spec, weights or images), it is what is used
+    assert pipeline.job_layers(spec, tiny_resnet, 6, info, None).layers == other
+    changed = msgspec.structs.replace(spec, engine=msgspec.structs.replace(spec.engine, tau=3))
+    assert pipeline.job_layers(changed, tiny_resnet, 6, info, again).layers == other
+    assert pipeline.job_layers(spec, tiny_resnet, 5, info, ChosenLayers(tmp_path / "other.json")).layers == other
+    assert len(calls) == 3
+    # explicit layers are never looked up or kept
+    explicit = msgspec.structs.replace(spec, engine=msgspec.structs.replace(spec.engine, layers=["fc", "layer4"]))
+    assert pipeline.job_layers(explicit, tiny_resnet, 6, info, again).layers == ["fc", "layer4"]
+    # a damaged record is chosen again, not misread
+    kept.path.write_bytes(b'{"job": ')
+    assert pipeline.job_layers(spec, tiny_resnet, 6, info, again).layers == other

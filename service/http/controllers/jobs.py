@@ -14,14 +14,16 @@ from typing import Annotated, Any, AsyncIterator
 import anyio
 import msgspec
 from litestar import Controller, Response, delete, get, post
+from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from neurflow.service.executors.base import Executor
 from neurflow.service.http.deps import CatalogDep, ExecutorDep, JobsDep, Owner, QuotasDep, SettingsDep, provides
+from neurflow.service.http.problems import naming_accepted
 from neurflow.service.http.quotas import KeyGauge
 from neurflow.service.http.schemas import DEFAULT_PAGE, Cursor, JobList, JobOut, JobState, PageLimit
-from neurflow.service.jobs.limits import JobRequest
+from neurflow.service.jobs.limits import JobRequest, accepted
 from neurflow.service.jobs.policy import prepare_run, submitted_spec
 from neurflow.service.jobs.store import TERMINAL, JobStore
 from neurflow.service.storage.catalog import new_id
@@ -73,7 +75,8 @@ class JobController(Controller):
     tags = ["jobs"]
     dependencies = provides("catalog", "jobs", "executor", "quotas")
 
-    @post("/", status_code=202, summary="Submit a job (the job spec of `neurflow run`, with ids)")
+    @post("/", status_code=202, summary="Submit a job (the job spec of `neurflow run`, with ids)",
+          exception_handlers={ValidationException: naming_accepted(accepted)})
     async def submit(self, catalog: CatalogDep, jobs: JobsDep, executor: ExecutorDep, settings: SettingsDep,
                      owner: Owner, data: JobRequest) -> Response[JobOut]:  # type: ignore[valid-type]
         def work() -> dict[str, Any]:

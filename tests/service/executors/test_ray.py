@@ -221,6 +221,26 @@ def test_a_ray_task_run_again_continues_from_the_stages_of_the_killed_one(ray_se
         assert not (ray_server.data_dir / "artifacts" / keys.stages(job)).exists()
 
 
+def test_an_auto_job_on_ray_fits_one_list_in_every_class_task(ray_server, assets):
+    """``layers: "auto"`` on Ray: the job's prepare task chooses the list and keeps it in the artifact store,
+    each class task (another Ray worker process) reads it, and every class records the suggested list. (Here
+    every calibration would agree; that a kept list wins over a new calibration is tested without Ray in
+    test_stages.py.)"""
+    from neurflow.core.layer_budget import suggest
+    from neurflow.core.model_intake import load_model
+    from neurflow.core.params import EngineParams
+
+    engine = {**ENGINE, "layers": "auto"}
+    mid, did = _upload(ray_server, assets)
+    with Client(ray_server.url, KEY_A) as c:
+        final = c.follow(c.submit(job_spec(mid, did, target=[0, 1], engine=engine))["id"])
+        assert final["state"] == "succeeded", final
+        circuits = [c.circuit(row["id"]) for row in c.circuits(final["id"])]
+    expected = suggest(load_model("resnet18", assets["weights"], 3), 32, msgspec.convert(engine, EngineParams),
+                       n_images=18).layers  # at 32 px every candidate fits the default budget, on any machine
+    assert [[layer["name"] for layer in doc["layers"]] for doc in circuits] == [expected, expected]
+
+
 def test_cancel_on_ray_cancels_the_tasks(ray_server, assets):
     mid, did = _upload(ray_server, assets)
     with Client(ray_server.url, KEY_A) as c:

@@ -84,3 +84,43 @@ def test_a_job_that_ends_drops_its_stages_and_a_requeued_one_keeps_them(tmp_path
     assert not store.exists(keys.stages("job-done")) and not store.exists(keys.stages("job-failed"))
     assert not store.exists(keys.stages("job-cancelled-queued"))
     assert store.exists(keys.class_stages("job-requeued", 0))  # its next attempt continues from them
+
+
+def test_auto_layers_are_chosen_by_the_first_attempt_and_kept_for_the_later_ones(tmp_path, assets, monkeypatch):
+    """``layers: "auto"`` is a calibration on the worker's machine: a later attempt (another worker, another
+    load) must fit the list the first one chose, or it finds none of its stages."""
+    from neurflow.core import pipeline
+    from neurflow.core.hashing import sha256_file
+    from neurflow.core.layer_budget import suggest
+    from neurflow.service.executors import units
+    from neurflow.service.executors.context import TaskContext
+    from neurflow.service.jobs.types import ModelRef
+
+    settings = Settings(data_dir=str(tmp_path), workers=0)
+    ref = ModelRef(id=sha256_file(assets["weights"]), arch="resnet18", num_classes=3)
+    job = run_job(model=ref)
+    job = msgspec.structs.replace(job, spec=msgspec.structs.replace(  # as the API stores it: mean and std registered
+        job.spec, engine=msgspec.structs.replace(job.spec.engine, layers="auto"),
+        model=msgspec.structs.replace(job.spec.model, mean=[0.5] * 3, std=[0.5] * 3)))
+    first_worker = TaskContext(settings, "cpu")
+    first_worker.store.put_file(keys.weights(ref.id), assets["weights"])
+    first_worker.store.put_dir(keys.images(job.dataset.id), assets["images"])
+    chosen = units.prepare(job, first_worker, job_id="job-1").engine.layers
+    n_images = 18  # the dataset's images (select: all)
+    assert chosen == suggest(first_worker.model(ref), 32, job.spec.engine, n_images).layers and len(chosen) > 2
+    assert first_worker.store.exists(keys.chosen_layers("job-1"))
+
+    # the second attempt runs where the calibration would choose another list
+    other = chosen[:2]
+    calls = []
+    monkeypatch.setattr(pipeline, "resolve_layers",
+                        lambda params, *a, **k: calls.append(a) or msgspec.structs.replace(params, layers=other))
+    second_worker = TaskContext(settings, "cpu")
+    assert units.prepare(job, second_worker, job_id="job-1").engine.layers == chosen
+    assert calls == []
+    assert units.prepare(job, second_worker, job_id="job-2").engine.layers == other  # another job chooses afresh
+    assert len(calls) == 1
+    # the choice ends with the job, like its stages
+    jobs = JobStore(Database(tmp_path / "j.db"))
+    Executor(settings, jobs, Catalog(jobs.db)).drop_stages("job-1")
+    assert not first_worker.store.exists(keys.chosen_layers("job-1"))

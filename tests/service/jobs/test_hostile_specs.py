@@ -201,7 +201,9 @@ def test_bounds_are_in_the_openapi_document(env):
     assert engine["ig_steps"]["oneOf"][0] == {"type": "integer", "minimum": 1, "maximum": 4096}
     assert {"type": "integer", "minimum": 1, "maximum": 1000} in engine["n_groups"]["oneOf"]
     assert engine["tau"]["maximum"] == 4096 and engine["top_n"]["maximum"] == 1000
-    assert engine["layers"]["maxItems"] == 32 and engine["tau"]["description"]
+    layers = {"array" if o.get("type") == "array" else "auto": o for o in engine["layers"]["oneOf"]}
+    assert layers["array"]["maxItems"] == 32 and layers["array"]["minItems"] == 2 and engine["tau"]["description"]
+    assert layers["auto"] == {"type": "string", "const": "auto"} or layers["auto"].get("enum") == ["auto"], layers
 
 
 def test_estimated_cost_is_checked_at_submit(env, ids):
@@ -340,3 +342,23 @@ def test_an_all_class_job_is_checked_against_the_layer_shapes(env, tmp_path):
     r = client.post("/v1/jobs", headers=A, json=spec([511, 599], ["fc", "layer4"]))  # the output layer first
     assert r.status_code == 202, r.text
     client.delete(f"/v1/jobs/{r.json()['id']}", headers=A)
+
+
+# -- engine.layers: "auto" or explicit names ------------------------------------------------------------
+@pytest.mark.parametrize("layers", ["Auto", "all", "", ["layer4"], [], 3, None, {"auto": True}])
+def test_layers_are_auto_or_a_list_of_names(env, ids, layers):
+    body = assert_problem(submit(env, ids, engine={"layers": layers}), 400, "engine.layers")
+    # the refusal names what is accepted, not only what was wrong
+    assert 'engine.layers accepts "auto" or a list of 2 to 32 items' in body["detail"], body["detail"]
+
+
+def test_auto_layers_skip_the_name_check_but_not_the_others(env, ids):
+    r = submit(env, ids, engine={"layers": "auto", "ig_steps": 4})
+    assert r.status_code == 202, r.text
+    env["client"].delete(f"/v1/jobs/{r.json()['id']}", headers=A)
+    assert_problem(submit(env, ids, engine={"layers": ["fc", "no_such_layer"]}), 422, 'send "auto"')
+    assert_problem(submit(env, ids, engine={"layers": "auto", "device": "meta"}), 422, "engine.device")
+    assert_problem(submit(env, ids, target=[7], engine={"layers": "auto"}), 422, "out of range")
+    # "auto" counts as the longest list it could become (every addressable layer of the model)
+    costly = {"layers": "auto", "ig_steps": 4096, "granularities": [1, 0.5, 0.25]}
+    assert_problem(submit(env, ids, target=[0, 1, 2], engine=costly), 422, "at most 200,000,000")
