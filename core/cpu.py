@@ -34,10 +34,10 @@ def idle_cores(sample_s: float = 0.5) -> int:
     cores = os.cpu_count() or 1
     before = _cpu_times()
     if before is None:
-        return max(0, min(cores, int(cores - os.getloadavg()[0] + 0.3)))
-    time.sleep(sample_s)
-    after = _cpu_times()
-    idle, total = after[0] - before[0], after[1] - before[1]
-    if total <= 0:
-        return 0
-    return max(0, min(cores, int(cores * idle / total + 0.3)))
+        idle = cores - os.getloadavg()[0]
+    else:
+        time.sleep(sample_s)
+        after = _cpu_times()
+        total = after[1] - before[1]
+        idle = cores * (after[0] - before[0]) / total if total > 0 else 0.0
+    return max(0, min(cores, int(idle + 0.3)))

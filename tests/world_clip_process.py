@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.collected import collected_paths
+
 ENV_DIR = "NEURFLOW_TEST_WORLD_CLIP_DIR"
 #: the ResNet tower at the demo's budget: zero-shot top-1 1.000 on this world's 159 held-out part crops
 #: in 52 s of one thread, where the ViT tower at 400 steps of 96 took 171 s for 0.994 (side by side)
@@ -57,10 +59,8 @@ def wanted(config) -> bool:
     """Whether this run is split over xdist workers and collects a test package that uses the CLIP."""
     if not getattr(config.option, "numprocesses", None):
         return False
-    args = [a.split("::")[0] for a in config.args] or [str(REPO / p) for p in config.getini("testpaths")]
-    paths = [(Path(config.invocation_params.dir) / a).resolve() for a in args]
     users = [REPO / "tests" / name for name in USERS]
-    return any(p == u or p in u.parents or u in p.parents for p in paths for u in users)
+    return any(p == u or p in u.parents or u in p.parents for p in collected_paths(config) for u in users)
 
 
 class EarlyStart:

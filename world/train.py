@@ -178,8 +178,8 @@ def _fit(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, train: Tr
             batch = order[start:start + train.batch_size]
             if len(batch) < 2:  # BatchNorm cannot train on a single image
                 continue
-            if threads_now is not None and threads_now() != torch.get_num_threads():
-                torch.set_num_threads(threads_now())
+            if threads_now is not None and (wanted := threads_now()) != torch.get_num_threads():
+                torch.set_num_threads(wanted)
             x, y = inputs[batch], labels[batch]
             if train.hflip:
                 flip = torch.rand(len(batch), generator=generator) < 0.5

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
+from tests.collected import collected_paths
 
 LABEL_STUDIO = "label-studio==1.23.2"
 REPO = Path(__file__).resolve().parents[2]
@@ -178,9 +179,7 @@ def wanted(config) -> bool:
     and neither the environment nor a marker expression leaves it out."""
     if os.environ.get(SKIP_ENV) == "1" or "not integration" in (config.option.markexpr or ""):
         return False
-    args = [a.split("::")[0] for a in config.args] or [str(REPO / p) for p in config.getini("testpaths")]
-    paths = [(Path(config.invocation_params.dir) / a).resolve() for a in args]
-    return any(LIVE_TEST == p or p in LIVE_TEST.parents for p in paths)
+    return any(LIVE_TEST == p or p in LIVE_TEST.parents for p in collected_paths(config))
 
 
 class EarlyStart:
