@@ -49,6 +49,7 @@ def worker(config: dict[str, Any], result_path: str) -> None:
     from neurflow.core.layer_budget import parse_budget, suggest
     from neurflow.core.memory import malloc_for_fit
     from neurflow.core.params import DEFAULT_LAYER_BUDGET_S, EngineParams
+    from neurflow.progress import ProgressEvent
 
     malloc_for_fit("fast")
     demo = load_demo(config["images"], 0, "resnet50")
@@ -62,11 +63,12 @@ def worker(config: dict[str, Any], result_path: str) -> None:
         print(f"    {row.name}: {row.channels} channels, ~{row.neurons} neurons, ~{row.seconds:.0f} s", file=sys.stderr)
     last = [0.0]
 
-    def progress(stage: str, done: int, total: int) -> None:
+    def progress(event: ProgressEvent) -> None:
         now = time.perf_counter()
-        if now - last[0] > 60 or done == total:
+        if now - last[0] > 60 or event.done >= event.total:
             last[0] = now
-            print(f"  {stage}: {done}/{total} ({now - t0:.0f} s)", file=sys.stderr, flush=True)
+            print(f"  {event.stage}: {event.done}/{event.total} {event.unit} ({now - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
 
     fit_started = time.perf_counter()
     circuit = NeurFlow(found.layers, select="all", progress=progress, **settings).fit(
