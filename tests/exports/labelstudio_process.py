@@ -26,6 +26,7 @@ from pathlib import Path
 
 from neurflow.client.process import NotReady, free_loopback_port, stop_process, wait_healthy
 from tests.collected import collected_paths
+from tests.tool_venvs import install_steps
 
 LABEL_STUDIO = "label-studio==1.23.2"
 REPO = Path(__file__).resolve().parents[2]
@@ -111,9 +112,7 @@ class Starter:
         started = time.monotonic()
         base_python = getattr(sys, "_base_executable", None) or "python3"
         log_path = self.folder / "install.log"
-        steps = [[base_python, "-m", "venv", "--clear", str(VENV)],
-                 [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                  "-c", str(CONSTRAINTS), LABEL_STUDIO]]
+        steps = install_steps(VENV, base_python, LABEL_STUDIO, CONSTRAINTS)
         for cmd in steps:
             with open(log_path, "ab") as log:
                 proc = self._popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -23,6 +23,7 @@ from PIL import Image
 from neurflow.core.circuit import Circuit
 from neurflow.cli import main as cli_main
 from neurflow.exports import ExportSource, run_export
+from tests.tool_venvs import install_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 DATUMARO_VENV = ROOT / ".cache" / "datumaro-venv"
@@ -42,9 +43,7 @@ def datumaro_python() -> Path:
         return python
     shutil.rmtree(DATUMARO_VENV, ignore_errors=True)
     DATUMARO_VENV.parent.mkdir(parents=True, exist_ok=True)
-    steps = [[sys.executable, "-m", "venv", str(DATUMARO_VENV)],
-             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              "-c", str(DATUMARO_CONSTRAINTS), DATUMARO_REQUIREMENT]]
+    steps = install_steps(DATUMARO_VENV, sys.executable, DATUMARO_REQUIREMENT, DATUMARO_CONSTRAINTS)
     for cmd in steps:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
         if proc.returncode != 0:
