@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worlds", default=None, help="comma-separated planted suite worlds (default: all)")
     parser.add_argument("--audit-out", default="bench/results/audit-latest.json", help="where the numbers go")
     parser.add_argument("--no-timing", action="store_true", help="skip the 10-class audit timing")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only the 10-class audit timing, on each world's shortcut network and circuits")
 
 
 def related_classes(classes) -> dict[int, list[int]]:
@@ -140,12 +142,27 @@ def ten_class_timing(model, circuits, classes: int = 10) -> dict:
             "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
+def _timing_only(name: str) -> dict:
+    from neurflow.world.planted import PLANTED_SUITE, ensure_planted_model
+    from neurflow.world.suite import engine_circuits
+
+    config = PLANTED_SUITE[name].config
+    shortcut = ensure_planted_model(config)
+    circuits = engine_circuits(shortcut, name, sorted({c.class_index for c in config.cues}))
+    ten = ten_class_timing(shortcut, circuits)
+    print(f"{name}: audit of a 10-class job (off-class ablation included): {ten['wall_seconds']} s wall, "
+          f"{ten['cpu_seconds']} s CPU, load average {ten['load_average']} (target <= 60 s)", flush=True)
+    return ten
+
+
 def run_section(args: argparse.Namespace) -> dict:
     from neurflow.world.planted import PLANTED_SUITE, cue_usage, ensure_planted_model
     from neurflow.atlas.diff import diff_circuits
     from neurflow.world.suite import engine_circuits
 
     names = args.worlds.split(",") if args.worlds else list(PLANTED_SUITE)
+    if args.timing_only:
+        return {"ten_class_timing": {name: _timing_only(name) for name in names}}
     cases, clean_counts, timings, worlds = [], [], [], {}
     for name in names:
         world = PLANTED_SUITE[name]
