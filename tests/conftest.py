@@ -16,6 +16,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in these tests may reach the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One torch (OpenMP) thread in every process of the suite, the servers, workers and commands it starts
+# included (they inherit the environment): two pytest workers on two cores already fill the machine,
+# and every extra thread spin-waits for a core that another process holds (CLIP inference on two
+# busy cores: 256 patches in 5.2 s with two threads, 0.3 s with one). Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 _LABEL_STUDIO = None
 _WORLD_CLIP = None
@@ -44,22 +49,6 @@ def pytest_unconfigure(config):
         if started is not None:
             started.close()
     _LABEL_STUDIO = _WORLD_CLIP = None
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread(request):
-    """CLIP inference in one thread: on two shared, busy cores, two torch threads spin-wait on each
-    other and run 10-20x slower (measured: 256 patches in 5.2 s vs 0.3 s). Restored after each test;
-    only the CLIP-heavy test packages are pinned, the others keep torch's settings."""
-    import torch
-
-    if not {"labeler", "exports", "viewer"} & set(request.node.path.parts):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
