@@ -43,6 +43,14 @@ def pytest_configure(config):
         _WORLD_CLIP = world_clip_process.EarlyStart()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files with a ``slow`` test first, each file's own order kept: pytest-xdist hands out whole
+    files (``--dist loadfile``) in this order, and the README's examples (about 5 minutes) or the Ray
+    executor's tests (4-5) started last would leave the other worker idle at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort: nothing else moves
+
+
 def pytest_unconfigure(config):
     global _LABEL_STUDIO, _WORLD_CLIP
     for started in (_LABEL_STUDIO, _WORLD_CLIP):
