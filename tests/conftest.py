@@ -45,8 +45,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Files with a ``slow`` test first, each file's own order kept: pytest-xdist hands out whole
-    files (``--dist loadfile``) in this order, and the README's examples (about 5 minutes) or the Ray
-    executor's tests (4-5) started last would leave the other worker idle at the end."""
+    files (``--dist loadfile``) in this order, and the doc pages' examples (about 5 minutes) or the Ray
+    executor's tests (3-4) started last would leave the other worker idle at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # a stable sort: nothing else moves
 

@@ -1,7 +1,8 @@
 """The commands that make a tool's own venv for a test (Label Studio, datumaro): one tool, pinned.
 
 ``uv`` is used when the suite's venv has it (``make`` installs it): it fetches and unpacks in parallel,
-which took Label Studio's install from about 110 to about 20 CPU-seconds. Without it, ``venv`` + pip.
+where pip took about 110 CPU-seconds for Label Studio alone, beside the running tests. Without it,
+``venv`` + pip.
 """
 
 from __future__ import annotations
