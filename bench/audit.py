@@ -150,9 +150,13 @@ def _timing_only(name: str) -> dict:
     shortcut = ensure_planted_model(config)
     circuits = engine_circuits(shortcut, name, sorted({c.class_index for c in config.cues}))
     ten = ten_class_timing(shortcut, circuits)
-    print(f"{name}: audit of a 10-class job (off-class ablation included): {ten['wall_seconds']} s wall, "
-          f"{ten['cpu_seconds']} s CPU, load average {ten['load_average']} (target <= 60 s)", flush=True)
+    _print_timing(ten, f"{name}: ")
     return ten
+
+
+def _print_timing(ten: dict, prefix: str = "") -> None:
+    print(f"{prefix}audit of a 10-class job (off-class ablation included): {ten['wall_seconds']} s wall, "
+          f"{ten['cpu_seconds']} s CPU, load average {ten['load_average']} (target <= 60 s)", flush=True)
 
 
 def run_section(args: argparse.Namespace) -> dict:
@@ -233,8 +237,7 @@ def run_section(args: argparse.Namespace) -> dict:
                   f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']}")
     ten = ten_class_timing(shortcut, circuits) if not args.no_timing else None
     if ten is not None:
-        print(f"audit of a 10-class job (off-class ablation included): {ten['wall_seconds']} s wall, "
-              f"{ten['cpu_seconds']} s CPU, load average {ten['load_average']} (target <= 60 s)", flush=True)
+        _print_timing(ten)
     result = {"cases": cases, "clean": clean_counts, "timings": timings, "ten_class_timing": ten, "worlds": worlds,
               "summary": summary}
     out = Path(args.audit_out)

@@ -29,16 +29,6 @@ from neurflow.core.patches import build_index
 GRANULARITIES = (1.0, 0.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Hundreds of tiny forward passes: on two shared busy cores, two torch threads spin-wait on each
-    other and run these ~10x slower (measured 23 s vs 1.9 s for one test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def planted_inputs(n: int = 16) -> torch.Tensor:
     rng = np.random.default_rng(0)
     return torch.tensor(rng.uniform(0, 1, (n, 3, 8, 8)) * rng.uniform(0, 1, (n, 3, 1, 1)), dtype=torch.float32)
