@@ -19,6 +19,11 @@ $(if $(filter uv,$(INSTALLER)),$(PY) -m pip install -q uv && $(VENV)/bin/uv pip 
 	    { echo "uv failed or is missing: installing with pip"; $(PY) -m pip install -q --no-compile $(PIP_C) $(1); },$(PY) -m pip install -q --no-compile $(PIP_C) $(1))
 endef
 export PYTHONHASHSEED := 0
+# Every process of the suite and the demo (servers, workers, commands) imports torch. Where the
+# environment sets PYTHONDONTWRITEBYTECODE (this machine's does), no bytecode is ever written, so
+# each of them compiled torch's sources anew: `import torch, torchvision` took 8.5 CPU-seconds against
+# 3.2 s once the bytecode is written by the first process that imports a module (docs/testing.md).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: venv test demo bench serve clean
 
@@ -31,7 +36,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 # Only what the demo runs (labeling, the service, the Label Studio export); a venv that `make test`
 # built holds it already. --no-compile: byte-compiling all 15,000 files took the install from 62 to
-# 111 CPU-seconds (docs/world.md); Python compiles the modules the demo imports on first use.
+# 111 CPU-seconds (docs/world.md); the first process that imports a module writes its bytecode.
 $(VENV)/.installed-demo: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test $(VENV)/.installed -nt pyproject.toml || $(PY) -m pip install -q --no-compile $(TORCH_PIP)
