@@ -150,6 +150,9 @@ class Meter:
 class ProgressBars:
     """Renders progress events as one line per stage.
 
+    An event with nothing to count (``total`` 0: a job's state such as ``queued`` or ``succeeded``) is
+    one line with its name.
+
     On a terminal each stage gets a tqdm bar that is redrawn at most every ``min_interval`` seconds
     and stays on screen when the stage ends. Anywhere else (a log file, CI) a bar's carriage returns
     would pile up as noise, so each stage prints one line when it starts, one every ``log_interval``
@@ -171,6 +174,12 @@ class ProgressBars:
 
     def __call__(self, event: ProgressEvent) -> None:
         key = (event.stage, event.target)
+        if event.total <= 0 and event.done <= 0:  # a state with nothing to count: queued, starting, succeeded
+            if key != self._key:
+                self.close()
+                print(event.stage, file=self._out, flush=True)
+                self._key, self._last = key, None
+            return
         if key != self._key:
             self.close()
             self._key = key

@@ -18,24 +18,43 @@ from neurflow.progress import Progress, ProgressEvent
 def event_of_job(job: dict[str, Any]) -> ProgressEvent:
     """The :class:`ProgressEvent` of a job snapshot (an SSE event's data or ``GET /v1/jobs/{id}``).
 
-    A queued job shows as the stage ``queued``, an ended one as its state; a server from before
-    progress events sends only ``stage``/``done``/``total``, shown as they are (never parsed).
+    A queued job shows as the stage ``queued`` and an ended one as its state, with nothing to count;
+    a server from before progress events sends only ``stage``/``done``/``total``, shown as they are
+    (never parsed).
     """
     raw = job.get("progress_event")
     event = msgspec.convert(raw, ProgressEvent) if raw else \
         ProgressEvent.legacy(job.get("stage") or "", job.get("done") or 0, job.get("total") or 0)
     state = job.get("state")
     if state not in (None, "running"):  # queued, or the state it ended in
-        event = msgspec.structs.replace(event, stage=state)
+        event = ProgressEvent(stage=state, done=0, total=0)
     return event
 
 
 def progress_from_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
     """Feed a job's SSE events (and its final state) to a progress callback (e.g.
-    :class:`~neurflow.progress.ProgressBars`), as the :class:`ProgressEvent` s the worker made."""
+    :class:`~neurflow.progress.ProgressBars`), as the :class:`ProgressEvent` s the worker made.
+
+    The events are samples of the job's row: a short stage can end between two of them, so that the
+    last one seen of it stops short of its total (``loading model: 0/1``). A class's stages run one
+    after another, so the next stage of the same class, or the job's success, shows that the stage
+    before it finished: it is handed on once more, finished, first. Stages of different classes (Ray
+    runs classes side by side) and a job that failed or was cancelled prove nothing of the kind.
+    """
+    last: dict[int | None, ProgressEvent] = {}  # each class's last event with something to count
 
     def on_event(job: dict[str, Any]) -> None:
-        progress(event_of_job(job))
+        event = event_of_job(job)
+        state = job.get("state")
+        ended = list(last.values()) if state == "succeeded" else [
+            before for before in (last.get(event.target),) if state == "running" and before is not None
+            and before.stage != event.stage]
+        for before in ended:
+            if before.done < before.total:
+                progress(msgspec.structs.replace(before, done=before.total, eta=0.0))
+        if event.total > 0:
+            last[event.target] = event
+        progress(event)
 
     return on_event
 
