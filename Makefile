@@ -45,11 +45,12 @@ $(VENV)/.installed-demo: pyproject.toml $(CONSTRAINTS)
 
 venv: $(VENV)/.installed
 
-# Two workers, one per core; tests of one file stay on one worker (their module fixtures are built once).
-# `make test DURATIONS=0` lists every test's time, not only the slowest 25.
+# Two workers, one per core; tests of one file stay on one worker (their module fixtures are built once),
+# handed out in the order tests/conftest.py gives them (pytest-xdist would sort the files by their
+# number of tests). `make test DURATIONS=0` lists every test's time, not only the slowest 25.
 DURATIONS ?= 25
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=$(DURATIONS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=$(DURATIONS)
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m demo
