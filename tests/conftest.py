@@ -46,8 +46,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Files with a ``slow`` test first, then those with an ``integration`` test (they start servers),
     each file's own order kept: pytest-xdist hands out whole files in this order (``--dist loadfile
-    --no-loadscope-reorder``, the Makefile), longest first, so that the doc pages' examples (1-2
-    minutes) or the Ray executor's tests started last do not leave the other worker idle at the end."""
+    --no-loadscope-reorder``, the Makefile), longest first, so that the doc pages' examples (about
+    two minutes) or the Ray executor's tests started last do not leave the other worker idle at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     server_files = {item.path for item in items if item.get_closest_marker("integration")}
     items.sort(key=lambda item: (item.path not in slow_files, item.path not in server_files))  # stable

@@ -46,9 +46,11 @@ def progress_from_events(progress: Progress) -> Callable[[dict[str, Any]], None]
     def on_event(job: dict[str, Any]) -> None:
         event = event_of_job(job)
         state = job.get("state")
-        ended = list(last.values()) if state == "succeeded" else [
-            before for before in (last.get(event.target),) if state == "running" and before is not None
-            and before.stage != event.stage]
+        if state == "succeeded":
+            ended = list(last.values())
+        else:
+            before = last.get(event.target)
+            ended = [before] if state == "running" and before is not None and before.stage != event.stage else []
         for before in ended:
             if before.done < before.total:
                 progress(msgspec.structs.replace(before, done=before.total, eta=0.0))
