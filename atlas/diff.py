@@ -96,11 +96,18 @@ def _layer_changes(name: str, before: Layer | None, after: Layer | None, by_neur
     return out
 
 
-def diff_circuits(before: Sequence[Circuit], after: Sequence[Circuit], *, min_similarity: float = 0.3,
-                  min_delta: float = 0.15) -> CircuitDiff:
+#: the defaults of :func:`diff_circuits`, `neurflow diff` and ``POST /v1/diffs``
+MIN_SIMILARITY = 0.3
+MIN_DELTA = 0.15
+
+
+def diff_circuits(before: Sequence[Circuit], after: Sequence[Circuit], *, min_similarity: float = MIN_SIMILARITY,
+                  min_delta: float = MIN_DELTA) -> CircuitDiff:
     """The diff of two checkpoints' circuits (one per class on each side, the same classes)."""
     if not 0 < min_similarity <= 1:
         raise ValueError(f"min_similarity must lie in (0, 1], got {min_similarity}")
+    if not 0 <= min_delta <= 1:  # importances lie in 0..1
+        raise ValueError(f"min_delta must lie in [0, 1], got {min_delta}")
     if not before or not after:
         raise ValueError("a diff needs circuits on both sides")
     a_by, b_by = _by_class(before, "first"), _by_class(after, "second")

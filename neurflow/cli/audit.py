@@ -12,6 +12,7 @@ REVIEWS_FILE = "reviews.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from neurflow.atlas.diff import MIN_DELTA, MIN_SIMILARITY
     from neurflow.core.audit import AuditSettings
 
     d = AuditSettings()
@@ -60,8 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--before", nargs="+", required=True, help="circuit.json files of the first checkpoint")
     d.add_argument("--after", nargs="+", required=True, help="circuit.json files of the second checkpoint (same classes)")
     d.add_argument("--out", required=True, help="folder for diff.json and diff.html")
-    d.add_argument("--min-similarity", type=float, default=0.3, help="Jaccard (or label match) to pair two groups")
-    d.add_argument("--min-delta", type=float, default=0.15, help="importance change that counts as grew/shrank")
+    d.add_argument("--min-similarity", type=float, default=MIN_SIMILARITY,
+                   help=f"Jaccard (or label match) to pair two groups, in (0, 1] (default {MIN_SIMILARITY})")
+    d.add_argument("--min-delta", type=float, default=MIN_DELTA,
+                   help=f"importance change that counts as grew/shrank, in [0, 1] (default {MIN_DELTA})")
     d.set_defaults(func=cmd_diff)
 
 

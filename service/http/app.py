@@ -26,6 +26,7 @@ from neurflow.service.http import openapi
 from neurflow.service.http.bodylimits import multipart_field_limit
 from neurflow.service.http.controllers.atlas import AtlasController
 from neurflow.service.http.controllers.audits import AuditController
+from neurflow.service.http.controllers.diffs import DiffController
 from neurflow.service.http.controllers.circuits import CircuitController
 from neurflow.service.http.controllers.datasets import DatasetController
 from neurflow.service.http.controllers.debug import DebugController
@@ -103,7 +104,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         _upload_limit(ModelController, settings.max_weights_mb),
         _upload_limit(DatasetController, settings.max_dataset_mb),
         _upload_limit(DebugController, settings.max_image_mb),
-        JobController, CircuitController, ExportController, ReportController, AtlasController, AuditController])
+        JobController, CircuitController, ExportController, ReportController, AtlasController, AuditController,
+        DiffController])
     app = Litestar(
         route_handlers=[v1, health, Router(path="/", route_handlers=[LabelStudioBackendController],
                                            request_max_body_size=settings.max_predict_kb * 1024)],

@@ -57,6 +57,8 @@ def test_other_architectures_match_by_label():
 def test_bad_input():
     with pytest.raises(ValueError, match="same classes"):
         diff_circuits([handmade.circuit(0)], [handmade.circuit(1)])
+    with pytest.raises(ValueError, match=r"min_delta must lie in \[0, 1\]"):
+        diff_circuits([handmade.circuit(0)], [handmade.circuit(0)], min_delta=-0.1)
     with pytest.raises(ValueError, match="appears twice"):
         diff_circuits([handmade.circuit(0), handmade.circuit(0)], [handmade.circuit(0)])
     with pytest.raises(ValueError, match="unsupported circuit diff schema"):

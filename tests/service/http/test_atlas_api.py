@@ -11,11 +11,13 @@ from neurflow.atlas import Atlas, AtlasInput, build_atlas, search
 from neurflow.client.api import Client
 from neurflow.core.circuit import Circuit
 
-from ..helpers import KEY_A, KEY_B, LiveServer, assert_problem, job_spec, labeling_section, write_tiny_clip
+from ..helpers import ENGINE, KEY_A, KEY_B, LiveServer, assert_problem, job_spec, labeling_section, write_tiny_clip
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 A = {"X-API-Key": KEY_A}
 B = {"X-API-Key": KEY_B}
+#: three layers, so that the circuits hold groups below their top layer (what a diff compares)
+THREE_LAYERS = {**ENGINE, "layers": ["layer4", "layer3", "layer2"]}
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +35,14 @@ def atlas_service(assets, tmp_path_factory):
         with Client(server.url, KEY_A, timeout=300) as c:
             model = c.upload_model(assets["weights"], assets["descriptor"])
             dataset = c.upload_dataset(assets["images"])
-            final = c.follow(c.submit(job_spec(model["id"], dataset["id"], target=[0, 1, 2],
+            final = c.follow(c.submit(job_spec(model["id"], dataset["id"], target=[0, 1, 2], engine=THREE_LAYERS,
                                                   labeling=labeling_section()))["id"])
             assert final["state"] == "succeeded", final
             torch.manual_seed(1)
             other_weights = tmp_path_factory.mktemp("other") / "other.safetensors"
             save_file(torchvision.models.resnet18(num_classes=3).state_dict(), str(other_weights))
             other = c.upload_model(other_weights, assets["descriptor"])
-            lone = c.follow(c.submit(job_spec(other["id"], dataset["id"], target=0))["id"])
+            lone = c.follow(c.submit(job_spec(other["id"], dataset["id"], target=0, engine=THREE_LAYERS))["id"])
             assert lone["state"] == "succeeded", lone
             circuits = [ref["id"] for ref in final["result"]["circuits"]]
             docs = {cid: c.request("GET", f"/v1/circuits/{cid}", params={"arrays": "inline"}).content for cid in circuits}
@@ -153,3 +155,36 @@ def test_audit_of_a_job_and_verdicts_kept_per_owner(atlas_service):
     assert_problem(post(svc, "/v1/audits", {}), 400, "either job")
     assert_problem(post(svc, "/v1/audits", {"job": svc["job"], "expected": {"zero": []}}), 422, "class indices")
     assert_problem(post(svc, "/v1/audits/reviews", review | {"verdict": "maybe"}), 400)
+
+
+def test_diff_of_two_checkpoints_circuits_and_its_problems(atlas_service):
+    from neurflow.atlas.diff import diff_circuits
+    from neurflow.core.diff import CircuitDiff
+
+    svc = atlas_service
+    other = httpx.get(svc["server"].url + f"/v1/circuits/{svc['other_circuit']}", params={"arrays": "inline"},
+                      headers=A, timeout=60).content
+    first = svc["circuits"][0]  # class 0 of the three-class job; the other model's job explained class 0 too
+    r = post(svc, "/v1/diffs", {"before": {"circuits": [svc["other_circuit"]]}, "after": {"circuits": [first]}})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.text
+    diff = CircuitDiff.from_json(r.content)
+    # the document neurflow diff writes from the same circuits
+    assert diff == diff_circuits([Circuit.from_json(other)], [Circuit.from_json(svc["docs"][first])])
+    assert diff.same_architecture and [c.class_index for c in diff.classes] == [0] and diff.classes[0].changes
+    # a job against itself: every group kept, nothing gained
+    same = CircuitDiff.from_json(post(svc, "/v1/diffs", {"before": {"job": svc["job"]}, "after": {"job": svc["job"]},
+                                                         "min_delta": 0.2}).content)
+    assert [c.class_index for c in same.classes] == [0, 1, 2] and same.min_delta == 0.2
+    assert {ch.change for c in same.classes for ch in c.changes} == {"kept"}
+    assert all(ch.delta == 0 for c in same.classes for ch in c.changes)
+    # bad input: problem documents
+    one = {"circuits": [first]}
+    assert_problem(post(svc, "/v1/diffs", {"before": {}, "after": one}), 400, "before: give either job")
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": {"job": svc["job"], "circuits": [first]}}), 400,
+                   "after: give either job")
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": {"job": svc["job"]}}), 422, "same classes")
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": one, "min_similarity": 0}), 422, "min_similarity")
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": one, "min_delta": 2}), 422, "min_delta")
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": {"circuits": ["c-nope"]}}), 404)
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": one}, headers=B), 404)  # another owner's circuit
+    assert_problem(post(svc, "/v1/diffs", {"before": one}), 400)
