@@ -125,10 +125,15 @@ EXEMPLAR_VOTES = ("hard", "soft")
 
 def exemplar_mixture(exemplars: np.ndarray, concepts: np.ndarray, logit_scale: float,
                      votes: str = MOSAIC_EXEMPLAR_VOTES) -> np.ndarray:
-    """``P_E``, shape (c,): the exemplars' votes, counted ``votes`` (see ``MOSAIC_EXEMPLAR_VOTES``).
+    """``P_E``, shape (c,): the exemplars' votes, counted ``votes`` (see ``MOSAIC_EXEMPLAR_VOTES``)."""
+    return vote_mixture(logit_scale * (exemplars @ concepts.T), votes)
+
+
+def vote_mixture(logits: np.ndarray, votes: str = MOSAIC_EXEMPLAR_VOTES) -> np.ndarray:
+    """``P_E`` from the exemplars' zero-shot logits (k, c) (``s * cos``, or several CLIPs' summed).
 
     Hard votes are ``(1 - b) * counts / n + b * G`` with ``b = 0.5 / (n + 1)`` and ``G`` the geometric
-    pooling ``G(d) ~ prod_x p(d | x) ** (1 / n) = softmax_d(s * mean_x cos(x, t_d))``. One vote is worth
+    pooling ``G(d) ~ prod_x p(d | x) ** (1 / n) = softmax_d(mean_x logit(x, d))``. One vote is worth
     ``(1 - b) / n > b``, more than ``G`` can move, so ``G`` decides only between concepts with the same
     number of votes (a rule, not a fit). ``G`` rather than the arithmetic mixture: an exemplar that CLIP
     reads wrongly splits the majority's votes, and the arithmetic mean then hands the tie to the
@@ -136,13 +141,14 @@ def exemplar_mixture(exemplars: np.ndarray, concepts: np.ndarray, logit_scale: f
     exemplars support."""
     if votes not in EXEMPLAR_VOTES:
         raise ValueError(f"exemplar votes must be one of {EXEMPLAR_VOTES}, got {votes!r}")
-    if votes == "soft" or len(exemplars) == 0:
-        return mixture(exemplars, concepts, logit_scale)
-    similarity = exemplars @ concepts.T  # an exemplar's best concept is the argmax of its softmax too
-    counts = np.bincount(similarity.argmax(axis=1), minlength=len(concepts))
-    geometric = softmax(logit_scale * similarity.mean(axis=0))
-    tie_break = 0.5 / (len(exemplars) + 1)
-    return (1 - tie_break) * counts / len(exemplars) + tie_break * geometric
+    n, c = logits.shape
+    if n == 0:
+        return np.full(c, 1.0 / c)
+    if votes == "soft":
+        return softmax(logits, axis=1).mean(axis=0)
+    counts = np.bincount(logits.argmax(axis=1), minlength=c)  # an exemplar's best concept: argmax of its softmax
+    tie_break = 0.5 / (n + 1)
+    return (1 - tie_break) * counts / n + tie_break * softmax(logits.mean(axis=0))
 
 
 def mosaic_mixture(exemplars: np.ndarray, patches: np.ndarray, concepts: np.ndarray, logit_scale: float,

@@ -28,6 +28,21 @@ def test_one_clip_is_the_single_clip_mosaic_score():
     assert np.allclose(combined_scores([view]), single)
 
 
+def test_several_clips_are_read_as_one_so_a_hesitant_misreading_weighs_less_than_a_clean_reading():
+    # CLIP a reads every exemplar as concept 1, barely (cosine 0.95 against 0.90 for concept 0: a part
+    # it was taught under a wrong name); CLIP b reads three as concept 0 and two as concept 2, cleanly.
+    hesitant = _view([[0.90, 0.95, 0, 0]] * 5, name="clip:a")
+    clean = _view([[1, 0, 0, 0]] * 3 + [[0, 0, 1, 0]] * 2, name="clip:b")
+    # pooled as the mean of the two CLIPs' vote mixtures, a's five votes for 1 would beat b's three for 0
+    mean_of_votes = np.mean([combined_scores([hesitant]), combined_scores([clean])], axis=0)
+    assert mean_of_votes.argmax() == 1
+    # read as one CLIP (each crop's logits summed), three crops are concept 0 and two concept 2
+    assert combined_scores([hesitant, clean]).argmax() == 0
+    assert combined_scores([hesitant, clean]).argmax() == combined_scores([clean, hesitant]).argmax()
+    with pytest.raises(ValueError, match="same exemplars"):
+        combined_scores([hesitant, _view([[1, 0, 0, 0]] * 4)])
+
+
 def test_a_second_clip_outvotes_the_first_where_it_is_surer_and_the_disagreement_is_recorded():
     wrong = _view([[0.2, 1, 0, 0]] * 3 + [[1, 0.2, 0, 0]] * 2, name="clip:vit")  # reads part 0 as part 1, 3 of 5
     right = _view([[1, 0, 0, 0]] * 5, name="clip:rn")

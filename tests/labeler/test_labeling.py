@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from neurflow.core.circuit import Circuit
+from neurflow.labeler.evidence import RERANK_CANDIDATES
 from neurflow.labeler.labeling import label_circuit
 from neurflow.labeler.patches import group_patches, patch_key
 
@@ -46,11 +47,11 @@ def test_labels_are_sorted_top_k_clip_labels_with_confidence(labeled):
     for _, _, circuit in labeled.values():
         for _, _, group in circuit.iter_groups():
             assert len(group.labels) == 5 and {lab.source for lab in group.labels} == {"clip"}
-            # the combination may move one of the mosaic score's three best first (RERANK_CANDIDATES);
-            # the rest keep the score's order
+            # the combination may move one of the mosaic score's RERANK_CANDIDATES best first; the rest
+            # keep the score's order
             scores = [lab.score for lab in group.labels]
             assert scores[1:] == sorted(scores[1:], reverse=True) and len({lab.text for lab in group.labels}) == 5
-            assert scores[0] >= sorted(scores, reverse=True)[2]
+            assert scores[0] >= sorted(scores, reverse=True)[RERANK_CANDIDATES - 1]
             assert 0.0 < group.confidence < 1.0
 
 
