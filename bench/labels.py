@@ -41,10 +41,10 @@ GRID_WEIGHTS = (1.0, 0.7, 0.5)  # weight of the exemplars' votes against all act
 GRID_VOTES = ("hard", "soft")  # how the exemplars vote (neurflow.labeler.scoring.MOSAIC_EXEMPLAR_VOTES)
 MIN_MAJORITY = 3  # of 5 exemplars: below, the mosaic shows no one part and the group has no reference
 RELIABILITY_BINS = 5
-#: The worlds ``make bench`` labels: the dev world the combination is fitted on and the held-out
-#: worlds it is reported on, each with every noisy CLIP of both towers (docs/label-quality.md). The
-#: other suite worlds (``--label-worlds``) have no noisy CLIPs trained yet.
-BENCH_WORLDS = ("standard", "shapes3", "shapes3-cluttered", "shapes3-uneven")
+#: The worlds ``make bench`` labels: the dev worlds the combination is fitted on and the held-out
+#: worlds it is reported on, each with every noisy CLIP of both towers (docs/label-quality.md).
+BENCH_WORLDS = ("standard", "cluttered", "objects", "shapes2-cluttered", "shapes3", "shapes3-cluttered", "shapes3-uneven",
+                "shapes3-uneven-cluttered")
 RERANK_GRID = (1, 2, 3)  # candidates the combination may choose between (neurflow.labeler.evidence.RERANK_CANDIDATES)
 
 

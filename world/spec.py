@@ -25,7 +25,9 @@ disk, so every tool reads them alike (see :data:`VARIANTS`):
   held-out world for the evidence combination of issue 18;
 * ``shapes3-uneven``: the third part set in the uneven classes of ``uneven`` (each standard part
   replaced by the shapes3 part at its place), added as a held-out world after the last change of the
-  calibrated combination (issue 18).
+  calibrated combination (issue 18);
+* ``shapes3-uneven-cluttered``: those uneven classes on the cluttered background, added as a
+  held-out world after the second freeze of the labeling method (issue 18).
 """
 
 from __future__ import annotations
@@ -136,6 +138,9 @@ VARIANTS: dict[str, Variant] = {
                                  _cube_classes(_set_groups(PART_SETS["shapes3"])), clutter=True),
     "shapes3-uneven": Variant("shapes3-uneven", PART_SETS["shapes3"],
                               tuple(_class(i, p) for i, p in enumerate(_renamed(_UNEVEN, "shapes3")))),
+    "shapes3-uneven-cluttered": Variant("shapes3-uneven-cluttered", PART_SETS["shapes3"],
+                                        tuple(_class(i, p) for i, p in enumerate(_renamed(_UNEVEN, "shapes3"))),
+                                        clutter=True),
 }
 
 
