@@ -61,7 +61,7 @@ def cue_carried(model, config, circuit, k: int, per_class: int = 16) -> dict[str
     import torch
     from PIL import Image
 
-    from neurflow.atlas.audit import _drops
+    from neurflow.atlas.offclass import logit_drops
     from neurflow.core.images import Preprocess
     from neurflow.core.layer_access import LayerAccess
     from neurflow.world.planted import render_planted
@@ -85,8 +85,8 @@ def cue_carried(model, config, circuit, k: int, per_class: int = 16) -> dict[str
         if not layer.groups:
             continue
         sets = [sorted({m.neuron for m in g.members}) for g in layer.groups]
-        carried = (_drops(access, top, layer.name, with_cue, target, sets)
-                   - _drops(access, top, layer.name, without, target, sets))
+        carried = (logit_drops(access, top, layer.name, with_cue, target, sets)
+                   - logit_drops(access, top, layer.name, without, target, sets))
         for g, c in zip(layer.groups, carried):
             out[g.id] = round(float(c) / shift, 4) if abs(shift) > 1e-6 else 0.0
     return out
