@@ -222,3 +222,57 @@ def test_a_diff_1_document_still_reads():
     diff = CircuitDiff.from_json(json.dumps(old))
     assert diff.schema == "neurflow.diff/2" and diff.order == "importance"
     assert diff.classes[0].changes[0].after.neurons == [60, 61] and diff.classes[0].changes[0].reliance is None
+
+
+def test_cli_diff_with_both_specs_orders_by_the_off_class_reliance(engine_circuits, tmp_path, capsys):
+    """A second checkpoint whose class-0 readout leans more on one layer4.1 group's neurons."""
+    from safetensors.torch import load_file, save_file
+
+    from neurflow.cli import main
+    from neurflow.core.circuit import Circuit
+    from neurflow.core.hashing import sha256_file
+
+    first = Circuit.from_json(engine_circuits.paths[0].read_bytes())
+    boosted = sorted({m.neuron for m in first.layer("layer4.1").groups[0].members})
+    weights = load_file(engine_circuits.model_spec["weights"])
+    weights["fc.weight"][0, boosted] += 1.0
+    second = tmp_path / "second.safetensors"
+    save_file(weights, str(second))
+    # the second checkpoint's circuit: the first one's groups, recorded as made with the second weights
+    after = tmp_path / "after.json"
+    after.write_text(msgspec.structs.replace(first, model=msgspec.structs.replace(
+        first.model, weights_sha256=sha256_file(second))).to_json())
+    specs = {}
+    for side, path in (("before", engine_circuits.model_spec["weights"]), ("after", str(second))):
+        specs[side] = tmp_path / f"{side}-spec.json"
+        specs[side].write_text(json.dumps({"model": engine_circuits.model_spec | {"weights": path},
+                                           "data": {"images": str(engine_circuits.images), "target_class": 0},
+                                           "engine": {"layers": ["fc", "layer4.1"]}}))
+    out = tmp_path / "d"
+    args = ["diff", "--before", str(engine_circuits.paths[0]), "--after", str(after), "--out", str(out)]
+    assert main(args + ["--before-spec", str(specs["before"]), "--after-spec", str(specs["after"]),
+                        "--max-images", "16"]) == 0
+    diff = CircuitDiff.from_json((out / "diff.json").read_bytes())
+    assert diff.order == "off_class_reliance" and diff.max_images == 16
+    changes = diff.classes[0].changes
+    assert all(c.change == "kept" and c.reliance.images == 16 for c in changes)  # the same groups on both sides
+    top = next(c for c in changes if c.layer == "layer4.1" and c.after.neurons == boosted)
+    assert top.reliance.increase > 0 and top.reliance.increase == changes[0].reliance.increase
+    assert top.reliance.increase == pytest.approx(top.reliance.drop_after - top.reliance.drop_before, abs=1e-3)
+    printed = capsys.readouterr().out
+    assert "ordered by off class reliance" in printed and f"off-class reliance {changes[0].reliance.increase:+.2f}" in printed
+    assert "Off-class reliance" in (out / "diff.html").read_text()
+    # refused with one line: one spec only, a spec of other weights than the circuits', images without classes
+    assert main(args + ["--before-spec", str(specs["before"])]) == 2
+    assert "give --before-spec and --after-spec, or neither" in capsys.readouterr().err
+    assert main(args + ["--before-spec", str(specs["after"]), "--after-spec", str(specs["after"])]) == 2
+    assert "give a model's circuits with that model's spec" in capsys.readouterr().err
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k, png in enumerate(sorted(engine_circuits.images.rglob("*.png"))[:6]):
+        (flat / f"{k}.png").write_bytes(png.read_bytes())
+    assert main(args + ["--before-spec", str(specs["before"]), "--after-spec", str(specs["after"]),
+                        "--images", str(flat)]) == 2
+    assert "6 of 6 images have no class" in capsys.readouterr().err
+    assert main(args + ["--related", str(flat / "0.png")]) == 2
+    assert "--images and --related are for the off-class reliance" in capsys.readouterr().err
