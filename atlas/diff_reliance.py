@@ -8,6 +8,11 @@ in each is kept. ``increase`` = drop in the second - drop in the first: how much
 network relies on those neurons where the class is absent, i.e. on something the class's images
 merely carry. The same architecture is required, since a neuron id must be the same channel in both.
 
+The second circuit's groups are ranked first, the vanished groups (measured on their first-side
+neurons) after them: a vanished group is not one through which the second network works, and on the
+planted worlds a vanished group of the clean circuit that overlaps the shortcut's group can edge it
+out (docs/audit.md).
+
 Why this orders the diff: a fine-tune that picked up a shortcut often routes it through neurons the
 class already used (the group is matched, its importance barely moves) or regroups everything, so
 the importance a group gained from the circuits alone does not name the shortcut; on the planted
@@ -80,8 +85,9 @@ def _access(model: nn.Module, side: str, layers: list[str], circuit: Circuit) ->
 def add_reliance(diff: CircuitDiff, before: Mapping[int, Circuit], after: Mapping[int, Circuit],
                  models: Sequence[nn.Module], images: ImageSet, *, labels: Sequence[int | None] | None,
                  related: Mapping[int, Sequence[int]], max_images: int) -> CircuitDiff:
-    """``diff`` (of ``before`` and ``after``, circuits by class) with each change's off-class reliance,
-    each class's changes ordered by its increase, biggest first (ties by the importance gained)."""
+    """``diff`` (of ``before`` and ``after``, circuits by class) with each change's off-class reliance;
+    each class's changes ordered by its increase, biggest first (ties by the importance gained), the
+    second circuit's groups first, then the vanished ones."""
     if not diff.same_architecture:
         raise ValueError("the off-class reliance zeroes the same neurons in both networks, so it needs two checkpoints "
                          "of one architecture; these circuits are of different architectures (their groups were "
@@ -91,7 +97,12 @@ def add_reliance(diff: CircuitDiff, before: Mapping[int, Circuit], after: Mappin
     pair = _check_models(models)
     num_classes = next(iter(after.values())).model.num_classes
     image_labels = _labels(images, labels, num_classes)
-    _check_outputs(pair, images.pixels, num_classes)
+    # the images go where the second network is (a worker's GPU); the first must be there too
+    device = next((p.device for p in pair[1].parameters()), torch.device("cpu"))
+    if any(p.device != device for p in pair[0].parameters()):
+        raise ValueError(f"the two models are on different devices; put both on {device}")
+    pixels = images.pixels.to(device)
+    _check_outputs(pair, pixels, num_classes)
     related_of = {int(k): {int(x) for x in v} for k, v in related.items()}
     accesses: dict[tuple[str, ...], tuple[LayerAccess, LayerAccess]] = {}
     for cls in diff.classes:
@@ -101,7 +112,7 @@ def add_reliance(diff: CircuitDiff, before: Mapping[int, Circuit], after: Mappin
         if a.layers[0].name != top:
             raise ValueError(f"class {k}: the circuits read the class from different layers ({a.layers[0].name!r} "
                              f"and {top!r}); explain both checkpoints with the same layers")
-        sets = image_sets(images.pixels, image_labels, k, related_of.get(k, set()), max_images,
+        sets = image_sets(pixels, image_labels, k, related_of.get(k, set()), max_images,
                           np.random.default_rng(_SEED))
         if len(sets.off) == 0:
             raise ValueError(f"class {k} has no off-class images among the {len(images)} images (those of other "
@@ -121,7 +132,9 @@ def add_reliance(diff: CircuitDiff, before: Mapping[int, Circuit], after: Mappin
             for change, da, db in zip(changes, drop_a, drop_b):
                 change.reliance = OffClassReliance(images=len(sets.off), drop_before=round(float(da), 4),
                                                    drop_after=round(float(db), 4), increase=round(float(db - da), 4))
-        cls.changes.sort(key=lambda c: (-c.reliance.increase, -c.delta))
+        # the second circuit's groups lead: a vanished group is no group of the second network, and the
+        # experiment's rule ranks the second circuit's groups (as by importance, where one never leads)
+        cls.changes.sort(key=lambda c: (c.after is None, -c.reliance.increase, -c.delta))
     diff.order = "off_class_reliance"
     diff.max_images = max_images
     return diff

@@ -24,9 +24,10 @@ from neurflow.core.layer_access import LayerAccess
 _CHUNK_IMAGES = 2048
 
 
-def folder_labels(images: ImageSet, class_names: Sequence[str]) -> list[int | None]:
-    """Each image's class from a folder of its relative path named like a class (None when none is)."""
-    index = {name: i for i, name in enumerate(class_names)}
+def folder_labels(images: ImageSet, class_names: Sequence[str | None]) -> list[int | None]:
+    """Each image's class from a folder of its relative path named like a class (None when none is);
+    a class whose name is None is named by no folder."""
+    index = {name: i for i, name in enumerate(class_names) if name is not None}
     out: list[int | None] = []
     for path in images.paths:
         found = [index[p] for p in PurePosixPath(path).parts[:-1] if p in index]
@@ -69,7 +70,12 @@ def logit_drops(access: LayerAccess, top: str, layer: str, pixels: torch.Tensor,
         if outside:
             raise ValueError(f"layer {layer!r} of this model has {z.shape[1]} channels; neurons {outside[:5]} are not "
                              "among them: give the network the circuits were made with")
-        base = block(z, pixels)[:, target]
+        scores = block(z, pixels)
+        if scores.dim() != 2:
+            raise ValueError(f"layer {top!r} is not the model's class output (it gives {tuple(scores.shape[1:])} per "
+                             "image, not one score per class): the ablation reads the class's logit, so explain "
+                             "the model from its classifier down (e.g. \"fc\" first)")
+        base = scores[:, target]
         out = []
         per_chunk = max(1, _CHUNK_IMAGES // len(pixels))
         for start in range(0, len(sets), per_chunk):

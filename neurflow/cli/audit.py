@@ -190,7 +190,7 @@ def _labeled_images(spec, root: Path, inputs):
     known = {e.circuit.target.class_index: e.circuit.target.name for e in inputs if e.circuit.target.name}
     if not known:
         return images, None
-    return images, folder_labels(images, [known.get(i, f"\0{i}") for i in range(spec.model.num_classes)])
+    return images, folder_labels(images, [known.get(i) for i in range(spec.model.num_classes)])
 
 
 def _read_circuits(paths: list[str]):

@@ -167,8 +167,10 @@ def test_a_group_the_second_network_relies_on_off_class_comes_first_though_it_ga
     # a vanished group is measured on its first-side neurons ("eye" {10, 11}: 2 x 0.1 in both)
     eye = next(c for c in changes if c.change == "vanished" and c.before.neurons == [10, 11])
     assert eye.reliance.drop_before == pytest.approx(0.2) and eye.reliance.increase == pytest.approx(0.0)
-    increases = [c.reliance.increase for c in changes]
-    assert increases == sorted(increases, reverse=True)
+    # the second circuit's groups by increase, then the vanished ones (no group of the second network)
+    kept = [c.reliance.increase for c in changes if c.after is not None]
+    assert kept == sorted(kept, reverse=True) and changes[-1].change == "vanished"
+    assert [c.change for c in changes].index("vanished") == len(kept)
     assert CircuitDiff.from_json(diff.to_json()) == diff
 
 
@@ -205,6 +207,9 @@ def test_the_reliance_refuses_what_it_cannot_measure():
         diff_circuits(before, after, models=_MODELS, images=_images(), labels=[7] * 10)
     with pytest.raises(ValueError, match=r"max_images must be a whole number in \[4, 10000\], got 0"):
         diff_circuits(before, after, models=_MODELS, images=_images(), max_images=0)
+    headless = [msgspec.structs.replace(c, layers=c.layers[1:]) for c in (before[0], after[0])]
+    with pytest.raises(ValueError, match=r"layer 'mid' is not the model's class output .*classifier down"):
+        diff_circuits(headless[:1], headless[1:], models=_MODELS, images=_images())
     other = msgspec.structs.replace(handmade.MODEL, arch="other", weights_sha256="ef" * 32)
     with pytest.raises(ValueError, match="needs two checkpoints of one architecture"):
         diff_circuits(before, [handmade.circuit(0, other)], models=_MODELS, images=_images())
