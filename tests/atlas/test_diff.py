@@ -182,9 +182,15 @@ def test_the_reliance_uses_at_most_max_images_off_class_images_and_leaves_out_re
     pixels = torch.cat([images.pixels, torch.zeros(3, 3, 4, 4)])
     pixels[-3:, 1] = 1.0
     more = ImageSet.from_tensor(pixels)
-    diff = diff_circuits([handmade.circuit(0)], _after()[:1], models=_MODELS, images=more,
-                         labels=images.labels + [2] * 3, related={0: [2]}, max_images=4)
-    assert {c.reliance.images for c in diff.classes[0].changes} == {4} and diff.max_images == 4
+    labels = images.labels + [2] * 3
+
+    def measured(**kw) -> set[int]:
+        diff = diff_circuits([handmade.circuit(0)], _after()[:1], models=_MODELS, images=more, labels=labels, **kw)
+        return {c.reliance.images for c in diff.classes[0].changes}
+
+    assert measured() == {9}  # 6 blue + 3 green: every other class
+    assert measured(related={0: [2]}) == {6}  # green shares class 0's content: not off-class
+    assert measured(related={0: [2]}, max_images=4) == {4}
 
 
 def test_the_reliance_refuses_what_it_cannot_measure():
