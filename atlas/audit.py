@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import numpy as np
 import torch
@@ -37,6 +35,8 @@ from torch import nn
 
 from neurflow.atlas.build import AtlasInput, check_inputs, group_importance
 from neurflow.atlas.concepts import jaccard
+# folder_labels: re-exported, this module was its documented home before the diff shared it
+from neurflow.atlas.offclass import ImageSets, folder_labels, image_sets, logit_drops  # noqa: F401
 from neurflow.core.audit import (SCHEMA_VERSION, Audit, AuditClass, AuditSettings, Finding, FindingEvidence,
                                  OffClassAblation, Reviews)
 from neurflow.core.circuit import Circuit, Group, Layer
@@ -44,8 +44,6 @@ from neurflow.core.images import ImageSet
 from neurflow.core.layer_access import LayerAccess, num_channels
 from neurflow.progress import Meter, Progress
 
-#: ablated images per forward pass of the upper network
-_CHUNK_IMAGES = 2048
 #: an own-class drop below this (logit units) is "the group barely matters on the class's images"
 _OWN_FLOOR = 0.05
 
@@ -55,60 +53,7 @@ def finding_key(class_index: int, layer: str, neurons: Sequence[int]) -> str:
     return f"c{class_index}:{layer}:{digest}"
 
 
-def folder_labels(images: ImageSet, class_names: Sequence[str]) -> list[int | None]:
-    """Each image's class from a folder of its relative path named like a class (None when none is)."""
-    index = {name: i for i, name in enumerate(class_names)}
-    out: list[int | None] = []
-    for path in images.paths:
-        found = [index[p] for p in PurePosixPath(path).parts[:-1] if p in index]
-        out.append(found[-1] if found else None)
-    return out
-
-
-@dataclass
-class _Sets:
-    """The images one class's ablations run on."""
-
-    own: torch.Tensor
-    off: torch.Tensor
-
-
-def _image_sets(pixels: torch.Tensor, labels: list[int], target: int, related: set[int], cap: int,
-                rng: np.random.Generator) -> _Sets:
-    own = [i for i, k in enumerate(labels) if k == target]
-    off = [i for i, k in enumerate(labels) if k != target and k not in related]
-
-    def pick(idx: list[int]) -> torch.Tensor:
-        if len(idx) > cap:
-            idx = sorted(rng.choice(idx, size=cap, replace=False).tolist())
-        return pixels[idx]
-
-    return _Sets(own=pick(own), off=pick(off))
-
-
-def _drops(access: LayerAccess, top: str, layer: str, pixels: torch.Tensor, target: int,
-           sets: list[list[int]]) -> np.ndarray:
-    """Mean drop of the target logit over ``pixels`` when each channel set of ``layer`` is zeroed."""
-    if len(pixels) == 0:
-        return np.full(len(sets), np.nan)
-    block = access.block(layer, top)
-    with torch.no_grad():
-        z = access.full_output(pixels, layer)
-        base = block(z, pixels)[:, target]
-        out = []
-        per_chunk = max(1, _CHUNK_IMAGES // len(pixels))
-        for start in range(0, len(sets), per_chunk):
-            chunk = sets[start:start + per_chunk]
-            batch = z.repeat(len(chunk), *([1] * (z.dim() - 1)))
-            for k, chans in enumerate(chunk):
-                batch[k * len(z):(k + 1) * len(z), chans] = 0
-            x = pixels.repeat(len(chunk), 1, 1, 1) if block.needs_input else None
-            logits = block(batch, x)[:, target].view(len(chunk), len(z))
-            out.extend((base[None, :] - logits).mean(1).tolist())
-    return np.asarray(out)
-
-
-def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group], sets: _Sets, target: int,
+def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group], sets: ImageSets, target: int,
                settings: AuditSettings, rng: np.random.Generator) -> dict[str, OffClassAblation]:
     members = [sorted({m.neuron for m in g.members}) for g in groups]
     channels = num_channels(layer.shape)
@@ -116,8 +61,8 @@ def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group],
     controls = {s: [sorted(rng.choice(channels, size=min(s, channels), replace=False).tolist())
                     for _ in range(settings.controls)] for s in sizes}
     control_sets = [c for s in sizes for c in controls[s]]
-    off = _drops(access, top, layer.name, sets.off, target, members + control_sets)
-    own = _drops(access, top, layer.name, sets.own, target, members)
+    off = logit_drops(access, top, layer.name, sets.off, target, members + control_sets)
+    own = logit_drops(access, top, layer.name, sets.own, target, members)
     by_size, at = {}, len(members)
     for s in sizes:
         by_size[s] = off[at:at + settings.controls]
@@ -234,10 +179,10 @@ def audit_circuits(
         target = circuit.target.class_index
         name = entry.class_name or circuit.target.name or f"class {target}"
         related = related_of.get(target, set())
-        image_sets = None
+        class_sets = None
         if pixels is not None:
-            image_sets = _image_sets(pixels, image_labels, target, related, settings.max_images, rng)
-            if len(image_sets.off) == 0:
+            class_sets = image_sets(pixels, image_labels, target, related, settings.max_images, rng)
+            if len(class_sets.off) == 0:
                 warnings.append(f"class {target}: no off-class images; its groups were not ablated")
         top = circuit.layers[0].name
         findings, examined = [], 0
@@ -257,8 +202,8 @@ def audit_circuits(
             examined += len(groups)
             ablations = {}
             # the top layer's groups have no layer above them to read the class from: no ablation there
-            if index > 0 and image_sets is not None and len(image_sets.off):
-                ablations = _off_class(access, top, layer, groups, image_sets, target, settings, rng)
+            if index > 0 and class_sets is not None and len(class_sets.off):
+                ablations = _off_class(access, top, layer, groups, class_sets, target, settings, rng)
             for g in groups:
                 neurons = sorted({m.neuron for m in g.members})
                 label = g.labels[0].text if g.labels else None

@@ -5,7 +5,9 @@ once: by the Jaccard of their member-neuron sets when both checkpoints have the 
 neuron id is then the same channel on both sides), else by an equal top label. A matched pair whose
 importance rose by at least ``min_delta`` grew, one that fell by as much shrank; an unmatched group of
 the second checkpoint appeared, one of the first vanished. Each class's changes are sorted by the
-importance they gained, so a fine-tune that started to rely on something new shows it first.
+importance they gained, so a fine-tune that started to rely on something new shows it first; with
+both networks and images they are ordered instead by how much more the second network relies on
+the group's neurons off-class (:mod:`neurflow.atlas.diff_reliance`).
 
 What an unmatched group gained is counted neuron by neuron when the architecture is the same: its
 importance minus the importance its member neurons had on the other side (0 for neurons not in that
@@ -17,11 +19,17 @@ up by a fine-tune) gained all of its importance. Counted as a whole, every regro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from neurflow.atlas.build import group_importance
 from neurflow.core.circuit import Circuit, Group, Layer
 from neurflow.core.diff import SCHEMA_VERSION, CircuitDiff, ClassDiff, GroupChange, GroupSide
+
+if TYPE_CHECKING:  # the web process diffs circuits without loading torch; only the reliance needs it
+    from torch import nn
+
+    from neurflow.core.images import ImageSet
 
 
 def _by_class(circuits: Sequence[Circuit], side: str) -> dict[int, Circuit]:
@@ -99,15 +107,30 @@ def _layer_changes(name: str, before: Layer | None, after: Layer | None, by_neur
 #: the defaults of :func:`diff_circuits`, `neurflow diff` and ``POST /v1/diffs``
 MIN_SIMILARITY = 0.3
 MIN_DELTA = 0.15
+#: off-class images per class for the reliance (fixed with the rule on the dev planted world, docs/audit.md)
+MAX_IMAGES = 96
+MAX_IMAGES_RANGE = (4, 10_000)
 
 
 def diff_circuits(before: Sequence[Circuit], after: Sequence[Circuit], *, min_similarity: float = MIN_SIMILARITY,
-                  min_delta: float = MIN_DELTA) -> CircuitDiff:
-    """The diff of two checkpoints' circuits (one per class on each side, the same classes)."""
+                  min_delta: float = MIN_DELTA, models: Sequence[nn.Module] | None = None,
+                  images: ImageSet | None = None, labels: Sequence[int | None] | None = None,
+                  related: Mapping[int, Sequence[int]] | None = None, max_images: int = MAX_IMAGES) -> CircuitDiff:
+    """The diff of two checkpoints' circuits (one per class on each side, the same classes).
+
+    ``models`` (the two networks, first checkpoint's first) and ``images`` (with each image's class:
+    ``labels``, default ``images.labels``) add each change's off-class reliance and order each class's
+    changes by it; ``related`` maps a class to the classes that legitimately share its content (their
+    images are not off-class for it); at most ``max_images`` off-class images per class."""
     if not 0 < min_similarity <= 1:
         raise ValueError(f"min_similarity must lie in (0, 1], got {min_similarity}")
     if not 0 <= min_delta <= 1:  # importances lie in 0..1
         raise ValueError(f"min_delta must lie in [0, 1], got {min_delta}")
+    low, high = MAX_IMAGES_RANGE
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or not low <= max_images <= high:
+        raise ValueError(f"max_images must be a whole number in [{low}, {high}], got {max_images!r}")
+    if (models is None) != (images is None):
+        raise ValueError("the off-class reliance needs both models (the two networks) and images; pass both or neither")
     if not before or not after:
         raise ValueError("a diff needs circuits on both sides")
     a_by, b_by = _by_class(before, "first"), _by_class(after, "second")
@@ -127,6 +150,13 @@ def diff_circuits(before: Sequence[Circuit], after: Sequence[Circuit], *, min_si
                                                            min_similarity, min_delta)]
         changes.sort(key=lambda c: -c.delta)
         classes.append(ClassDiff(class_index=k, name=b.target.name or a.target.name, changes=changes))
-    return CircuitDiff(schema=SCHEMA_VERSION, before=first_a.model.weights_sha256 or "first",
+    diff = CircuitDiff(schema=SCHEMA_VERSION, before=first_a.model.weights_sha256 or "first",
                        after=first_b.model.weights_sha256 or "second", same_architecture=same,
                        min_similarity=min_similarity, min_delta=min_delta, classes=classes)
+    if models is None:
+        diff.warnings.append("no models and images: changes are ordered by the importance they gained; the "
+                             "off-class reliance was not measured")
+        return diff
+    from neurflow.atlas.diff_reliance import add_reliance
+
+    return add_reliance(diff, a_by, b_by, models, images, labels=labels, related=related or {}, max_images=max_images)

@@ -18,7 +18,9 @@ is not among them; the audit cannot name a group that is not there, and the case
 
 A case (world, cue, class) passes when a cue group is among the audit's top 3 findings for the class.
 The issue's targets: >= 90 % of cases; <= 1 finding per class on the clean networks; the diff of the
-clean and the shortcut network's circuits names a cue group first.
+clean and the shortcut network's circuits names a cue group first (the diff as ``neurflow diff`` makes
+it with both networks and the held-out images: ordered by the off-class reliance; the order by
+importance alone is reported beside it).
 
 Images without the class's parts (the off-class images of the ablation) are the held-out images of
 the classes that share no part with it: the world's ground truth plays the user's knowledge of which
@@ -61,7 +63,7 @@ def cue_carried(model, config, circuit, k: int, per_class: int = 16) -> dict[str
     import torch
     from PIL import Image
 
-    from neurflow.atlas.audit import _drops
+    from neurflow.atlas.offclass import logit_drops
     from neurflow.core.images import Preprocess
     from neurflow.core.layer_access import LayerAccess
     from neurflow.world.planted import render_planted
@@ -85,8 +87,8 @@ def cue_carried(model, config, circuit, k: int, per_class: int = 16) -> dict[str
         if not layer.groups:
             continue
         sets = [sorted({m.neuron for m in g.members}) for g in layer.groups]
-        carried = (_drops(access, top, layer.name, with_cue, target, sets)
-                   - _drops(access, top, layer.name, without, target, sets))
+        carried = (logit_drops(access, top, layer.name, with_cue, target, sets)
+                   - logit_drops(access, top, layer.name, without, target, sets))
         for g, c in zip(layer.groups, carried):
             out[g.id] = round(float(c) / shift, 4) if abs(shift) > 1e-6 else 0.0
     return out
@@ -97,15 +99,48 @@ def cue_groups(carried: dict[str, float]) -> set[str]:
     return {g for g, r in carried.items() if r >= CUE_CARRIED and r >= 0.5 * best}
 
 
-def _audit(model, circuits, related):
-    from neurflow.atlas.audit import audit_circuits, folder_labels
-    from neurflow.atlas.build import AtlasInput
+def _heldout(model):
+    """The network's held-out images (cues decorrelated from the label) and each one's class."""
+    from neurflow.atlas.offclass import folder_labels
     from neurflow.core.images import ImageSet, Preprocess
 
     spec = model.model_spec()
     images = ImageSet.from_folder(model.images("heldout"), Preprocess(spec["input_size"], spec["mean"], spec["std"]))
-    return audit_circuits([AtlasInput(c) for c in circuits.values()], model.load_model(), images,
-                          labels=folder_labels(images, model.class_names), related=related)
+    return images, folder_labels(images, model.class_names)
+
+
+def _audit(model, circuits, related):
+    from neurflow.atlas.audit import audit_circuits
+    from neurflow.atlas.build import AtlasInput
+
+    images, labels = _heldout(model)
+    return audit_circuits([AtlasInput(c) for c in circuits.values()], model.load_model(), images, labels=labels,
+                          related=related)
+
+
+def _diffs(clean, shortcut, clean_circuits, circuits, related) -> tuple[dict, dict]:
+    """The diff clean -> shortcut by class, as neurflow diff makes it with both networks (ordered by the
+    off-class reliance), and from the circuits alone (ordered by the importance gained)."""
+    from neurflow.atlas.diff import diff_circuits
+
+    images, labels = _heldout(shortcut)
+    before, after = list(clean_circuits.values()), list(circuits.values())
+    by_reliance = diff_circuits(before, after, models=(clean.load_model(), shortcut.load_model()), images=images,
+                                labels=labels, related=related)
+    by_importance = diff_circuits(before, after)
+    return ({c.class_index: c for c in by_reliance.classes}, {c.class_index: c for c in by_importance.classes})
+
+
+def _first(changes) -> tuple[str | None, bool]:
+    """The group a diff names first, and whether it is a group of the second (shortcut) circuit."""
+    if not changes:
+        return None, False
+    c = changes[0]
+    return (c.after or c.before).group, c.after is not None
+
+
+def _cue_rank(changes, truth: set[str]) -> int | None:
+    return next((i + 1 for i, c in enumerate(changes) if c.after is not None and c.after.group in truth), None)
 
 
 def ten_class_timing(model, circuits, classes: int = 10) -> dict:
@@ -161,7 +196,6 @@ def _print_timing(ten: dict, prefix: str = "") -> None:
 
 def run_section(args: argparse.Namespace) -> dict:
     from neurflow.world.planted import PLANTED_SUITE, cue_usage, ensure_planted_model
-    from neurflow.atlas.diff import diff_circuits
     from neurflow.world.suite import engine_circuits
 
     names = args.worlds.split(",") if args.worlds else list(PLANTED_SUITE)
@@ -179,7 +213,7 @@ def run_section(args: argparse.Namespace) -> dict:
         log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", flush=True)  # noqa: E731
         circuits = engine_circuits(shortcut, name, classes, log=log)
         clean_circuits = engine_circuits(clean, f"{name} (clean)", classes, log=log)
-        diff = {c.class_index: c for c in diff_circuits(list(clean_circuits.values()), list(circuits.values())).classes}
+        diff, diff_importance = _diffs(clean, shortcut, clean_circuits, circuits, related)
         audit = _audit(shortcut, circuits, related)
         clean_audit = _audit(clean, clean_circuits, related)
         timings.append({"world": name, "classes": len(classes), "seconds": audit.seconds,
@@ -191,8 +225,8 @@ def run_section(args: argparse.Namespace) -> dict:
             top = [f.group for f in by_class[cue.class_index].findings[:TOP]]
             u = usage[cue.kind]
             changes = diff[cue.class_index].changes
-            ranked = [c.after.group for c in changes if c.after is not None]
-            diff_first = ranked[0] if ranked else None
+            diff_first, first_is_after = _first(changes)
+            old_first, old_is_after = _first(diff_importance[cue.class_index].changes)
             cases.append({"world": name, "role": world.role, "cue": cue.kind, "class": cue.class_index,
                           "used": u.used, "accuracy_with": u.accuracy_with, "accuracy_without": u.accuracy_without,
                           "to_class_with": u.to_class_with, "to_class_without": u.to_class_without,
@@ -203,15 +237,26 @@ def run_section(args: argparse.Namespace) -> dict:
                                             "z": f.evidence.ablation.z if f.evidence.ablation else None,
                                             "share": f.evidence.ablation.share if f.evidence.ablation else None}
                                            for f in by_class[cue.class_index].findings],
-                          "diff_cue_rank": next((i + 1 for i, g in enumerate(ranked) if g in truth), None),
-                          "found": bool(truth & set(top)), "diff_first": diff_first,
-                          "diff_first_is_cue": diff_first in truth,
+                          "diff_cue_rank": _cue_rank(changes, truth), "found": bool(truth & set(top)),
+                          "diff_first": diff_first, "diff_first_is_cue": first_is_after and diff_first in truth,
+                          "diff_first_reliance": [{"group": (c.after or c.before).group, "layer": c.layer,
+                                                   "change": c.change, "side": "after" if c.after else "before",
+                                                   "increase": c.reliance.increase,
+                                                   "drop_before": c.reliance.drop_before,
+                                                   "drop_after": c.reliance.drop_after,
+                                                   "images": c.reliance.images, "importance_delta": c.delta}
+                                                  for c in changes[:5]],
+                          "diff_by_importance_first": old_first,
+                          "diff_by_importance_first_is_cue": old_is_after and old_first in truth,
+                          "diff_by_importance_cue_rank": _cue_rank(diff_importance[cue.class_index].changes, truth),
                           "rank": next((i + 1 for i, g in enumerate(top) if g in truth), None)})
             print(f"{name} ({world.role}) cue {cue.kind} -> class {cue.class_index}: used {u.used} "
                   f"(acc {u.accuracy_with:.2f}->{u.accuracy_without:.2f}, to-class {u.to_class_without:.2f}->"
                   f"{u.to_class_with:.2f}, logit +{u.logit_shift:.2f}); cue groups {sorted(truth)}; top {top}: "
                   f"{'FOUND' if cases[-1]['found'] else 'missed'}; diff names first {diff_first} "
-                  f"({'the cue' if diff_first in truth else 'not the cue'})", flush=True)
+                  f"({'the cue' if cases[-1]['diff_first_is_cue'] else 'not the cue'}; cue rank "
+                  f"{cases[-1]['diff_cue_rank']}; by importance alone: {old_first}, cue rank "
+                  f"{cases[-1]['diff_by_importance_cue_rank']})", flush=True)
         for c in clean_audit.classes:
             clean_counts.append({"world": name, "role": world.role, "class": c.class_index, "findings": len(c.findings)})
             print(f"{name} clean class {c.class_index}: {len(c.findings)} findings", flush=True)
@@ -224,6 +269,8 @@ def run_section(args: argparse.Namespace) -> dict:
         cc = [c for c in clean_counts if c["role"] == role]
         summary[role] = {"cases": len(rc), "found": sum(c["found"] for c in rc),
                          "diff_first_is_cue": sum(c["diff_first_is_cue"] for c in rc),
+                         "diff_first_is_cue_used": sum(c["diff_first_is_cue"] for c in used),
+                         "diff_by_importance_first_is_cue": sum(c["diff_by_importance_first_is_cue"] for c in rc),
                          "used_cases": len(used), "found_used": sum(c["found"] for c in used),
                          "clean_classes": len(cc), "clean_max_findings": max((c["findings"] for c in cc), default=None),
                          "clean_mean_findings": (sum(c["findings"] for c in cc) / len(cc)) if cc else None}
@@ -234,7 +281,8 @@ def run_section(args: argparse.Namespace) -> dict:
                   f"{'PASS' if rate >= 0.9 else 'FAIL'}); of cases whose cue the network uses: {s['found_used']}/"
                   f"{s['used_cases']}; clean networks: at most {s['clean_max_findings']} findings per class "
                   f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
-                  f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']}")
+                  f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']} ({s['diff_first_is_cue_used']}/"
+                  f"{s['used_cases']} used; by importance alone {s['diff_by_importance_first_is_cue']}/{s['cases']})")
     ten = ten_class_timing(shortcut, circuits) if not args.no_timing else None
     if ten is not None:
         _print_timing(ten)

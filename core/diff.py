@@ -1,21 +1,29 @@
-"""The circuit diff document (``neurflow.diff/1``): what changed between two checkpoints' circuits.
+"""The circuit diff document (``neurflow.diff/2``): what changed between two checkpoints' circuits.
 
 Two checkpoints of one model (a fine-tune, a second run) explained on the same classes and images:
 each class's groups are matched across the two circuits, then each group either persisted (and
 grew, shrank or kept its importance), appeared, or vanished. Computed by :mod:`neurflow.atlas.diff`.
+
+Version 2 adds the off-class reliance (:class:`OffClassReliance`): with both networks at hand, how
+much more the second one relies on a group's neurons for the class on images that do not show the
+class, and ``order``, which of the two rankings a class's changes follow. A version 1 document reads
+as a version 2 one without reliance, ordered by importance.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
 from .documents import Document
 
-SCHEMA_VERSION = "neurflow.diff/1"
+SCHEMA_VERSION = "neurflow.diff/2"
 
 Change = Literal["appeared", "vanished", "grew", "shrank", "kept"]
+#: how each class's changes are ordered: by the importance they gained (from the circuits alone), or
+#: by the increase of the off-class reliance (needs both networks and images)
+Order = Literal["importance", "off_class_reliance"]
 
 
 class GroupSide(msgspec.Struct, forbid_unknown_fields=True):
@@ -25,6 +33,16 @@ class GroupSide(msgspec.Struct, forbid_unknown_fields=True):
     neurons: list[int]
     importance: float  # 0..1, mean member importance over the layer's most important neuron
     label: str | None = None
+
+
+class OffClassReliance(msgspec.Struct, forbid_unknown_fields=True):
+    """The group's neurons zeroed in both networks (one architecture: a neuron id is the same channel)
+    on the class's off-class images: the mean drop of the class's logit in each."""
+
+    images: int  # off-class images measured (the same ones in both networks)
+    drop_before: float  # in the first network
+    drop_after: float  # in the second
+    increase: float  # drop_after - drop_before: how much more the second network relies on these neurons there
 
 
 class GroupChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -37,12 +55,14 @@ class GroupChange(msgspec.Struct, forbid_unknown_fields=True):
     delta: float
     matched_by: Literal["neurons", "label", "none"] = "none"
     similarity: float = 0.0  # Jaccard of the neuron sets, or 1.0 for an equal label
+    # measured on the second side's neurons (the first side's for a vanished group); None: not measured
+    reliance: OffClassReliance | None = None
 
 
 class ClassDiff(msgspec.Struct, forbid_unknown_fields=True):
     class_index: int
     name: str | None
-    changes: list[GroupChange]  # the biggest gains first (appeared and grew), then the rest by |delta|
+    changes: list[GroupChange]  # in CircuitDiff.order, biggest first
 
 
 class CircuitDiff(Document, forbid_unknown_fields=True):
@@ -53,6 +73,15 @@ class CircuitDiff(Document, forbid_unknown_fields=True):
     min_similarity: float
     min_delta: float
     classes: list[ClassDiff]
+    order: Order = "importance"
+    max_images: int | None = None  # the cap on off-class images per class, when the reliance was measured
+    warnings: list[str] = []
 
     SCHEMA: ClassVar[str] = SCHEMA_VERSION
+    OLDER: ClassVar[tuple[str, ...]] = ("neurflow.diff/1",)
     KIND: ClassVar[str] = "circuit diff"
+
+    @classmethod
+    def _upgrade(cls, head: dict[str, Any], version: str) -> dict[str, Any]:
+        # version 1 had no reliance and always ordered by importance: its fields read unchanged
+        return head | {"schema": SCHEMA_VERSION, "order": "importance"}

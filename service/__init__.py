@@ -13,7 +13,7 @@ root modules and the folders listed before it, and no module imports in a circle
   * ``db``        – the SQLite (WAL) database: versioned schema, migration, connections
   * ``catalog``   – models, datasets, circuits and API keys rows
 * ``jobs/``     – what a job is
-  * ``types``   – the typed job (``RunJob | RelabelJob | DebugJob | EvaluateJob``, tagged by ``kind``)
+  * ``types``   – the typed job (``RunJob | RelabelJob | DebugJob | EvaluateJob | DiffJob``, tagged by ``kind``)
     with typed references (``ModelRef``, ``DatasetRef``, ``CircuitRef``), and the worker pipe's messages
   * ``store``   – the job table (typed job + the ids it uses as columns) and its state transitions
   * ``limits``  – the bounds of a submitted job spec and its estimated cost

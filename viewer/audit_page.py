@@ -4,7 +4,8 @@ The audit page lists each class's findings, best first: the plain sentence, the 
 the off-class ablation against its control, label, sharing), the exemplar patches (cropped from the
 images when they are readable) and the verdict; the key to pass to ``neurflow audit-review``. The
 diff page draws each class's two circuits side by side: per layer, the first checkpoint's groups on
-the left, the second's on the right, a bar for each group's importance, matched groups on one row.
+the left, the second's on the right, a bar for each group's importance, matched groups on one row;
+when the off-class reliance was measured, each row shows it and each class opens with its ranking.
 Both are one self-contained HTML file (images embedded as base64 PNGs).
 """
 
@@ -98,27 +99,58 @@ def _cell(side: GroupSide | None, css: str) -> str:
             f"{esc(side.group)}{label} <small>{len(side.neurons)} neurons, {side.importance:.2f}</small></td>")
 
 
-def _row(c: GroupChange) -> str:
+def _reliance(c: GroupChange) -> str:
+    r = c.reliance
+    if r is None:
+        return "<td></td>"
+    return (f"<td>{r.drop_before:.2f} &rarr; {r.drop_after:.2f} <b>{r.increase:+.2f}</b> "
+            f"<small>({r.images} images)</small></td>")
+
+
+def _row(c: GroupChange, with_reliance: bool) -> str:
     return (f"<tr class='{c.change}'>{_cell(c.before, 'before')}<td>{esc(c.change)} {c.delta:+.2f}</td>"
-            f"{_cell(c.after, 'after')}</tr>")
+            f"{_reliance(c) if with_reliance else ''}{_cell(c.after, 'after')}</tr>")
+
+
+def _ranking(changes: list[GroupChange], shown: int = 5) -> str:
+    items = "".join(f"<li>{esc((c.after or c.before).group)} in {esc(c.layer)} ({esc(c.change)}): off-class reliance "
+                    f"{c.reliance.increase:+.2f} (logit drop {c.reliance.drop_before:.2f} in the first network, "
+                    f"{c.reliance.drop_after:.2f} in the second); importance {c.delta:+.2f}</li>"
+                    for c in changes[:shown] if c.reliance is not None)
+    return f"<ol class='ranking'>{items}</ol>" if items else ""
 
 
 def render_diff_page(diff: CircuitDiff, title: str = "NeurFlow circuit diff") -> str:
-    """Each class's two circuits side by side, layer by layer; biggest gains first within a layer."""
+    """Each class's two circuits side by side, layer by layer, in the diff's order within a layer; with
+    the off-class reliance, each class's first changes by it, and the drops in each row."""
     how = "member neurons" if diff.same_architecture else "labels"
+    by_reliance = diff.order == "off_class_reliance"
+    if by_reliance:
+        order = (f"Changes are ordered by their off-class reliance: each group's neurons zeroed in both networks "
+                 f"on up to {diff.max_images} images of other classes (related classes left out); the drop of the "
+                 f"class's logit in the second network minus that in the first, biggest first.")
+    else:
+        order = "Changes are ordered by the importance they gained (the off-class reliance was not measured)."
     parts = [f"<p>First checkpoint {esc(diff.before[:16])}, second {esc(diff.after[:16])}; groups matched by {how} "
-             f"(similarity at least {diff.min_similarity}); grew/shrank: importance changed by at least {diff.min_delta}.</p>"]
+             f"(similarity at least {diff.min_similarity}); grew/shrank: importance changed by at least {diff.min_delta}. "
+             f"{order}</p>"]
+    for w in diff.warnings:
+        parts.append(f"<p><em>note: {esc(w)}</em></p>")
+    head = "<th>off-class logit drop, first &rarr; second (increase)</th>" if by_reliance else ""
     for cls in diff.classes:
         parts.append(f"<h2>Class {cls.class_index}: {esc(cls.name or '')}</h2>")
         top = cls.changes[0] if cls.changes else None
-        if top is not None and top.change in ("appeared", "grew"):
+        if by_reliance and top is not None:
+            parts.append(f"<p>Off-class reliance, biggest increase first:</p>{_ranking(cls.changes)}")
+        elif top is not None and top.change in ("appeared", "grew"):
             side = top.after
             parts.append(f"<p>Biggest gain: {esc(side.group)} in {esc(top.layer)} {esc(top.change)} "
                          f"({top.delta:+.2f}).</p>")
         layers = list(dict.fromkeys(c.layer for c in cls.changes))
         for layer in layers:
-            rows = "".join(_row(c) for c in cls.changes if c.layer == layer)
-            parts.append(f"<h3>{esc(layer)}</h3><table><tr><th>first</th><th>change</th><th>second</th></tr>{rows}</table>")
+            rows = "".join(_row(c, by_reliance) for c in cls.changes if c.layer == layer)
+            parts.append(f"<h3>{esc(layer)}</h3><table><tr><th>first</th><th>change</th>{head}<th>second</th></tr>"
+                         f"{rows}</table>")
     return _page(title, "".join(parts))
 
 

@@ -389,4 +389,7 @@ PLANTED_SUITE: dict[str, PlantedWorld] = {w.name: w for w in (
     PlantedWorld("standard-corner-tint", "dev", _suite_world("standard", (Cue("corner", 1), Cue("tint", 6)))),
     PlantedWorld("shapes2-glyph-texture", "held-out", _suite_world("shapes2", (Cue("glyph", 2), Cue("texture", 5)))),
     PlantedWorld("shapes3-corner-glyph", "held-out", _suite_world("shapes3", (Cue("corner", 3), Cue("glyph", 4)), seed=1)),
+    # defined after the diff's off-class reliance was built (2026-12-07), when the two worlds above had
+    # seen it: a part set no planted world used, cues on other classes; no rule was chosen on it
+    PlantedWorld("objects-tint-texture", "held-out", _suite_world("objects", (Cue("tint", 3), Cue("texture", 6)), seed=2)),
 )}

@@ -12,7 +12,7 @@ REVIEWS_FILE = "reviews.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from neurflow.atlas.diff import MIN_DELTA, MIN_SIMILARITY
+    from neurflow.atlas.diff import MAX_IMAGES, MIN_DELTA, MIN_SIMILARITY
     from neurflow.core.audit import AuditSettings
 
     d = AuditSettings()
@@ -65,6 +65,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"Jaccard (or label match) to pair two groups, in (0, 1] (default {MIN_SIMILARITY})")
     d.add_argument("--min-delta", type=float, default=MIN_DELTA,
                    help=f"importance change that counts as grew/shrank, in [0, 1] (default {MIN_DELTA})")
+    d.add_argument("--before-spec", help="the job spec the first circuits were made with (its model); with "
+                                         "--after-spec, each change gets its off-class reliance and the changes "
+                                         "are ordered by it")
+    d.add_argument("--after-spec", help="the job spec the second circuits were made with (its model; its images "
+                                        "unless --images)")
+    d.add_argument("--images", help="images for the off-class reliance (default: the second spec's data.images); "
+                                    "each must lie in a folder named like its class")
+    d.add_argument("--related", help="JSON file: class index -> classes that legitimately share its content "
+                                     "(their images are not off-class for it)")
+    d.add_argument("--max-images", type=int, default=MAX_IMAGES,
+                   help=f"off-class images per class for the reliance (default {MAX_IMAGES})")
     d.set_defaults(func=cmd_diff)
 
 
@@ -95,12 +106,8 @@ def _reviews(out: Path):
 def cmd_audit(args: argparse.Namespace) -> int:
     import msgspec
 
-    from neurflow.atlas.audit import audit_circuits, folder_labels
-    from neurflow.atlas.build import AtlasInput
+    from neurflow.atlas.audit import audit_circuits
     from neurflow.core.audit import AuditSettings
-    from neurflow.core.images import ImageSet, Preprocess
-    from neurflow.core.jobspec import load_jobspec
-    from neurflow.core.model_intake import load_model
     from neurflow.core.pipeline import resolve
     from neurflow.progress import ProgressBars
 
@@ -108,21 +115,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         settings = msgspec.convert({"controls": args.controls, "max_images": args.max_images}, AuditSettings)
     except msgspec.ValidationError as exc:
         raise ValueError(f"{exc} (accepted: --controls 2..200, --max-images 4..10000)") from None
-    spec, base = load_jobspec(args.spec)
-    inputs = [AtlasInput(circuit=c, circuit_id=Path(p).as_posix()) for p, c in zip(args.circuits, _read_circuits(args.circuits))]
-    _check_weights(inputs, resolve(base, spec.model.weights))
+    inputs = _inputs(args.circuits)
+    spec, base = _spec_of(args.spec, inputs)
     model = images = labels = None
     circuits_root = resolve(base, spec.data.images)  # the circuits' exemplar paths are relative to it
-    images_root = Path(args.images) if args.images else circuits_root
     if not args.no_ablation:
-        model = load_model(spec.model.arch, resolve(base, spec.model.weights), spec.model.num_classes)
-        images = ImageSet.from_folder(images_root, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
-        names = [c.target.name for c in (e.circuit for e in inputs)]
-        class_names = spec.model.class_names if isinstance(spec.model.class_names, list) else None
-        labels = folder_labels(images, class_names) if class_names else None
-        if labels is None and any(names):
-            known = {e.circuit.target.class_index: e.circuit.target.name for e in inputs if e.circuit.target.name}
-            labels = folder_labels(images, [known.get(i, f"\0{i}") for i in range(spec.model.num_classes)])
+        model = _model(spec, base)
+        images, labels = _labeled_images(spec, Path(args.images) if args.images else circuits_root, inputs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bars = None if args.quiet else ProgressBars()
@@ -155,6 +154,45 @@ def _write(audit, out: Path, labelstudio: bool = False) -> None:
         write_audit_project(audit, out)
 
 
+def _inputs(paths: list[str]):
+    from neurflow.atlas.build import AtlasInput
+
+    return [AtlasInput(circuit=c, circuit_id=Path(p).as_posix()) for p, c in zip(paths, _read_circuits(paths))]
+
+
+def _spec_of(path: str, inputs):
+    """The job spec at ``path`` and its folder, once the circuits are known to be of its weights."""
+    from neurflow.core.jobspec import load_jobspec
+    from neurflow.core.pipeline import resolve
+
+    spec, base = load_jobspec(path)
+    _check_weights(inputs, resolve(base, spec.model.weights))
+    return spec, base
+
+
+def _model(spec, base):
+    from neurflow.core.model_intake import load_model
+    from neurflow.core.pipeline import resolve
+
+    return load_model(spec.model.arch, resolve(base, spec.model.weights), spec.model.num_classes)
+
+
+def _labeled_images(spec, root: Path, inputs):
+    """The images under ``root`` as ``spec``'s model reads them, and each one's class: that of a folder
+    of its path named like a class (the spec's class names, else the circuits'), None elsewhere."""
+    from neurflow.atlas.offclass import folder_labels
+    from neurflow.core.images import ImageSet, Preprocess
+
+    images = ImageSet.from_folder(root, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
+    class_names = spec.model.class_names if isinstance(spec.model.class_names, list) else None
+    if class_names:
+        return images, folder_labels(images, class_names)
+    known = {e.circuit.target.class_index: e.circuit.target.name for e in inputs if e.circuit.target.name}
+    if not known:
+        return images, None
+    return images, folder_labels(images, [known.get(i) for i in range(spec.model.num_classes)])
+
+
 def _read_circuits(paths: list[str]):
     from neurflow.core.circuit_arrays import read_circuit
 
@@ -170,7 +208,8 @@ def _read_circuits(paths: list[str]):
 
 
 def _check_weights(inputs, weights: Path) -> None:
-    """The ablations must run on the network the circuits explain: refuse other weights."""
+    """Ablations (the audit's, the diff's reliance) must run on the network the circuits explain: refuse
+    other weights."""
     from neurflow.core.hashing import sha256_file
 
     if not weights.is_file():
@@ -180,7 +219,7 @@ def _check_weights(inputs, weights: Path) -> None:
         theirs = entry.circuit.model.weights_sha256
         if theirs and theirs != digest:
             raise ValueError(f"circuit {entry.circuit_id} was made with weights sha256 {theirs[:12]}..., the spec's "
-                             f"{weights} are {digest[:12]}...; audit a model's circuits with that model's spec")
+                             f"{weights} are {digest[:12]}...; give a model's circuits with that model's spec")
 
 
 def _save(out: Path, audit, reviews) -> None:
@@ -226,17 +265,46 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from neurflow.atlas.diff import diff_circuits
+    from neurflow.core.pipeline import resolve
     from neurflow.viewer.audit_page import render_diff_page, write_page
 
-    diff = diff_circuits(_read_circuits(args.before), _read_circuits(args.after), min_similarity=args.min_similarity,
-                         min_delta=args.min_delta)
+    before, after = _inputs(args.before), _inputs(args.after)
+    models = images = labels = None
+    if (args.before_spec is None) != (args.after_spec is None):
+        raise ValueError("the off-class reliance needs both networks: give --before-spec and --after-spec, or neither")
+    if args.before_spec is not None:
+        (spec_a, base_a), (spec_b, base_b) = _spec_of(args.before_spec, before), _spec_of(args.after_spec, after)
+        inputs_a = (spec_a.model.input_size, spec_a.model.mean, spec_a.model.std)
+        inputs_b = (spec_b.model.input_size, spec_b.model.mean, spec_b.model.std)
+        if inputs_a != inputs_b:
+            raise ValueError(f"the two specs prepare images differently (input_size, mean, std: {inputs_a} and "
+                             f"{inputs_b}); the reliance shows both networks the same images: give specs of one "
+                             "model's checkpoints")
+        models = (_model(spec_a, base_a), _model(spec_b, base_b))
+        root = Path(args.images) if args.images else resolve(base_b, spec_b.data.images)
+        images, labels = _labeled_images(spec_b, root, after)
+    elif args.images or args.related:
+        raise ValueError("--images and --related are for the off-class reliance: give --before-spec and --after-spec too")
+    diff = diff_circuits([e.circuit for e in before], [e.circuit for e in after], min_similarity=args.min_similarity,
+                         min_delta=args.min_delta, models=models, images=images, labels=labels,
+                         related=_class_map(args.related, "related"), max_images=args.max_images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "diff.json").write_text(diff.to_json(), encoding="utf-8")
     write_page(render_diff_page(diff), out / "diff.html")
-    print(f"diff: {out / 'diff.json'} and {out / 'diff.html'}")
+    print(f"diff: {out / 'diff.json'} and {out / 'diff.html'}; ordered by {diff.order.replace('_', ' ')}")
     for cls in diff.classes:
-        moved = [c for c in cls.changes if c.change != "kept"]
-        head = ", ".join(f"{c.change} {(c.after or c.before).group} in {c.layer} ({c.delta:+.2f})" for c in moved[:3])
-        print(f"  class {cls.class_index}: {len(moved)} changes{': ' + head if head else ''}")
+        moved = [c for c in cls.changes if c.change != "kept" or c.reliance is not None]
+        print(f"  class {cls.class_index}: {len(moved)} changes{': ' if moved else ''}"
+              + ", ".join(_summary(c) for c in moved[:3]))
+    for warning in diff.warnings:
+        print(f"note: {warning}")
     return 0
+
+
+def _summary(c) -> str:
+    said = f"{c.change} {(c.after or c.before).group} in {c.layer} ({c.delta:+.2f}"
+    if c.reliance is not None:
+        r = c.reliance
+        said += f"; off-class reliance {r.increase:+.2f}: logit drop {r.drop_before:.2f} -> {r.drop_after:.2f}"
+    return said + ")"

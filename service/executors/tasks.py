@@ -16,7 +16,8 @@ import msgspec
 
 from neurflow.progress import Meter, Progress, in_class
 from neurflow.service.executors.context import TaskContext
-from neurflow.service.jobs.types import DebugJob, EvaluateJob, RelabelJob, RunJob, RunTask, TaskOutput, model_used
+from neurflow.service.jobs.types import (DebugJob, DiffJob, EvaluateJob, RelabelJob, RunJob, RunTask, TaskOutput,
+                                        model_used)
 from neurflow.service.storage import keys
 
 
@@ -124,7 +125,33 @@ def evaluate(job: EvaluateJob, task: RunTask, ctx: TaskContext, progress: Progre
     return TaskOutput(result=msgspec.to_builtins(report))
 
 
-_TASKS = {RunJob: run, RelabelJob: relabel, DebugJob: debug, EvaluateJob: evaluate}
+def diff(job: DiffJob, task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:
+    """The circuit diff of two checkpoints, each change with its off-class reliance (both networks on
+    the dataset's images)."""
+    from neurflow.atlas.diff import diff_circuits
+    from neurflow.atlas.offclass import folder_labels
+    from neurflow.core.images import ImageSet, Preprocess
+
+    report = Meter(progress)
+    report("loading circuits", 0, 1, "circuits")
+    before = [_load_circuit(ctx, ref.key) for ref in job.before]
+    after = [_load_circuit(ctx, ref.key) for ref in job.after]
+    report("loading circuits", 1, 1, "circuits")
+    report("loading models", 0, 2, "models")
+    models = (ctx.model(job.before_model), ctx.model(job.model))
+    report("loading models", 2, 2, "models")
+    info = after[0].model
+    images = ImageSet.from_folder(ctx.store.local_path(keys.images(job.dataset.id)),
+                                  Preprocess(info.input_size, info.mean, info.std))
+    labels = folder_labels(images, job.class_names)
+    report("off-class reliance", 0, 1, "diffs")
+    result = diff_circuits(before, after, min_similarity=job.min_similarity, min_delta=job.min_delta, models=models,
+                           images=images, labels=labels, related=job.related, max_images=job.max_images)
+    report("off-class reliance", 1, 1, "diffs")
+    return TaskOutput(result=msgspec.to_builtins(result))
+
+
+_TASKS = {RunJob: run, RelabelJob: relabel, DebugJob: debug, EvaluateJob: evaluate, DiffJob: diff}
 
 
 def run_task(task: RunTask, ctx: TaskContext, progress: Progress) -> TaskOutput:

@@ -130,10 +130,11 @@ def _document_audit_settings(components: dict[str, Any]) -> None:
 
 def _audit_documents() -> dict[tuple[str, str], dict[str, Schema]]:
     from neurflow.core.audit import Audit, Reviews
+    from neurflow.core.diff import CircuitDiff
 
     audit, reviews = {"application/json": schema_of(Audit)}, {"application/json": schema_of(Reviews)}
     return {("post", "/v1/audits"): audit, ("post", "/v1/audits/reviews"): reviews,
-            ("get", "/v1/audits/reviews"): reviews}
+            ("get", "/v1/audits/reviews"): reviews, ("post", "/v1/diffs"): {"application/json": schema_of(CircuitDiff)}}
 
 
 #: the 200 answers Litestar cannot infer from ``Response[bytes]``
@@ -170,6 +171,8 @@ def _statuses(path: str, method: str, secured: bool, multipart: bool) -> set[int
         codes |= {404, 422}
     if path == "/v1/audits" and method == "post":
         codes |= {404, 422}  # an unknown job or circuit id; circuits of different models
+    if path == "/v1/diffs" and method == "post":
+        codes |= {404, 409, 422}  # as the audit; with reliance, a deleted model or dataset, a failed diff job
     if path == "/health":
         codes.add(503)
     return codes

@@ -23,7 +23,7 @@ from neurflow.service.storage.db import Database, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 #: interactive kinds go before engine runs in the queue
-PRIORITY = {"run": 0, "relabel": 1, "evaluate": 2, "debug": 3}
+PRIORITY = {"run": 0, "relabel": 1, "diff": 2, "evaluate": 2, "debug": 3}
 
 
 def progress_event(row) -> ProgressEvent:

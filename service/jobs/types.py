@@ -108,9 +108,26 @@ class EvaluateJob(msgspec.Struct, tag="evaluate", tag_field="kind", forbid_unkno
     model: ModelRef | None = None
 
 
-Job = Union[RunJob, RelabelJob, DebugJob, EvaluateJob]
-Kind = Literal["run", "relabel", "debug", "evaluate"]
-KINDS: tuple[str, ...] = ("run", "relabel", "debug", "evaluate")
+class DiffJob(msgspec.Struct, tag="diff", tag_field="kind", forbid_unknown_fields=True):
+    """The circuit diff of two checkpoints with the off-class reliance (:mod:`neurflow.atlas.diff`):
+    both networks run on ``dataset``'s images, each image's class read from a folder named like a class
+    (``class_names``). The web process checked everything it could without the networks."""
+
+    before: list[CircuitRef]
+    after: list[CircuitRef]
+    before_model: ModelRef
+    model: ModelRef  # the second checkpoint's
+    dataset: DatasetRef
+    class_names: list[str | None]  # by class index; None: no folder names that class
+    min_similarity: float
+    min_delta: float
+    max_images: int
+    related: dict[int, list[int]] = {}
+
+
+Job = Union[RunJob, RelabelJob, DebugJob, EvaluateJob, DiffJob]
+Kind = Literal["run", "relabel", "debug", "evaluate", "diff"]
+KINDS: tuple[str, ...] = ("run", "relabel", "debug", "evaluate", "diff")
 
 
 def kind_of(job: Job) -> str:
@@ -118,19 +135,19 @@ def kind_of(job: Job) -> str:
 
 
 def model_used(job: Job) -> str | None:
-    """The model a worker loads for this job (a column of the job table)."""
-    model = job.model if isinstance(job, (RunJob, DebugJob, EvaluateJob)) else None
+    """The model a worker loads for this job (a column of the job table; a diff's second checkpoint)."""
+    model = job.model if isinstance(job, (RunJob, DebugJob, EvaluateJob, DiffJob)) else None
     return model.id if model is not None else None
 
 
 def dataset_used(job: Job) -> str | None:
     """The dataset whose images this job reads (a column of the job table)."""
-    dataset = job.dataset if isinstance(job, (RunJob, RelabelJob, EvaluateJob)) else None
+    dataset = job.dataset if isinstance(job, (RunJob, RelabelJob, EvaluateJob, DiffJob)) else None
     return dataset.id if dataset is not None else None
 
 
 def circuit_used(job: Job) -> str | None:
-    circuit = None if isinstance(job, RunJob) else job.circuit
+    circuit = None if isinstance(job, RunJob) else job.after[0] if isinstance(job, DiffJob) else job.circuit
     return circuit.id if circuit is not None else None
 
 

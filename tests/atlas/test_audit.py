@@ -237,4 +237,4 @@ def test_cli_audit_and_a_dismissal_that_survives_the_rerun(engine_circuits, tmp_
                                 "data": {"images": str(engine_circuits.images), "target_class": 0},
                                 "engine": {"layers": ["fc", "layer4.1"]}}))
     assert main(["audit", str(spec), *circuits, "--out", str(out), "--quiet"]) == 2
-    assert "audit a model's circuits with that model's spec" in capsys.readouterr().err
+    assert "give a model's circuits with that model's spec" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def load_reviews(store: ArtifactStore, owner: str):
     return Reviews.from_json(store.get_bytes(key)) if store.exists(key) else Reviews()
 
 
-def _class_map(data: dict[str, list], what: str) -> dict[int, list]:
+def class_map(data: dict[str, list], what: str) -> dict[int, list]:
     try:
         return {int(k): v for k, v in data.items()}
     except ValueError:
@@ -87,8 +87,8 @@ class AuditController(Controller):
             ids = ",".join(data.circuits) if data.circuits is not None else None
             inputs = read_inputs(store, circuit_rows(catalog, jobs, owner, data.job, ids))
             try:
-                audit = audit_circuits(inputs, expected=_class_map(data.expected, "expected"),
-                                       related=_class_map(data.related, "related"), settings=settings,
+                audit = audit_circuits(inputs, expected=class_map(data.expected, "expected"),
+                                       related=class_map(data.related, "related"), settings=settings,
                                        reviews=load_reviews(store, owner))
             except ValueError as exc:
                 raise Invalid(str(exc)) from None

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 A = {"X-API-Key": KEY_A}
 B = {"X-API-Key": KEY_B}
 #: three layers, so that the circuits hold groups below their top layer (what a diff compares)
-THREE_LAYERS = {**ENGINE, "layers": ["layer4", "layer3", "layer2"]}
+#: from the classifier down, so that an ablation can read the class's logit (the diff's reliance)
+THREE_LAYERS = {**ENGINE, "layers": ["fc", "layer4", "layer3"]}
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +50,8 @@ def atlas_service(assets, tmp_path_factory):
             c.debug(circuits[0], assets["image"])
             debug_job = next(j for j in c.json("GET", "/v1/jobs")["jobs"] if j["kind"] == "debug")
         yield {"server": server, "job": final["id"], "circuits": circuits, "docs": docs,
-               "other_circuit": lone["result"]["circuits"][0]["id"], "debug_job": debug_job["id"]}
+               "other_circuit": lone["result"]["circuits"][0]["id"], "debug_job": debug_job["id"],
+               "weights": {"first": other_weights, "second": assets["weights"]}, "images": assets["images"]}
     finally:
         server.stop()
 
@@ -188,3 +190,45 @@ def test_diff_of_two_checkpoints_circuits_and_its_problems(atlas_service):
     assert_problem(post(svc, "/v1/diffs", {"before": one, "after": {"circuits": ["c-nope"]}}), 404)
     assert_problem(post(svc, "/v1/diffs", {"before": one, "after": one}, headers=B), 404)  # another owner's circuit
     assert_problem(post(svc, "/v1/diffs", {"before": one}), 400)
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": one, "max_images": 2}), 422, "max_images")
+    assert_problem(post(svc, "/v1/diffs", {"before": one, "after": one, "related": {"0": [1]}}), 422,
+                   "related is for the off-class reliance")
+
+
+def test_diff_with_the_off_class_reliance_runs_both_networks_in_a_worker(atlas_service):
+    """The other model's class-0 circuit against the first model's: both networks on the job's images."""
+    from neurflow.atlas.diff import diff_circuits
+    from neurflow.atlas.offclass import folder_labels
+    from neurflow.core.diff import CircuitDiff
+    from neurflow.core.images import ImageSet, Preprocess
+    from neurflow.core.model_intake import load_model
+
+    svc = atlas_service
+    first = svc["circuits"][0]
+    body = {"before": {"circuits": [svc["other_circuit"]]}, "after": {"circuits": [first]}, "reliance": True,
+            "max_images": 8}
+    r = post(svc, "/v1/diffs", body)
+    assert r.status_code == 200 and r.headers.get("X-Job-Id"), r.text
+    diff = CircuitDiff.from_json(r.content)
+    assert diff.order == "off_class_reliance" and diff.max_images == 8 and not diff.warnings
+    changes = diff.classes[0].changes
+    # 12 images of green and blue, the classes other than red (class 0), 8 of them drawn
+    assert changes and all(c.reliance is not None and c.reliance.images == 8 for c in changes)
+    # what neurflow.atlas.diff computes here from the same circuits, networks and images
+    after = Circuit.from_json(svc["docs"][first])
+    other = httpx.get(svc["server"].url + f"/v1/circuits/{svc['other_circuit']}", params={"arrays": "inline"},
+                      headers=A, timeout=60).content
+    images = ImageSet.from_folder(svc["images"], Preprocess(after.model.input_size, after.model.mean, after.model.std))
+    models = tuple(load_model("resnet18", svc["weights"][side], 3) for side in ("first", "second"))
+    local = diff_circuits([Circuit.from_json(other)], [after], models=models, images=images, max_images=8,
+                          labels=folder_labels(images, ["red", "green", "blue"])).classes[0].changes
+    assert [(c.layer, (c.after or c.before).group) for c in changes] == [(c.layer, (c.after or c.before).group)
+                                                                          for c in local]
+    assert [c.reliance.increase for c in changes] == pytest.approx([c.reliance.increase for c in local], abs=1e-3)
+    # problems: said before any job runs, or by the job that could not measure (a 422 naming it)
+    both = {"circuits": [svc["circuits"][0], svc["circuits"][1]]}
+    mixed = {"circuits": [svc["other_circuit"], svc["circuits"][1]]}
+    assert_problem(post(svc, "/v1/diffs", {"before": both, "after": mixed, "reliance": True}), 422,
+                   "after: the circuits are of several models")
+    body = assert_problem(post(svc, "/v1/diffs", body | {"related": {"0": [1, 2]}}), 422, "no off-class images")
+    assert "diff job" in body["detail"]

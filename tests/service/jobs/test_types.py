@@ -11,7 +11,9 @@ import pytest
 from neurflow.labeler.config import LabelerConfig
 from neurflow.service.jobs.store import JobStore
 from neurflow.service.jobs.types import (
+    CircuitRef,
     DatasetRef,
+    DiffJob,
     EvaluateJob,
     EvaluateOptions,
     Finished,
@@ -37,6 +39,10 @@ def _jobs():
         "debug": debug_job(),
         "evaluate": EvaluateJob(circuit=CIRCUIT, dataset=DatasetRef(id="ds-2"),
                                 options=EvaluateOptions(negatives=20, references={"l0g0": ["red"]}), model=MODEL),
+        "diff": DiffJob(before=[CircuitRef(id="c-before", key="k/before", model_id="m-before")], after=[CIRCUIT],
+                        before_model=msgspec.structs.replace(MODEL, id="m-before"), model=MODEL,
+                        dataset=DatasetRef(id="ds-3"), class_names=["red", None, "blue"], min_similarity=0.3,
+                        min_delta=0.15, max_images=96, related={0: [2]}),
     }
 
 
@@ -51,7 +57,9 @@ def test_every_kind_round_trips_through_the_job_table(tmp_path):
     cols = {r["id"]: (r["model_id"], r["dataset_id"], r["circuit_id"])
             for r in jobs.db.all("SELECT id, model_id, dataset_id, circuit_id FROM jobs")}
     assert cols == {"job-run": (MODEL.id, "ds-1", None), "job-relabel": (None, "ds-1", CIRCUIT.id),
-                    "job-debug": (MODEL.id, None, CIRCUIT.id), "job-evaluate": (MODEL.id, "ds-2", CIRCUIT.id)}
+                    "job-debug": (MODEL.id, None, CIRCUIT.id), "job-evaluate": (MODEL.id, "ds-2", CIRCUIT.id),
+                    # a diff's columns name its second side (the first model is not among them)
+                    "job-diff": (MODEL.id, "ds-3", CIRCUIT.id)}
 
 
 def test_in_use_is_a_column_query_scoped_by_owner_and_state(tmp_path):
