@@ -2,10 +2,11 @@
 
 Per world of :data:`neurflow.world.suite.SUITE` (its network and engine circuits of two classes), the
 groups are labeled through the product path (:func:`neurflow.labeler.labeling.label_circuit`, default
-settings) with a *weaker* world CLIP than the suite's: the same tower trained for
-:data:`WEAK_CLIP_STEPS` steps instead of 200, fewer for the ResNet tower, which learns faster (its
-single-part zero-shot top-1 is printed, about 0.7-0.8; the noisy CLIPs of the label suite replace it
-once they are on main). A simulated annotator then corrects the
+settings) with a noisy CLIP of the label suite (``--correction-clip``, default ``q80``: the world's
+own tower taught some parts under another part's name, :func:`neurflow.world.suite.noisy_clip_config`),
+or with ``--correction-clip weak`` the CLIP the prototype weight was chosen with: the same tower
+trained for :data:`WEAK_CLIP_STEPS` steps instead of 200 (its single-part zero-shot top-1 is printed
+either way). A simulated annotator then corrects the
 5 % and 10 % least-confident groups with the world's truth (the part that at least 3 of the group's 5
 display exemplars show, as in :mod:`bench.labels`; groups without one are never picked: an annotator
 could not name them either), and :func:`neurflow.labeler.prototypes.relabel_with_corrections`
@@ -28,20 +29,30 @@ WEAK_CLIP_STEPS = {"vit": 120, "resnet": 50}
 SHARES = (0.05, 0.10)
 WEIGHTS = (0.25, 0.5, 0.75)
 MIN_MAJORITY = 3  # of 5 display exemplars, as in bench.labels
-DEFAULT_WORLDS = ("standard", "cluttered", "shapes3")
+DEFAULT_WORLDS = ("standard", "cluttered", "shapes3", "shapes3-uneven-cluttered")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--correction-worlds", nargs="+", metavar="WORLD",
                         help=f"suite worlds for the correction curve (default: {' '.join(DEFAULT_WORLDS)})")
     parser.add_argument("--correction-json", metavar="PATH", help="also write the correction curve as JSON here")
+    parser.add_argument("--correction-clip", default="q80", choices=["weak", "q90", "q80", "q65"],
+                        help="the CLIP the groups are labeled with: a noisy CLIP of the suite (the world's own tower) "
+                             "or 'weak', a shorter training of the world's CLIP (default q80)")
 
 
-def weak_clip(entry, log) -> Path:
+def labeling_clip(name: str, quality: str, log):
+    """The suite world and the bundle of the CLIP its groups are labeled with (see the module docstring)."""
     from neurflow.world.clip import TrainConfig, ensure_world_clip
+    from neurflow.world.suite import ensure_suite_world
 
-    arch = entry.world.clip_arch
-    return ensure_world_clip(entry.root, TrainConfig(steps=WEAK_CLIP_STEPS[arch], batch_size=48, arch=arch), log=log)
+    if quality == "weak":
+        entry = ensure_suite_world(name, log=log)
+        arch = entry.world.clip_arch
+        train = TrainConfig(steps=WEAK_CLIP_STEPS[arch], batch_size=48, arch=arch)
+        return entry, ensure_world_clip(entry.root, train, log=log), f"{arch}, {train.steps} steps"
+    entry = ensure_suite_world(name, log=log, clip_qualities=[quality], towers=["own"])
+    return entry, entry.clip_bundles(quality)[entry.world.clip_arch], f"{entry.world.clip_arch}, {quality}"
 
 
 def truths(entry, circuit) -> dict[str, str | None]:
@@ -71,7 +82,7 @@ def least_confident(circuits, truth: dict[tuple[int, str], str], share: float) -
     return ranked[: max(1, math.ceil(share * len(ranked)))]
 
 
-def world_curve(name: str, log) -> dict:
+def world_curve(name: str, log, quality: str = "q80") -> dict:
     from neurflow.core.circuit import Circuit
     from neurflow.core.corrections import correct_group
     from neurflow.labeler.clip_model import load_clip
@@ -79,18 +90,16 @@ def world_curve(name: str, log) -> dict:
     from neurflow.labeler.labeling import label_circuit
     from neurflow.labeler.prototypes import relabel_with_corrections
     from neurflow.world.clip import labeling_section
-    from neurflow.world.suite import SUITE, ensure_suite_world
+    from neurflow.world.suite import SUITE
 
-    entry = ensure_suite_world(name, log=log)
-    bundle = weak_clip(entry, log)
+    entry, bundle, which = labeling_clip(name, quality, log)
     zero_shot = json.loads((bundle / "metrics.json").read_text())["zero_shot_top1"]
-    steps = WEAK_CLIP_STEPS[entry.world.clip_arch]
-    log(f"{name}: weak CLIP ({entry.world.clip_arch}, {steps} steps) zero-shot top-1 {zero_shot:.3f}")
+    log(f"{name}: labeling CLIP ({which}) zero-shot top-1 {zero_shot:.3f}")
     config = LabelerConfig.from_spec(labeling_section(bundle))
     clip = load_clip(config.clip)
     labeled = [label_circuit(c, entry.images, config, clip=clip) for c in entry.circuits.values()]
     truth = {(k, gid): part for k, c in enumerate(labeled) for gid, part in truths(entry, c).items() if part}
-    row = {"world": name, "role": SUITE[name].role, "clip": entry.world.clip_arch, "clip_steps": steps,
+    row = {"world": name, "role": SUITE[name].role, "clip": entry.world.clip_arch, "clip_quality": quality,
            "clip_zero_shot": zero_shot, "groups": sum(1 for c in labeled for _ in c.iter_groups()),
            "with_truth": len(truth), "top1_all": top1(labeled, truth, set()), "shares": []}
     for share in SHARES:
@@ -112,13 +121,14 @@ def world_curve(name: str, log) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"  {'world':<20} {'role':<9} {'clip':<7} {'0-shot':>6} {'groups':>6} {'share':>5} {'fixed':>5} {'before':>6} " + \
+    head = f"  {'world':<26} {'role':<9} {'clip':<11} {'0-shot':>6} {'groups':>6} {'share':>5} {'fixed':>5} {'before':>6} " + \
         " ".join(f"{'w=' + str(w):>7}" for w in WEIGHTS)
     out = ["top-1 on the groups not corrected, before and after relabeling with the corrections as prototypes", head]
     for r in rows:
         for p in r["shares"]:
             after = " ".join(f"{p['after'][str(w)]:>7.3f}" for w in WEIGHTS)
-            out.append(f"  {r['world']:<20} {r['role']:<9} {r['clip']:<7} {r['clip_zero_shot']:>6.3f} {r['with_truth']:>6} "
+            clip = f"{r['clip']} {r.get('clip_quality', 'weak')}"
+            out.append(f"  {r['world']:<26} {r['role']:<9} {clip:<11} {r['clip_zero_shot']:>6.3f} {r['with_truth']:>6} "
                        f"{p['share']:>5.0%} {p['corrected']:>5} {p['before']:>6.3f} {after}")
     return "\n".join(out)
 
@@ -132,7 +142,8 @@ def run_section(args) -> dict:
     def log(line: str) -> None:
         print(f"[{time.time() - started:6.0f}s] {line}", flush=True)
 
-    rows = [world_curve(name, log) for name in (args.correction_worlds or DEFAULT_WORLDS)]
+    quality = getattr(args, "correction_clip", "q80")
+    rows = [world_curve(name, log, quality) for name in (args.correction_worlds or DEFAULT_WORLDS)]
     print(table(rows), flush=True)
     result = {"corrections": rows}
     if args.correction_json:
