@@ -29,7 +29,7 @@ WEAK_CLIP_STEPS = {"vit": 120, "resnet": 50}
 SHARES = (0.05, 0.10)
 WEIGHTS = (0.25, 0.5, 0.75)
 MIN_MAJORITY = 3  # of 5 display exemplars, as in bench.labels
-DEFAULT_WORLDS = ("standard", "cluttered", "shapes3", "shapes3-uneven-cluttered")
+DEFAULT_WORLDS = ("standard", "cluttered", "shapes3", "shapes3-uneven-cluttered", "shapes3-seed1")
 
 
 def add_arguments(parser) -> None:
