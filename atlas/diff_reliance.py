@@ -4,9 +4,11 @@ for the class on images that do not show the class.
 For every change of a class (the second checkpoint's group; a vanished group's first-side neurons),
 its neurons are zeroed in **both** networks on the class's off-class images (the images of the other
 classes, minus the related ones: :mod:`neurflow.atlas.offclass`), and the drop of the class's logit
-in each is kept. ``increase`` = drop in the second - drop in the first: how much more the second
-network relies on those neurons where the class is absent, i.e. on something the class's images
-merely carry. The same architecture is required, since a neuron id must be the same channel in both.
+in each is kept. ``increase`` = max(drop in the second, 0) - max(drop in the first, 0)
+(:func:`neurflow.core.diff.reliance_increase`): how much more the second network relies on those
+neurons to raise the class where it is absent, i.e. on something the class's images merely carry. A
+negative drop (the neurons inhibited the class) counts as no reliance: a lost inhibition is not a new
+shortcut. The same architecture is required, since a neuron id must be the same channel in both.
 
 The second circuit's groups are ranked first, the vanished groups (measured on their first-side
 neurons) after them: a vanished group is not one through which the second network works, and on the
@@ -29,7 +31,7 @@ from torch import nn
 
 from neurflow.atlas.offclass import image_sets, logit_drops
 from neurflow.core.circuit import Circuit
-from neurflow.core.diff import CircuitDiff, GroupChange, OffClassReliance
+from neurflow.core.diff import CircuitDiff, GroupChange, OffClassReliance, order_by_reliance, reliance_increase
 from neurflow.core.images import ImageSet
 from neurflow.core.layer_access import LayerAccess
 
@@ -131,10 +133,9 @@ def add_reliance(diff: CircuitDiff, before: Mapping[int, Circuit], after: Mappin
             drop_b = logit_drops(second, top, layer, sets.off, k, members)
             for change, da, db in zip(changes, drop_a, drop_b):
                 change.reliance = OffClassReliance(images=len(sets.off), drop_before=round(float(da), 4),
-                                                   drop_after=round(float(db), 4), increase=round(float(db - da), 4))
-        # the second circuit's groups lead: a vanished group is no group of the second network, and the
-        # experiment's rule ranks the second circuit's groups (as by importance, where one never leads)
-        cls.changes.sort(key=lambda c: (c.after is None, -c.reliance.increase, -c.delta))
+                                                   drop_after=round(float(db), 4),
+                                                   increase=round(reliance_increase(float(da), float(db)), 4))
+        order_by_reliance(cls.changes)
     diff.order = "off_class_reliance"
     diff.max_images = max_images
     return diff

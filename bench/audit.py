@@ -20,7 +20,7 @@ A case (world, cue, class) passes when a cue group is among the audit's top 3 fi
 The issue's targets: >= 90 % of cases; <= 1 finding per class on the clean networks; the diff of the
 clean and the shortcut network's circuits names a cue group first (the diff as ``neurflow diff`` makes
 it with both networks and the held-out images: ordered by the off-class reliance; the order by
-importance alone is reported beside it).
+importance alone, and by the reliance before its drops were clipped at 0, are reported beside it).
 
 Images without the class's parts (the off-class images of the ablation) are the held-out images of
 the classes that share no part with it: the world's ground truth plays the user's knowledge of which
@@ -139,6 +139,12 @@ def _first(changes) -> tuple[str | None, bool]:
     return (c.after or c.before).group, c.after is not None
 
 
+def _unclipped(changes) -> list:
+    """The changes in the order of the rule before 2026-12-07's clipping (neurflow.diff/2): by drop_after -
+    drop_before, from the raw drops the document keeps; only to report the two rules side by side."""
+    return sorted(changes, key=lambda c: (c.after is None, -(c.reliance.drop_after - c.reliance.drop_before), -c.delta))
+
+
 def _cue_rank(changes, truth: set[str]) -> int | None:
     return next((i + 1 for i, c in enumerate(changes) if c.after is not None and c.after.group in truth), None)
 
@@ -227,6 +233,8 @@ def run_section(args: argparse.Namespace) -> dict:
             changes = diff[cue.class_index].changes
             diff_first, first_is_after = _first(changes)
             old_first, old_is_after = _first(diff_importance[cue.class_index].changes)
+            unclipped = _unclipped(changes)
+            unclipped_first, unclipped_is_after = _first(unclipped)
             cases.append({"world": name, "role": world.role, "cue": cue.kind, "class": cue.class_index,
                           "used": u.used, "accuracy_with": u.accuracy_with, "accuracy_without": u.accuracy_without,
                           "to_class_with": u.to_class_with, "to_class_without": u.to_class_without,
@@ -246,6 +254,9 @@ def run_section(args: argparse.Namespace) -> dict:
                                                    "drop_after": c.reliance.drop_after,
                                                    "images": c.reliance.images, "importance_delta": c.delta}
                                                   for c in changes[:5]],
+                          "diff_unclipped_first": unclipped_first,
+                          "diff_unclipped_first_is_cue": unclipped_is_after and unclipped_first in truth,
+                          "diff_unclipped_cue_rank": _cue_rank(unclipped, truth),
                           "diff_by_importance_first": old_first,
                           "diff_by_importance_first_is_cue": old_is_after and old_first in truth,
                           "diff_by_importance_cue_rank": _cue_rank(diff_importance[cue.class_index].changes, truth),
@@ -255,7 +266,8 @@ def run_section(args: argparse.Namespace) -> dict:
                   f"{u.to_class_with:.2f}, logit +{u.logit_shift:.2f}); cue groups {sorted(truth)}; top {top}: "
                   f"{'FOUND' if cases[-1]['found'] else 'missed'}; diff names first {diff_first} "
                   f"({'the cue' if cases[-1]['diff_first_is_cue'] else 'not the cue'}; cue rank "
-                  f"{cases[-1]['diff_cue_rank']}; by importance alone: {old_first}, cue rank "
+                  f"{cases[-1]['diff_cue_rank']}; unclipped: {unclipped_first}, cue rank "
+                  f"{cases[-1]['diff_unclipped_cue_rank']}; by importance alone: {old_first}, cue rank "
                   f"{cases[-1]['diff_by_importance_cue_rank']})", flush=True)
         for c in clean_audit.classes:
             clean_counts.append({"world": name, "role": world.role, "class": c.class_index, "findings": len(c.findings)})
@@ -270,6 +282,7 @@ def run_section(args: argparse.Namespace) -> dict:
         summary[role] = {"cases": len(rc), "found": sum(c["found"] for c in rc),
                          "diff_first_is_cue": sum(c["diff_first_is_cue"] for c in rc),
                          "diff_first_is_cue_used": sum(c["diff_first_is_cue"] for c in used),
+                         "diff_unclipped_first_is_cue": sum(c["diff_unclipped_first_is_cue"] for c in rc),
                          "diff_by_importance_first_is_cue": sum(c["diff_by_importance_first_is_cue"] for c in rc),
                          "used_cases": len(used), "found_used": sum(c["found"] for c in used),
                          "clean_classes": len(cc), "clean_max_findings": max((c["findings"] for c in cc), default=None),
@@ -282,7 +295,8 @@ def run_section(args: argparse.Namespace) -> dict:
                   f"{s['used_cases']}; clean networks: at most {s['clean_max_findings']} findings per class "
                   f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
                   f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']} ({s['diff_first_is_cue_used']}/"
-                  f"{s['used_cases']} used; by importance alone {s['diff_by_importance_first_is_cue']}/{s['cases']})")
+                  f"{s['used_cases']} used; unclipped {s['diff_unclipped_first_is_cue']}/{s['cases']}; by importance alone "
+                  f"{s['diff_by_importance_first_is_cue']}/{s['cases']})")
     ten = ten_class_timing(shortcut, circuits) if not args.no_timing else None
     if ten is not None:
         _print_timing(ten)

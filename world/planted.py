@@ -392,4 +392,8 @@ PLANTED_SUITE: dict[str, PlantedWorld] = {w.name: w for w in (
     # defined after the diff's off-class reliance was built (2026-12-07), when the two worlds above had
     # seen it: a part set no planted world used, cues on other classes; no rule was chosen on it
     PlantedWorld("objects-tint-texture", "held-out", _suite_world("objects", (Cue("tint", 3), Cue("texture", 6)), seed=2)),
+    # defined after the reliance's drops were clipped at 0 (2026-12-07), a rule objects-tint-texture
+    # inspired: the shapes3 parts had only carried the corner and the glyph, which its network barely
+    # used; here the two cues every network so far used, on classes no planted cue had; no rule chosen on it
+    PlantedWorld("shapes3-tint-texture", "held-out", _suite_world("shapes3", (Cue("tint", 0), Cue("texture", 7)), seed=3)),
 )}

@@ -174,6 +174,23 @@ def test_a_group_the_second_network_relies_on_off_class_comes_first_though_it_ga
     assert CircuitDiff.from_json(diff.to_json()) == diff
 
 
+def test_a_lost_inhibition_does_not_outrank_a_new_reliance():
+    """The first network's "stripes" {20, 21, 22} inhibited class 0 on other classes' images (zeroing them
+    raises its logit by 3 x 1.0); the second ignores them and leans a little on "dots" {30} instead. The
+    stripes' drop rose by 3.0, the dots' by 1.4, but only the dots are a reliance of the second network."""
+    first = _Tiny({20: -1.0, 21: -1.0, 22: -1.0})
+    second = _Tiny({20: 0.0, 21: 0.0, 22: 0.0, 30: 1.5})
+    diff = diff_circuits([handmade.circuit(0)], _after()[:1], models=(first, second), images=_images())
+    changes = diff.classes[0].changes
+    stripes = next(c for c in changes if c.after and c.after.neurons == [20, 21, 22])
+    dots = next(c for c in changes if c.after and c.after.neurons == [30])
+    assert changes[0] is dots and changes.index(stripes) > changes.index(dots)
+    # the raw drops stay in the document; the increase counts a negative drop as no reliance
+    assert (stripes.reliance.drop_before, stripes.reliance.drop_after) == (pytest.approx(-3.0), pytest.approx(0.0))
+    assert stripes.reliance.increase == pytest.approx(0.0)
+    assert dots.reliance.increase == pytest.approx(1.5 - 0.1)
+
+
 def test_the_reliance_uses_at_most_max_images_off_class_images_and_leaves_out_related_classes():
     from neurflow.core.images import ImageSet
 
@@ -231,8 +248,26 @@ def test_a_diff_1_document_still_reads():
             change.pop("reliance", None)
     old["schema"] = "neurflow.diff/1"
     diff = CircuitDiff.from_json(json.dumps(old))
-    assert diff.schema == "neurflow.diff/2" and diff.order == "importance"
+    assert diff.schema == "neurflow.diff/3" and diff.order == "importance"
     assert diff.classes[0].changes[0].after.neurons == [60, 61] and diff.classes[0].changes[0].reliance is None
+
+
+def test_a_version_2_document_reads_with_its_increase_clipped_and_reordered():
+    """Version 2 stored increase = drop_after - drop_before and ordered by it: a lost inhibition led."""
+    first = _Tiny({20: -1.0, 21: -1.0, 22: -1.0})
+    second = _Tiny({20: 0.0, 21: 0.0, 22: 0.0, 30: 1.5})
+    now = diff_circuits([handmade.circuit(0)], _after()[:1], models=(first, second), images=_images())
+    old = msgspec.to_builtins(now)
+    old["schema"] = "neurflow.diff/2"
+    changes = old["classes"][0]["changes"]
+    for change in changes:
+        r = change["reliance"]
+        r["increase"] = round(r["drop_after"] - r["drop_before"], 4)
+    changes.sort(key=lambda c: (c["after"] is None, -c["reliance"]["increase"]))
+    assert changes[0]["after"]["neurons"] == [20, 21, 22] and changes[0]["reliance"]["increase"] == pytest.approx(3.0)
+    read = CircuitDiff.from_json(json.dumps(old))
+    assert read.schema == "neurflow.diff/3" and read.order == "off_class_reliance"
+    assert read == now
 
 
 def test_cli_diff_with_both_specs_orders_by_the_off_class_reliance(engine_circuits, tmp_path, capsys):

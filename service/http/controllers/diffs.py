@@ -1,4 +1,4 @@
-"""``/v1/diffs``: what changed between two checkpoints' circuits (``neurflow.diff/2``).
+"""``/v1/diffs``: what changed between two checkpoints' circuits (``neurflow.diff/3``).
 
 ``POST /v1/diffs`` with ``{"before": SIDE, "after": SIDE}``, each side ``{"job": ID}`` (the circuits of a
 job) or ``{"circuits": [ID, ...]}``, and optional ``min_similarity`` and ``min_delta``, answers the
@@ -72,7 +72,7 @@ class DiffController(Controller):
     tags = ["audits"]
     dependencies = provides("catalog", "jobs", "store", "executor")
 
-    @post("/", summary="What changed between two checkpoints' circuits (neurflow.diff/2)",
+    @post("/", summary="What changed between two checkpoints' circuits (neurflow.diff/3)",
           media_type="application/json", status_code=200)
     async def diff(self, catalog: CatalogDep, jobs: JobsDep, store: StoreDep, executor: ExecutorDep,
                    settings: SettingsDep, owner: Owner, data: DiffRequest,
