@@ -50,7 +50,7 @@ def test_suite_has_dev_and_held_out_worlds_of_both_towers():
     assert roles == {"dev", "held-out"}
     for role in roles:
         assert {w.clip_arch for w in SUITE.values() if w.role == role} == {"vit", "resnet"}
-    assert len({w.variant for w in SUITE.values()}) == len(SUITE)  # every variant in one world
+    assert len({(w.variant, w.seed) for w in SUITE.values()}) == len(SUITE)  # every variant and seed in one world
     for w in SUITE.values():
         assert w.config.variant == w.variant and set(w.classes) <= set(range(len(w.config.classes)))
 
