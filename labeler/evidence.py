@@ -110,11 +110,10 @@ def pooled_distribution(views: list[ClipView], exemplar_weight: float = MOSAIC_E
     Each crop's logits are summed over the CLIPs, so its zero-shot distribution is the product of the
     CLIPs' (a product of experts), and the mosaic's votes are then counted as for one CLIP. A CLIP
     taught a wrong name for a part reads that part's crops between two names, so its logits move
-    the sum less than those of a CLIP that reads the part cleanly. Pooling the CLIPs' own vote
-    mixtures instead gave each CLIP's misreading a full vote: on the dev world ``standard`` with two
-    noisy CLIPs it named 0.770 of the groups right, below the mean cosine summed over the CLIPs
-    (0.809); read as one, 0.955 (docs/label-quality.md). With one CLIP both are the single-CLIP
-    mosaic score."""
+    the sum less than those of a CLIP that reads the part cleanly. Averaging the CLIPs' own vote
+    mixtures instead gives each CLIP's misreading a full vote, and on the dev worlds that lost even to
+    the mean cosine summed over the CLIPs (docs/label-quality.md). With one CLIP this is the
+    single-CLIP mosaic score."""
     if not views:
         raise ValueError("a group needs at least one CLIP view to be labeled")
     p_e = vote_mixture(_summed_logits(views, "exemplars"), votes)
