@@ -6,8 +6,8 @@ For every class's circuit, each group that matters to the class (importance at l
 * **off-class ablation** (needs the model and images): its neurons are zeroed on images that do not
   show the class (other classes, minus the ``related`` ones the caller names) and the drop of the
   class's logit is compared with the drops caused by random neuron sets of the same size in the same
-  layer (the control; its mean clipped at 0, :func:`lift_z`). A group that lifts the class on images without the class's content detects
-  something the class's images merely tend to carry: a shortcut. Its drop is also compared with its
+  layer (the control; its mean clipped at 0, :func:`lift_z`). A group that lifts the class on images
+  without the class's content detects something the class's images merely tend to carry: a shortcut. Its drop is also compared with its
   drop on the class's own images (``share``), so that a group which simply matters a lot everywhere
   is not mistaken for one that matters *outside* the class.
 * **label**: the group's label (when it is labeled confidently) is not among the class's expected
@@ -234,7 +234,8 @@ def audit_circuits(
                 reasons = []
                 a = ev.ablation
                 # share None: the group barely moves the class on its own images, so it hardly matters there
-                if a is not None and lift_z(a) >= settings.min_z and a.share is not None and a.share >= settings.min_share:
+                if (a is not None and lift_z(a) >= settings.min_z and a.share is not None
+                        and a.share >= settings.min_share):
                     reasons.append("off_class_effect")
                 # a label without a confidence was set by hand or from ground truth: it counts
                 confident = g.correction is not None or g.confidence is None or g.confidence >= settings.min_confidence
