@@ -6,8 +6,8 @@ For every class's circuit, each group that matters to the class (importance at l
 * **off-class ablation** (needs the model and images): its neurons are zeroed on images that do not
   show the class (other classes, minus the ``related`` ones the caller names) and the drop of the
   class's logit is compared with the drops caused by random neuron sets of the same size in the same
-  layer (the control). A group that lifts the class on images without the class's content detects
-  something the class's images merely tend to carry: a shortcut. Its drop is also compared with its
+  layer (the control; its mean clipped at 0, :func:`lift_z`). A group that lifts the class on images
+  without the class's content detects something the class's images merely tend to carry: a shortcut. Its drop is also compared with its
   drop on the class's own images (``share``), so that a group which simply matters a lot everywhere
   is not mistaken for one that matters *outside* the class.
 * **label**: the group's label (when it is labeled confidently) is not among the class's expected
@@ -46,6 +46,8 @@ from neurflow.progress import Meter, Progress
 
 #: an own-class drop below this (logit units) is "the group barely matters on the class's images"
 _OWN_FLOOR = 0.05
+#: a control spread below this (logit units) is taken as this: random sets that all do nothing give no scale
+_STD_FLOOR = 1e-3
 
 
 def finding_key(class_index: int, layer: str, neurons: Sequence[int]) -> str:
@@ -75,10 +77,22 @@ def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group],
         share = drop / own_drop if np.isfinite(own_drop) and own_drop > _OWN_FLOOR else None
         out[g.id] = OffClassAblation(
             images=len(sets.off), logit_drop=round(drop, 4), control_mean=round(mean, 4), control_std=round(std, 4),
-            z=round((drop - mean) / max(std, 1e-3), 3), own_images=len(sets.own),
+            z=round((drop - mean) / max(std, _STD_FLOOR), 3), own_images=len(sets.own),
             own_logit_drop=round(own_drop, 4) if np.isfinite(own_drop) else 0.0,
             share=None if share is None else round(share, 3))
     return out
+
+
+def lift_z(a: OffClassAblation) -> float:
+    """How far the group's off-class drop lies above what switching neurons off does by itself, in the
+    control's spread: the z of the off-class evidence (the rule and the findings' score).
+
+    The baseline is the control mean clipped at 0. Where random neuron sets of the layer *raise* the
+    class's logit off-class when zeroed (a negative control mean: the layer mostly argues against the
+    class on those images), a group that merely does not argue against it sits far above that mean
+    without lifting the class at all; the clean twins of the planted worlds made findings of such
+    groups (docs/audit.md). A lift has to be a positive drop, as in the diff's clipped reliance."""
+    return (a.logit_drop - max(a.control_mean, 0.0)) / max(a.control_std, _STD_FLOOR)
 
 
 def _image_path(circuit: Circuit, index: int) -> str:
@@ -108,7 +122,7 @@ def _sentence(name: str, layer: str, group: str, ev: FindingEvidence, reasons: l
 def _score(ev: FindingEvidence, reasons: list[str], settings: AuditSettings) -> float:
     strength = 0.0
     if "off_class_effect" in reasons and ev.ablation is not None:
-        strength += ev.ablation.z / settings.min_z
+        strength += lift_z(ev.ablation) / settings.min_z
     strength += 1.0 if "unexpected_label" in reasons else 0.0
     strength += 0.5 if "shared" in reasons else 0.0
     return round(ev.importance * strength, 4)
@@ -220,7 +234,8 @@ def audit_circuits(
                 reasons = []
                 a = ev.ablation
                 # share None: the group barely moves the class on its own images, so it hardly matters there
-                if a is not None and a.z >= settings.min_z and a.share is not None and a.share >= settings.min_share:
+                if (a is not None and lift_z(a) >= settings.min_z and a.share is not None
+                        and a.share >= settings.min_share):
                     reasons.append("off_class_effect")
                 # a label without a confidence was set by hand or from ground truth: it counts
                 confident = g.correction is not None or g.confidence is None or g.confidence >= settings.min_confidence

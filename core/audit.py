@@ -34,7 +34,8 @@ class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     min_importance: Annotated[float, Meta(ge=0, le=1)] = 0.2
     #: random neuron sets of the group's size per layer: the control of the off-class ablation
     controls: Annotated[int, Meta(ge=2, le=200)] = 8
-    #: off-class effect counts as evidence at this many control standard deviations ...
+    #: off-class effect counts as evidence at this many control standard deviations above the control mean
+    #: clipped at 0 (neurflow.atlas.audit.lift_z) ...
     min_z: Annotated[float, Meta(gt=0)] = 3.0
     #: ... and when it is at least this share of the group's effect on the class's own images
     min_share: Annotated[float, Meta(ge=0, le=10)] = 0.25

@@ -396,4 +396,8 @@ PLANTED_SUITE: dict[str, PlantedWorld] = {w.name: w for w in (
     # inspired: the shapes3 parts had only carried the corner and the glyph, which its network barely
     # used; here the two cues every network so far used, on classes no planted cue had; no rule chosen on it
     PlantedWorld("shapes3-tint-texture", "held-out", _suite_world("shapes3", (Cue("tint", 0), Cue("texture", 7)), seed=3)),
+    # defined after the audit's off-class rule clipped the control mean at 0 (2026-12-07), a rule the clean
+    # twins of the two worlds above and of the dev world inspired: the standard parts (the dev world's) had
+    # carried only the corner and the cast on classes 1 and 6; here the texture, and the cast on another class
+    PlantedWorld("standard-texture-tint", "held-out", _suite_world("standard", (Cue("texture", 2), Cue("tint", 4)), seed=4)),
 )}

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from neurflow.atlas.audit import apply_reviews, audit_circuits, finding_key, folder_labels
+from neurflow.atlas.audit import apply_reviews, audit_circuits, finding_key, folder_labels, lift_z
 from neurflow.atlas.build import AtlasInput
 from neurflow.core.audit import Audit, AuditSettings, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
@@ -238,3 +238,58 @@ def test_cli_audit_and_a_dismissal_that_survives_the_rerun(engine_circuits, tmp_
                                 "engine": {"layers": ["fc", "layer4.1"]}}))
     assert main(["audit", str(spec), *circuits, "--out", str(out), "--quiet"]) == 2
     assert "give a model's circuits with that model's spec" in capsys.readouterr().err
+
+
+W = 64  # wide enough that the controls' random channels are rarely the group's own
+
+
+class Inhibited(nn.Module):
+    """Class 0 reads channel 0 (``weight``) and every other channel of ``W`` against it (-0.5 to -0.56):
+    on other classes' images, zeroing almost any channel *raises* class 0's logit."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.feat = nn.Conv2d(W, W, 1, bias=False)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(W, 3, bias=False)
+        with torch.no_grad():
+            self.feat.weight.copy_(torch.eye(W)[:, :, None, None])
+            self.fc.weight.zero_()
+            self.fc.weight[0, 0] = weight
+            self.fc.weight[0, 1:] = -0.5 - 0.001 * torch.arange(W - 1)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.feat(x))))
+
+
+def _inhibited_audit(weight: float):
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(12, W, 8, 8, generator=g) * 0.05 + 0.5
+    pixels[:6, 0] += 1.0  # class 0's own images carry more of channel 0
+    circuit = _circuit(0, [([0], "red")], {0: 1.0})
+    circuit.layers[1].shape = [W, 8, 8]
+    # an unexpected label makes the group a finding whatever the ablation says, so its evidence is kept
+    audit = audit_circuits([AtlasInput(circuit)], Inhibited(weight).eval(), ImageSet.from_tensor(pixels),
+                           labels=[0] * 6 + [1] * 6, expected={0: ["blue"]})
+    (finding,) = audit.classes[0].findings
+    return finding, float(pixels[6:, 0].mean())
+
+
+def test_a_group_that_only_does_not_inhibit_is_no_off_class_evidence():
+    # zeroing the group lowers class 0's logit off-class by a hair (0.05 x 0.5) while random channels raise
+    # it by about 0.25: far above the raw control mean in its spread, yet nothing lifts the class there
+    finding, off_mean = _inhibited_audit(0.05)
+    a = finding.evidence.ablation
+    assert a.logit_drop == pytest.approx(0.05 * off_mean, abs=1e-3)
+    assert a.control_mean < -0.2 and a.share >= AuditSettings().min_share
+    assert a.z >= AuditSettings().min_z  # the rule before 2026-12-07 made it off-class evidence
+    assert lift_z(a) < AuditSettings().min_z
+    assert finding.reasons == ["unexpected_label"]
+
+
+def test_a_real_lift_is_evidence_whatever_the_control_does():
+    finding, _ = _inhibited_audit(2.0)
+    a = finding.evidence.ablation
+    assert a.control_mean < -0.2 and lift_z(a) >= AuditSettings().min_z
+    assert finding.reasons == ["off_class_effect", "unexpected_label"]
