@@ -7,8 +7,8 @@ For every class's circuit, each group that matters to the class (importance at l
   show the class (other classes, minus the ``related`` ones the caller names) and the drop of the
   class's logit is compared with the drops caused by random neuron sets of the same size in the same
   layer (the control; its mean clipped at 0, :func:`lift_z`). A group that lifts the class on images
-  without the class's content detects something the class's images merely tend to carry: a shortcut. Its drop is also compared with its
-  drop on the class's own images (``share``), so that a group which simply matters a lot everywhere
+  without the class's content detects something the class's images merely tend to carry: a shortcut.
+  Its drop is also compared with its drop on the class's own images (``share``), so that a group which simply matters a lot everywhere
   is not mistaken for one that matters *outside* the class.
 * **label**: the group's label (when it is labeled confidently) is not among the class's expected
   concepts (a list the caller gives per class).
