@@ -8,8 +8,8 @@ For every class's circuit, each group that matters to the class (importance at l
   class's logit is compared with the drops caused by random neuron sets of the same size in the same
   layer (the control; its mean clipped at 0, :func:`lift_z`). A group that lifts the class on images
   without the class's content detects something the class's images merely tend to carry: a shortcut.
-  Its drop is also compared with its drop on the class's own images (``share``), so that a group which simply matters a lot everywhere
-  is not mistaken for one that matters *outside* the class.
+  Its drop is also compared with its drop on the class's own images (``share``), so that a group
+  which simply matters a lot everywhere is not mistaken for one that matters *outside* the class.
 * **label**: the group's label (when it is labeled confidently) is not among the class's expected
   concepts (a list the caller gives per class).
 * **sharing** (the atlas's rule): the same neurons (Jaccard at least ``settings.jaccard``) form a group
