@@ -100,8 +100,14 @@ class JobStore:
 
     def model_in_use(self, owner: str, model_id: str) -> bool:
         """A queued or running job of ``owner`` loads this model."""
-        return self.db.one("SELECT 1 FROM jobs WHERE model_id=? AND owner=? AND state IN ('queued','running') LIMIT 1",
-                           (model_id, owner)) is not None
+        if self.db.one("SELECT 1 FROM jobs WHERE model_id=? AND owner=? AND state IN ('queued','running') LIMIT 1",
+                       (model_id, owner)) is not None:
+            return True
+        # a diff job loads two models and its row has one model column (the second's): its first is read
+        # from the few unfinished diffs of the owner
+        diffs = self.db.all("SELECT job FROM jobs WHERE kind='diff' AND owner=? AND state IN ('queued','running')",
+                            (owner,))
+        return any(decode_job(row["job"]).before_model.id == model_id for row in diffs)
 
     def dataset_in_use(self, owner: str, dataset_id: str) -> bool:
         """A queued or running job of ``owner`` reads this dataset's images."""

@@ -73,6 +73,15 @@ def test_in_use_is_a_column_query_scoped_by_owner_and_state(tmp_path):
     assert not jobs.model_in_use("o1", MODEL.id) and not jobs.dataset_in_use("o1", "ds-9")  # ended jobs free them
 
 
+def test_a_diff_job_keeps_both_of_its_models_in_use(tmp_path):
+    jobs = JobStore(Database(tmp_path / "j.db"))
+    jobs.create("job-diff", "o1", _jobs()["diff"], max_attempts=1)
+    assert jobs.model_in_use("o1", MODEL.id) and jobs.model_in_use("o1", "m-before")  # the second and the first
+    assert not jobs.model_in_use("o2", "m-before") and not jobs.model_in_use("o1", "m-other")
+    jobs.request_cancel("o1", "job-diff")
+    assert not jobs.model_in_use("o1", "m-before")  # an ended diff frees it
+
+
 def test_pipe_messages_are_typed_both_ways():
     to_worker = msgspec.json.Decoder(ToWorker)
     for kind, job in _jobs().items():
