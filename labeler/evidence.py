@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from neurflow.labeler.scoring import (MOSAIC_EXEMPLAR_VOTES, MOSAIC_EXEMPLAR_WEIGHT, concept_votes, mixture, softmax,
+from neurflow.labeler.scoring import (MOSAIC_EXEMPLAR_VOTES, MOSAIC_EXEMPLAR_WEIGHT, mixture, softmax,
                                       split_ratio, vote_mixture)
 
 COMBINATION_FILE = Path(__file__).with_name("combination.json")
@@ -83,8 +83,7 @@ def weighted_mixture(view: ClipView) -> np.ndarray:
     """Activation-weighted mean of the patches' zero-shot distributions, shape (c,)."""
     if len(view.patches) == 0:
         return mixture(view.exemplars, view.concepts, view.logit_scale)
-    w = view.patch_weights()
-    return (w[:, None] * concept_votes(view.patches, view.concepts, view.logit_scale)).sum(0) / w.sum()
+    return _patch_mixture([view])
 
 
 def view_distribution(view: ClipView, exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT,
@@ -119,9 +118,14 @@ def pooled_distribution(views: list[ClipView], exemplar_weight: float = MOSAIC_E
     p_e = vote_mixture(_summed_logits(views, "exemplars"), votes)
     if exemplar_weight >= 1.0 or len(views[0].patches) == 0:
         return p_e
+    return exemplar_weight * p_e + (1 - exemplar_weight) * _patch_mixture(views)
+
+
+def _patch_mixture(views: list[ClipView]) -> np.ndarray:
+    """``P_G``, shape (c,): the activation-weighted mean of the patches' zero-shot distributions, the
+    views read as one (their patches and weights are the same crops)."""
     w = views[0].patch_weights()
-    p_g = (w[:, None] * softmax(_summed_logits(views, "patches"), axis=1)).sum(0) / w.sum()
-    return exemplar_weight * p_e + (1 - exemplar_weight) * p_g
+    return (w[:, None] * softmax(_summed_logits(views, "patches"), axis=1)).sum(0) / w.sum()
 
 
 def combined_scores(views: list[ClipView], exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT,
