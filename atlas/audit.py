@@ -48,6 +48,8 @@ from neurflow.progress import Meter, Progress
 _OWN_FLOOR = 0.05
 #: a control spread below this (logit units) is taken as this: random sets that all do nothing give no scale
 _STD_FLOOR = 1e-3
+#: the lift's unit in the score when min_lift is set to 0 (logits)
+_LIFT_UNIT_FLOOR = 0.1
 
 
 def finding_key(class_index: int, layer: str, neurons: Sequence[int]) -> str:
@@ -83,16 +85,23 @@ def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group],
     return out
 
 
+def lift(a: OffClassAblation) -> float:
+    """How much more the class's logit falls off-class with the group switched off than with random
+    neurons of its size switched off (the control mean clipped at 0, as in :func:`lift_z`), in logits:
+    the size of the push towards the class, which orders the findings."""
+    return a.logit_drop - max(a.control_mean, 0.0)
+
+
 def lift_z(a: OffClassAblation) -> float:
     """How far the group's off-class drop lies above what switching neurons off does by itself, in the
-    control's spread: the z of the off-class evidence (the rule and the findings' score).
+    control's spread: the z of the off-class evidence (the rule's test that the lift is not chance).
 
     The baseline is the control mean clipped at 0. Where random neuron sets of the layer *raise* the
     class's logit off-class when zeroed (a negative control mean: the layer mostly argues against the
     class on those images), a group that merely does not argue against it sits far above that mean
     without lifting the class at all; the clean twins of the planted worlds made findings of such
     groups (docs/audit.md). A lift has to be a positive drop, as in the diff's clipped reliance."""
-    return (a.logit_drop - max(a.control_mean, 0.0)) / max(a.control_std, _STD_FLOOR)
+    return lift(a) / max(a.control_std, _STD_FLOOR)
 
 
 def _image_path(circuit: Circuit, index: int) -> str:
@@ -120,9 +129,12 @@ def _sentence(name: str, layer: str, group: str, ev: FindingEvidence, reasons: l
 
 
 def _score(ev: FindingEvidence, reasons: list[str], settings: AuditSettings) -> float:
+    # The z only tests that the lift is not chance: it grows with how tightly a layer's random sets agree,
+    # which favours the top layers, where every route to the class meets. The lift itself (in units of
+    # min_lift) says how hard the group pushes other classes' images towards the class.
     strength = 0.0
     if "off_class_effect" in reasons and ev.ablation is not None:
-        strength += lift_z(ev.ablation) / settings.min_z
+        strength += lift(ev.ablation) / max(settings.min_lift, _LIFT_UNIT_FLOOR)
     strength += 1.0 if "unexpected_label" in reasons else 0.0
     strength += 0.5 if "shared" in reasons else 0.0
     return round(ev.importance * strength, 4)
@@ -235,7 +247,7 @@ def audit_circuits(
                 a = ev.ablation
                 # share None: the group barely moves the class on its own images, so it hardly matters there
                 if (a is not None and lift_z(a) >= settings.min_z and a.share is not None
-                        and a.share >= settings.min_share):
+                        and a.share >= settings.min_share and lift(a) >= settings.min_lift):
                     reasons.append("off_class_effect")
                 # a label without a confidence was set by hand or from ground truth: it counts
                 confident = g.correction is not None or g.confidence is None or g.confidence >= settings.min_confidence

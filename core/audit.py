@@ -37,8 +37,11 @@ class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: off-class effect counts as evidence at this many control standard deviations above the control mean
     #: clipped at 0 (neurflow.atlas.audit.lift_z) ...
     min_z: Annotated[float, Meta(gt=0)] = 3.0
-    #: ... and when it is at least this share of the group's effect on the class's own images
+    #: ... and when it is at least this share of the group's effect on the class's own images ...
     min_share: Annotated[float, Meta(ge=0, le=10)] = 0.25
+    #: ... and its lift (drop above the control mean clipped at 0, neurflow.atlas.audit.lift) is at least this
+    #: many logits: a sure but tiny push is not a shortcut worth a reviewer's time
+    min_lift: Annotated[float, Meta(ge=0, le=100)] = 0.5
     #: the most off-class (and own-class) images the ablations run on, per class
     max_images: Annotated[int, Meta(ge=4, le=10_000)] = 32
     #: a label counts as evidence when the group's confidence is at least this (unlabeled groups: no label evidence)

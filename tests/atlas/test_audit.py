@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from neurflow.atlas.audit import apply_reviews, audit_circuits, finding_key, folder_labels, lift_z
+from neurflow.atlas.audit import _score, apply_reviews, audit_circuits, finding_key, folder_labels, lift, lift_z
 from neurflow.atlas.build import AtlasInput
-from neurflow.core.audit import Audit, AuditSettings, Review, Reviews
+from neurflow.core.audit import Audit, AuditSettings, FindingEvidence, OffClassAblation, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
                                    Target)
 from neurflow.core.images import ImageSet
@@ -27,7 +27,7 @@ C = 16
 
 
 class Linear(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, shortcut: float = 3.0) -> None:
         super().__init__()
         self.feat = nn.Conv2d(3, C, 1, bias=False)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -41,7 +41,7 @@ class Linear(nn.Module):
             self.fc.weight.zero_()
             self.fc.weight[0, 0] = 2.0
             self.fc.weight[1, 1] = 1.0
-            self.fc.weight[1, 2] = 3.0
+            self.fc.weight[1, 2] = shortcut
             self.fc.weight[2, 3] = 1.0
 
     def forward(self, x):
@@ -293,3 +293,40 @@ def test_a_real_lift_is_evidence_whatever_the_control_does():
     a = finding.evidence.ablation
     assert a.control_mean < -0.2 and lift_z(a) >= AuditSettings().min_z
     assert finding.reasons == ["off_class_effect", "unexpected_label"]
+
+
+def test_a_sure_but_tiny_lift_is_no_off_class_evidence():
+    # the shortcut channel weighs 0.3 instead of 3: its push off-class (0.3 x 0.55 logits) is far outside the
+    # control's spread and a large share of its effect on class 1's own images, but a fraction of a logit
+    images, labels = _images()
+    audit = audit_circuits(_inputs(), Linear(shortcut=0.3).eval(), images, labels=labels,
+                           settings=AuditSettings(min_importance=0.0, min_lift=0.0))
+    small = next(f for c in audit.classes if c.class_index == 1 for f in c.findings if f.group == "l1g1")
+    a = small.evidence.ablation
+    assert lift_z(a) >= AuditSettings().min_z and a.share >= AuditSettings().min_share
+    assert lift(a) == pytest.approx(0.3 * float(images.pixels[[i for i, k in enumerate(labels) if k != 1]][:, 2].mean())
+                                    - max(a.control_mean, 0.0), abs=1e-3)
+    assert small.reasons == ["off_class_effect"]  # with min_lift 0 the rule before 2026-12-07 held
+    assert lift(a) < AuditSettings().min_lift
+    audit = audit_circuits(_inputs(), Linear(shortcut=0.3).eval(), images, labels=labels,
+                           settings=AuditSettings(min_importance=0.0))
+    assert all(f.group != "l1g1" or "off_class_effect" not in f.reasons
+               for c in audit.classes if c.class_index == 1 for f in c.findings)
+
+
+def _evidence(importance: float, drop: float, std: float) -> FindingEvidence:
+    a = OffClassAblation(images=32, logit_drop=drop, control_mean=0.0, control_std=std, z=drop / std, own_images=32,
+                         own_logit_drop=2 * drop, share=0.5)
+    return FindingEvidence(importance=importance, ablation=a)
+
+
+def test_findings_are_ordered_by_their_lift_in_logits_not_by_its_z():
+    # a top-layer group: every route to the class meets there, so its random controls agree closely (a large z
+    # for a small push); a lower group carrying a cue pushes other classes' images four times harder
+    settings = AuditSettings()
+    top_layer = _evidence(importance=0.9, drop=0.6, std=0.02)  # z 30
+    cue = _evidence(importance=0.4, drop=2.4, std=0.3)  # z 8
+    assert top_layer.ablation.z > cue.ablation.z
+    reasons = ["off_class_effect"]
+    assert _score(cue, reasons, settings) > _score(top_layer, reasons, settings)
+    assert _score(cue, reasons, settings) == pytest.approx(0.4 * 2.4 / settings.min_lift, abs=1e-4)
