@@ -400,4 +400,10 @@ PLANTED_SUITE: dict[str, PlantedWorld] = {w.name: w for w in (
     # twins of the two worlds above and of the dev world inspired: the standard parts (the dev world's) had
     # carried only the corner and the cast on classes 1 and 6; here the texture, and the cast on another class
     PlantedWorld("standard-texture-tint", "held-out", _suite_world("standard", (Cue("texture", 2), Cue("tint", 4)), seed=4)),
+    # defined after the audit ordered its findings by their lift in logits and required a lift of min_lift
+    # (2026-12-07), rules read off every world above: the cast and the corner on the shapes2 parts (which had
+    # carried the glyph and the texture), and the corner and the texture on the objects parts; none is tuned on
+    PlantedWorld("shapes2-tint-corner", "held-out", _suite_world("shapes2", (Cue("tint", 1), Cue("corner", 6)), seed=5)),
+    PlantedWorld("objects-corner-texture", "held-out", _suite_world("objects", (Cue("corner", 0), Cue("texture", 5)),
+                                                                    seed=6)),
 )}
