@@ -1,4 +1,4 @@
-"""The audit document (``neurflow.audit/1``): groups of a model's circuits that a person should look at.
+"""The audit document (``neurflow.audit/2``): groups of a model's circuits that a person should look at.
 
 A *finding* is a neuron group that matters to a class (importance) and shows evidence that what it
 detects is not the class's own: its label is not among the class's expected concepts, the same
@@ -14,7 +14,7 @@ to a finding of a recomputed circuit whose neurons overlap it enough (:func:`neu
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -22,7 +22,7 @@ from msgspec import Meta
 from .circuit import Exemplar, ModelInfo
 from .documents import Document
 
-SCHEMA_VERSION = "neurflow.audit/1"
+SCHEMA_VERSION = "neurflow.audit/2"
 
 Verdict = Literal["open", "confirmed", "dismissed"]
 
@@ -121,7 +121,16 @@ class Audit(Document, forbid_unknown_fields=True):
         return [f for c in self.classes for f in c.findings if include_dismissed or f.verdict != "dismissed"]
 
     SCHEMA: ClassVar[str] = SCHEMA_VERSION
+    #: /1 (before 2026-12-07) had no min_lift: its off-class evidence needed none, which reads as 0
+    OLDER: ClassVar[tuple[str, ...]] = ("neurflow.audit/1",)
     KIND: ClassVar[str] = "audit"
+
+    @classmethod
+    def _upgrade(cls, head: dict[str, Any], version: str) -> dict[str, Any]:
+        settings = head.get("settings")
+        if isinstance(settings, dict):
+            head = {**head, "settings": {"min_lift": 0.0, **settings}}
+        return {**head, "schema": SCHEMA_VERSION}
 
 
 REVIEWS_SCHEMA = "neurflow.audit-reviews/1"

@@ -11,6 +11,8 @@ Images: class 1's own images carry channel 1 and channel 2; every off-class imag
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -330,3 +332,14 @@ def test_findings_are_ordered_by_their_lift_in_logits_not_by_its_z():
     reasons = ["off_class_effect"]
     assert _score(cue, reasons, settings) > _score(top_layer, reasons, settings)
     assert _score(cue, reasons, settings) == pytest.approx(0.4 * 2.4 / settings.min_lift, abs=1e-4)
+
+
+def test_an_audit_of_the_first_version_reads_with_no_lift_floor():
+    images, labels = _images()
+    audit = audit_circuits(_inputs(), Linear().eval(), images, labels=labels)
+    old = json.loads(audit.to_json())
+    old["schema"] = "neurflow.audit/1"
+    del old["settings"]["min_lift"]
+    read = Audit.from_json(json.dumps(old))
+    assert read.schema == "neurflow.audit/2" and read.settings.min_lift == 0.0
+    assert [f.key for f in read.findings()] == [f.key for f in audit.findings()]
