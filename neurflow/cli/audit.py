@@ -180,17 +180,13 @@ def _model(spec, base):
 def _labeled_images(spec, root: Path, inputs):
     """The images under ``root`` as ``spec``'s model reads them, and each one's class: that of a folder
     of its path named like a class (the spec's class names, else the circuits'), None elsewhere."""
-    from neurflow.atlas.offclass import folder_labels
+    from neurflow.atlas.offclass import class_folder_names, folder_labels
     from neurflow.core.images import ImageSet, Preprocess
 
     images = ImageSet.from_folder(root, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))
-    class_names = spec.model.class_names if isinstance(spec.model.class_names, list) else None
-    if class_names:
-        return images, folder_labels(images, class_names)
-    known = {e.circuit.target.class_index: e.circuit.target.name for e in inputs if e.circuit.target.name}
-    if not known:
-        return images, None
-    return images, folder_labels(images, [known.get(i) for i in range(spec.model.num_classes)])
+    listed = spec.model.class_names if isinstance(spec.model.class_names, list) else None
+    names = class_folder_names(listed, spec.model.num_classes, [e.circuit for e in inputs])
+    return images, folder_labels(images, names)
 
 
 def _read_circuits(paths: list[str]):

@@ -23,6 +23,7 @@ from litestar import Controller, Response, post
 from litestar.params import Parameter
 
 from neurflow.atlas.diff import MAX_IMAGES, MIN_DELTA, MIN_SIMILARITY, diff_circuits
+from neurflow.atlas.offclass import class_folder_names
 from neurflow.service.errors import ApiError, Invalid
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.controllers.atlas import MAX_CIRCUITS, circuit_rows, read_inputs
@@ -58,13 +59,10 @@ def _one(rows: list[dict], column: str, side: str, what: str) -> dict:
 
 
 def _class_names(catalog: Catalog, owner: str, model_id: str, circuits) -> list[str | None]:
-    """By class index: the registered model's class names, else the circuits' (an image's folder names its class)."""
+    """By class index, the folder names of the classes: the registered model's class names (registration
+    checked that there is one per class), else the circuits'."""
     names = catalog.get_model(owner, model_id)["descriptor"].get("class_names")
-    num_classes = circuits[0].model.num_classes
-    if isinstance(names, list) and len(names) == num_classes:
-        return list(names)
-    known = {c.target.class_index: c.target.name for c in circuits if c.target.name}
-    return [known.get(i) for i in range(num_classes)]
+    return class_folder_names(names if isinstance(names, list) else None, circuits[0].model.num_classes, circuits)
 
 
 class DiffController(Controller):
