@@ -38,6 +38,9 @@ from pathlib import Path
 #: a group is a cue's when it carries at least this share of the cue's lift of its class's logit
 CUE_CARRIED = 0.25
 TOP = 3
+#: the circuits audited: what a user gets from the README's fast preset with every other engine default
+#: (tau 16, top_n 50, granularities 1/0.5/0.25) and the layers "auto" suggests for the network
+AUDIT_ENGINE = {"layers": "auto", "preset": "fast", "seed": 0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,7 +192,7 @@ def _timing_only(name: str) -> dict:
 
     config = PLANTED_SUITE[name].config
     shortcut = ensure_planted_model(config)
-    circuits = engine_circuits(shortcut, name, sorted({c.class_index for c in config.cues}))
+    circuits = engine_circuits(shortcut, name, sorted({c.class_index for c in config.cues}), engine=AUDIT_ENGINE)
     ten = ten_class_timing(shortcut, circuits)
     _print_timing(ten, f"{name}: ")
     return ten
@@ -217,8 +220,8 @@ def run_section(args: argparse.Namespace) -> dict:
         classes = sorted({c.class_index for c in config.cues})
         related = related_classes(config.world.classes)
         log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", flush=True)  # noqa: E731
-        circuits = engine_circuits(shortcut, name, classes, log=log)
-        clean_circuits = engine_circuits(clean, f"{name} (clean)", classes, log=log)
+        circuits = engine_circuits(shortcut, name, classes, log=log, engine=AUDIT_ENGINE)
+        clean_circuits = engine_circuits(clean, f"{name} (clean)", classes, log=log, engine=AUDIT_ENGINE)
         diff, diff_importance = _diffs(clean, shortcut, clean_circuits, circuits, related)
         audit = _audit(shortcut, circuits, related)
         clean_audit = _audit(clean, clean_circuits, related)

@@ -14,11 +14,13 @@ run only labels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from neurflow.core.circuit import Circuit
 from neurflow.core.circuit_arrays import read_circuit
@@ -145,19 +147,25 @@ class SuiteEntry:
 
 
 def engine_circuits(model, name: str, classes: tuple[int, ...] | list[int], tau: int = 8, max_images: int = 40,
-                    log: Callable[[str], None] = lambda line: None) -> dict[int, Circuit]:
-    """The circuits of ``classes`` of a world network (engine settings :data:`ENGINE`, the network's
-    held-out images), fitted once and cached in the network's folder; ``name`` is for the log."""
+                    log: Callable[[str], None] = lambda line: None,
+                    engine: dict[str, Any] | None = None) -> dict[int, Circuit]:
+    """The circuits of ``classes`` of a world network (the network's held-out images), fitted once and
+    cached in the network's folder; ``name`` is for the log. The engine settings are :data:`ENGINE` with
+    ``tau``, or ``engine`` (a job spec's engine section, e.g. a user's defaults) when given."""
     from neurflow.world.cache import locked
 
     folder = model.directory / "circuits"
-    paths = {c: folder / f"class-{c}-tau{tau}-n{max_images}.json" for c in classes}
+    if engine is None:
+        engine, stem = {**ENGINE, "tau": tau}, f"tau{tau}"
+    else:
+        stem = "engine-" + hashlib.sha256(json.dumps(engine, sort_keys=True).encode()).hexdigest()[:12]
+    paths = {c: folder / f"class-{c}-{stem}-n{max_images}.json" for c in classes}
     with locked(model.directory / ".circuits.lock"):  # two builders of one world fit its circuits once
-        _fit_missing(model, name, paths, tau, max_images, log)
+        _fit_missing(model, name, paths, engine, max_images, log)
     return {c: read_circuit(p) for c, p in paths.items()}
 
 
-def _fit_missing(model, name: str, paths: dict[int, Path], tau: int, max_images: int, log) -> None:
+def _fit_missing(model, name: str, paths: dict[int, Path], engine: dict[str, Any], max_images: int, log) -> None:
     from neurflow.core.jobspec import parse_jobspec
     from neurflow.core.pipeline import fit_spec
 
@@ -167,7 +175,7 @@ def _fit_missing(model, name: str, paths: dict[int, Path], tau: int, max_images:
         spec = {
             "model": model.model_spec(),
             "data": {"images": str(model.images("heldout")), "target_class": missing, "select": "predicted", "max_images": max_images},
-            "engine": {**ENGINE, "tau": tau},
+            "engine": engine,
         }
         next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
         for c, circuit in fit_spec(parse_jobspec(json.dumps(spec)), Path(".")).items():
