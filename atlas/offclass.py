@@ -35,17 +35,6 @@ def folder_labels(images: ImageSet, class_names: Sequence[str | None]) -> list[i
     return out
 
 
-def class_folder_names(model_names: Sequence[str] | None, num_classes: int, circuits) -> list[str | None]:
-    """By class index, the folder name that marks an image as the class's: the model's class names (one per
-    class), else the names the circuits give their targets (None for a class no circuit names)."""
-    if model_names is not None:
-        if len(model_names) != num_classes:
-            raise ValueError(f"class_names has {len(model_names)} names but the model has {num_classes} classes")
-        return list(model_names)
-    known = {c.target.class_index: c.target.name for c in circuits if c.target.name}
-    return [known.get(i) for i in range(num_classes)]
-
-
 @dataclass
 class ImageSets:
     """The images one class's ablations run on."""

@@ -7,6 +7,7 @@ skipped); the labeler's ``builtin:imagenet1k`` vocabulary reads the same file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 CLASS_LIST_DIR = Path(__file__).parent / "classes"
@@ -51,6 +52,20 @@ def resolve_class_names(value: list[str] | str | None, num_classes: int, arch: s
         names = pretrained_meta(arch, weights).class_names
         if names is None:
             return None
+    _check_count(names, num_classes)
+    return names
+
+
+def _check_count(names: Sequence[str], num_classes: int) -> None:
     if len(names) != num_classes:
         raise ValueError(f"class_names has {len(names)} names but the model has {num_classes} classes")
-    return names
+
+
+def class_folder_names(model_names: Sequence[str] | None, num_classes: int, circuits) -> list[str | None]:
+    """By class index, the folder name that marks an image as the class's: the model's class names (one per
+    class), else the names the circuits give their targets (None for a class no circuit names)."""
+    if model_names is not None:
+        _check_count(model_names, num_classes)
+        return list(model_names)
+    known = {c.target.class_index: c.target.name for c in circuits if c.target.name}
+    return [known.get(i) for i in range(num_classes)]

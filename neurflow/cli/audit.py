@@ -180,7 +180,8 @@ def _model(spec, base):
 def _labeled_images(spec, root: Path, inputs):
     """The images under ``root`` as ``spec``'s model reads them, and each one's class: that of a folder
     of its path named like a class (the spec's class names, else the circuits'), None elsewhere."""
-    from neurflow.atlas.offclass import class_folder_names, folder_labels
+    from neurflow.atlas.offclass import folder_labels
+    from neurflow.core.class_names import class_folder_names
     from neurflow.core.images import ImageSet, Preprocess
 
     images = ImageSet.from_folder(root, Preprocess(spec.model.input_size, spec.model.mean, spec.model.std))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from neurflow.atlas.audit import _score, apply_reviews, audit_circuits, finding_key, folder_labels, lift, lift_z
-from neurflow.atlas.offclass import class_folder_names
+from neurflow.core.class_names import class_folder_names
 from neurflow.atlas.build import AtlasInput
 from neurflow.core.audit import Audit, AuditSettings, FindingEvidence, OffClassAblation, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,

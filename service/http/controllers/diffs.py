@@ -23,7 +23,7 @@ from litestar import Controller, Response, post
 from litestar.params import Parameter
 
 from neurflow.atlas.diff import MAX_IMAGES, MIN_DELTA, MIN_SIMILARITY, diff_circuits
-from neurflow.atlas.offclass import class_folder_names
+from neurflow.core.class_names import class_folder_names
 from neurflow.service.errors import ApiError, Invalid
 from neurflow.service.http.answers import submitted
 from neurflow.service.http.controllers.atlas import MAX_CIRCUITS, circuit_rows, read_inputs
