@@ -9,6 +9,7 @@ from litestar.params import Parameter
 
 from neurflow.core.circuit import Correction, GroupStatus
 from neurflow.progress import ProgressEvent
+from neurflow.service.intake.models import MAX_CLASSES
 from neurflow.service.jobs.limits import LabelingRequest
 from neurflow.service.jobs.types import EvaluateOptions, Job, Kind
 from neurflow.service.storage.pages import DEFAULT_PAGE, MAX_PAGE
@@ -144,6 +145,9 @@ class HealthOut(msgspec.Struct):
 #: ``?limit=`` of the list routes (at most ``MAX_PAGE`` rows a page) and ``?cursor=`` (a page's ``next``)
 PageLimit = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description=f"rows of this page (at most {MAX_PAGE})")]
 Cursor = Annotated[str | None, Parameter(max_length=200, description="the 'next' value of the previous page")]
+#: ``?class_index=`` of a list route: a class of some registered model
+ClassIndexFilter = Annotated[int | None, Parameter(ge=0, le=MAX_CLASSES - 1,
+                                                   description=f"only this class (0 to {MAX_CLASSES - 1})")]
 
 WaitSeconds = Annotated[float, msgspec.Meta(ge=0, le=600)]
 

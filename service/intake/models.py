@@ -19,13 +19,15 @@ from neurflow.service.intake.weightcheck import WeightCheck, run_checker
 from neurflow.service.intake.weightfile import check_finite, read_safetensors_index
 
 Finite = Annotated[float, msgspec.Meta(gt=-1e6, lt=1e6)]
+#: the most classes a registered model may have
+MAX_CLASSES = 100_000
 
 
 class ModelDescriptor(msgspec.Struct, forbid_unknown_fields=True):
     """The JSON part of ``POST /v1/models``."""
 
     arch: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    num_classes: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+    num_classes: Annotated[int, msgspec.Meta(ge=1, le=MAX_CLASSES)]
     input_size: Annotated[int, msgspec.Meta(ge=8, le=2048)]
     # Left out: ImageNet's, said in the upload's answer (a model trained otherwise reads wrong inputs).
     mean: Annotated[list[Finite], msgspec.Meta(min_length=3, max_length=3)] | None = None

@@ -25,6 +25,7 @@ from neurflow.service.http.schemas import (
     DEFAULT_PAGE,
     CircuitList,
     CircuitOut,
+    ClassIndexFilter,
     Cursor,
     EvaluateIn,
     GroupLabelOut,
@@ -95,7 +96,7 @@ class CircuitController(Controller):
 
     @get("/", summary="List circuits (optionally of one job, and of one class: ?job_id=&class_index=)")
     async def list_circuits(self, catalog: CatalogDep, owner: Owner, job_id: str | None = None,
-                            class_index: int | None = None, limit: PageLimit = DEFAULT_PAGE,
+                            class_index: ClassIndexFilter = None, limit: PageLimit = DEFAULT_PAGE,
                             cursor: Cursor = None) -> CircuitList:
         rows, after = await anyio.to_thread.run_sync(
             lambda: catalog.page("circuits", owner, limit, cursor, job_id=job_id, class_index=class_index))

@@ -63,7 +63,9 @@ def test_jobs_datasets_and_models_come_in_pages(client):
     assert client.get("/v1/jobs", headers=A, params={"limit": 5}).json() == {"jobs": [], "next": None}
 
 
-@pytest.mark.parametrize("params", [{"limit": 1001}, {"limit": 0}, {"cursor": "garbage!"}, {"cursor": "WzFd"}])
+@pytest.mark.parametrize("params", [{"limit": 1001}, {"limit": 0}, {"cursor": "garbage!"}, {"cursor": "WzFd"},
+                                    {"class_index": -1}, {"class_index": -59360401196037163925837120012288},
+                                    {"class_index": 10**30}])
 def test_limits_and_cursors_are_checked(client, params):
     r = client.get("/v1/circuits", headers=A, params=params)
     assert r.status_code in (400, 422), r.text
