@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from neurflow.atlas.audit import _score, apply_reviews, audit_circuits, finding_key, folder_labels, lift, lift_z
-from neurflow.core.class_names import class_folder_names
 from neurflow.atlas.build import AtlasInput
 from neurflow.core.audit import Audit, AuditSettings, FindingEvidence, OffClassAblation, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
@@ -184,14 +183,6 @@ def test_bad_input_is_refused_clearly():
 def test_folder_labels():
     images = ImageSet(torch.zeros(3, 3, 4, 4), ["train/cat/1.png", "dog/x/2.png", "3.png"], [(4, 4)] * 3)
     assert folder_labels(images, ["cat", "dog"]) == [0, 1, None]
-
-
-def test_class_folder_names_come_from_the_model_else_from_the_circuits():
-    circuits = [i.circuit for i in _inputs()]  # targets 0, 1, 2 named class0 .. class2
-    assert class_folder_names(["cat", "dog", "owl"], 3, circuits) == ["cat", "dog", "owl"]
-    assert class_folder_names(None, 4, circuits[1:]) == [None, "class1", "class2", None]
-    with pytest.raises(ValueError, match="class_names has 2 names but the model has 3 classes"):
-        class_folder_names(["cat", "dog"], 3, circuits)
 
 
 def test_cli_audit_and_a_dismissal_that_survives_the_rerun(engine_circuits, tmp_path, capsys):
