@@ -112,21 +112,22 @@ def _heldout(model):
     return images, folder_labels(images, model.class_names)
 
 
-def _audit(model, circuits, related):
+def _audit(model, circuits, related, heldout):
+    """The audit of ``model``'s circuits on ``heldout`` (its held-out images and their classes, :func:`_heldout`)."""
     from neurflow.atlas.audit import audit_circuits
     from neurflow.atlas.build import AtlasInput
 
-    images, labels = _heldout(model)
+    images, labels = heldout
     return audit_circuits([AtlasInput(c) for c in circuits.values()], model.load_model(), images, labels=labels,
                           related=related)
 
 
-def _diffs(clean, shortcut, clean_circuits, circuits, related) -> tuple[dict, dict]:
+def _diffs(clean, shortcut, clean_circuits, circuits, related, heldout) -> tuple[dict, dict]:
     """The diff clean -> shortcut by class, as neurflow diff makes it with both networks (ordered by the
     off-class reliance), and from the circuits alone (ordered by the importance gained)."""
     from neurflow.atlas.diff import diff_circuits
 
-    images, labels = _heldout(shortcut)
+    images, labels = heldout  # the shortcut network's (the diff shows both networks the second side's images)
     before, after = list(clean_circuits.values()), list(circuits.values())
     by_reliance = diff_circuits(before, after, models=(clean.load_model(), shortcut.load_model()), images=images,
                                 labels=labels, related=related)
@@ -222,9 +223,10 @@ def run_section(args: argparse.Namespace) -> dict:
         log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", flush=True)  # noqa: E731
         circuits = engine_circuits(shortcut, name, classes, log=log, engine=AUDIT_ENGINE)
         clean_circuits = engine_circuits(clean, f"{name} (clean)", classes, log=log, engine=AUDIT_ENGINE)
-        diff, diff_importance = _diffs(clean, shortcut, clean_circuits, circuits, related)
-        audit = _audit(shortcut, circuits, related)
-        clean_audit = _audit(clean, clean_circuits, related)
+        heldout = _heldout(shortcut)  # read once: the audit and the diff both run on it
+        diff, diff_importance = _diffs(clean, shortcut, clean_circuits, circuits, related, heldout)
+        audit = _audit(shortcut, circuits, related, heldout)
+        clean_audit = _audit(clean, clean_circuits, related, _heldout(clean))
         timings.append({"world": name, "classes": len(classes), "seconds": audit.seconds,
                         "load_average": [round(x, 2) for x in os.getloadavg()]})
         by_class = {c.class_index: c for c in audit.classes}

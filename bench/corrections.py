@@ -127,7 +127,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         for p in r["shares"]:
             after = " ".join(f"{p['after'][str(w)]:>7.3f}" for w in WEIGHTS)
-            clip = f"{r['clip']} {r.get('clip_quality', 'weak')}"
+            clip = f"{r['clip']} {r['clip_quality']}"
             out.append(f"  {r['world']:<26} {r['role']:<9} {clip:<11} {r['clip_zero_shot']:>6.3f} {r['with_truth']:>6} "
                        f"{p['share']:>5.0%} {p['corrected']:>5} {p['before']:>6.3f} {after}")
     return "\n".join(out)
