@@ -186,8 +186,6 @@ def test_folder_labels():
 
 
 def test_cli_audit_and_a_dismissal_that_survives_the_rerun(engine_circuits, tmp_path, capsys):
-    import json
-
     from neurflow.cli import main
 
     spec = tmp_path / "spec.json"
