@@ -36,11 +36,10 @@ from .clustering import ward_silhouette
 from .edge_weights import l1_normalise, reference_rescale
 from .groups import build_groups, group_edges
 from .images import ImageSet
-from .ig_accuracy import (completeness_residual, next_steps, relative, stratified_mean_and_error, to_resample,
-                          uncertain_channels)
-from .integrated_gradients import multi_target_ig
+from .ig_accuracy import relative, stratified_mean_and_error, to_resample, uncertain_channels
+from .integrated_gradients import ig_to_tolerance, multi_target_ig
 from .layer_access import LayerAccess, check_eval_mode, readout, zero_channels
-from .layer_budget import resolve_layers
+from .layer_budget import CALIBRATION_IMAGES, resolve_layers
 from .memory import release_free_memory
 from .model_output import class_scores
 from .params import EngineParams, ImageSelection, validated
@@ -239,7 +238,8 @@ class NeurFlow(BaseEstimator):
         with _borrowed(model, p.device) as model, _channels_last(model, bool(p.channels_last), first):
             check_eval_mode(model)
             n_images = min(len(images), selection.max_images or len(images))
-            self.params_ = p = resolve_layers(p, model, images.input_size, n_images, images.pixels.shape[1])
+            self.params_ = p = resolve_layers(p, model, images.input_size, n_images, images.pixels.shape[1],
+                                              images.pixels[:CALIBRATION_IMAGES].to(p.device))
             self.circuit_ = self._fit(model, images, int(target_class), selection, model_info, target_name, logits,
                                       readout_cache, stages)
         return self
@@ -510,22 +510,16 @@ class NeurFlow(BaseEstimator):
                         zero = torch.zeros_like(z if block.needs_input else z[:1])
                         baseline = readout(block(zero, x if block.needs_input else None),
                                            self.params_.token_reduce).double().cpu()
-                while True:
+                if tolerance == "off":
                     result = multi_target_ig(block, z, targets, stage.steps, self.params_.token_reduce, x=x)
-                    if tolerance == "off":
-                        break
-                    positions = z[0].numel() // len(result[0][0])
-                    sums = np.array([float(v.double().sum()) * positions for rows in result for v in rows])
+                else:
                     delta = np.array([float(a_up[p, t]) - float(baseline[r if block.needs_input else 0, t])
                                       for r, (p, tlist) in enumerate(zip(which, targets)) for t in tlist])
-                    error, scale = completeness_residual(sums, delta)
-                    higher = next_steps(stage.steps)
-                    if relative(error, scale) <= tolerance or higher is None:
-                        stage.error += error
-                        stage.scale += scale
-                        stage.measured = True
-                        break
-                    stage.steps = higher
+                    result, stage.steps, error, scale = ig_to_tolerance(
+                        block, z, targets, stage.steps, tolerance, delta, self.params_.token_reduce, x=x)
+                    stage.error += error
+                    stage.scale += scale
+                    stage.measured = True
                 for p, tlist, rows in zip(which, targets, result):
                     for t, value in zip(tlist, rows):
                         found[(t, p)] = value.double().cpu().numpy()

@@ -9,6 +9,9 @@ channel by the mean of its attribution map over positions: a signed (patches, C_
 block once for all its interpolation steps, whatever the number of upper neurons that need it; then
 one backward pass per "slot" (the k-th neuron of every patch in the chunk) gives every row its own
 target, because samples in a batch do not interact in an eval-mode network.
+
+:func:`ig_to_tolerance` is the adaptive preset's step ladder for one chunk: the fit and the layer
+budget's calibration both climb it, so that the calibration times the steps a fit will reach.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from .block_gradients import interpolate, interpolation
+from .ig_accuracy import completeness_residual, next_steps, relative
 from .layer_access import Block, channel_mean, check_eval_mode, readout
 
 
@@ -73,6 +77,29 @@ def multi_target_ig(
             for pos, r in enumerate(live):
                 out[r].append(attr[pos].detach())
     return out
+
+
+def ig_to_tolerance(block: Block, z: torch.Tensor, targets: Sequence[Sequence[int]], steps: int, tolerance: float,
+                    delta: np.ndarray, token_reduce: str = "mean", x: torch.Tensor | None = None,
+                    ) -> tuple[list[list[torch.Tensor]], int, float, float]:
+    """:func:`multi_target_ig` of a chunk at ``steps``, doubled along the ladder (:func:`next_steps`) until the
+    chunk's relative completeness residual is at most ``tolerance`` (or the ladder's top).
+
+    ``delta``: ``F(z) - F(0)`` of every (row, target) pair, rows first: what each pair's attributions must
+    sum to. Returns the attributions, the steps they used and the residual's two sums ``(error, scale)``."""
+    if not any(targets):
+        raise ValueError("a chunk without targets has nothing to attribute")
+    live = next(r for r, t in enumerate(targets) if t)
+    while True:
+        result = multi_target_ig(block, z, targets, steps, token_reduce, x=x)
+        # result holds per-channel means over positions: times the positions, a pair's sum
+        positions = z[0].numel() // len(result[live][0])
+        sums = np.array([float(v.double().sum()) * positions for rows in result for v in rows])
+        error, scale = completeness_residual(sums, delta)
+        higher = next_steps(steps)
+        if relative(error, scale) <= tolerance or higher is None:
+            return result, steps, error, scale
+        steps = higher
 
 
 def integrated_gradients(block: Block, z: torch.Tensor, target: int, steps: int = 50,

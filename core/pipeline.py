@@ -18,7 +18,7 @@ from .images import ImageSet, Preprocess
 from .jobspec import JobSpec
 from .hashing import sha256_file
 from .class_names import resolve_class_names
-from .layer_budget import resolve_layers
+from .layer_budget import CALIBRATION_IMAGES, resolve_layers
 from .model_intake import load_model
 from .params import EngineParams
 from .pretrained import is_pretrained_tag
@@ -81,7 +81,8 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
     images = ImageSet.from_folder(images_dir, Preprocess(spec.model.input_size, *spec.model.normalisation()))
     report("reading images", len(images), len(images), "images")
     info = model_info(spec, weights_path if weights_path.is_file() else None, preprocess=images.preprocess)
-    params = job_layers(spec, model, min(len(images), spec.data.max_images or len(images)), info, chosen)
+    params = job_layers(spec, model, min(len(images), spec.data.max_images or len(images)), info, chosen,
+                        images.pixels[:CALIBRATION_IMAGES])
     engine = NeurFlow(**msgspec.structs.asdict(params), select=spec.data.select, max_images=spec.data.max_images,
                       progress=progress)
     if engine.device is None and device is not None:
@@ -93,17 +94,18 @@ def prepare_fit(spec: JobSpec, base_dir: Path, progress: Progress | None = None,
 
 
 def job_layers(spec: JobSpec, model: nn.Module, n_images: int, info: ModelInfo,
-               chosen: ChosenLayers | None = None) -> EngineParams:
+               chosen: ChosenLayers | None = None, sample: torch.Tensor | None = None) -> EngineParams:
     """The job's engine parameters with ``layers: "auto"`` made a list: the one ``chosen`` kept for this job
     (its spec and weights) when an earlier run chose, else the suggestion for this job's images (at most
-    the images a class can keep), tau and preset on this machine, which ``chosen`` then keeps."""
+    the images a class can keep; calibrated on ``sample``, the first of them), tau and preset on this
+    machine, which ``chosen`` then keeps."""
     if spec.engine.layers != "auto":
         return spec.engine
     job = hashlib.sha256(msgspec.json.encode([spec, info.weights_sha256, n_images])).hexdigest()[:32]
     kept = chosen.load(job) if chosen is not None else None
     if kept is not None:
         return msgspec.structs.replace(spec.engine, layers=kept)
-    params = resolve_layers(spec.engine, model, spec.model.input_size, n_images)
+    params = resolve_layers(spec.engine, model, spec.model.input_size, n_images, sample=sample)
     if chosen is not None:
         chosen.save(job, params.layers)
     return params

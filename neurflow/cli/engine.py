@@ -74,8 +74,8 @@ def _suggest(model, probes, args: argparse.Namespace) -> int:
     budget = DEFAULT_LAYER_BUDGET_S if args.budget is None else parse_budget(args.budget)
     if args.images < 1 or args.tau < 1:
         raise ValueError(f"--images and --tau must be at least 1, got {args.images} and {args.tau}")
-    print("calibrating (one forward pass, then one IG chunk per candidate layer until the budget is passed) ...",
-          file=sys.stderr)
+    print("calibrating on noise images (one forward pass, then per candidate layer the IG steps the preset reaches and "
+          "one IG chunk at them, until the budget is passed) ...", file=sys.stderr)
     found = suggest(model, args.input_size, EngineParams(layers="auto", tau=args.tau, preset=args.preset),
                     args.images, budget, probes=probes)
     print(f"estimated seconds of a fit per class of a list ending at each layer ({found.images} images, tau "
@@ -87,8 +87,8 @@ def _suggest(model, probes, args: argparse.Namespace) -> int:
         over = row.seconds > found.budget_s
         mark = ("  <- the list ends here" + (" (the shortest list, over the budget)" if over else "")
                 if row.name == found.layers[-1] else "  (over the budget)" if over else "")
-        print(f"  {row.name:<{width}}  {row.channels:>5} channels  ~{row.neurons:>5} neurons  ~{row.seconds:>8.0f} s{mark}",
-              file=sys.stderr)
+        print(f"  {row.name:<{width}}  {row.channels:>5} channels  ~{row.neurons:>5} neurons  {row.steps:>3} IG steps above"
+              f"  ~{row.seconds:>8.0f} s{mark}", file=sys.stderr)
     untimed = found.candidates[len(rows) + 1:]
     if untimed:
         print(f"  not timed (deeper than the budget): {', '.join(untimed)}", file=sys.stderr)

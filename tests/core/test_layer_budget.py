@@ -10,10 +10,11 @@ import sys
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from neurflow.core.engine import NeurFlow
-from neurflow.core.layer_budget import (LayerEstimate, calibrate, estimate, parse_budget, resolve_layers, suggest,
-                                        within_budget)
+from neurflow.core.layer_budget import (LayerEstimate, PairTiming, calibrate, estimate, parse_budget, resolve_layers,
+                                        suggest, within_budget)
 from neurflow.core.layer_catalog import deep_layers, probe_model
 from neurflow.core.params import DEFAULT_LAYER_BUDGET_S, EngineParams
 
@@ -35,23 +36,58 @@ def test_the_estimate_adds_the_readout_pass_and_each_stage():
     layers = ["fc", "a", "b", "c"]
     shapes = {"fc": (3,), "a": (64, 2, 2), "b": (64, 2, 2), "c": (10, 4, 4)}
     params = EngineParams(layers=layers, tau=4, top_n=10, granularities=[1.0], preset="exact")
-    rows = estimate(layers, 0.5, {"fc": 0.1, "a": 0.2, "b": 0.3}, shapes, params, n_images=20, input_size=32)
+    timed = {"fc": PairTiming(0.1, 50), "a": PairTiming(0.2, 50), "b": PairTiming(0.3, 50)}
+    rows = estimate(layers, 0.5, timed, shapes, params, n_images=20, input_size=32)
     # 20 patches x 0.5 s; then neurons x 10 patches x seconds per pair: 1 neuron, then tau = 4, then 1.5 * 4 * 2 = 12
-    assert rows == [LayerEstimate("a", 64, 4, 10 + 1.0), LayerEstimate("b", 64, 12, 11 + 8.0),
-                    LayerEstimate("c", 10, 10, 19 + 36.0)]
+    assert rows == [LayerEstimate("a", 64, 4, 10 + 1.0, 50), LayerEstimate("b", 64, 12, 11 + 8.0, 50),
+                    LayerEstimate("c", 10, 10, 19 + 36.0, 50)]
     assert within_budget(layers, rows, 20) == ["fc", "a", "b"]
     assert within_budget(layers, rows, 1) == ["fc", "a"]
-    fast = estimate(layers, 0.5, {"fc": 0.1, "a": 0.2, "b": 0.3}, shapes,
-                    EngineParams(layers=layers, tau=4, top_n=10, granularities=[1.0], preset="fast", ig_patches=4),
-                    n_images=20, input_size=32)
-    assert fast[0].seconds == 10 + 1 * 7 * 0.1 * 2  # half-way between 4 and 10 patches, twice the starting steps
+    fast = {"fc": PairTiming(0.1, 16), "a": PairTiming(0.2, 2), "b": PairTiming(0.3, 2)}
+    sampled = dict(layers=layers, tau=4, top_n=10, granularities=[1.0], preset="fast", ig_patches=4)
+    # the pair's seconds are already at the steps the ladder reached (16 here); with the adaptive sampling
+    # every top patch counts (the fits resample most neurons), without it the sample of 4
+    assert estimate(layers, 0.5, fast, shapes, EngineParams(**sampled), 20, 32)[0] == LayerEstimate("a", 64, 4, 10 + 10 * 0.1, 16)
+    assert estimate(layers, 0.5, fast, shapes, EngineParams(**sampled, ig_stability="off"), 20, 32)[0].seconds == 10 + 4 * 0.1
 
 
 def test_calibration_times_a_forward_and_one_ig_chunk_per_layer(tiny_resnet):
     layers = ["fc", "layer4.1", "layer4.0"]
     forward, per_pair, shapes = calibrate(tiny_resnet, layers, 32, EngineParams(layers=layers, preset="fast"))
-    assert forward > 0 and set(per_pair) == {"fc", "layer4.1"} and all(v > 0 for v in per_pair.values())
+    assert forward > 0 and set(per_pair) == {"fc", "layer4.1"}
+    assert all(v.seconds > 0 and v.steps >= 2 for v in per_pair.values())
     assert shapes["layer4.0"] == (512, 1, 1)
+    exact = calibrate(tiny_resnet, layers, 32, EngineParams(layers=layers, preset="exact"))[1]
+    assert [v.steps for v in exact.values()] == [50, 50]  # no ladder: the preset's steps
+
+
+class _Power(nn.Module):
+    """z ** p elementwise: IG's integrand along the path is a polynomial of degree p - 1 in alpha, which
+    n Gauss-Legendre steps integrate exactly when p - 1 <= 2n - 1 (and not below)."""
+
+    def __init__(self, p: int):
+        super().__init__()
+        self.p = p
+
+    def forward(self, z):
+        return z ** self.p
+
+
+def _power_net(p: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 1), _Power(p), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+
+
+@pytest.mark.parametrize("power, steps", [(3, 2), (8, 4), (16, 8)])
+def test_the_calibration_reaches_the_steps_the_fit_reaches(power, steps, random_images):
+    model, layers = _power_net(power), ["4", "1", "0"]
+    params = EngineParams(layers=layers, preset="fast")
+    per_pair = calibrate(model, layers, 32, params, sample=random_images)[1]
+    assert per_pair["4"].steps == 2  # linear above: the starting steps are exact
+    assert per_pair["1"].steps == steps  # the closed form's
+    circuit = NeurFlow(layers, tau=2, top_n=6, granularities=[1.0], preset="fast", select="all").fit(
+        model, random_images, 0).circuit_
+    assert [layer.ig.steps for layer in circuit.layers[:-1]] == [2, steps]
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +151,4 @@ def test_the_command_prints_the_list_and_each_candidates_estimate(tmp_path):
     assert [(w[0], w[1]) for w in lines] == [("layer4.1", "512"), ("layer4.0", "512"), ("layer3", "256"),
                                             ("layer2", "128"), ("layer1", "64")]
     assert "budget 3600 s" in run.stderr and "4 images, tau 4, fast preset" in run.stderr
+    assert all(" IG steps above" in " ".join(w) for w in lines)
