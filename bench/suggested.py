@@ -46,7 +46,7 @@ def worker(config: dict[str, Any], result_path: str) -> None:
     torch.set_num_threads(config["threads"])
     from bench.demo import load_demo
     from neurflow.core.engine import NeurFlow
-    from neurflow.core.layer_budget import parse_budget, suggest
+    from neurflow.core.layer_budget import CALIBRATION_IMAGES, parse_budget, suggest
     from neurflow.core.memory import malloc_for_fit
     from neurflow.core.params import DEFAULT_LAYER_BUDGET_S, EngineParams
     from neurflow.progress import ProgressEvent
@@ -56,11 +56,14 @@ def worker(config: dict[str, Any], result_path: str) -> None:
     settings = {"tau": 16, "top_n": 50, "preset": "fast"}
     budget = parse_budget(config["budget"]) if config["budget"] else DEFAULT_LAYER_BUDGET_S
     cpu0, t0 = time.process_time(), time.perf_counter()
-    found = suggest(demo.model, 224, EngineParams(layers="auto", **settings), len(demo.pixels), budget)
+    # calibrated on the fit's own first images, as a job's "auto" is (core/engine.py)
+    found = suggest(demo.model, 224, EngineParams(layers="auto", **settings), len(demo.pixels), budget,
+                    sample=demo.pixels[:CALIBRATION_IMAGES])
     suggest_s = time.perf_counter() - t0
     print(f"  suggestion ({suggest_s:.1f} s): {found.layers}", file=sys.stderr, flush=True)
     for row in found.estimates:
-        print(f"    {row.name}: {row.channels} channels, ~{row.neurons} neurons, ~{row.seconds:.0f} s", file=sys.stderr)
+        print(f"    {row.name}: {row.channels} channels, ~{row.neurons} neurons, {row.steps} IG steps above, "
+              f"~{row.seconds:.0f} s", file=sys.stderr)
     last = [0.0]
 
     def progress(event: ProgressEvent) -> None:
@@ -76,8 +79,7 @@ def worker(config: dict[str, Any], result_path: str) -> None:
     fit_s = time.perf_counter() - fit_started
     out = {
         "suggestion": {"layers": found.layers, "candidates": found.candidates, "budget_s": found.budget_s,
-                       "estimates": [{"name": r.name, "channels": r.channels, "neurons": r.neurons, "seconds": r.seconds}
-                                     for r in found.estimates], "seconds": suggest_s},
+                       "estimates": [msgspec.to_builtins(r) for r in found.estimates], "seconds": suggest_s},
         "fit_s": fit_s, "suggest_and_fit_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
         "timings": {k: round(float(v), 1) for k, v in circuit.timings.items()},
         "layers": [{"name": lay.name, "neurons": len(lay.neurons),
@@ -138,7 +140,7 @@ def report(results: dict[str, Any]) -> str:
              f"- whole process: {run['process_wall_s']:.1f} s wall, {run['process_cpu_s']:.1f} s CPU, peak RSS "
              f"{run['peak_rss_mb']:.0f} MB; the suggestion (calibration) {run['suggestion']['seconds']:.1f} s, the fit "
              f"{run['fit_s']:.1f} s", "", "| layer | channels | estimated neurons | measured neurons | estimated s (cumulative) "
-             "| IG steps / residual |", "|---|---|---|---|---|---|"]
+             "| IG steps of the stage above: calibration / fit (residual) |", "|---|---|---|---|---|---|"]
     measured = {lay["name"]: lay for lay in run["layers"]}
     above = {}
     names = [lay["name"] for lay in run["layers"]]
@@ -147,7 +149,8 @@ def report(results: dict[str, Any]) -> str:
     for row in run["suggestion"]["estimates"]:
         lay = measured.get(row["name"])
         ig = measured.get(above.get(row["name"], ""), {}).get("ig")
-        steps = (f"{ig.get('steps')} / {ig.get('residual')}" if isinstance(ig, dict) else "-")
+        fit = f"{ig.get('steps')} ({ig.get('residual')})" if isinstance(ig, dict) else "not fitted"
+        steps = f"{row.get('steps', '-')} / {fit}"
         lines.append(f"| {row['name']} | {row['channels']} | {row['neurons']} | "
                      f"{lay['neurons'] if lay and lay['neurons'] else ('(IG input)' if lay else 'not fitted')} | "
                      f"{row['seconds']:.0f} | {steps} |")

@@ -31,7 +31,9 @@ class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Every threshold a finding depends on (chosen on the dev planted worlds, docs/audit.md)."""
 
     #: groups below this importance (mean member importance over the layer's most important neuron) are not examined
-    min_importance: Annotated[float, Meta(ge=0, le=1)] = 0.2
+    #: (the circuits a user gets, tau 16 down to the early layers, spread a class over more groups than
+    #: tau-8 circuits: cue groups there lift the class by 1-2 logits at importance 0.17-0.19)
+    min_importance: Annotated[float, Meta(ge=0, le=1)] = 0.1
     #: random neuron sets of the group's size per layer: the control of the off-class ablation
     controls: Annotated[int, Meta(ge=2, le=200)] = 8
     #: off-class effect counts as evidence at this many control standard deviations above the control mean
