@@ -408,6 +408,6 @@ PLANTED_SUITE: dict[str, PlantedWorld] = {w.name: w for w in (
                                                                     seed=6)),
     # defined after min_importance went from 0.2 to 0.1 (2026-12-07), a value read off the four worlds first
     # measured with the circuits a user gets (the dev world, standard-texture-tint and the two above): the
-    # glyph, which only the shapes parts had carried, on the objects parts, and the cast on a class no cue had
+    # glyph, which only the shapes parts had carried, on the objects parts, and the cast on a class no cast had
     PlantedWorld("objects-glyph-tint", "held-out", _suite_world("objects", (Cue("glyph", 1), Cue("tint", 7)), seed=7)),
 )}
