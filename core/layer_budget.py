@@ -113,7 +113,7 @@ def _timings(model: nn.Module, layers: Sequence[str], input_size: int, params: E
         x = torch.randn(CALIBRATION_IMAGES, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
     x = x.to(weights.device) if weights is not None else x
     # timed at the fit's sizes: per image and per pair, a small batch costs several times a full one
-    batch = x.repeat(-(-p.batch_size // len(x)), 1, 1, 1)[:p.batch_size]
+    batch = _tiled(x, p.batch_size)
     model = model.eval()
     access = LayerAccess(model, list(layers), p.token_reduce)
     with torch.no_grad():
@@ -140,11 +140,15 @@ def _timings(model: nn.Module, layers: Sequence[str], input_size: int, params: E
                 delta = np.array([float(above[r, t[0]] - zero[r, t[0]])
                                   for r, t in enumerate(targets)])
                 _, steps, _, _ = ig_to_tolerance(block, z, targets, steps, p.ig_tolerance, delta, p.token_reduce, x=xin)
-            with torch.no_grad():
-                zb = access.full_output(batch, lower)
+            zb = _tiled(z, p.batch_size)
             rows = [targets[r % len(targets)] for r in range(len(batch))]
             seconds = _best_of(lambda: multi_target_ig(block, zb, rows, steps, p.token_reduce, x=batch))
         yield upper, PairTiming(seconds=seconds / len(zb), steps=steps)
+
+
+def _tiled(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``rows`` rows of ``t``, its rows repeated in order."""
+    return t.repeat(-(-rows // len(t)), *([1] * (t.dim() - 1)))[:rows]
 
 
 def _best_of(run, repeats: int = TIMING_REPEATS) -> float:
