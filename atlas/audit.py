@@ -9,11 +9,15 @@ For every class's circuit, each group that matters to the class (importance at l
   layer (the control; its mean clipped at 0, :func:`lift_z`). A group that lifts the class on images
   without the class's content detects something the class's images merely tend to carry: a shortcut.
   Its drop is also compared with its drop on the class's own images (``share``), so that a group
-  which simply matters a lot everywhere is not mistaken for one that matters *outside* the class.
+  which simply matters a lot everywhere is not mistaken for one that matters *outside* the class,
+  and the drop of the class's margin over the class each image shows must hold as well
+  (:func:`margin_lift`): a feature many classes read lowers all their logits when switched off.
 * **label**: the group's label (when it is labeled confidently) is not among the class's expected
   concepts (a list the caller gives per class).
 * **sharing** (the atlas's rule): the same neurons (Jaccard at least ``settings.jaccard``) form a group
   in the circuit of a class the caller did not name as related.
+  Where the off-class ablation ran and found that the neurons move other classes' images towards the
+  class less than random neurons do, the sharing is a feature the classes read alike and no evidence.
 
 A group with at least one of these is a finding; findings are ranked by importance times the
 strength of their evidence. Reviews (:class:`neurflow.core.audit.Reviews`) carry a person's verdicts
@@ -36,7 +40,7 @@ from torch import nn
 from neurflow.atlas.build import AtlasInput, check_inputs, group_importance
 from neurflow.atlas.concepts import jaccard
 # folder_labels: re-exported, this module was its documented home before the diff shared it
-from neurflow.atlas.offclass import ImageSets, folder_labels, image_sets, logit_drops  # noqa: F401
+from neurflow.atlas.offclass import ImageSets, ablation_drops, folder_labels, image_sets, logit_drops  # noqa: F401
 from neurflow.core.audit import (SCHEMA_VERSION, Audit, AuditClass, AuditSettings, Finding, FindingEvidence,
                                  OffClassAblation, Reviews)
 from neurflow.core.circuit import Circuit, Group, Layer
@@ -65,23 +69,24 @@ def _off_class(access: LayerAccess, top: str, layer: Layer, groups: list[Group],
     controls = {s: [sorted(rng.choice(channels, size=min(s, channels), replace=False).tolist())
                     for _ in range(settings.controls)] for s in sizes}
     control_sets = [c for s in sizes for c in controls[s]]
-    off = logit_drops(access, top, layer.name, sets.off, target, members + control_sets)
+    off = ablation_drops(access, top, layer.name, sets.off, target, members + control_sets, shown=sets.off_labels)
     own = logit_drops(access, top, layer.name, sets.own, target, members)
     by_size, at = {}, len(members)
     for s in sizes:
-        by_size[s] = off[at:at + settings.controls]
+        by_size[s] = slice(at, at + settings.controls)
         at += settings.controls
     out = {}
     for k, g in enumerate(groups):
         ctrl = by_size[len(members[k])]
-        mean, std = float(np.mean(ctrl)), float(np.std(ctrl))
-        drop, own_drop = float(off[k]), float(own[k])
+        mean, std = float(np.mean(off.target[ctrl])), float(np.std(off.target[ctrl]))
+        drop, own_drop = float(off.target[k]), float(own[k])
         share = drop / own_drop if np.isfinite(own_drop) and own_drop > _OWN_FLOOR else None
         out[g.id] = OffClassAblation(
             images=len(sets.off), logit_drop=round(drop, 4), control_mean=round(mean, 4), control_std=round(std, 4),
             z=round((drop - mean) / max(std, _STD_FLOOR), 3), own_images=len(sets.own),
             own_logit_drop=round(own_drop, 4) if np.isfinite(own_drop) else 0.0,
-            share=None if share is None else round(share, 3))
+            share=None if share is None else round(share, 3),
+            margin_drop=round(float(off.margin[k]), 4), margin_control_mean=round(float(np.mean(off.margin[ctrl])), 4))
     return out
 
 
@@ -104,6 +109,36 @@ def lift_z(a: OffClassAblation) -> float:
     return lift(a) / max(a.control_std, _STD_FLOOR)
 
 
+def margin_lift(a: OffClassAblation) -> float | None:
+    """:func:`lift` of the class's margin over the class each off-class image shows (None: not measured).
+
+    Switching off a feature that many classes read (an edge, a blob of colour) lowers all their logits;
+    the class's logit falls with them, and by its own measure the group lifts the class off-class. The
+    margin only falls when the group pushed the images towards the class rather than towards what they
+    show. The clean twin of objects-tint-texture had four findings of the first kind (docs/audit.md)."""
+    if a.margin_drop is None or a.margin_control_mean is None:
+        return None
+    return a.margin_drop - max(a.margin_control_mean, 0.0)
+
+
+def _off_class_evidence(a: OffClassAblation | None, settings: AuditSettings) -> bool:
+    # share None: the group barely moves the class on its own images, so it hardly matters there
+    if a is None or a.share is None:
+        return False
+    margin = margin_lift(a)
+    return (lift_z(a) >= settings.min_z and a.share >= settings.min_share and lift(a) >= settings.min_lift
+            and (margin is None or margin >= settings.min_margin_lift))
+
+
+def _sharing_counts(a: OffClassAblation | None) -> bool:
+    # Sharing suggests what the ablation measures. Where it ran and the neurons moved other classes' images
+    # towards the class less than random sets of their size (a margin lift below 0), they are a feature the
+    # classes read alike (the circuits a user gets share mid-level groups between unrelated classes: the
+    # clean twins of four planted worlds had 1-2 such findings per class, docs/audit.md).
+    margin = None if a is None else margin_lift(a)
+    return margin is None or margin >= 0.0
+
+
 def _image_path(circuit: Circuit, index: int) -> str:
     return circuit.images[index].path if 0 <= index < len(circuit.images) else ""
 
@@ -118,8 +153,10 @@ def _sentence(name: str, layer: str, group: str, ev: FindingEvidence, reasons: l
     a = ev.ablation
     if "off_class_effect" in reasons and a is not None:
         parts.append(f"and switching it off lowers {name}'s logit by {a.logit_drop:.2f} on {a.images} images of other "
-                     f"classes, where random neuron sets of its size lower it by {a.control_mean:.2f} ± {a.control_std:.2f}: "
-                     f"it pushes images towards {name} without {name}'s own content")
+                     f"classes, where random neuron sets of its size lower it by {a.control_mean:.2f} ± {a.control_std:.2f}"
+                     + ("" if a.margin_drop is None else
+                        f", and {name}'s lead over the class each image shows by {a.margin_drop:.2f}")
+                     + f": it pushes images towards {name} without {name}'s own content")
     if "unexpected_label" in reasons:
         said = f" (confidence {ev.confidence:.2f})" if ev.confidence is not None else ""
         parts.append(f"its label {ev.label!r}{said} is not among {name}'s expected concepts")
@@ -244,16 +281,13 @@ def audit_circuits(
                                      ablation=ablations.get(g.id), exemplars=list(g.exemplars[:5]),
                                      exemplar_paths=[_image_path(circuit, ex.image) for ex in g.exemplars[:5]])
                 reasons = []
-                a = ev.ablation
-                # share None: the group barely moves the class on its own images, so it hardly matters there
-                if (a is not None and lift_z(a) >= settings.min_z and a.share is not None
-                        and a.share >= settings.min_share and lift(a) >= settings.min_lift):
+                if _off_class_evidence(ev.ablation, settings):
                     reasons.append("off_class_effect")
                 # a label without a confidence was set by hand or from ground truth: it counts
                 confident = g.correction is not None or g.confidence is None or g.confidence >= settings.min_confidence
                 if is_expected is False and confident:
                     reasons.append("unexpected_label")
-                if shared:
+                if shared and _sharing_counts(ev.ablation):
                     reasons.append("shared")
                 if reasons:
                     findings.append(Finding(

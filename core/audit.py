@@ -1,4 +1,4 @@
-"""The audit document (``neurflow.audit/2``): groups of a model's circuits that a person should look at.
+"""The audit document (``neurflow.audit/3``): groups of a model's circuits that a person should look at.
 
 A *finding* is a neuron group that matters to a class (importance) and shows evidence that what it
 detects is not the class's own: its label is not among the class's expected concepts, the same
@@ -22,7 +22,7 @@ from msgspec import Meta
 from .circuit import Exemplar, ModelInfo
 from .documents import Document
 
-SCHEMA_VERSION = "neurflow.audit/2"
+SCHEMA_VERSION = "neurflow.audit/3"
 
 Verdict = Literal["open", "confirmed", "dismissed"]
 
@@ -44,6 +44,11 @@ class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: ... and its lift (drop above the control mean clipped at 0, neurflow.atlas.audit.lift) is at least this
     #: many logits: a sure but tiny push is not a shortcut worth a reviewer's time
     min_lift: Annotated[float, Meta(ge=0, le=100)] = 0.5
+    #: ... and its lift of the class's margin over the class each off-class image shows (the same lift, of
+    #: logit(class) - logit(shown class), neurflow.atlas.audit.margin_lift) is at least this many logits: a
+    #: feature many classes read lowers every logit when switched off, which is no push towards this class
+    #: (objects-tint-texture's clean twin had 4 findings of such features; docs/audit.md)
+    min_margin_lift: Annotated[float, Meta(ge=0, le=100)] = 0.5
     #: the most off-class (and own-class) images the ablations run on, per class
     max_images: Annotated[int, Meta(ge=4, le=10_000)] = 32
     #: a label counts as evidence when the group's confidence is at least this (unlabeled groups: no label evidence)
@@ -66,6 +71,10 @@ class OffClassAblation(msgspec.Struct, forbid_unknown_fields=True):
     own_images: int  # images of the class itself
     own_logit_drop: float  # mean drop of the class's logit on them
     share: float | None  # logit_drop / own_logit_drop (None when the group barely matters on the class's images)
+    #: the mean drop of the class's logit minus that of the class each off-class image shows, and the same for the
+    #: control (None: an audit before neurflow.audit/3, which did not measure it)
+    margin_drop: float | None = None
+    margin_control_mean: float | None = None
 
 
 class FindingEvidence(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,15 +132,16 @@ class Audit(Document, forbid_unknown_fields=True):
         return [f for c in self.classes for f in c.findings if include_dismissed or f.verdict != "dismissed"]
 
     SCHEMA: ClassVar[str] = SCHEMA_VERSION
-    #: /1 (before 2026-12-07) had no min_lift: its off-class evidence needed none, which reads as 0
-    OLDER: ClassVar[tuple[str, ...]] = ("neurflow.audit/1",)
+    #: /1 (before 2026-12-07) had no min_lift and /2 no min_margin_lift: their off-class evidence needed none,
+    #: which reads as 0
+    OLDER: ClassVar[tuple[str, ...]] = ("neurflow.audit/1", "neurflow.audit/2")
     KIND: ClassVar[str] = "audit"
 
     @classmethod
     def _upgrade(cls, head: dict[str, Any], version: str) -> dict[str, Any]:
         settings = head.get("settings")
         if isinstance(settings, dict):
-            head = {**head, "settings": {"min_lift": 0.0, **settings}}
+            head = {**head, "settings": {"min_lift": 0.0, "min_margin_lift": 0.0, **settings}}
         return {**head, "schema": SCHEMA_VERSION}
 
 

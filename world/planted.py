@@ -410,4 +410,9 @@ PLANTED_SUITE: dict[str, PlantedWorld] = {w.name: w for w in (
     # measured with the circuits a user gets (the dev world, standard-texture-tint and the two above): the
     # glyph, which only the shapes parts had carried, on the objects parts, and the cast on a class no cast had
     PlantedWorld("objects-glyph-tint", "held-out", _suite_world("objects", (Cue("glyph", 1), Cue("tint", 7)), seed=7)),
+    # defined after the audit's off-class rule also required the lift against the class each image shows
+    # (2026-12-07), a rule the clean twins of objects-tint-texture inspired and the six worlds above it saw:
+    # the glyph, which the standard parts never carried, and the texture on classes no standard cue had
+    PlantedWorld("standard-glyph-texture", "held-out", _suite_world("standard", (Cue("glyph", 3), Cue("texture", 5)),
+                                                                    seed=8)),
 )}

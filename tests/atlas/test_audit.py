@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from neurflow.atlas.audit import _score, apply_reviews, audit_circuits, finding_key, folder_labels, lift, lift_z
+from neurflow.atlas.audit import (_score, _sharing_counts, apply_reviews, audit_circuits, finding_key, folder_labels, lift, lift_z,
+                                  margin_lift)
 from neurflow.atlas.build import AtlasInput
 from neurflow.core.audit import Audit, AuditSettings, FindingEvidence, OffClassAblation, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
@@ -29,7 +30,7 @@ C = 16
 
 
 class Linear(nn.Module):
-    def __init__(self, shortcut: float = 3.0) -> None:
+    def __init__(self, shortcut: float = 3.0, generic: bool = False) -> None:
         super().__init__()
         self.feat = nn.Conv2d(3, C, 1, bias=False)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -44,6 +45,8 @@ class Linear(nn.Module):
             self.fc.weight[0, 0] = 2.0
             self.fc.weight[1, 1] = 1.0
             self.fc.weight[1, 2] = shortcut
+            if generic:  # every class reads channel 2 alike: a feature, not a push towards class 1
+                self.fc.weight[:, 2] = shortcut
             self.fc.weight[2, 3] = 1.0
 
     def forward(self, x):
@@ -300,7 +303,7 @@ def test_a_sure_but_tiny_lift_is_no_off_class_evidence():
     # control's spread and a large share of its effect on class 1's own images, but a fraction of a logit
     images, labels = _images()
     audit = audit_circuits(_inputs(), Linear(shortcut=0.3).eval(), images, labels=labels,
-                           settings=AuditSettings(min_importance=0.0, min_lift=0.0))
+                           settings=AuditSettings(min_importance=0.0, min_lift=0.0, min_margin_lift=0.0))
     small = next(f for c in audit.classes if c.class_index == 1 for f in c.findings if f.group == "l1g1")
     a = small.evidence.ablation
     assert lift_z(a) >= AuditSettings().min_z and a.share >= AuditSettings().min_share
@@ -312,6 +315,62 @@ def test_a_sure_but_tiny_lift_is_no_off_class_evidence():
                            settings=AuditSettings(min_importance=0.0))
     assert all(f.group != "l1g1" or "off_class_effect" not in f.reasons
                for c in audit.classes if c.class_index == 1 for f in c.findings)
+
+
+def _watermark(model: nn.Module):
+    images, labels = _images()
+    # its unexpected label makes the group a finding whatever the ablation says, so its evidence is kept
+    audit = audit_circuits(_inputs(), model, images, labels=labels, expected={1: ["green", "grey"]},
+                           settings=AuditSettings(min_importance=0.0))
+    return next(f for c in audit.classes if c.class_index == 1 for f in c.findings if f.group == "l1g1")
+
+
+def test_the_margin_drop_is_the_closed_form_and_a_class_specific_push_passes():
+    # only class 1 reads the watermark channel: switching it off lowers class 1's lead over the shown class by
+    # as much as class 1's logit
+    finding = _watermark(Linear().eval())
+    a = finding.evidence.ablation
+    assert a.margin_drop == pytest.approx(a.logit_drop, abs=1e-3) and a.logit_drop > 1
+    assert margin_lift(a) >= AuditSettings().min_margin_lift
+    assert finding.reasons == ["off_class_effect", "unexpected_label"]
+    assert "lead over the class each image shows" in finding.sentence
+
+
+def test_a_feature_every_class_reads_is_no_off_class_evidence():
+    # every class reads channel 2 with class 1's weight: zeroing it lowers class 1's logit off-class by as much
+    # as before (lift, z and share pass), but every other logit falls with it, so no image moves towards class 1
+    finding = _watermark(Linear(generic=True).eval())
+    a = finding.evidence.ablation
+    assert a.logit_drop > 1 and lift_z(a) >= AuditSettings().min_z and lift(a) >= AuditSettings().min_lift
+    assert a.margin_drop == pytest.approx(0.0, abs=1e-4)
+    assert margin_lift(a) < AuditSettings().min_margin_lift
+    assert finding.reasons == ["unexpected_label"]
+
+
+def test_sharing_is_no_evidence_where_the_ablation_shows_no_push():
+    def ablation(margin_drop, margin_control_mean):
+        return OffClassAblation(images=32, logit_drop=1.0, control_mean=0.2, control_std=0.1, z=8.0, own_images=32,
+                                own_logit_drop=2.0, share=0.5, margin_drop=margin_drop,
+                                margin_control_mean=margin_control_mean)
+
+    assert _sharing_counts(None)  # no model, or a top-layer group: sharing is all there is
+    assert _sharing_counts(ablation(None, None))  # an audit before neurflow.audit/3 did not measure the margin
+    assert _sharing_counts(ablation(0.3, 0.2)) and _sharing_counts(ablation(0.3, -1.0))
+    # the neurons lower the class's lead over the shown class less than random sets of their size do
+    assert not _sharing_counts(ablation(0.1, 0.2)) and not _sharing_counts(ablation(-0.4, -1.0))
+
+
+def test_an_audit_of_the_second_version_reads_with_no_margin_floor():
+    images, labels = _images()
+    audit = audit_circuits(_inputs(), Linear().eval(), images, labels=labels)
+    old = json.loads(audit.to_json())
+    old["schema"] = "neurflow.audit/2"
+    del old["settings"]["min_margin_lift"]
+    for f in (f for c in old["classes"] for f in c["findings"] if f["evidence"]["ablation"]):
+        del f["evidence"]["ablation"]["margin_drop"], f["evidence"]["ablation"]["margin_control_mean"]
+    read = Audit.from_json(json.dumps(old))
+    assert read.settings.min_margin_lift == 0.0
+    assert all(margin_lift(f.evidence.ablation) is None for f in read.findings() if f.evidence.ablation)
 
 
 def _evidence(importance: float, drop: float, std: float) -> FindingEvidence:
@@ -337,7 +396,7 @@ def test_an_audit_of_the_first_version_reads_with_no_lift_floor():
     audit = audit_circuits(_inputs(), Linear().eval(), images, labels=labels)
     old = json.loads(audit.to_json())
     old["schema"] = "neurflow.audit/1"
-    del old["settings"]["min_lift"]
+    del old["settings"]["min_lift"], old["settings"]["min_margin_lift"]
     read = Audit.from_json(json.dumps(old))
-    assert read.schema == "neurflow.audit/2" and read.settings.min_lift == 0.0
+    assert read.schema == "neurflow.audit/3" and read.settings.min_lift == 0.0 == read.settings.min_margin_lift
     assert [f.key for f in read.findings()] == [f.key for f in audit.findings()]

@@ -1,7 +1,7 @@
 """``/v1/audits``: the shortcut audit of a job's circuits, and the caller's verdicts on its findings.
 
 ``POST /v1/audits`` with ``{"job": ID}`` (or ``{"circuits": [ID, ...]}``), optional ``expected`` and
-``related`` (class index -> list) and ``settings`` answers the ``neurflow.audit/2`` document. The web
+``related`` (class index -> list) and ``settings`` answers the ``neurflow.audit/3`` document. The web
 process loads no models, so the API's audit weighs labels and sharing only; the off-class ablation
 runs where the model is (``neurflow audit``, or ``neurflow.atlas.audit`` in Python). The caller's
 verdicts (``POST /v1/audits/reviews``) are kept per API-key owner in the artifact store and applied
@@ -74,7 +74,7 @@ class AuditController(Controller):
     tags = ["audits"]
     dependencies = provides("catalog", "jobs", "store")
 
-    @post("/", summary="The shortcut audit of a job's circuits (labels and sharing; neurflow.audit/2)",
+    @post("/", summary="The shortcut audit of a job's circuits (labels and sharing; neurflow.audit/3)",
           media_type="application/json", status_code=200)
     async def audit(self, catalog: CatalogDep, jobs: JobsDep, store: StoreDep, owner: Owner,
                     data: AuditRequest) -> Response[bytes]:
