@@ -60,7 +60,10 @@ def _evidence(f: Finding) -> str:
         share = "n/a" if a.share is None else f"{a.share:.2f}"
         rows.append(("off-class ablation", f"logit drop {a.logit_drop:.3f} on {a.images} images; random sets of its size "
                                            f"{a.control_mean:.3f} ± {a.control_std:.3f} (z {a.z:.1f}); own images "
-                                           f"{a.own_logit_drop:.3f} (share {share})"))
+                                           f"{a.own_logit_drop:.3f} (share {share})"
+                                           + ("" if a.margin_drop is None else
+                                              f"; lead over the shown class {a.margin_drop:.3f}, random sets "
+                                              f"{a.margin_control_mean:.3f}")))
     if ev.label:
         conf = "" if ev.confidence is None else f" (confidence {ev.confidence:.2f})"
         expected = {True: "expected", False: "not expected", None: "no expected list"}[ev.expected]

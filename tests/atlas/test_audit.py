@@ -206,6 +206,7 @@ def test_cli_audit_and_a_dismissal_that_survives_the_rerun(engine_circuits, tmp_
     assert all(f.key in page for f in audit.findings()) and "data:image/png;base64," in page
     assert [c.class_index for c in audit.classes] == [0, 1, 2, 3]
     assert all(f.evidence.ablation is not None for f in audit.findings())
+    assert "lead over the shown class" in page
     # every labeled group of class 0 that matters is unexpected: none of its labels is on the list
     labeled = [f for f in audit.classes[0].findings if f.evidence.label]
     assert labeled and all("unexpected_label" in f.reasons for f in labeled)
