@@ -131,7 +131,8 @@ class Starter:
 
     def _install_and_start(self) -> LabelStudioServer:
         install_s = self._install()
-        port, token = free_loopback_port(), secrets.token_hex(20)
+        # hex, not token_urlsafe: a password starting with "-" reads as an option to label-studio's argparse
+        port, token, password = free_loopback_port(), secrets.token_hex(20), secrets.token_hex(12)
         env = {**os.environ, "USE_DEFAULT_BANNED_SUBNETS": "false", "SSRF_PROTECTION_ENABLED": "false",
                "LABEL_STUDIO_BASE_DATA_DIR": str(self.folder), "PYTHONPATH": ""}
         log_path = self.folder / "label-studio.log"
@@ -140,7 +141,7 @@ class Starter:
             proc = self._popen(
                 [str(VENV / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1",
                  "--port", str(port), "--data-dir", str(self.folder / "ls"), "--username", "admin@example.com",
-                 "--password", secrets.token_urlsafe(12), "--user-token", token, "--enable-legacy-api-token"],
+                 "--password", password, "--user-token", token, "--enable-legacy-api-token"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
