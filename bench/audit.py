@@ -304,7 +304,8 @@ def run_section(args: argparse.Namespace) -> dict:
             # not use is no shortcut, and an audit that stays quiet on it is right, so both rates are printed
             print(f"{role}: cue in top {TOP} in {s['found']}/{s['cases']} planted cases ({rate:.0%}; target >= 90 %: "
                   f"{verdict(rate)}), in {s['found_used']}/{s['used_cases']} cases whose cue the network uses "
-                  f"(target >= 90 %: {verdict(used_rate)}); clean networks: at most {s['clean_max_findings']} findings per class "
+                  f"(target >= 90 %: {verdict(used_rate)}); clean networks: at most {s['clean_max_findings']} "
+                  f"findings per class "
                   f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
                   f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']} ({s['diff_first_is_cue_used']}/"
                   f"{s['used_cases']} used; unclipped {s['diff_unclipped_first_is_cue']}/{s['cases']}; by importance alone "

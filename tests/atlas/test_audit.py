@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from neurflow.atlas.audit import (_score, _sharing_counts, apply_reviews, audit_circuits, finding_key, folder_labels, lift, lift_z,
-                                  margin_lift)
+from neurflow.atlas.audit import (_score, _sharing_counts, apply_reviews, audit_circuits, finding_key, folder_labels,
+                                  lift, lift_z, margin_lift)
 from neurflow.atlas.build import AtlasInput
 from neurflow.core.audit import Audit, AuditSettings, FindingEvidence, OffClassAblation, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
