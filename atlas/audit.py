@@ -134,7 +134,7 @@ def _sharing_counts(a: OffClassAblation | None) -> bool:
     # Sharing suggests what the ablation measures. Where it ran and the neurons moved other classes' images
     # towards the class less than random sets of their size (a margin lift below 0), they are a feature the
     # classes read alike (the circuits a user gets share mid-level groups between unrelated classes: the
-    # clean twins of four planted worlds had 1-2 such findings per class, docs/audit.md).
+    # clean twins of three planted worlds had 1-2 such findings per class, docs/audit.md).
     margin = None if a is None else margin_lift(a)
     return margin is None or margin >= 0.0
 
