@@ -149,6 +149,11 @@ def _unclipped(changes) -> list:
     return sorted(changes, key=lambda c: (c.after is None, -(c.reliance.drop_after - c.reliance.drop_before), -c.delta))
 
 
+def _verdict(rate: float | None) -> str:
+    """The issue's >= 90 % target for a rate of cases found (None: no such case)."""
+    return "-" if rate is None else "PASS" if rate >= 0.9 else "FAIL"
+
+
 def _cue_rank(changes, truth: set[str]) -> int | None:
     return next((i + 1 for i, c in enumerate(changes) if c.after is not None and c.after.group in truth), None)
 
@@ -296,15 +301,11 @@ def run_section(args: argparse.Namespace) -> dict:
         if s["cases"]:
             rate = s["found"] / s["cases"]
             used_rate = s["found_used"] / s["used_cases"] if s["used_cases"] else None
-
-            def verdict(r):
-                return "-" if r is None else "PASS" if r >= 0.9 else "FAIL"
-
             # the issue's worlds are ones whose networks provably use their cues: a planted cue the network does
             # not use is no shortcut, and an audit that stays quiet on it is right, so both rates are printed
             print(f"{role}: cue in top {TOP} in {s['found']}/{s['cases']} planted cases ({rate:.0%}; target >= 90 %: "
-                  f"{verdict(rate)}), in {s['found_used']}/{s['used_cases']} cases whose cue the network uses "
-                  f"(target >= 90 %: {verdict(used_rate)}); clean networks: at most {s['clean_max_findings']} "
+                  f"{_verdict(rate)}), in {s['found_used']}/{s['used_cases']} cases whose cue the network uses "
+                  f"(target >= 90 %: {_verdict(used_rate)}); clean networks: at most {s['clean_max_findings']} "
                   f"findings per class "
                   f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
                   f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']} ({s['diff_first_is_cue_used']}/"
