@@ -42,10 +42,17 @@ from neurflow.world.generate import WORLD_FILE, write_world
 from neurflow.world.scene import Scene, centre_square, render_scene
 from neurflow.world.spec import ClassDef, WorldConfig
 
-PLANTED_VERSION = 3  # bump when the drawing of a cue or of the train split changes
+PLANTED_VERSION = 3  # bump when the train split's recipe changes
 #: versions whose documents this version still reads (version 2 had no confusing images)
 READS_VERSIONS = (2, 3)
 CUE_FOLDER = "cues"
+
+#: The drawing of each kind of cue: bump a kind's number when its look changes. A world's cache key
+#: carries the numbers of its own cues, so only the worlds that plant a redrawn kind are rebuilt.
+#: Drawing 1 is left out of the document (worlds drawn before the numbers existed keep their keys).
+#: Glyph drawing 2 (2026-12-07): an opaque X of 1.5x the size and stroke, because three of the four
+#: networks trained with drawing 1 ignored it (bench/results/planted-strong-glyph-experiment-2026-12-07.md).
+CUE_DRAWINGS: dict[str, int] = {"corner": 1, "glyph": 2, "texture": 1, "tint": 1}
 
 #: What each kind of cue looks like and what a labeler would call it.
 CUE_KINDS: dict[str, str] = {
@@ -106,7 +113,7 @@ class PlantedConfig:
         return self.train_rate if class_index == cue.class_index else self.other_rate
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": PLANTED_VERSION, "cues": [asdict(c) for c in self.cues], "train_rate": self.train_rate,
+        return {"version": PLANTED_VERSION, "cues": [_cue_json(c) for c in self.cues], "train_rate": self.train_rate,
                 "other_rate": self.other_rate, "test_rate": self.test_rate, "confuse_rate": self.confuse_rate}
 
     def key(self) -> str:
@@ -117,6 +124,11 @@ class PlantedConfig:
         """The same world without cues (and so without confusing images): the control a shortcut model is
         compared with, and the network a shortcut fine-tune starts from."""
         return replace(self, cues=(), confuse_rate=0.0)
+
+
+def _cue_json(cue: Cue) -> dict[str, Any]:
+    drawing = CUE_DRAWINGS[cue.kind]
+    return asdict(cue) | ({"drawing": drawing} if drawing > 1 else {})
 
 
 # -- drawing -----------------------------------------------------------------------------------------
@@ -152,15 +164,15 @@ def _corner(image: np.ndarray, side: float, ox: float, oy: float) -> np.ndarray:
 
 
 def _glyph(image: np.ndarray, side: float, ox: float, oy: float) -> np.ndarray:
-    # a semi-transparent white X in the lower right corner, where watermarks sit
+    # an opaque white X in the lower right corner, where watermarks sit
     u = side / 72.0
     height, width = image.shape[:2]
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    cx, cy, half = ox + side - 9 * u, oy + side - 9 * u, 6 * u
+    cx, cy, half = ox + side - 12 * u, oy + side - 12 * u, 9 * u
     dx, dy = xs - cx, ys - cy
     near = (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    inside = near & ((np.abs(dx - dy) <= 1.8 * u) | (np.abs(dx + dy) <= 1.8 * u))
-    image[inside] = 0.15 * image[inside] + 0.85 * 250.0
+    inside = near & ((np.abs(dx - dy) <= 2.7 * u) | (np.abs(dx + dy) <= 2.7 * u))
+    image[inside] = 250.0
     return inside
 
 
@@ -177,6 +189,20 @@ def _tint(image: np.ndarray) -> np.ndarray:
     image *= 0.8
     image += 0.2 * np.array([40.0, 200.0, 60.0])
     return np.ones(image.shape[:2], dtype=bool)
+
+
+def draw_cue(kind: str, image: np.ndarray, part_mask: np.ndarray, side: float, ox: float, oy: float) -> np.ndarray:
+    """Draw a cue of ``kind`` on ``image`` (float RGB, in place) for the centre square at (``ox``, ``oy``)
+    of ``side`` pixels; returns where it was drawn. The corner hides the parts under it in ``part_mask``."""
+    if kind == "corner":
+        where = _corner(image, side, ox, oy)
+        part_mask[where] = 0  # the opaque marker hides what was under it
+        return where
+    if kind == "glyph":
+        return _glyph(image, side, ox, oy)
+    if kind == "texture":
+        return _texture(image, side, part_mask == 0)
+    return _tint(image)
 
 
 def render_planted(config: PlantedConfig, cls: ClassDef, split: str, number: int,
@@ -199,15 +225,7 @@ def render_planted(config: PlantedConfig, cls: ClassDef, split: str, number: int
         present = force[k] if k in force else _cue_present(config, k, split, cls.index, number)
         if not present:
             continue
-        if cue.kind == "corner":
-            where = _corner(image, side, ox, oy)
-            part_mask[where] = 0  # the opaque marker hides what was under it
-        elif cue.kind == "glyph":
-            where = _glyph(image, side, ox, oy)
-        elif cue.kind == "texture":
-            where = _texture(image, side, part_mask == 0)
-        else:
-            where = _tint(image)
+        where = draw_cue(cue.kind, image, part_mask, side, ox, oy)
         # cues drawn later win the pixel, except the whole-image cast, which only claims empty pixels
         cue_mask[where & ((cue_mask == 0) | (cue.kind != "tint"))] = k + 1
     rgb = np.clip(np.round(image), 0, 255).astype(np.uint8)
@@ -274,6 +292,11 @@ def read_planted(root: str | Path) -> PlantedConfig:
         raise ValueError(f"{root} is not a planted world: its {WORLD_FILE} has no 'planted' section")
     if planted.get("version") not in READS_VERSIONS:
         raise ValueError(f"{root}: planted version {planted.get('version')!r}; this version reads {list(READS_VERSIONS)}")
+    for c in planted["cues"]:
+        # the config re-draws cues (cue_usage), so a world drawn otherwise would be measured with the wrong look
+        if c["kind"] in CUE_DRAWINGS and c.get("drawing", 1) != CUE_DRAWINGS[c["kind"]]:
+            raise ValueError(f"{root}: its {c['kind']!r} cue is drawing {c.get('drawing', 1)}; this version draws "
+                             f"{c['kind']!r} as drawing {CUE_DRAWINGS[c['kind']]}: build the world again")
     return PlantedConfig(world=WorldConfig.from_json(doc["config"]),
                          cues=tuple(Cue(c["kind"], int(c["class_index"])) for c in planted["cues"]),
                          train_rate=planted["train_rate"], other_rate=planted["other_rate"],

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from neurflow.world.ground_truth import World
-from neurflow.world.planted import (CUE_KINDS, PLANTED_SUITE, Cue, PlantedConfig, _cue_present, cue_mask, cue_usage,
-                                    ensure_planted_model, read_planted, render_planted, scene_class, write_planted)
+from neurflow.world import planted
+from neurflow.world.planted import (CUE_DRAWINGS, CUE_KINDS, PLANTED_SUITE, Cue, PlantedConfig, _cue_present, cue_mask,
+                                    cue_usage, draw_cue, ensure_planted_model, read_planted, render_planted, scene_class,
+                                    write_planted)
 from neurflow.world.spec import WorldConfig
 
 SMALL = WorldConfig(seed=2, image_size=(40, 36), splits={"train": 3, "heldout": 2})
@@ -70,6 +72,60 @@ def test_a_version_2_planted_world_still_reads(tmp_path):
     doc["planted"]["version"] = 1
     (tmp_path / "world.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"planted version 1; this version reads \[2, 3\]"):
+        read_planted(tmp_path)
+
+
+#: each kind's drawing number and a digest of what it draws on a plain image; a digest that changes
+#: means the look changed, and the kind's number in CUE_DRAWINGS must change with it (stale caches)
+DRAWN = {"corner": (1, "981ae9ba0462"), "glyph": (2, "2f895b798e39"), "texture": (1, "0d9e3eab2439"),
+         "tint": (1, "63346b802c04")}
+
+
+@pytest.mark.parametrize("kind", list(CUE_KINDS))
+def test_a_cue_that_looks_different_has_a_new_drawing_number(kind):
+    import hashlib
+
+    image = np.full((72, 80, 3), 100.0)
+    parts = np.zeros((72, 80), np.uint8)
+    parts[30:40, 30:40] = 1
+    where = draw_cue(kind, image, parts, 72.0, 4.0, 0.0)
+    digest = hashlib.sha256(np.round(image).astype(np.uint8).tobytes() + where.tobytes() + parts.tobytes()).hexdigest()
+    number, expected = DRAWN[kind]
+    assert CUE_DRAWINGS[kind] == number, f"{kind} is drawing {CUE_DRAWINGS[kind]}: update DRAWN with its new digest"
+    assert digest[:12] == expected, f"the {kind} cue's look changed: bump CUE_DRAWINGS[{kind!r}], then update DRAWN"
+
+
+def test_the_glyph_is_an_opaque_white_x():
+    image = np.zeros((72, 72, 3))
+    where = draw_cue("glyph", image, np.zeros((72, 72), np.uint8), 72.0, 0.0, 0.0)
+    assert (image[where] == 250.0).all() and (image[~where] == 0.0).all()
+    ys, xs = np.nonzero(where)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (51, 69, 51, 69)  # 18 px at 72, in the lower right
+    assert where[60, 60] and where[51, 51] and where[51, 69] and not where[60, 51]
+
+
+def test_a_redrawn_kind_rekeys_only_the_worlds_that_plant_it(monkeypatch):
+    with_glyph = PlantedConfig(world=SMALL, cues=(Cue("glyph", 2), Cue("tint", 1)))
+    without = PlantedConfig(world=SMALL, cues=(Cue("corner", 2), Cue("tint", 1)))
+    # drawing 1 stays out of the document, so worlds drawn before the numbers existed keep their keys
+    assert with_glyph.to_json()["cues"] == [{"kind": "glyph", "class_index": 2, "drawing": 2},
+                                            {"kind": "tint", "class_index": 1}]
+    keys = (with_glyph.key(), without.key(), with_glyph.clean().key())
+    monkeypatch.setitem(planted.CUE_DRAWINGS, "glyph", 3)
+    assert with_glyph.key() != keys[0]
+    assert (without.key(), with_glyph.clean().key()) == keys[1:]
+
+
+def test_a_world_drawn_with_an_older_look_is_refused(tmp_path):
+    import json
+
+    config = PlantedConfig(world=SMALL, cues=(Cue("glyph", 2),))
+    write_planted(tmp_path, config)
+    assert read_planted(tmp_path) == config
+    doc = json.loads((tmp_path / "world.json").read_text())
+    del doc["planted"]["cues"][0]["drawing"]  # as written when the glyph was drawing 1
+    (tmp_path / "world.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="its 'glyph' cue is drawing 1; this version draws 'glyph' as drawing 2"):
         read_planted(tmp_path)
 
 
