@@ -438,9 +438,9 @@ PLANTED_SUITE: dict[str, PlantedWorld] = {w.name: w for w in (
     # the glyph, which the standard parts never carried, and the texture on classes no standard cue had
     PlantedWorld("standard-glyph-texture", "held-out", _suite_world("standard", (Cue("glyph", 3), Cue("texture", 5)),
                                                                     seed=8)),
-    # defined after the glyph became drawing 2 (2026-12-07), with no rule changed since the one above; their
-    # number (two) was fixed before any audit of drawing 2 had finished: the corner and the new glyph on
-    # objects classes no cue had, and the new glyph with the cast on shapes3 classes no cue had
+    # defined after the glyph became drawing 2 (2026-12-07), with no rule changed since the one above, when three
+    # of the four rebuilt glyph worlds had been audited (one glyph missed); their number (two) was fixed then:
+    # the corner and the new glyph on objects classes no cue had, the new glyph and the cast on shapes3 ones
     PlantedWorld("objects-corner-glyph", "held-out", _suite_world("objects", (Cue("corner", 2), Cue("glyph", 4)),
                                                                   seed=9)),
     PlantedWorld("shapes3-glyph-tint", "held-out", _suite_world("shapes3", (Cue("glyph", 1), Cue("tint", 6)), seed=10)),
