@@ -50,8 +50,8 @@ CUE_FOLDER = "cues"
 #: The drawing of each kind of cue: bump a kind's number when its look changes. A world's cache key
 #: carries the numbers of its own cues, so only the worlds that plant a redrawn kind are rebuilt.
 #: Drawing 1 is left out of the document (worlds drawn before the numbers existed keep their keys).
-#: Glyph drawing 2 (2026-12-07): an opaque X of 1.5x the size and stroke, because three of the four
-#: networks trained with drawing 1 ignored it (bench/results/planted-strong-glyph-experiment-2026-12-07.md).
+#: The glyph is drawing 2, opaque and 1.5x the size of drawing 1, which most networks ignored
+#: (bench/results/planted-strong-glyph-experiment-2026-12-07.md).
 CUE_DRAWINGS: dict[str, int] = {"corner": 1, "glyph": 2, "texture": 1, "tint": 1}
 
 #: What each kind of cue looks like and what a labeler would call it.
