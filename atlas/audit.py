@@ -19,8 +19,8 @@ For every class's circuit, each group that matters to the class (importance at l
   Where the off-class ablation ran and found that the neurons move other classes' images towards the
   class less than random neurons do, the sharing is a feature the classes read alike and no evidence.
 
-A group with at least one of these is a finding; findings are ranked by importance times the
-strength of their evidence. Reviews (:class:`neurflow.core.audit.Reviews`) carry a person's verdicts
+A group with at least one of these is a finding; findings are ranked by the strength of their
+evidence (importance is the gate, not the order). Reviews (:class:`neurflow.core.audit.Reviews`) carry a person's verdicts
 from one run to the next.
 
 The ablations run from the group's layer up only: the layer's output is computed once per class and
@@ -168,13 +168,20 @@ def _sentence(name: str, layer: str, group: str, ev: FindingEvidence, reasons: l
 def _score(ev: FindingEvidence, reasons: list[str], settings: AuditSettings) -> float:
     # The z only tests that the lift is not chance: it grows with how tightly a layer's random sets agree,
     # which favours the top layers, where every route to the class meets. The lift itself (in units of
-    # min_lift) says how hard the group pushes other classes' images towards the class.
+    # min_lift) says how hard the group pushes other classes' images towards the class. Importance only
+    # gates (min_importance): weighted by it, the class's own top-layer groups (importance ~0.7, which
+    # carry a little of every shortcut) outranked cue groups further down that push three times harder
+    # (bench/results/audit-order-experiment-2026-12-07.md).
     strength = 0.0
     if "off_class_effect" in reasons and ev.ablation is not None:
         strength += lift(ev.ablation) / max(settings.min_lift, _LIFT_UNIT_FLOOR)
     strength += 1.0 if "unexpected_label" in reasons else 0.0
     strength += 0.5 if "shared" in reasons else 0.0
-    return round(ev.importance * strength, 4)
+    return round(strength, 4)
+
+
+def _rank(f: Finding) -> tuple[float, float]:
+    return (-f.score, -f.evidence.importance)
 
 
 def audit_circuits(
@@ -294,7 +301,7 @@ def audit_circuits(
                         key=finding_key(target, layer.name, neurons), class_index=target, class_name=name,
                         layer=layer.name, group=g.id, neurons=neurons, score=_score(ev, reasons, settings),
                         reasons=reasons, sentence=_sentence(name, layer.name, g.id, ev, reasons), evidence=ev))
-        findings.sort(key=lambda f: -f.score)
+        findings.sort(key=_rank)
         classes.append(AuditClass(class_index=target, name=name, circuit_id=entry.circuit_id,
                                   groups_examined=examined, findings=findings[:settings.max_findings]))
     report("audit", len(inputs), len(inputs), "circuits")
@@ -317,5 +324,5 @@ def apply_reviews(audit: Audit, reviews: Reviews, overlap: float = 0.5) -> Audit
                 entry = max(near, key=lambda t: t[0])[1] if near else None
             if entry is not None:
                 f.verdict, f.review = entry.review.verdict, entry.review
-        cls.findings.sort(key=lambda f: (f.verdict == "dismissed", -f.score))
+        cls.findings.sort(key=lambda f: (f.verdict == "dismissed", *_rank(f)))
     return audit

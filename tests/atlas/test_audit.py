@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from neurflow.atlas.audit import (_score, _sharing_counts, apply_reviews, audit_circuits, finding_key, folder_labels,
-                                  lift, lift_z, margin_lift)
+from neurflow.atlas.audit import (_rank, _score, _sharing_counts, apply_reviews, audit_circuits, finding_key,
+                                  folder_labels, lift, lift_z, margin_lift)
 from neurflow.atlas.build import AtlasInput
-from neurflow.core.audit import Audit, AuditSettings, FindingEvidence, OffClassAblation, Review, Reviews
+from neurflow.core.audit import Audit, AuditSettings, Finding, FindingEvidence, OffClassAblation, Review, Reviews
 from neurflow.core.circuit import (SCHEMA_VERSION, Circuit, Concept, Group, Label, Layer, Member, ModelInfo, Neuron,
                                    Target)
 from neurflow.core.images import ImageSet
@@ -389,7 +389,26 @@ def test_findings_are_ordered_by_their_lift_in_logits_not_by_its_z():
     assert top_layer.ablation.z > cue.ablation.z
     reasons = ["off_class_effect"]
     assert _score(cue, reasons, settings) > _score(top_layer, reasons, settings)
-    assert _score(cue, reasons, settings) == pytest.approx(0.4 * 2.4 / settings.min_lift, abs=1e-4)
+    assert _score(cue, reasons, settings) == pytest.approx(2.4 / settings.min_lift, abs=1e-4)
+
+
+def test_importance_gates_the_findings_but_does_not_order_them():
+    # the class's own top-layer group matters most and carries a little of the shortcut; a cue group lower
+    # down matters less to the class but pushes other classes' images three times harder
+    settings = AuditSettings()
+    top_layer = _evidence(importance=0.7, drop=0.8, std=0.1)
+    cue = _evidence(importance=0.15, drop=2.3, std=0.3)
+    reasons = ["off_class_effect"]
+    assert _score(cue, reasons, settings) > _score(top_layer, reasons, settings)
+    ranked = sorted([_finding(top_layer, "l1g0"), _finding(cue, "l3g2"), _finding(_evidence(0.3, 2.3, 0.3), "l2g0")],
+                    key=_rank)
+    assert [f.group for f in ranked] == ["l2g0", "l3g2", "l1g0"]  # equal pushes: the more important first
+
+
+def _finding(ev: FindingEvidence, group: str) -> Finding:
+    return Finding(key=group, class_index=0, class_name="c", layer="layer", group=group, neurons=[0],
+                   score=_score(ev, ["off_class_effect"], AuditSettings()), reasons=["off_class_effect"],
+                   sentence="", evidence=ev)
 
 
 def test_an_audit_of_the_first_version_reads_with_no_lift_floor():
