@@ -83,8 +83,9 @@ def ray_server(ray_head, tmp_path_factory):
 
 
 #: limits of the second server: a class of ENGINE (a cold Ray worker imports torch first) stays under the
-#: time limit even on a machine loaded to 4.5 (at 30 s its prepare task once ran out), LONG_ENGINE takes minutes; the memory limit is about 1 GB over a task
-#: process's resident size with the tiny model (0.9-1.0 GB here), a 224 px readout batch goes past it
+#: time limit even on a machine loaded to 4.5 (at 30 s its prepare task once ran out), LONG_ENGINE takes
+#: minutes; the memory limit is about 1 GB over a task process's resident size with the tiny model
+#: (0.9-1.0 GB here), a 224 px readout batch goes past it
 LIMIT_S, LIMIT_MB = 60, 2000
 #: minutes of IG in chunks of one patch: long, but small (SLOW_ENGINE's chunks of 8 x 4000 samples
 #: reach 1.6 GB)
