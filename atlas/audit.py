@@ -20,8 +20,8 @@ For every class's circuit, each group that matters to the class (importance at l
   class less than random neurons do, the sharing is a feature the classes read alike and no evidence.
 
 A group with at least one of these is a finding; findings are ranked by the strength of their
-evidence (importance is the gate, not the order). Reviews (:class:`neurflow.core.audit.Reviews`) carry a person's verdicts
-from one run to the next.
+evidence (importance is the gate, not the order). Reviews (:class:`neurflow.core.audit.Reviews`)
+carry a person's verdicts from one run to the next.
 
 The ablations run from the group's layer up only: the layer's output is computed once per class and
 image set, and every ablated copy goes through the rest of the network in batches.

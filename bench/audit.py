@@ -306,8 +306,7 @@ def run_section(args: argparse.Namespace) -> dict:
             print(f"{role}: cue in top {TOP} in {s['found']}/{s['cases']} planted cases ({rate:.0%}; target >= 90 %: "
                   f"{_verdict(rate)}), in {s['found_used']}/{s['used_cases']} cases whose cue the network uses "
                   f"(target >= 90 %: {_verdict(used_rate)}); clean networks: at most {s['clean_max_findings']} "
-                  f"findings per class "
-                  f"(target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
+                  f"findings per class (target <= 1: {'PASS' if (s['clean_max_findings'] or 0) <= 1 else 'FAIL'}); the diff clean -> "
                   f"shortcut names a cue group first in {s['diff_first_is_cue']}/{s['cases']} ({s['diff_first_is_cue_used']}/"
                   f"{s['used_cases']} used; unclipped {s['diff_unclipped_first_is_cue']}/{s['cases']}; by importance alone "
                   f"{s['diff_by_importance_first_is_cue']}/{s['cases']})")

@@ -8,8 +8,8 @@ import pytest
 from neurflow.world.ground_truth import World
 from neurflow.world import planted
 from neurflow.world.planted import (CUE_DRAWINGS, CUE_KINDS, PLANTED_SUITE, Cue, PlantedConfig, _cue_present, cue_mask,
-                                    cue_usage, draw_cue, ensure_planted_model, read_planted, render_planted, scene_class,
-                                    write_planted)
+                                    cue_usage, draw_cue, ensure_planted_model, read_planted, render_planted,
+                                    scene_class, write_planted)
 from neurflow.world.spec import WorldConfig
 
 SMALL = WorldConfig(seed=2, image_size=(40, 36), splits={"train": 3, "heldout": 2})
