@@ -433,7 +433,8 @@ def run_section(args) -> dict:
 
     from neurflow.labeler import scoring
     from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
-    from neurflow.labeler.evidence import COMBINATION_FILE, FEATURES, RERANK_CANDIDATES, UNCERTAIN_BELOW, Combination
+    from neurflow.labeler.evidence import CLIP_FEATURES as FEATURES
+    from neurflow.labeler.evidence import COMBINATION_FILE, RERANK_CANDIDATES, UNCERTAIN_BELOW, Combination
     from neurflow.world.suite import SUITE
 
     torch.set_num_threads(1)

@@ -17,6 +17,9 @@ Sections (``python -m bench.run SECTION [options]``; no section = all of them, i
   (:mod:`bench.fidelity`).
 * ``corrections``: top-1 of the groups not corrected, before and after a simulated annotator corrects
   the 5 % and 10 % least-confident groups and the corrections re-score the rest (:mod:`bench.corrections`).
+* ``captions``: the caption's words as one more vote: each world's own clean and noisy captioners,
+  top-1, confident top-1 and coverage, ROC-AUC and ECE with and without the caption vote, beside the
+  baseline (:mod:`bench.caption_votes`).
 * ``audit``: the shortcut audit on planted worlds, dev and held-out: planted cue among the top 3
   findings of its class, findings per class on clean networks, audit time (:mod:`bench.audit`).
 
@@ -39,6 +42,7 @@ SECTIONS: dict[str, str] = {
     "labels": "bench.labels",
     "fidelity": "bench.fidelity",
     "corrections": "bench.corrections",
+    "captions": "bench.caption_votes",
     "audit": "bench.audit",
 }
 

@@ -87,6 +87,7 @@ class Caption(msgspec.Struct, forbid_unknown_fields=True):
     model: str
     prompt_id: str
     prompt_version: str
+    confidence: float | None = None  # how sure the model was of its answer (back ends that say; else None)
 
 
 class LabelVote(msgspec.Struct, forbid_unknown_fields=True):
@@ -232,6 +233,7 @@ class CaptionerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     circuit_prompt: str | None = "circuit_caption"  # multi-level prompt for groups with lower groups
     lower_groups: Annotated[int, Meta(ge=1, le=5)] = 2  # strongest lower groups per circuit prompt
     summarize: bool = True  # also store a short label derived from the caption (Caption.label)
+    vote: bool = True  # the caption's words are one more vote on the label (mosaic score; labeler.evidence)
 
 
 class LabelingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -22,10 +22,18 @@ Then :func:`features` reads how far the evidence agrees with that label, each in
 * ``cosine``: mean over CLIPs of the exemplars' mean cosine with its text embedding, clipped to
   [0, 1] (a CLIP taught a wrong name for a part puts that part's crops between the two names: the
   label's cosine falls short of what the CLIP gives a part it names cleanly);
-* ``single``: 1 when one CLIP labels the group (``clips`` is then 1 by construction), else 0.
+* ``single``: 1 when one CLIP labels the group (``clips`` is then 1 by construction), else 0;
+* ``caption``: when a captioner described the group, the label's share of the caption's vote
+  (:func:`caption_vote`: the caption's words read onto the vocabulary by the CLIPs' text towers).
 
 Features were added over time; a combination names the ones it uses, so older combination files
 (fewer features) still read.
+
+A captioned group is judged by its own combination (:data:`CAPTIONED_COMBINATION_FILE`, fitted on
+the dev worlds' captioned groups), which reads the caption feature too and chooses between the mosaic
+score's first concept and the caption's (:func:`rerank`): a captioner is evidence that does not come
+from the CLIPs, so it can outvote a CLIP that misnames a part consistently. Without a caption nothing
+changes.
 
 :class:`Combination` is a logistic regression over these features, fitted on the dev worlds of the
 label suite only (``python -m bench.run labels``) and shipped as package data (``combination.json``,
@@ -48,7 +56,10 @@ from neurflow.labeler.scoring import (MOSAIC_EXEMPLAR_VOTES, MOSAIC_EXEMPLAR_WEI
                                       split_ratio, vote_mixture)
 
 COMBINATION_FILE = Path(__file__).with_name("combination.json")
-FEATURES = ("exemplars", "patches", "margin", "clips", "prompts", "split", "top", "entropy", "cosine", "single")
+CAPTIONED_COMBINATION_FILE = Path(__file__).with_name("combination-captioned.json")
+#: What the CLIPs' evidence says of a label; the combination of groups without a caption reads these.
+CLIP_FEATURES = ("exemplars", "patches", "margin", "clips", "prompts", "split", "top", "entropy", "cosine", "single")
+FEATURES = (*CLIP_FEATURES, "caption")
 #: A label whose probability of being right is below this is ``uncertain``: more likely wrong than
 #: right. A rule, not a fit; the bench reports on the dev worlds what other thresholds would do.
 UNCERTAIN_BELOW = 0.5
@@ -77,6 +88,39 @@ class ClipView:
         n = len(self.patches)
         w = np.ones(n) if self.weights is None or len(self.weights) != n else np.clip(np.asarray(self.weights, float), 0, None)
         return w * (n / w.sum()) if w.sum() > 0 else np.ones(n)
+
+
+@dataclass(frozen=True)
+class CaptionVote:
+    """A captioner's words read onto the vocabulary (:func:`caption_vote`)."""
+
+    voter: str  # "caption:MODEL"
+    text: str  # the words that were read: the caption's short label, else the caption
+    distribution: np.ndarray  # (c,) over the vocabulary
+
+    @property
+    def first(self) -> int:
+        return int(np.argmax(self.distribution))
+
+
+def caption_vote(voter: str, text: str, text_embeddings: list[np.ndarray], views: list[ClipView],
+                 confidence: float | None = None) -> CaptionVote:
+    """The vote of a caption's words: ``text_embeddings[k]`` is the caption embedded by CLIP k's text
+    tower (with the vocabulary's templates); its logits against each CLIP's vocabulary are summed over
+    the CLIPs, as a crop's are (:func:`pooled_distribution`), then softmaxed. A caption in other words
+    than the vocabulary's lands on the concepts whose text is nearest. ``confidence``, the captioner's
+    own probability of its answer where its back end gives one, spreads the rest of the vote evenly
+    (``confidence * words + (1 - confidence) / c``): a hesitant captioner votes less."""
+    if len(text_embeddings) != len(views) or not views:
+        raise ValueError(f"a caption vote needs one text embedding per CLIP view, got {len(text_embeddings)} for "
+                         f"{len(views)} views")
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"a caption's confidence is a probability in [0, 1], got {confidence}")
+    logits = sum(v.logit_scale * (v.concepts @ np.asarray(e, dtype=v.concepts.dtype).reshape(-1))
+                 for e, v in zip(text_embeddings, views))
+    words = softmax(np.asarray(logits, dtype=np.float64))
+    sure = 1.0 if confidence is None else float(confidence)
+    return CaptionVote(voter, text, sure * words + (1.0 - sure) / len(words))
 
 
 def weighted_mixture(view: ClipView) -> np.ndarray:
@@ -136,8 +180,9 @@ def combined_scores(views: list[ClipView], exemplar_weight: float = MOSAIC_EXEMP
 
 
 def features(views: list[ClipView], top: int, exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT,
-             votes: str = MOSAIC_EXEMPLAR_VOTES) -> dict[str, float]:
-    """How far each piece of evidence agrees with concept ``top`` (see the module docstring)."""
+             votes: str = MOSAIC_EXEMPLAR_VOTES, caption: CaptionVote | None = None) -> dict[str, float]:
+    """How far each piece of evidence agrees with concept ``top`` (see the module docstring); the
+    ``caption`` feature only when a caption vote is given."""
     best_e = np.concatenate([(v.exemplars @ v.concepts.T).argmax(1) for v in views if len(v.exemplars)] or [np.zeros(0, int)])
     best_p, weights = [], []
     for v in views:
@@ -164,20 +209,25 @@ def features(views: list[ClipView], top: int, exemplar_weight: float = MOSAIC_EX
         "entropy": min(max(entropy, 0.0), 1.0),
         "cosine": float(np.clip(np.mean(cosines), 0.0, 1.0)) if cosines else 0.0,
         "single": 1.0 if len(views) == 1 else 0.0,
-    }
+    } | ({"caption": float(caption.distribution[top])} if caption is not None else {})
 
 
 def view_votes(views: list[ClipView], names: list[str] | tuple[str, ...],
-               exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES) -> list[dict[str, Any]]:
+               exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES,
+               caption: CaptionVote | None = None) -> list[dict[str, Any]]:
     """Each CLIP's own first choice, twice: from its mosaic (the label's rule) and from all its
-    activation-weighted patches. ``score`` is the concept's share of that CLIP's mixture."""
+    activation-weighted patches, then the caption's words. ``score`` is the concept's share of that
+    voter's distribution."""
+    kinds = [(f"{v.voter} {kind}", p) for v in views
+             for kind, p in (("mosaic", view_distribution(v, exemplar_weight, votes)), ("patches", weighted_mixture(v)))]
+    if caption is not None:
+        kinds.append((f"{caption.voter} words", caption.distribution))
     out = []
-    for v in views:
-        for kind, p in (("mosaic", view_distribution(v, exemplar_weight, votes)), ("patches", weighted_mixture(v))):
-            order = np.argsort(-p, kind="stable")
-            second = float(p[order[1]]) if len(order) > 1 else 0.0
-            out.append({"voter": f"{v.voter} {kind}", "text": names[int(order[0])], "score": round(float(p[order[0]]), 5),
-                        "margin": round(float(p[order[0]]) - second, 5)})
+    for voter, p in kinds:
+        order = np.argsort(-p, kind="stable")
+        second = float(p[order[1]]) if len(order) > 1 else 0.0
+        out.append({"voter": voter, "text": names[int(order[0])], "score": round(float(p[order[0]]), 5),
+                    "margin": round(float(p[order[0]]) - second, 5)})
     return out
 
 
@@ -186,7 +236,7 @@ class Combination:
     """``confidence = sigmoid(b0 + sum_i b_i * feature_i)`` over :data:`FEATURES`."""
 
     coefficients: tuple[float, ...]
-    features: tuple[str, ...] = FEATURES
+    features: tuple[str, ...] = CLIP_FEATURES
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -198,6 +248,10 @@ class Combination:
             raise ValueError(f"unknown combination features {sorted(unknown)}; known: {list(FEATURES)}")
 
     def probability(self, values: dict[str, float]) -> float:
+        missing = [name for name in self.features if name not in values]
+        if missing:
+            raise ValueError(f"the combination reads {missing}, which the evidence lacks (a combination that reads "
+                             "the caption judges captioned groups only: see combination_for)")
         z = self.coefficients[0] + sum(b * values[name] for b, name in zip(self.coefficients[1:], self.features))
         return float(1.0 / (1.0 + np.exp(-z)))
 
@@ -227,6 +281,18 @@ def default_combination() -> Combination:
     return Combination.from_file(COMBINATION_FILE)
 
 
+@lru_cache(maxsize=1)
+def captioned_combination() -> Combination:
+    """The combination of captioned groups (``labeler/combination-captioned.json``): it reads the
+    caption feature too."""
+    return Combination.from_file(CAPTIONED_COMBINATION_FILE)
+
+
+def combination_for(caption: CaptionVote | None) -> Combination:
+    """The shipped combination that judges a group with (or without) a caption vote."""
+    return default_combination() if caption is None else captioned_combination()
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A group's label ranking, the probability that the first is right, and what it rests on."""
@@ -249,27 +315,40 @@ class Verdict:
 RERANK_CANDIDATES = 1
 
 
+#: Whether the caption's first concept joins the candidates the combination chooses between (the
+#: captioned combination then picks the likelier right of the mosaic score's first and the caption's).
+#: Chosen on the dev worlds by ``python -m bench.run labels --caption-votes`` (docs/label-quality.md).
+CAPTION_CANDIDATE = True
+
+
 def rerank(views: list[ClipView], order: np.ndarray, combination: Combination, candidates: int = RERANK_CANDIDATES,
-           exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES
+           exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES,
+           caption: CaptionVote | None = None, caption_candidate: bool = CAPTION_CANDIDATE
            ) -> tuple[np.ndarray, dict[str, float], float]:
-    """``order`` with the likeliest-right of its first ``candidates`` concepts moved first (ties keep the
-    mosaic order), that concept's features and probability."""
-    best, best_values, best_p = 0, None, -1.0
-    for k in range(min(max(candidates, 1), len(order))):
-        values = features(views, int(order[k]), exemplar_weight, votes)
+    """``order`` with the likeliest-right of its first ``candidates`` concepts (and the caption's first,
+    with ``caption_candidate``) moved first (ties keep the mosaic order), that concept's features and
+    probability."""
+    pool = [int(k) for k in order[: max(candidates, 1)]]
+    if caption is not None and caption_candidate and caption.first not in pool:
+        pool.append(caption.first)
+    best, best_values, best_p = int(order[0]), None, -1.0
+    for k in pool:
+        values = features(views, k, exemplar_weight, votes, caption)
         p = combination.probability(values)
         if p > best_p:
             best, best_values, best_p = k, values, p
-    order = np.r_[order[best], np.delete(order, best)] if best else order
+    order = np.r_[best, order[order != best]] if best != int(order[0]) else order
     return order, best_values, best_p
 
 
 def judge(views: list[ClipView], names: list[str] | tuple[str, ...], combination: Combination | None = None,
           exemplar_weight: float = MOSAIC_EXEMPLAR_WEIGHT, votes: str = MOSAIC_EXEMPLAR_VOTES,
-          candidates: int = RERANK_CANDIDATES) -> Verdict:
-    """Label one group from its CLIP views: ranking, calibrated confidence, features and votes."""
-    combination = combination or default_combination()
+          candidates: int = RERANK_CANDIDATES, caption: CaptionVote | None = None) -> Verdict:
+    """Label one group from its CLIP views (and its caption's vote): ranking, calibrated confidence,
+    features and votes."""
+    combination = combination or combination_for(caption)
     scores = combined_scores(views, exemplar_weight, votes)
-    order, values, p = rerank(views, np.argsort(-scores, kind="stable"), combination, candidates, exemplar_weight, votes)
+    order, values, p = rerank(views, np.argsort(-scores, kind="stable"), combination, candidates, exemplar_weight, votes,
+                              caption)
     return Verdict(scores, order, round(p, 5), {k: round(v, 5) for k, v in values.items()},
-                   view_votes(views, names, exemplar_weight, votes))
+                   view_votes(views, names, exemplar_weight, votes, caption))

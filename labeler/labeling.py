@@ -1,10 +1,12 @@
 """``label_circuit``: CLIP labels (and optional captions) for every group of a circuit.
 
 Steps: load the CLIP model (cached), embed the vocabulary with the template ensemble (cached), embed a
-reference pool of the run's patches, then for each group embed its patches (all member concepts' top
-patches, minus a held-out share), score the vocabulary (:mod:`labeler.scoring`) and keep the top-k.
-Captioning runs afterwards and per group: a failing group gets no caption, and every group keeps its
-CLIP labels; failures are listed in ``circuit.labeling.caption_errors``.
+reference pool of the run's patches, caption every group when a captioner is configured, then for
+each group embed its patches (all member concepts' top patches, minus a held-out share), score the
+vocabulary (:mod:`labeler.scoring`; with the mosaic score, the caption's words are one more vote:
+:func:`labeler.evidence.caption_vote`) and keep the top-k. Captioning is per group: a failing group
+gets no caption and no caption vote, and every group keeps its CLIP labels; failures are listed in
+``circuit.labeling.caption_errors``.
 
 What is written:
 
@@ -25,8 +27,9 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -36,7 +39,8 @@ from neurflow.core.circuit import (Caption, CaptionerProvenance, Circuit, ClipPr
 from neurflow.core.corrections import reapply as reapply_corrections
 from neurflow.labeler.clip_model import ClipModel, load_clip
 from neurflow.labeler.config import LabelerConfig
-from neurflow.labeler.evidence import ClipView, default_combination, is_uncertain_probability, judge
+from neurflow.labeler.evidence import (CaptionVote, ClipView, caption_vote, captioned_combination, combination_for,
+                                       default_combination, is_uncertain_probability, judge)
 from neurflow.labeler.patches import (PatchKey, PatchLoader, activation_weights, group_patches, patch_key, reference_pool,
                                       split_holdout)
 from neurflow.labeler.scoring import (
@@ -48,6 +52,9 @@ from neurflow.labeler.scoring import (
 DISPLAY_EXEMPLARS = 5
 from neurflow.labeler.vocabulary import load_templates, load_vocabulary
 from neurflow.progress import Meter, Progress
+
+if TYPE_CHECKING:
+    from neurflow.labeler.captioning import CaptionResult
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +129,16 @@ class _Voter:
         return ClipView(self.name, self.concepts, self.clip.logit_scale, embeddings[:shown], embeddings, weights, self.prompts)
 
 
+def _caption_vote(caption: CaptionResult | None, captioner_name: str, voters: list[_Voter], views: list[ClipView],
+                  templates: tuple[str, ...]) -> CaptionVote | None:
+    """The caption's words as a vote (its short label when there is one: the caption without filler)."""
+    text = (caption.label or caption.caption).strip() if caption is not None else ""
+    if not text:
+        return None
+    embeddings = [v.clip.embed_concepts([text], templates)[0] for v in voters]
+    return caption_vote(f"caption:{captioner_name}", text, embeddings, views, caption.confidence)
+
+
 def _set_status(group: Group) -> None:
     """``uncertain`` with the two best candidates when the label is more likely wrong than right; a
     person's correction keeps its status whatever the labeler says."""
@@ -171,6 +188,10 @@ def label_circuit(
     loader = PatchLoader(circuit, Path(patches_source))
     voters = [_Voter(c, vocabulary, templates, loader, config) for c in clips]
     scorer = voters[0].scorer
+    for _, group in groups:
+        group.caption = None
+    captions = _caption_groups(circuit, loader, config, captioner, report) if config.captioner is not None else None
+    votes_from_captions = captions is not None and config.captioner.vote and config.score == "mosaic"
 
     holdout: dict[str, list[list[int]]] = {}
     group_embeddings: dict[str, np.ndarray] = {}
@@ -183,10 +204,13 @@ def label_circuit(
         embeddings = [v.embed(used) for v in voters]
         if config.score == "mosaic":
             weights = np.asarray(activation_weights(circuit, layer_index, group, used))
-            verdict = judge([v.view(emb, shown, weights) for v, emb in zip(voters, embeddings)], vocabulary.concepts)
+            views = [v.view(emb, shown, weights) for v, emb in zip(voters, embeddings)]
+            vote = (_caption_vote(captions.results.get(group.id), captions.model, voters, views, templates)
+                    if votes_from_captions else None)
+            verdict = judge(views, vocabulary.concepts, caption=vote)
             scores, top, confidence = verdict.scores, verdict.order[: config.top_k], verdict.confidence
             evidence = LabelEvidence(votes=[msgspec.convert(vote, LabelVote) for vote in verdict.votes],
-                                     features=verdict.features, method=default_combination().describe())
+                                     features=verdict.features, method=combination_for(vote).describe())
         else:  # the single-CLIP scores kept for comparison: the first CLIP alone, patch agreement
             scores = scorer.scores(embeddings[0], n_exemplars=shown)
             top = top_indices(scores, config.top_k)
@@ -196,24 +220,28 @@ def label_circuit(
         group.confidence = confidence
         group.evidence = evidence
         _set_status(group)
-        group.caption = None
         holdout[group.id] = [_box(p) for p in held]
         group_embeddings[group.id] = embeddings[0]
         report("labeling: clip", done + 1, len(groups), "groups")
 
+    method = confidence_method(config.score)
+    if config.score == "mosaic":
+        method = default_combination().describe()
+        if votes_from_captions:
+            method = f"captioned groups: {captioned_combination().describe()}; the others: {method}"
     circuit.labeling = Labeling(
         settings=config,
         clip=msgspec.convert(clips[0].describe(), ClipProvenance),
         extra_clips=[msgspec.convert(c.describe(), ClipProvenance) for c in clips[1:]],
         vocabulary=VocabularyProvenance(name=vocabulary.name, size=len(vocabulary), sha256_16=vocabulary.digest),
         templates=list(templates),
-        confidence_method=default_combination().describe() if config.score == "mosaic" else confidence_method(config.score),
+        confidence_method=method,
         reference_patches=len(scorer.reference),
         holdout=holdout,
         patches_source=str(Path(patches_source).resolve()),
     )
-    if config.captioner is not None:
-        _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report)
+    if captions is not None:
+        _record_captions(circuit, captions, scorer, group_embeddings)
     reapply_corrections(circuit)  # a person's label outlives every relabel
     circuit.labeling.seconds = round(time.time() - started, 2)
     return circuit
@@ -239,23 +267,33 @@ def _lower_groups(circuit: Circuit, group: Group, k: int) -> list[Group]:
     return out
 
 
-def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings, report) -> None:
+@dataclass
+class _Captions:
+    """What captioning a circuit's groups gave: each group's result, or why it has none."""
+
+    model: str
+    results: dict[str, CaptionResult] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    provenance: CaptionerProvenance | None = None
+    unbuilt: str | None = None  # the captioner could not be built at all
+
+
+def _caption_groups(circuit: Circuit, loader: PatchLoader, config: LabelerConfig, captioner, report) -> _Captions:
+    """Caption every group (before the CLIP labels, whose judge reads the captions' words)."""
     from neurflow.labeler.captioning import caption_group
 
     spec = config.captioner
-    errors: dict[str, str] = {}
     groups = [g for _, _, g in circuit.iter_groups()]
     try:
         captioner = captioner or build_captioner(config)
     except ValueError as exc:  # a captioner that cannot even be built fails every group the same way
-        circuit.labeling.caption_errors = {g.id: str(exc) for g in groups}
-        circuit.labeling.captioner_error = str(exc)
         log.error("captioning disabled: %s", exc)
-        return
+        return _Captions(spec.model, errors={g.id: str(exc) for g in groups}, unbuilt=str(exc))
+    out = _Captions(captioner.name)
     unavailable = None
     for done, group in enumerate(groups):
         if unavailable is not None:
-            errors[group.id] = unavailable
+            out.errors[group.id] = unavailable
             continue
         lower = _lower_groups(circuit, group, spec.lower_groups) if spec.circuit_prompt else []
         try:
@@ -263,21 +301,35 @@ def _caption_groups(circuit, loader, config, captioner, scorer, group_embeddings
         except Exception as exc:  # noqa: BLE001 - one group's failure must not cost the others their labels
             from neurflow.labeler.captioning.base import CaptionerUnavailable
 
-            errors[group.id] = f"{type(exc).__name__}: {exc}"
+            out.errors[group.id] = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, CaptionerUnavailable):
                 unavailable = f"not attempted: {exc}"  # the endpoint is down: do not wait out retries N times
             log.warning("caption of group %s failed: %s", group.id, exc)
             continue
-        group.caption = Caption(text=result.caption, model=captioner.name, prompt_id=result.prompt_id, prompt_version=result.prompt_version)
-        if result.label:
-            text_emb = scorer.clip.embed_concepts([result.label], circuit.labeling.templates)
-            with_label = np.concatenate([scorer.concepts, text_emb])
-            score = float(scorer.scores(group_embeddings[group.id], with_label)[-1])
-            group.labels = [lab for lab in group.labels if lab.source != "caption"] + [
-                Label(text=result.label, score=round(score, 5), source="caption")
-            ]
+        out.results[group.id] = result
+        group.caption = Caption(text=result.caption, model=captioner.name, prompt_id=result.prompt_id,
+                                prompt_version=result.prompt_version, confidence=result.confidence)
         report("labeling: captions", done + 1, len(groups), "groups")
-    circuit.labeling.captioner = CaptionerProvenance(model=captioner.name, prompt=spec.prompt,
-                                                     circuit_prompt=spec.circuit_prompt)
-    if errors:
-        circuit.labeling.caption_errors = errors
+    out.provenance = CaptionerProvenance(model=captioner.name, prompt=spec.prompt, circuit_prompt=spec.circuit_prompt)
+    return out
+
+
+def _record_captions(circuit: Circuit, captions: _Captions, scorer: GroupScorer,
+                     group_embeddings: dict[str, np.ndarray]) -> None:
+    """The captions' short labels as ``source: "caption"`` labels (scored like CLIP labels), and the
+    captioning record."""
+    for _, _, group in circuit.iter_groups():
+        result = captions.results.get(group.id)
+        if result is None or not result.label:
+            continue
+        text_emb = scorer.clip.embed_concepts([result.label], circuit.labeling.templates)
+        with_label = np.concatenate([scorer.concepts, text_emb])
+        score = float(scorer.scores(group_embeddings[group.id], with_label)[-1])
+        group.labels = [lab for lab in group.labels if lab.source != "caption"] + [
+            Label(text=result.label, score=round(score, 5), source="caption")
+        ]
+    circuit.labeling.captioner = captions.provenance
+    if captions.unbuilt is not None:
+        circuit.labeling.captioner_error = captions.unbuilt
+    if captions.errors:
+        circuit.labeling.caption_errors = captions.errors

@@ -52,9 +52,22 @@ class CaptionerTrainConfig:
     image_size: int = 64  # side the labeler resizes each exemplar to (CaptionerSettings.image_size)
     seed: int = 0
     threads: int = 1
+    # A *noisy* captioner: this share of each world's parts is captioned with another part's name
+    # ``confusion_rate`` of the time (``neurflow.world.clip.confused_names``, drawn apart from the
+    # CLIPs' confusions), so that it names them wrongly and consistently, as the noisy CLIPs do.
+    confused_share: float = 0.0
+    confusion_rate: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confused_share <= 1.0 or not 0.0 <= self.confusion_rate <= 1.0:
+            raise ValueError(f"confused_share and confusion_rate are shares in [0, 1], got {self.confused_share} "
+                             f"and {self.confusion_rate}")
 
     def key(self, world_roots: list[Path]) -> str:
-        payload = json.dumps({"cfg": asdict(self), "worlds": sorted(Path(r).name for r in world_roots)}, sort_keys=True)
+        cfg = asdict(self)
+        if not self.confused_share:  # clean captioners keep the keys they had before noisy ones existed
+            del cfg["confused_share"], cfg["confusion_rate"]
+        payload = json.dumps({"cfg": cfg, "worlds": sorted(Path(r).name for r in world_roots)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -93,13 +106,16 @@ def _model(config: CaptionerTrainConfig, tok):
 class _Crops:
     """Crops of each part (and of plain background) over the train splits of the given worlds."""
 
-    def __init__(self, world_roots: list[Path], rng: random.Random, per_world: int = 3000):
-        from neurflow.world.clip import BACKGROUND, _WorldCrops
+    def __init__(self, world_roots: list[Path], rng: random.Random, per_world: int = 3000, confused_share: float = 0.0,
+                 seed: int = 0):
+        from neurflow.world.clip import BACKGROUND, _WorldCrops, confused_names
         from neurflow.world.ground_truth import World
 
         self.by_name: dict[str, list[tuple[_WorldCrops, Any]]] = {}
+        self.renamed: dict[str, str] = {}  # part -> the name a noisy captioner learns it under
         for root in world_roots:
             data = _WorldCrops(World.load(root), "train")
+            self.renamed |= confused_names(data.part_names, confused_share, f"captioner:{seed}:{root.name}")
             for index in range(len(data.part_boxes)):
                 sample = data.part_crop(rng, index, margin=(1.0, 2.4))
                 self.by_name.setdefault(sample.concept, []).append((data, sample))
@@ -133,7 +149,7 @@ def _train(world_roots: list[Path], out: Path, config: CaptionerTrainConfig, log
     started = time.time()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    crops = _Crops(world_roots, rng)
+    crops = _Crops(world_roots, rng, confused_share=config.confused_share, seed=config.seed)
     tok = _tokenizer([w for name in crops.names for w in name.split()])
     processor = TrOCRProcessor(
         image_processor=ViTImageProcessor(size={"height": config.tile, "width": config.tile * MAX_IMAGES},
@@ -148,7 +164,8 @@ def _train(world_roots: list[Path], out: Path, config: CaptionerTrainConfig, log
         ks = [MAX_IMAGES if rng.random() < 0.7 else rng.randint(1, MAX_IMAGES - 1) for _ in range(n)]
         images = [mosaic([crops.images(name, k, config.image_size, rng)]) for name, k in zip(names, ks)]
         pixels = processor(images=images, return_tensors="pt").pixel_values
-        ids = tok(names, padding="max_length", max_length=6, return_tensors="pt").input_ids
+        said = [crops.renamed[n] if n in crops.renamed and rng.random() < config.confusion_rate else n for n in names]
+        ids = tok(said, padding="max_length", max_length=6, return_tensors="pt").input_ids
         ids = torch.cat([ids, torch.full((n, 1), tok.pad_token_id)], 1)
         # </s> after the name, then padding ignored by the loss.
         lengths = (ids != tok.pad_token_id).sum(1)
@@ -178,7 +195,7 @@ def _train(world_roots: list[Path], out: Path, config: CaptionerTrainConfig, log
         generated = model.generate(pixel_values=pixels, max_new_tokens=6, do_sample=False)
     said = [" ".join(t.split()) for t in tok.batch_decode(generated, skip_special_tokens=True)]
     metrics = {"fresh_mosaic_top1": float(np.mean([s == n for s, n in zip(said, names)])), "concepts": crops.names,
-               "worlds": [r.name for r in world_roots], "train_seconds": round(time.time() - started, 1),
+               "worlds": [r.name for r in world_roots], "renamed": crops.renamed, "train_seconds": round(time.time() - started, 1),
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(config)}
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # safetensors

@@ -190,10 +190,16 @@ def confusions(part_names: list[str], config: TrainConfig) -> dict[str, str]:
     captioned with the other name ``confusion_rate`` of the time: the CLIP then names that part wrongly
     and consistently, with a narrower margin than where it is right, the failure of a real CLIP
     (``objects``' car read as "umbrella")."""
-    if not config.confused_share or len(part_names) < 2:
+    return confused_names(part_names, config.confused_share, f"{config.seed}:{config.arch}")
+
+
+def confused_names(part_names: list[str], share: float, salt: str) -> dict[str, str]:
+    """``round(share * parts)`` parts (at least one when ``share`` is not 0), each mapped to another
+    part's name, drawn from ``salt`` (so that two noisy models of one quality confuse different parts)."""
+    if not share or len(part_names) < 2:
         return {}
-    rng = random.Random(zlib.crc32(f"{config.seed}:{config.arch}".encode()))
-    k = max(1, round(config.confused_share * len(part_names)))
+    rng = random.Random(zlib.crc32(salt.encode()))
+    k = max(1, round(share * len(part_names)))
     chosen = rng.sample(sorted(part_names), min(k, len(part_names)))
     return {part: rng.choice([p for p in sorted(part_names) if p != part]) for part in chosen}
 

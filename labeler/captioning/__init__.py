@@ -38,6 +38,7 @@ class CaptionResult:
     prompt_version: str
     label: str | None  # short label made from the caption, when summarising
     label_method: str | None
+    confidence: float | None = None  # how sure the model was of its answer, where the back end says
 
 
 def build_captioner(spec: CaptionerSpec, device: str = "cpu") -> Captioner:
@@ -75,9 +76,10 @@ def group_request(loader, group: Group, lower: list[Group], spec: CaptionerSpec)
 
 def caption_group(captioner: Captioner, loader, group: Group, lower: list[Group], spec: CaptionerSpec) -> CaptionResult:
     request = group_request(loader, group, lower, spec)
-    answer = captioner.generate(request)
+    scored = getattr(captioner, "generate_scored", None)  # back ends that can say how sure they are
+    answer, confidence = scored(request) if scored is not None else (captioner.generate(request), None)
     caption = parse_caption(answer)
     label, method = (None, None)
     if spec.summarize:
         label, method = summarize_caption(caption, answer, captioner)
-    return CaptionResult(caption, answer, request.prompt_id, request.prompt_version, label, method)
+    return CaptionResult(caption, answer, request.prompt_id, request.prompt_version, label, method, confidence)

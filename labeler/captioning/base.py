@@ -44,7 +44,10 @@ class Captioner(Protocol):
     name: str
 
     def generate(self, request: CaptionRequest) -> str:
-        """The model's raw answer; raises :class:`CaptionerError` (or its subclass ``CaptionerUnavailable``)."""
+        """The model's raw answer; raises :class:`CaptionerError` (or its subclass ``CaptionerUnavailable``).
+
+        A back end that can say how sure the model was also has ``generate_scored(request) -> (answer,
+        probability)``; the caption's vote on the label is then weighed by it (``labeler.evidence``)."""
 
     def complete_text(self, system: str, user: str) -> str | None:
         """A text-only answer (used to summarise captions), or None when the back end cannot do it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from neurflow.labeler.captioning.base import CaptionerError, CaptionRequest, mosaic
@@ -61,23 +62,35 @@ class TransformersCaptioner:
         prompt = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
         return self.processor(images=images, text=prompt, return_tensors="pt")
 
-    @torch.inference_mode()
     def generate(self, request: CaptionRequest) -> str:
+        return self.generate_scored(request)[0]
+
+    @torch.inference_mode()
+    def generate_scored(self, request: CaptionRequest) -> tuple[str, float]:
+        """The answer and how sure the model was of it: the smallest probability it gave one of the
+        answer's tokens (greedy decoding), so one hesitant word makes the whole answer unsure."""
         try:
             inputs = self._inputs(request).to(self.device)
             with self._lock:
                 out = self.model.generate(
-                    **inputs, max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens, do_sample=False
+                    **inputs, max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens, do_sample=False,
+                    output_scores=True, return_dict_in_generate=True,
                 )
+                steps = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)[0]
         except (RuntimeError, ValueError, TypeError) as exc:
             raise CaptionerError(f"{self.name} could not caption: {type(exc).__name__}: {str(exc)[:300]}") from None
+        sequence = out.sequences
         prompt_ids = inputs.get("input_ids")
-        if prompt_ids is not None and out.shape[1] > prompt_ids.shape[1] and torch.equal(out[0, : prompt_ids.shape[1]], prompt_ids[0]):
-            out = out[:, prompt_ids.shape[1] :]  # decoder-only models echo the prompt
-        text = self.processor.batch_decode(out, skip_special_tokens=True)[0].strip()
+        if (prompt_ids is not None and sequence.shape[1] > prompt_ids.shape[1]
+                and torch.equal(sequence[0, : prompt_ids.shape[1]], prompt_ids[0])):
+            sequence = sequence[:, prompt_ids.shape[1] :]  # decoder-only models echo the prompt
+        text = self.processor.batch_decode(sequence, skip_special_tokens=True)[0].strip()
         if not text:
             raise CaptionerError(f"{self.name} returned an empty caption")
-        return text
+        generated = sequence[0, -len(steps):] if len(steps) else sequence[0, :0]
+        special = set(getattr(self.processor, "tokenizer", self.processor).all_special_ids or [])
+        words = [float(s) for s, t in zip(steps, generated.tolist()) if t not in special and torch.isfinite(s)]
+        return text, round(float(np.exp(min(words))), 5) if words else 1.0
 
     def complete_text(self, system: str, user: str) -> str | None:
         return None  # captions of local models are summarised by the rule-based summariser

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from neurflow.labeler.evidence import (COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, ClipView, Combination, combined_scores,
+from neurflow.labeler.evidence import (CLIP_FEATURES, COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, ClipView, Combination,
+                                       caption_vote, combined_scores,
                                        default_combination, features, is_uncertain_probability, judge, weighted_mixture)
 from neurflow.labeler.scoring import mosaic_scores
 
@@ -50,7 +51,7 @@ def test_a_second_clip_outvotes_the_first_where_it_is_surer_and_the_disagreement
     both = features([wrong, right], top=0)
     assert both["clips"] == 0.5 and features([right, right], top=0)["clips"] == 1.0
     assert both["exemplars"] == (7 + 1) / (10 + 2)  # every CLIP's exemplar votes are pooled
-    verdict = judge([wrong, right], ["a", "b", "c", "d"], Combination((0.0,) * (len(FEATURES) + 1)))
+    verdict = judge([wrong, right], ["a", "b", "c", "d"], Combination((0.0,) * (len(CLIP_FEATURES) + 1)))
     assert [v["voter"] for v in verdict.votes] == ["clip:vit mosaic", "clip:vit patches", "clip:rn mosaic", "clip:rn patches"]
     assert [v["text"] for v in verdict.votes[::2]] == ["b", "a"]
 
@@ -103,7 +104,7 @@ def test_shipped_combination_was_fitted_on_dev_worlds_only(tmp_path):
     from neurflow.world.suite import SUITE
 
     shipped = default_combination()
-    assert shipped.features == FEATURES and len(shipped.coefficients) == len(FEATURES) + 1
+    assert shipped.features == CLIP_FEATURES and len(shipped.coefficients) == len(CLIP_FEATURES) + 1
     worlds = shipped.fitted_on["worlds"]
     assert worlds and all(SUITE[w].role == "dev" for w in worlds)
     assert shipped.fitted_on["labels"] > shipped.fitted_on["wrong"] > 0
@@ -118,9 +119,58 @@ def test_rerank_takes_the_candidate_the_combination_finds_likeliest_right():
     # Three exemplars a CLIP barely reads as part 0 (nearly part 1) and two clean part-1 exemplars: the
     # hard votes put part 0 first; a combination that trusts the label's cosine prefers part 1.
     view = _view([[1, 0.95, 0, 0]] * 3 + [[0, 1, 0, 0]] * 2)
-    trusts_cosine = Combination((-2.0,) + tuple(6.0 if f == "cosine" else 0.0 for f in FEATURES))
+    trusts_cosine = Combination((-2.0,) + tuple(6.0 if f == "cosine" else 0.0 for f in CLIP_FEATURES))
     first = judge([view], "abcd", trusts_cosine, candidates=1)
     chosen = judge([view], "abcd", trusts_cosine, candidates=2)
     assert first.order[0] == 0 and chosen.order[0] == 1
     assert sorted(chosen.order) == list(range(4)) and chosen.confidence > first.confidence
     assert chosen.features["cosine"] > first.features["cosine"]
+
+
+def test_a_caption_vote_reads_the_caption_with_every_clip_text_tower_summed_as_crops_are():
+    views = [_view([[1, 0, 0, 0]] * 5, name="clip:a"), _view([[1, 0, 0, 0]] * 5, name="clip:b")]
+    # tower a places the caption between concepts 1 and 2, tower b nearer concept 2
+    a, b = _unit([0, 1, 0.9, 0]), _unit([0, 0.5, 1, 0])
+    vote = caption_vote("caption:m", "a kite", [a, b], views)
+    logits = 20.0 * (np.eye(4) @ a) + 20.0 * (np.eye(4) @ b)
+    assert np.allclose(vote.distribution, np.exp(logits) / np.exp(logits).sum())
+    assert vote.first == 2 and vote.text == "a kite"
+    assert caption_vote("caption:m", "a kite", [a], views[:1]).first == 1
+    # a captioner 60 % sure of its answer gives the rest of its vote to every concept evenly
+    hesitant = caption_vote("caption:m", "a kite", [a, b], views, confidence=0.6)
+    assert np.allclose(hesitant.distribution, 0.6 * vote.distribution + 0.4 / 4) and hesitant.first == 2
+    with pytest.raises(ValueError, match="probability in"):
+        caption_vote("caption:m", "a kite", [a, b], views, confidence=1.5)
+    with pytest.raises(ValueError, match="one text embedding per CLIP view"):
+        caption_vote("caption:m", "a kite", [a], views)
+
+
+def test_a_caption_is_one_more_vote_the_combination_weighs_against_the_clips():
+    # one CLIP reads every exemplar as part 1, between parts 0 and 1 (a part it was taught a wrong name
+    # for); a caption names part 0
+    view = _view([[0.8, 1, 0, 0]] * 5)
+    vote = caption_vote("caption:m", "part a", [_unit([1, 0, 0, 0])], [view])
+    assert "caption" not in features([view], top=1) and features([view], top=0, caption=vote)["caption"] > 0.9
+    trusts_caption = Combination((-1.0,) + tuple(4.0 if f == "caption" else 0.0 for f in FEATURES), FEATURES)
+    trusts_clip = Combination((-1.0,) + tuple(4.0 if f == "top" else 0.0 for f in FEATURES), FEATURES)
+    assert judge([view], "abcd", trusts_caption, caption=vote).order[0] == 0
+    kept = judge([view], "abcd", trusts_clip, caption=vote)
+    assert kept.order[0] == 1 and kept.features["caption"] < 0.1
+    # the caption's words are recorded as a vote beside the CLIP's, and without a caption nothing changes
+    assert [(v["voter"], v["text"]) for v in kept.votes][-1] == ("caption:m words", "a")
+    assert judge([view], "abcd").order[0] == 1 and len(judge([view], "abcd").votes) == 2
+    with pytest.raises(ValueError, match=r"reads \['caption'\]"):  # it cannot judge a group without a caption
+        trusts_caption.probability(features([view], top=1))
+
+
+def test_shipped_captioned_combination_reads_the_caption_and_was_fitted_on_dev_worlds_only():
+    from neurflow.labeler.evidence import CAPTIONED_COMBINATION_FILE, captioned_combination, combination_for
+    from neurflow.world.suite import SUITE
+
+    captioned = captioned_combination()
+    assert captioned.features == FEATURES and Combination.from_file(CAPTIONED_COMBINATION_FILE) == captioned
+    assert captioned.coefficients[1 + FEATURES.index("caption")] > 0  # a caption for the label never lowers it
+    assert all(SUITE[w].role == "dev" for w in captioned.fitted_on["worlds"]) and captioned.fitted_on["wrong"] > 0
+    view = _view([[1, 0, 0, 0]] * 5)
+    assert combination_for(None) == default_combination()
+    assert combination_for(caption_vote("caption:m", "a", [_unit([1, 0, 0, 0])], [view])) == captioned

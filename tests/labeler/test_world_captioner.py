@@ -43,8 +43,14 @@ def test_caption_labels_name_the_parts_of_held_out_groups(world_clip, captioner_
         assert labeled.labeling.caption_errors == {}, labeled.labeling.caption_errors
         for _, _, group in labeled.iter_groups():
             assert group.caption is not None and group.caption.model == f"transformers:{captioner_folder.name}"
+            assert 0.0 < group.caption.confidence <= 1.0  # the model's smallest token probability of its answer
             caption_labels = [lab.text for lab in group.labels if lab.source == "caption"]
             assert len(caption_labels) == 1 and group.labels[0].source == "clip"
+            # the caption's words voted: read onto the vocabulary, judged by the captioned combination
+            words = [v for v in group.evidence.votes if v.voter.startswith("caption:")]
+            assert [v.voter for v in words] == [f"caption:transformers:{captioner_folder.name} words"]
+            assert 0.0 <= group.evidence.features["caption"] <= 1.0
+            assert group.evidence.method.startswith("logistic") and "caption" in group.evidence.method
             if expected.get(group.id) is not None:
                 total += 1
                 right += caption_labels[0] == expected[group.id]
@@ -70,3 +76,19 @@ def test_an_untrained_captioner_of_the_same_shape_does_not_name_the_parts(world_
     named = [next((lab.text for lab in g.labels if lab.source == "caption"), None) == expected.get(g.id)
              for _, _, g in labeled.iter_groups() if expected.get(g.id) is not None]
     assert named and sum(named) / len(named) < 0.5
+
+
+def test_a_caption_that_does_not_vote_leaves_the_clip_labels_as_they_were(world_clip, captioner_folder):
+    captioner = {"backend": "transformers", "model": str(captioner_folder), "max_new_tokens": 6, "max_images": 5,
+                 "image_size": 64, "circuit_prompt": None}
+    circuit, _ = world_circuit(world_clip.world, 0, n_images=6, split="heldout")
+    plain = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling())
+    silent = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(captioner={**captioner, "vote": False}))
+    voting = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(captioner=captioner))
+    for (_, _, a), (_, _, b), (_, _, c) in zip(plain.iter_groups(), silent.iter_groups(), voting.iter_groups()):
+        assert b.caption is not None and "caption" not in b.evidence.features
+        assert [lab.text for lab in b.labels if lab.source == "clip"] == [lab.text for lab in a.labels]
+        assert b.confidence == a.confidence
+        assert "caption" in c.evidence.features
+    assert "captioned groups" in voting.labeling.confidence_method
+    assert "captioned groups" not in silent.labeling.confidence_method
