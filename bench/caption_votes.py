@@ -13,12 +13,15 @@ constructed mixed groups of :mod:`bench.labels` are made of embeddings and have 
 * ``baseline``: the five exemplars' mean cosine (summed over the set's CLIPs);
 * ``labeler``: today's labeler without a captioner (the shipped combination);
 * ``caption``: the caption's first concept alone;
-* ``feature``: the labeler's label, its confidence from a combination that also reads the caption;
-* ``candidate``: the combination chooses between the mosaic score's first concept and the caption's.
+* ``captioned``: the labeler with the caption's vote, as ``label_circuit`` labels: the shipped
+  captioned combination (``labeler/combination-captioned.json``) and
+  :data:`neurflow.labeler.evidence.CAPTION_CANDIDATE`.
 
-The two captioned combinations are fitted on the dev worlds' units only (every CLIP quality and set,
-every captioner quality), the method is chosen there (:data:`neurflow.labeler.evidence.CAPTION_CANDIDATE`),
-and ``--write-captioned-combination`` ships the chosen one as ``labeler/combination-captioned.json``.
+On the dev worlds only, two ways of using the vote are fitted and compared: ``feature`` (the label
+stays the mosaic score's first concept; the combination reads the caption for its confidence) and
+``candidate`` (the combination chooses between the mosaic score's first concept and the caption's).
+Each is fitted on the dev units (every CLIP quality and set, every captioner quality);
+``--write-captioned-combination`` ships the chosen one.
 Held-out worlds are only reported.
 """
 
@@ -189,7 +192,8 @@ def _scored(rows: list[dict], captioned, shipped) -> list[dict]:
 def run_section(args) -> dict:
     import torch
 
-    from neurflow.labeler.evidence import CAPTION_CANDIDATE, CAPTIONED_COMBINATION_FILE, default_combination
+    from neurflow.labeler.evidence import (CAPTION_CANDIDATE, CAPTIONED_COMBINATION_FILE, captioned_combination,
+                                           default_combination)
 
     torch.set_num_threads(1)
     names = getattr(args, "label_worlds", None) or list(BENCH_WORLDS)
@@ -214,41 +218,48 @@ def run_section(args) -> dict:
                  "captioner_qualities": cap_qualities, "groups": "engine groups with a caption", "l2": CALIBRATION_L2,
                  "by": "python -m bench.run captions --write-captioned-combination"}
     fitted = {}
-    for kind in METHODS:
+    for kind in METHODS if dev else ():
         xs, ys = [], []
         for u, _, votes in dev:
             x, y = _candidate_rows(u, votes, kind == "candidate")
             xs += x
             ys += y
         if len(set(ys)) < 2:
-            raise SystemExit("no dev unit with both right and wrong captioned labels: run with dev worlds")
+            raise SystemExit("no dev unit with both right and wrong captioned labels: nothing to fit")
         fitted[kind] = _fit(xs, ys, {**fitted_on, "rows": len(ys), "wrong": int(len(ys) - sum(ys)),
                                      "caption_candidate": kind == "candidate"})
         print(f"\n{kind}: combination fitted on {len(ys)} dev rows: {fitted[kind].describe()}")
 
-    def evaluate(kind: str) -> list[dict]:
+    def evaluate(kind: str, captioned) -> list[dict]:
         out = []
         for u, q, votes in cells:
-            captioned = fitted.get(kind, shipped)
             rows = _evaluate(u["sets"]["engine"], _method(kind, votes, captioned, shipped))
             out.append({"unit": u, "captioner": q, "rows": rows if kind == "caption" else _scored(rows, captioned, shipped),
                         "baseline": _evaluate(u["sets"]["engine"], _baseline)})
         return out
 
-    results = {kind: evaluate(kind) for kind in ("labeler", "caption", *METHODS)}
     chosen = "candidate" if CAPTION_CANDIDATE else "feature"
-    print("\ndev: top-1 / ECE / ROC-AUC of each captioned method (engine groups, every unit pooled)")
-    for kind in METHODS:
-        rows = [r for cell in results[kind] if cell["unit"]["world"].role == "dev" for r in cell["rows"]]
-        s = _summary(rows, rows)
-        mark = " <- labeler (CAPTION_CANDIDATE)" if kind == chosen else ""
-        print(f"  {kind:<10} top-1 {_fmt(s['top1'])}, ECE {_fmt(s['ece'])}, ROC-AUC {_fmt(s['confidence_auc'])}{mark}")
-    if getattr(args, "write_captioned_combination", False):
-        CAPTIONED_COMBINATION_FILE.write_text(fitted[chosen].to_json())
-        print(f"  {chosen}'s combination written to {CAPTIONED_COMBINATION_FILE}")
+    if fitted:
+        print("\ndev: top-1 / ECE / ROC-AUC of each captioned method, fitted on this run's dev units (engine groups, "
+              "every unit pooled)")
+        for kind in METHODS:
+            rows = [r for cell in evaluate(kind, fitted[kind]) if cell["unit"]["world"].role == "dev" for r in cell["rows"]]
+            s = _summary(rows, rows)
+            mark = " <- the labeler's (CAPTION_CANDIDATE)" if kind == chosen else ""
+            print(f"  {kind:<10} top-1 {_fmt(s['top1'])}, ECE {_fmt(s['ece'])}, ROC-AUC {_fmt(s['confidence_auc'])}{mark}")
+        if getattr(args, "write_captioned_combination", False):
+            CAPTIONED_COMBINATION_FILE.write_text(fitted[chosen].to_json())
+            captioned_combination.cache_clear()
+            print(f"  {chosen}'s combination written to {CAPTIONED_COMBINATION_FILE}")
+    # every unit is reported as the labeler labels: the shipped captioned combination, the chosen method
+    shipped_captioned = captioned_combination()
+    print(f"\nthe labeler's captioned combination: {shipped_captioned.describe()}")
+    results = {"labeler": evaluate("labeler", shipped), "caption": evaluate("caption", shipped),
+               "captioned": evaluate(chosen, shipped_captioned)}
 
     summary: dict = {"captioners": {f"{n} {q}": {k: v for k, v in c.items() if k != "labels"} for (n, q), c in captions.items()},
-                     "combinations": {k: json.loads(c.to_json()) for k, c in fitted.items()}, "pooled": {}}
+                     "fitted": {k: json.loads(c.to_json()) for k, c in fitted.items()},
+                     "shipped": json.loads(shipped_captioned.to_json()), "pooled": {}}
     print("\npooled per role, CLIP quality and set, captioner (engine groups): method top-1 (baseline), "
           "confident top-1 at coverage, ROC-AUC, ECE")
     for role in ("dev", "held-out"):
@@ -263,7 +274,7 @@ def run_section(args) -> dict:
                     key = f"{role} {quality} {set_name} {q}"
                     summary["pooled"][key] = {}
                     line = []
-                    for kind in ("labeler", "caption", *METHODS):
+                    for kind in results:
                         rows = [r for i in pick for r in results[kind][i]["rows"]]
                         base = [r for i in pick for r in results[kind][i]["baseline"]]
                         s = summary["pooled"][key][kind] = _summary(rows, base)
@@ -272,10 +283,10 @@ def run_section(args) -> dict:
                             f"ECE {_fmt(s['ece'])}" if kind != "caption" else ""))
                     print(f"  {key:<34} n {s['with_reference']:>3} base {_fmt(s['baseline_top1'])} | " + " | ".join(line))
     per_world = summary["per_world"] = {}
-    print(f"\nper world (engine groups), the labeler with captions ({chosen}) beside the baseline and today's labeler")
+    print("\nper world (engine groups), the labeler with captions beside the baseline and today's labeler")
     for i, (u, q, _) in enumerate(cells):
         key = f"{u['world'].name} ({u['world'].role}) {u['quality']} {u['clips']} {q}"
-        s = _summary(results[chosen][i]["rows"], results[chosen][i]["baseline"])
+        s = _summary(results["captioned"][i]["rows"], results["captioned"][i]["baseline"])
         today = _summary(results["labeler"][i]["rows"], results["labeler"][i]["baseline"])
         per_world[key] = {"captioned": s, "labeler": today}
         print(f"  {key:<50} n {s['with_reference']:>3} top-1 {_fmt(s['top1'])} (base {_fmt(s['baseline_top1'])}, today "
