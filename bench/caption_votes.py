@@ -183,6 +183,30 @@ def _fit(xs: list, ys: list, fitted_on: dict):
     return Combination(tuple(float(b) for b in beta), FEATURES, fitted_on)
 
 
+def _recalibrated(combination, dev: list, shipped):
+    """``combination`` with its logit scaled and shifted (``sigmoid(a z + c)``, fitted on the dev labels it
+    chooses): fitted on every candidate of a group, its probabilities are not those of the label it then
+    picks; a positive scale keeps every choice and only moves the confidence (Platt scaling, folded into
+    the coefficients)."""
+    from neurflow.labeler.evidence import Combination
+
+    zs, ys = [], []
+    for u, _, votes in dev:
+        for r in _evaluate(u["sets"]["engine"], _method("candidate", votes, combination, shipped)):
+            if "top1" in r and "caption" in r["confidence"]:
+                p = min(max(combination.probability(r["confidence"]), 1e-9), 1 - 1e-9)
+                zs.append([np.log(p / (1 - p))])
+                ys.append(float(r["top1"]))
+    shift, scale = fit_logistic(np.array(zs), np.array(ys), l2=CALIBRATION_L2, signs=(1,))
+    if scale <= 0:
+        raise SystemExit("the recalibration's scale is not positive: the combination's order does not hold on dev")
+    b = np.asarray(combination.coefficients)
+    coefficients = (scale * b[0] + shift, *(scale * b[1:]))
+    return Combination(tuple(float(x) for x in coefficients), combination.features,
+                       {**combination.fitted_on, "recalibrated": {"scale": round(float(scale), 4),
+                                                                   "shift": round(float(shift), 4), "labels": len(ys)}})
+
+
 def _scored(rows: list[dict], captioned, shipped) -> list[dict]:
     """Rows with their combination's probability as their confidence (the caption alone has none)."""
     return [{**r, "confidence": None if not r["confidence"] else
@@ -229,6 +253,9 @@ def run_section(args) -> dict:
         fitted[kind] = _fit(xs, ys, {**fitted_on, "rows": len(ys), "wrong": int(len(ys) - sum(ys)),
                                      "caption_candidate": kind == "candidate"})
         print(f"\n{kind}: combination fitted on {len(ys)} dev rows: {fitted[kind].describe()}")
+    if "candidate" in fitted:
+        fitted["candidate"] = _recalibrated(fitted["candidate"], dev, shipped)
+        print(f"  recalibrated on the labels it chose: {fitted['candidate'].describe()}")
 
     def evaluate(kind: str, captioned) -> list[dict]:
         out = []

@@ -171,6 +171,7 @@ def test_shipped_captioned_combination_reads_the_caption_and_was_fitted_on_dev_w
     assert captioned.features == FEATURES and Combination.from_file(CAPTIONED_COMBINATION_FILE) == captioned
     assert captioned.coefficients[1 + FEATURES.index("caption")] > 0  # a caption for the label never lowers it
     assert all(SUITE[w].role == "dev" for w in captioned.fitted_on["worlds"]) and captioned.fitted_on["wrong"] > 0
+    assert captioned.fitted_on["recalibrated"]["scale"] > 0  # Platt scaling keeps every choice
     view = _view([[1, 0, 0, 0]] * 5)
     assert combination_for(None) == default_combination()
     assert combination_for(caption_vote("caption:m", "a", [_unit([1, 0, 0, 0])], [view])) == captioned
