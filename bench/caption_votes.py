@@ -34,8 +34,24 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.labels import (CALIBRATION_L2, CALIBRATION_SIGNS, BENCH_WORLDS, Case, _baseline, _clip_views, _evaluate, _fmt,
-                          _mean, _summary, _units, fit_logistic)
+from bench.labels import (
+    CALIBRATION_L2,
+    CALIBRATION_SIGNS,
+    BENCH_WORLDS,
+    Case,
+    _baseline,
+    _clip_views,
+    _evaluate,
+    _fmt,
+    _mean,
+    _summary,
+    _units,
+    fit_logistic,
+)
+
+#: The label bench's worlds and the held-out worlds built after the caption vote's freezes
+#: (docs/label-quality.md#the-captions-words-as-a-vote).
+CAPTION_WORLDS = (*BENCH_WORLDS, "shapes3-seed1", "shapes3-cluttered-seed1", "shapes3-uneven-seed1")
 
 #: Captioner quality -> share of each world's parts it learns under another part's name.
 CAPTIONER_QUALITIES = {"clean": 0.0, "c70": 0.3}
@@ -45,10 +61,18 @@ METHODS = ("feature", "candidate")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--captioner-quality", nargs="+", default=list(CAPTIONER_QUALITIES), choices=list(CAPTIONER_QUALITIES),
-                        help="captioners of each world: clean, or with some parts learned under another name")
-    parser.add_argument("--write-captioned-combination", action="store_true",
-                        help="write the captioned combination fitted on the dev worlds to labeler/combination-captioned.json")
+    parser.add_argument(
+        "--captioner-quality",
+        nargs="+",
+        default=list(CAPTIONER_QUALITIES),
+        choices=list(CAPTIONER_QUALITIES),
+        help="captioners of each world: clean, or with some parts learned under another name",
+    )
+    parser.add_argument(
+        "--write-captioned-combination",
+        action="store_true",
+        help="write the captioned combination fitted on the dev worlds to labeler/combination-captioned.json",
+    )
     parser.add_argument("--caption-json", metavar="PATH", help="also write the caption-vote table as JSON here")
 
 
@@ -76,8 +100,14 @@ def world_captions(name: str, quality: str, log) -> dict:
     if cache.is_file():
         return json.loads(cache.read_text())
     captioner = TransformersCaptioner(folder, max_new_tokens=6)
-    spec = CaptionerSpec(backend="transformers", model=str(folder), max_images=5, image_size=config.image_size,
-                         circuit_prompt=None, max_new_tokens=6)
+    spec = CaptionerSpec(
+        backend="transformers",
+        model=str(folder),
+        max_images=5,
+        image_size=config.image_size,
+        circuit_prompt=None,
+        max_new_tokens=6,
+    )
     labels: dict[str, str | None] = {}
     sure: dict[str, float | None] = {}
     started = time.perf_counter()
@@ -92,9 +122,15 @@ def world_captions(name: str, quality: str, log) -> dict:
                 log(f"{name} {gid}: no caption: {exc}")
                 labels[gid] = None
     metrics = json.loads((folder / "metrics.json").read_text())
-    out = {"captioner": folder.name, "quality": quality, "renamed": metrics.get("renamed", {}),
-           "fresh_mosaic_top1": metrics["fresh_mosaic_top1"], "labels": labels, "sure": sure,
-           "ms_per_group": round(1000 * (time.perf_counter() - started) / max(len(labels), 1), 1)}
+    out = {
+        "captioner": folder.name,
+        "quality": quality,
+        "renamed": metrics.get("renamed", {}),
+        "fresh_mosaic_top1": metrics["fresh_mosaic_top1"],
+        "labels": labels,
+        "sure": sure,
+        "ms_per_group": round(1000 * (time.perf_counter() - started) / max(len(labels), 1), 1),
+    }
     cache.write_text(json.dumps(out, indent=1))
     return out
 
@@ -128,14 +164,16 @@ def _votes(unit: dict, captions: dict, log) -> dict[str, object]:
     for case in cases:
         text = captions["labels"].get(case.gid)
         if text:
-            votes[case.gid] = caption_vote("caption", text, [e[text] for e in embedded], _clip_views(case),
-                                           captions["sure"].get(case.gid))
+            votes[case.gid] = caption_vote(
+                "caption", text, [e[text] for e in embedded], _clip_views(case), captions["sure"].get(case.gid)
+            )
     return votes
 
 
 def _method(kind: str, votes: dict, captioned, shipped):
     """A labeling method over one unit's cases: (ranked scores, feature dict) as bench.labels expects.
     Groups without a caption are labeled as today (``shipped``), as ``label_circuit`` does."""
+
     def method(case: Case):
         from neurflow.labeler.evidence import combined_scores, rerank
 
@@ -153,6 +191,7 @@ def _method(kind: str, votes: dict, captioned, shipped):
         ranked = np.empty(len(order))
         ranked[order] = -np.arange(len(order), dtype=float)
         return ranked, values
+
     return method
 
 
@@ -188,8 +227,6 @@ def _recalibrated(combination, dev: list, shipped):
     chooses): fitted on every candidate of a group, its probabilities are not those of the label it then
     picks; a positive scale keeps every choice and only moves the confidence (Platt scaling, folded into
     the coefficients)."""
-    from neurflow.labeler.evidence import Combination
-
     zs, ys = [], []
     for u, _, votes in dev:
         for r in _evaluate(u["sets"]["engine"], _method("candidate", votes, combination, shipped)):
@@ -200,47 +237,81 @@ def _recalibrated(combination, dev: list, shipped):
     shift, scale = fit_logistic(np.array(zs), np.array(ys), l2=CALIBRATION_L2, signs=(1,))
     if scale <= 0:
         raise SystemExit("the recalibration's scale is not positive: the combination's order does not hold on dev")
+    return platt_folded(combination, float(scale), float(shift), len(ys))
+
+
+def platt_folded(combination, scale: float, shift: float, labels: int):
+    """``combination`` whose probability is ``sigmoid(scale * z + shift)`` of its logit ``z``: a logistic
+    combination stays one, with every coefficient scaled and the intercept shifted."""
+    from neurflow.labeler.evidence import Combination
+
     b = np.asarray(combination.coefficients)
-    coefficients = (scale * b[0] + shift, *(scale * b[1:]))
-    return Combination(tuple(float(x) for x in coefficients), combination.features,
-                       {**combination.fitted_on, "recalibrated": {"scale": round(float(scale), 4),
-                                                                   "shift": round(float(shift), 4), "labels": len(ys)}})
+    return Combination(
+        (float(scale * b[0] + shift), *(float(x) for x in scale * b[1:])),
+        combination.features,
+        {
+            **combination.fitted_on,
+            "recalibrated": {"scale": round(scale, 4), "shift": round(shift, 4), "labels": labels},
+        },
+    )
 
 
 def _scored(rows: list[dict], captioned, shipped) -> list[dict]:
     """Rows with their combination's probability as their confidence (the caption alone has none)."""
-    return [{**r, "confidence": None if not r["confidence"] else
-             (captioned if "caption" in r["confidence"] else shipped).probability(r["confidence"])} for r in rows]
+    return [
+        {
+            **r,
+            "confidence": (
+                None
+                if not r["confidence"]
+                else (captioned if "caption" in r["confidence"] else shipped).probability(r["confidence"])
+            ),
+        }
+        for r in rows
+    ]
 
 
 def run_section(args) -> dict:
     import torch
 
-    from neurflow.labeler.evidence import (CAPTION_CANDIDATE, CAPTIONED_COMBINATION_FILE, captioned_combination,
-                                           default_combination)
+    from neurflow.labeler.evidence import (
+        CAPTION_CANDIDATE,
+        CAPTIONED_COMBINATION_FILE,
+        captioned_combination,
+        default_combination,
+    )
 
     torch.set_num_threads(1)
-    names = getattr(args, "label_worlds", None) or list(BENCH_WORLDS)
+    names = getattr(args, "label_worlds", None) or list(CAPTION_WORLDS)
     qualities = list(dict.fromkeys(getattr(args, "clip_quality", None) or ["good"]))
     cap_qualities = list(dict.fromkeys(getattr(args, "captioner_quality", None) or list(CAPTIONER_QUALITIES)))
     started = time.time()
     log = lambda line: print(f"  [{time.time() - started:5.0f}s] {line}", file=sys.stderr, flush=True)  # noqa: E731
     units = _units(names, qualities, log, getattr(args, "noisy_towers", "both") == "own")
     captions = {(n, q): world_captions(n, q, log) for n in names for q in cap_qualities}
-    print("captioners (each trained on its world's train split only; top-1 of its short label on the world's engine "
-          "groups with a reference):")
+    print(
+        "captioners (each trained on its world's train split only; top-1 of its short label on the world's engine "
+        "groups with a reference):"
+    )
     for (n, q), c in captions.items():
         w = next(u["world"] for u in units if u["world"].name == n)
         ref = [g for g in w.groups if g.reference is not None]
         top1 = _mean(c["labels"].get(g.gid) == g.reference for g in ref)
-        print(f"  {n:<26} {q:<6} {c['captioner']}  top-1 {_fmt(top1)} on {len(ref)} groups, renamed {len(c['renamed'])} "
-              f"parts, {c['ms_per_group']} ms per group")
+        print(
+            f"  {n:<26} {q:<6} {c['captioner']}  top-1 {_fmt(top1)} on {len(ref)} groups, renamed {len(c['renamed'])} "
+            f"parts, {c['ms_per_group']} ms per group"
+        )
     cells = [(u, q, _votes(u, captions[(u["world"].name, q)], log)) for u in units for q in cap_qualities]
     dev = [c for c in cells if c[0]["world"].role == "dev"]
     shipped = default_combination()
-    fitted_on = {"worlds": sorted({u["world"].name for u, _, _ in dev}), "clip_qualities": qualities,
-                 "captioner_qualities": cap_qualities, "groups": "engine groups with a caption", "l2": CALIBRATION_L2,
-                 "by": "python -m bench.run captions --write-captioned-combination"}
+    fitted_on = {
+        "worlds": sorted({u["world"].name for u, _, _ in dev}),
+        "clip_qualities": qualities,
+        "captioner_qualities": cap_qualities,
+        "groups": "engine groups with a caption",
+        "l2": CALIBRATION_L2,
+        "by": "python -m bench.run captions --write-captioned-combination",
+    }
     fitted = {}
     for kind in METHODS if dev else ():
         xs, ys = [], []
@@ -250,8 +321,11 @@ def run_section(args) -> dict:
             ys += y
         if len(set(ys)) < 2:
             raise SystemExit("no dev unit with both right and wrong captioned labels: nothing to fit")
-        fitted[kind] = _fit(xs, ys, {**fitted_on, "rows": len(ys), "wrong": int(len(ys) - sum(ys)),
-                                     "caption_candidate": kind == "candidate"})
+        fitted[kind] = _fit(
+            xs,
+            ys,
+            {**fitted_on, "rows": len(ys), "wrong": int(len(ys) - sum(ys)), "caption_candidate": kind == "candidate"},
+        )
         print(f"\n{kind}: combination fitted on {len(ys)} dev rows: {fitted[kind].describe()}")
     if "candidate" in fitted:
         fitted["candidate"] = _recalibrated(fitted["candidate"], dev, shipped)
@@ -261,19 +335,31 @@ def run_section(args) -> dict:
         out = []
         for u, q, votes in cells:
             rows = _evaluate(u["sets"]["engine"], _method(kind, votes, captioned, shipped))
-            out.append({"unit": u, "captioner": q, "rows": rows if kind == "caption" else _scored(rows, captioned, shipped),
-                        "baseline": _evaluate(u["sets"]["engine"], _baseline)})
+            out.append(
+                {
+                    "unit": u,
+                    "captioner": q,
+                    "rows": rows if kind == "caption" else _scored(rows, captioned, shipped),
+                    "baseline": _evaluate(u["sets"]["engine"], _baseline),
+                }
+            )
         return out
 
     chosen = "candidate" if CAPTION_CANDIDATE else "feature"
     if fitted:
-        print("\ndev: top-1 / ECE / ROC-AUC of each captioned method, fitted on this run's dev units (engine groups, "
-              "every unit pooled)")
+        print(
+            "\ndev: top-1 / ECE / ROC-AUC of each captioned method, fitted on this run's dev units (engine groups, "
+            "every unit pooled)"
+        )
         for kind in METHODS:
-            rows = [r for cell in evaluate(kind, fitted[kind]) if cell["unit"]["world"].role == "dev" for r in cell["rows"]]
+            rows = [
+                r for cell in evaluate(kind, fitted[kind]) if cell["unit"]["world"].role == "dev" for r in cell["rows"]
+            ]
             s = _summary(rows, rows)
             mark = " <- the labeler's (CAPTION_CANDIDATE)" if kind == chosen else ""
-            print(f"  {kind:<10} top-1 {_fmt(s['top1'])}, ECE {_fmt(s['ece'])}, ROC-AUC {_fmt(s['confidence_auc'])}{mark}")
+            print(
+                f"  {kind:<10} top-1 {_fmt(s['top1'])}, ECE {_fmt(s['ece'])}, ROC-AUC {_fmt(s['confidence_auc'])}{mark}"
+            )
         if getattr(args, "write_captioned_combination", False):
             CAPTIONED_COMBINATION_FILE.write_text(fitted[chosen].to_json())
             captioned_combination.cache_clear()
@@ -281,21 +367,35 @@ def run_section(args) -> dict:
     # every unit is reported as the labeler labels: the shipped captioned combination, the chosen method
     shipped_captioned = captioned_combination()
     print(f"\nthe labeler's captioned combination: {shipped_captioned.describe()}")
-    results = {"labeler": evaluate("labeler", shipped), "caption": evaluate("caption", shipped),
-               "captioned": evaluate(chosen, shipped_captioned)}
+    results = {
+        "labeler": evaluate("labeler", shipped),
+        "caption": evaluate("caption", shipped),
+        "captioned": evaluate(chosen, shipped_captioned),
+    }
 
-    summary: dict = {"captioners": {f"{n} {q}": {k: v for k, v in c.items() if k != "labels"} for (n, q), c in captions.items()},
-                     "fitted": {k: json.loads(c.to_json()) for k, c in fitted.items()},
-                     "shipped": json.loads(shipped_captioned.to_json()), "pooled": {}}
-    print("\npooled per role, CLIP quality and set, captioner (engine groups): method top-1 (baseline), "
-          "confident top-1 at coverage, ROC-AUC, ECE")
+    summary: dict = {
+        "captioners": {f"{n} {q}": {k: v for k, v in c.items() if k != "labels"} for (n, q), c in captions.items()},
+        "fitted": {k: json.loads(c.to_json()) for k, c in fitted.items()},
+        "shipped": json.loads(shipped_captioned.to_json()),
+        "pooled": {},
+    }
+    print(
+        "\npooled per role, CLIP quality and set, captioner (engine groups): method top-1 (baseline), "
+        "confident top-1 at coverage, ROC-AUC, ECE"
+    )
     for role in ("dev", "held-out"):
         for quality in qualities:
             sets = dict.fromkeys(u["clips"] for u, _, _ in cells if u["quality"] == quality)
             for set_name in sets:
                 for q in cap_qualities:
-                    pick = [i for i, (u, cq, _) in enumerate(cells) if u["quality"] == quality and u["clips"] == set_name
-                            and cq == q and (u["world"].role == "dev") == (role == "dev")]
+                    pick = [
+                        i
+                        for i, (u, cq, _) in enumerate(cells)
+                        if u["quality"] == quality
+                        and u["clips"] == set_name
+                        and cq == q
+                        and (u["world"].role == "dev") == (role == "dev")
+                    ]
                     if not pick:
                         continue
                     key = f"{role} {quality} {set_name} {q}"
@@ -305,10 +405,12 @@ def run_section(args) -> dict:
                         rows = [r for i in pick for r in results[kind][i]["rows"]]
                         base = [r for i in pick for r in results[kind][i]["baseline"]]
                         s = summary["pooled"][key][kind] = _summary(rows, base)
-                        line.append(f"{kind} {_fmt(s['top1'])}" + (
-                            f" conf {_fmt(s['top1_confident'])}@{_fmt(s['coverage'])} AUC {_fmt(s['confidence_auc'])} "
-                            f"ECE {_fmt(s['ece'])}" if kind != "caption" else ""))
-                    print(f"  {key:<34} n {s['with_reference']:>3} base {_fmt(s['baseline_top1'])} | " + " | ".join(line))
+                        sure = (f" conf {_fmt(s['top1_confident'])}@{_fmt(s['coverage'])} "
+                                f"AUC {_fmt(s['confidence_auc'])} ECE {_fmt(s['ece'])}")
+                        line.append(f"{kind} {_fmt(s['top1'])}" + (sure if kind != "caption" else ""))
+                    print(
+                        f"  {key:<34} n {s['with_reference']:>3} base {_fmt(s['baseline_top1'])} | " + " | ".join(line)
+                    )
     per_world = summary["per_world"] = {}
     print("\nper world (engine groups), the labeler with captions beside the baseline and today's labeler")
     for i, (u, q, _) in enumerate(cells):
@@ -316,9 +418,11 @@ def run_section(args) -> dict:
         s = _summary(results["captioned"][i]["rows"], results["captioned"][i]["baseline"])
         today = _summary(results["labeler"][i]["rows"], results["labeler"][i]["baseline"])
         per_world[key] = {"captioned": s, "labeler": today}
-        print(f"  {key:<50} n {s['with_reference']:>3} top-1 {_fmt(s['top1'])} (base {_fmt(s['baseline_top1'])}, today "
-              f"{_fmt(today['top1'])}) conf {_fmt(s['top1_confident'])}@{_fmt(s['coverage'])} AUC {_fmt(s['confidence_auc'])} "
-              f"ECE {_fmt(s['ece'])}")
+        print(
+            f"  {key:<50} n {s['with_reference']:>3} top-1 {_fmt(s['top1'])} (base {_fmt(s['baseline_top1'])}, today "
+            f"{_fmt(today['top1'])}) conf {_fmt(s['top1_confident'])}@{_fmt(s['coverage'])} "
+            f"AUC {_fmt(s['confidence_auc'])} ECE {_fmt(s['ece'])}"
+        )
     if getattr(args, "caption_json", None):
         Path(args.caption_json).write_text(json.dumps(summary, indent=1, default=str))
     return summary

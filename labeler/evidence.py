@@ -218,8 +218,8 @@ def view_votes(views: list[ClipView], names: list[str] | tuple[str, ...],
     """Each CLIP's own first choice, twice: from its mosaic (the label's rule) and from all its
     activation-weighted patches, then the caption's words. ``score`` is the concept's share of that
     voter's distribution."""
-    kinds = [(f"{v.voter} {kind}", p) for v in views
-             for kind, p in (("mosaic", view_distribution(v, exemplar_weight, votes)), ("patches", weighted_mixture(v)))]
+    kinds = [(f"{v.voter} {kind}", p) for v in views for kind, p in
+             (("mosaic", view_distribution(v, exemplar_weight, votes)), ("patches", weighted_mixture(v)))]
     if caption is not None:
         kinds.append((f"{caption.voter} words", caption.distribution))
     out = []
@@ -348,7 +348,7 @@ def judge(views: list[ClipView], names: list[str] | tuple[str, ...], combination
     features and votes."""
     combination = combination or combination_for(caption)
     scores = combined_scores(views, exemplar_weight, votes)
-    order, values, p = rerank(views, np.argsort(-scores, kind="stable"), combination, candidates, exemplar_weight, votes,
-                              caption)
+    order, values, p = rerank(views, np.argsort(-scores, kind="stable"), combination, candidates, exemplar_weight,
+                              votes, caption)
     return Verdict(scores, order, round(p, 5), {k: round(v, 5) for k, v in values.items()},
                    view_votes(views, names, exemplar_weight, votes, caption))

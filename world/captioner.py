@@ -12,6 +12,9 @@ background"). The crops are the world CLIP's (part boxes with a random margin, a
 at the engine's granularities labeled with ``World.dominant_part``, the function that defines a
 group's truth).
 
+A *noisy* captioner (``CaptionerTrainConfig.confused_share``) learns some parts under another
+part's name, as the noisy world CLIPs do; ``metrics.json`` records which (``renamed``).
+
 It is a captioner of the worlds it was trained on: its words are their part names. Trained on the
 dev worlds (whose parts ``uneven`` shares), it cannot name a part of ``shapes2`` or ``objects``;
 the bench reports that as it is.
@@ -195,7 +198,8 @@ def _train(world_roots: list[Path], out: Path, config: CaptionerTrainConfig, log
         generated = model.generate(pixel_values=pixels, max_new_tokens=6, do_sample=False)
     said = [" ".join(t.split()) for t in tok.batch_decode(generated, skip_special_tokens=True)]
     metrics = {"fresh_mosaic_top1": float(np.mean([s == n for s, n in zip(said, names)])), "concepts": crops.names,
-               "worlds": [r.name for r in world_roots], "renamed": crops.renamed, "train_seconds": round(time.time() - started, 1),
+               "worlds": [r.name for r in world_roots], "renamed": crops.renamed,
+               "train_seconds": round(time.time() - started, 1),
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(config)}
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # safetensors

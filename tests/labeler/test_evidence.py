@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from neurflow.labeler.evidence import (CLIP_FEATURES, COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, ClipView, Combination,
-                                       caption_vote, combined_scores,
-                                       default_combination, features, is_uncertain_probability, judge, weighted_mixture)
+from neurflow.labeler.evidence import (CLIP_FEATURES, COMBINATION_FILE, FEATURES, UNCERTAIN_BELOW, ClipView,
+                                       Combination, caption_vote, combined_scores, default_combination, features,
+                                       is_uncertain_probability, judge, weighted_mixture)
 from neurflow.labeler.scoring import mosaic_scores
 
 

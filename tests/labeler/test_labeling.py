@@ -94,7 +94,8 @@ def test_every_label_carries_its_evidence(labeled):
     for _, _, circuit in labeled.values():
         assert circuit.labeling.confidence_method.startswith("logistic: sigmoid(")
         for _, _, g in circuit.iter_groups():
-            assert set(g.evidence.features) == set(CLIP_FEATURES) and g.evidence.method == circuit.labeling.confidence_method
+            assert set(g.evidence.features) == set(CLIP_FEATURES)
+            assert g.evidence.method == circuit.labeling.confidence_method
             assert [v.voter.split(" ")[-1] for v in g.evidence.votes] == ["mosaic", "patches"]
             # one CLIP: its mosaic vote is the label, or one the combination preferred among the three best
             assert g.evidence.votes[0].text in [lab.text for lab in g.labels[:3]]

@@ -83,7 +83,8 @@ def test_a_caption_that_does_not_vote_leaves_the_clip_labels_as_they_were(world_
                  "image_size": 64, "circuit_prompt": None}
     circuit, _ = world_circuit(world_clip.world, 0, n_images=6, split="heldout")
     plain = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling())
-    silent = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(captioner={**captioner, "vote": False}))
+    silent_section = world_clip.labeling(captioner={**captioner, "vote": False})
+    silent = label_circuit(circuit, world_clip.heldout_images, silent_section)
     voting = label_circuit(circuit, world_clip.heldout_images, world_clip.labeling(captioner=captioner))
     for (_, _, a), (_, _, b), (_, _, c) in zip(plain.iter_groups(), silent.iter_groups(), voting.iter_groups()):
         assert b.caption is not None and "caption" not in b.evidence.features

@@ -19,9 +19,14 @@ def test_a_clean_captioner_keeps_its_key_and_a_noisy_one_gets_its_own():
     roots = [Path("/x/standard")]
     clean = CaptionerTrainConfig()
     fields = {k: v for k, v in asdict(clean).items() if k not in ("confused_share", "confusion_rate")}
-    before = hashlib.sha256(json.dumps({"cfg": fields, "worlds": ["standard"]}, sort_keys=True).encode()).hexdigest()[:12]
+    before = hashlib.sha256(json.dumps({"cfg": fields, "worlds": ["standard"]}, sort_keys=True).encode()).hexdigest()[
+        :12
+    ]
     assert clean.key(roots) == before
-    assert CaptionerTrainConfig(confused_share=0.3).key(roots) not in (before, CaptionerTrainConfig(confused_share=0.2).key(roots))
+    assert CaptionerTrainConfig(confused_share=0.3).key(roots) not in (
+        before,
+        CaptionerTrainConfig(confused_share=0.2).key(roots),
+    )
     with pytest.raises(ValueError, match="confused_share and confusion_rate are shares in"):
         CaptionerTrainConfig(confusion_rate=2.0)
 
@@ -31,7 +36,9 @@ def test_confused_names_are_drawn_from_the_salt_so_captioners_and_clips_err_apar
     a = confused_names(parts, 0.3, "captioner:0:w")
     assert len(a) == 4 and all(x != y and y in parts for x, y in a.items())
     assert a == confused_names(list(reversed(parts)), 0.3, "captioner:0:w") and confused_names(parts, 0.0, "s") == {}
-    assert confusions(parts, TrainConfig(confused_share=0.3)) == confused_names(parts, 0.3, "0:vit")  # the CLIPs' draws kept
+    assert confusions(parts, TrainConfig(confused_share=0.3)) == confused_names(
+        parts, 0.3, "0:vit"
+    )  # the CLIPs' draws kept
     assert a != confused_names(parts, 0.3, "0:vit")
 
 
