@@ -317,7 +317,7 @@ RERANK_CANDIDATES = 1
 
 #: Whether the caption's first concept joins the candidates the combination chooses between (the
 #: captioned combination then picks the likelier right of the mosaic score's first and the caption's).
-#: Chosen on the dev worlds by ``python -m bench.run labels --caption-votes`` (docs/label-quality.md).
+#: Chosen on the dev worlds by ``python -m bench.run captions`` (docs/label-quality.md).
 CAPTION_CANDIDATE = True
 
 

@@ -51,7 +51,8 @@ def test_v1_labeled_document_loads_as_v3():
     rec = circuit.labeling
     assert isinstance(rec, Labeling)
     settings = msgspec.to_builtins(rec.settings)
-    assert settings.pop("extra_clips") == [] and settings == old["config"]  # extra_clips: added since, defaulted
+    assert settings.pop("extra_clips") == [] and settings["captioner"].pop("vote") is True  # added since, defaulted
+    assert settings == old["config"]
     assert rec.settings.top_k == old["top_k"] and rec.settings.holdout == old["holdout_fraction"]
     assert msgspec.to_builtins(rec.clip) == old["clip"] and msgspec.to_builtins(rec.vocabulary) == old["vocabulary"]
     assert rec.templates == old["templates"] and rec.confidence_method == old["confidence"]
@@ -115,6 +116,7 @@ def test_v2_labeled_document_loads_as_v3():
     # the labeling record was typed already: it reads as written
     record = msgspec.to_builtins(circuit.labeling)
     assert record["settings"].pop("extra_clips") == []  # added since, defaulted
+    assert record["settings"]["captioner"].pop("vote") is True
     assert record.pop("extra_clips", None) in (None, []) and record.pop("prototypes", None) in (None, {})
     assert record == raw["labeling"] and circuit.labeling.caption_errors
     doc = json.loads(circuit.to_json())
