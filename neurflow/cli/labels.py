@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captioner-model", help="served model name (openai) or local model folder (transformers)")
     p.add_argument("--captioner-url", help="OpenAI-compatible API root, e.g. http://localhost:11434/v1")
     p.add_argument("--no-captioner", action="store_true", help="drop a captioner configured in --labeling or earlier")
+    p.add_argument("--caption-vote", action=argparse.BooleanOptionalAction, default=None,
+                   help="whether the caption's words vote on the label (default: they do; docs/labeling.md)")
     p.set_defaults(func=cmd_label)
 
     b = sub.add_parser("clip-bundle", help="write an open_clip model with its pretrained weights as a bundle folder",
@@ -131,6 +133,11 @@ def labeling_from_args(args: argparse.Namespace, previous: dict[str, Any] | None
             if getattr(args, flag):
                 cap[key] = getattr(args, flag)
         section["captioner"] = cap
+    if args.caption_vote is not None:
+        if not section.get("captioner"):
+            raise ValueError("--caption-vote/--no-caption-vote needs a captioner: pass --captioner-backend and "
+                             "--captioner-model, or a --labeling spec with a captioner")
+        section["captioner"] = {**section["captioner"], "vote": args.caption_vote}
     if "clip" not in section:
         raise ValueError("no CLIP model given: pass --clip-model/--clip-pretrained, --world-clip BUNDLE or --labeling SPEC")
     return section, base_dir

@@ -125,3 +125,25 @@ def test_clip_bundle_and_label_say_what_is_missing(tmp_path, capsys):
         load_clip({"model": f"local-dir:{tmp_path / 'my-clip'}"})
     text = str(missing.value)
     assert "no such folder" in text and "neurflow clip-bundle" in text and "not an open_clip bundle" not in text
+
+
+def test_caption_vote_flag_sets_the_captioner_and_needs_one(tmp_path, capsys, world_clip):
+    import argparse
+
+    from neurflow.cli.labels import labeling_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    folder = str(tmp_path / "captioner")
+    base = ["label", "c.json", "--world-clip", str(world_clip.bundle), "--captioner-backend", "transformers",
+            "--captioner-model", folder, "--out", str(tmp_path / "l.json")]
+    section, _ = labeling_from_args(parser.parse_args(base + ["--no-caption-vote"]), None)
+    assert section["captioner"] == {"backend": "transformers", "model": folder, "vote": False}
+    section, _ = labeling_from_args(parser.parse_args(base), None)
+    assert "vote" not in section["captioner"]  # the setting's default: the caption votes
+    circuit, _ = world_circuit(world_clip.world, 6, n_images=3, split="heldout")
+    raw = tmp_path / "c.json"
+    raw.write_text(circuit.to_json())
+    assert main(["label", str(raw), "--images", str(world_clip.heldout_images), "--world-clip", str(world_clip.bundle),
+                 "--caption-vote", "--out", str(tmp_path / "l.json")]) == 2
+    assert "--caption-vote/--no-caption-vote needs a captioner" in capsys.readouterr().err
