@@ -193,6 +193,7 @@ def label_circuit(
     captions = _caption_groups(circuit, loader, config, captioner, report) if config.captioner is not None else None
     votes_from_captions = captions is not None and config.captioner.vote and config.score == "mosaic"
 
+    voted = False  # whether any group's caption voted (a captioner may fail on every group)
     holdout: dict[str, list[list[int]]] = {}
     group_embeddings: dict[str, np.ndarray] = {}
     for done, (layer_index, group) in enumerate(groups):
@@ -207,6 +208,7 @@ def label_circuit(
             views = [v.view(emb, shown, weights) for v, emb in zip(voters, embeddings)]
             vote = (_caption_vote(captions.results.get(group.id), captions.model, voters, views, templates)
                     if votes_from_captions else None)
+            voted = voted or vote is not None
             verdict = judge(views, vocabulary.concepts, caption=vote)
             scores, top, confidence = verdict.scores, verdict.order[: config.top_k], verdict.confidence
             evidence = LabelEvidence(votes=[msgspec.convert(vote, LabelVote) for vote in verdict.votes],
@@ -227,7 +229,7 @@ def label_circuit(
     method = confidence_method(config.score)
     if config.score == "mosaic":
         method = default_combination().describe()
-        if votes_from_captions:
+        if voted:
             method = f"captioned groups: {captioned_combination().describe()}; the others: {method}"
     circuit.labeling = Labeling(
         settings=config,

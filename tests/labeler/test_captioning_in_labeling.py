@@ -74,3 +74,6 @@ def test_unreachable_endpoint_keeps_clip_labels_and_says_why(world_clip, circuit
     assert "unreachable" in first and url in first
     assert all(e.startswith("not attempted") for gid, e in errors.items() if gid != groups[0].id)  # no retry storm
     assert all(g.labels and g.caption is None for g in groups)
+    # no caption voted, so every confidence is the uncaptioned combination's, and the record says so
+    assert "captioned groups" not in labeled.labeling.confidence_method
+    assert all("caption" not in g.evidence.features for g in groups)
