@@ -2,7 +2,8 @@
 
 Every world of the label suite gets captioners of its own, trained on its train split only, as its
 CLIPs are (:mod:`neurflow.world.captioner`): a clean one and noisy ones that learn some parts under
-another part's name (``--captioner-quality``; :data:`CAPTIONER_QUALITIES`). Each engine group is
+another part's name, and one that names them in other words (``--captioner-quality``;
+:data:`CAPTIONER_QUALITIES`). Each engine group is
 captioned through the labeler's captioning path (its five exemplars as one mosaic, the
 ``transformers`` back end, caption parsing, the rule-based short label), and the caption's words are
 read onto the vocabulary by the CLIPs' own text towers (:func:`neurflow.labeler.evidence.caption_vote`).
@@ -53,8 +54,11 @@ from bench.labels import (
 #: (docs/label-quality.md#the-captions-words-as-a-vote).
 CAPTION_WORLDS = (*BENCH_WORLDS, "shapes3-seed1", "shapes3-cluttered-seed1", "shapes3-uneven-seed1")
 
-#: Captioner quality -> share of each world's parts it learns under another part's name.
-CAPTIONER_QUALITIES = {"clean": 0.0, "c70": 0.3}
+#: Captioner quality -> its training: ``c70`` learns 30 % of a world's parts under another part's name;
+#: ``reworded`` names every part right but in other words than the vocabulary's (its words reversed).
+CAPTIONER_QUALITIES = {"clean": {}, "c70": {"confused_share": 0.3}, "reworded": {"wording": "reversed"}}
+#: The captioners the captioned combination is fitted with (the others are only reported).
+FIT_CAPTIONERS = ("clean", "c70")
 #: The caption feature never lowers the confidence of the concept it votes for.
 CAPTION_SIGNS = {**CALIBRATION_SIGNS, "caption": 1}
 METHODS = ("feature", "candidate")
@@ -79,7 +83,7 @@ def add_arguments(parser) -> None:
 def _captioner_config(quality: str):
     from neurflow.world.captioner import CaptionerTrainConfig
 
-    return CaptionerTrainConfig(confused_share=CAPTIONER_QUALITIES[quality])
+    return CaptionerTrainConfig(**CAPTIONER_QUALITIES[quality])
 
 
 def world_captions(name: str, quality: str, log) -> dict:
@@ -302,12 +306,12 @@ def run_section(args) -> dict:
             f"parts, {c['ms_per_group']} ms per group"
         )
     cells = [(u, q, _votes(u, captions[(u["world"].name, q)], log)) for u in units for q in cap_qualities]
-    dev = [c for c in cells if c[0]["world"].role == "dev"]
+    dev = [c for c in cells if c[0]["world"].role == "dev" and c[1] in FIT_CAPTIONERS]
     shipped = default_combination()
     fitted_on = {
         "worlds": sorted({u["world"].name for u, _, _ in dev}),
         "clip_qualities": qualities,
-        "captioner_qualities": cap_qualities,
+        "captioner_qualities": [q for q in cap_qualities if q in FIT_CAPTIONERS],
         "groups": "engine groups with a caption",
         "l2": CALIBRATION_L2,
         "by": "python -m bench.run captions --write-captioned-combination",
@@ -352,9 +356,8 @@ def run_section(args) -> dict:
             "every unit pooled)"
         )
         for kind in METHODS:
-            rows = [
-                r for cell in evaluate(kind, fitted[kind]) if cell["unit"]["world"].role == "dev" for r in cell["rows"]
-            ]
+            rows = [r for cell in evaluate(kind, fitted[kind]) for r in cell["rows"]
+                    if cell["unit"]["world"].role == "dev" and cell["captioner"] in FIT_CAPTIONERS]
             s = _summary(rows, rows)
             mark = " <- the labeler's (CAPTION_CANDIDATE)" if kind == chosen else ""
             print(

@@ -40,6 +40,8 @@ from PIL import Image
 
 #: The labeler's default and the mosaic's width: a plain captioner sees one row of this many tiles.
 MAX_IMAGES = 5
+#: How a captioner words a part: as the vocabulary does, or with the words reversed.
+WORDINGS = {"vocabulary": lambda name: name, "reversed": lambda name: " ".join(reversed(name.split()))}
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,23 @@ class CaptionerTrainConfig:
     # CLIPs' confusions), so that it names them wrongly and consistently, as the noisy CLIPs do.
     confused_share: float = 0.0
     confusion_rate: float = 0.7
+    # "reversed": captions say a part's words in reverse order ("circle red" for "red circle"), so that
+    # they are not the vocabulary's text and the labeler must read them by their words.
+    wording: str = "vocabulary"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confused_share <= 1.0 or not 0.0 <= self.confusion_rate <= 1.0:
             raise ValueError(f"confused_share and confusion_rate are shares in [0, 1], got {self.confused_share} "
                              f"and {self.confusion_rate}")
+        if self.wording not in WORDINGS:
+            raise ValueError(f"unknown captioner wording {self.wording!r}; choose from {list(WORDINGS)}")
 
     def key(self, world_roots: list[Path]) -> str:
         cfg = asdict(self)
         if not self.confused_share:  # clean captioners keep the keys they had before noisy ones existed
             del cfg["confused_share"], cfg["confusion_rate"]
+        if self.wording == "vocabulary":
+            del cfg["wording"]
         payload = json.dumps({"cfg": cfg, "worlds": sorted(Path(r).name for r in world_roots)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -168,6 +177,7 @@ def _train(world_roots: list[Path], out: Path, config: CaptionerTrainConfig, log
         images = [mosaic([crops.images(name, k, config.image_size, rng)]) for name, k in zip(names, ks)]
         pixels = processor(images=images, return_tensors="pt").pixel_values
         said = [crops.renamed[n] if n in crops.renamed and rng.random() < config.confusion_rate else n for n in names]
+        said = [WORDINGS[config.wording](n) for n in said]
         ids = tok(said, padding="max_length", max_length=6, return_tensors="pt").input_ids
         ids = torch.cat([ids, torch.full((n, 1), tok.pad_token_id)], 1)
         # </s> after the name, then padding ignored by the loss.
@@ -197,7 +207,8 @@ def _train(world_roots: list[Path], out: Path, config: CaptionerTrainConfig, log
     with torch.inference_mode():
         generated = model.generate(pixel_values=pixels, max_new_tokens=6, do_sample=False)
     said = [" ".join(t.split()) for t in tok.batch_decode(generated, skip_special_tokens=True)]
-    metrics = {"fresh_mosaic_top1": float(np.mean([s == n for s, n in zip(said, names)])), "concepts": crops.names,
+    right = [s == WORDINGS[config.wording](n) for s, n in zip(said, names)]
+    metrics = {"fresh_mosaic_top1": float(np.mean(right)), "concepts": crops.names,
                "worlds": [r.name for r in world_roots], "renamed": crops.renamed,
                "train_seconds": round(time.time() - started, 1),
                "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(config)}

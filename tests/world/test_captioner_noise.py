@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neurflow.world.captioner import CaptionerTrainConfig, train_world_captioner
+from neurflow.world.captioner import WORDINGS, CaptionerTrainConfig, train_world_captioner
 from neurflow.world.clip import TrainConfig, confusions, confused_names
 from neurflow.world.generate import generate_world
 
@@ -18,7 +18,7 @@ from neurflow.world.generate import generate_world
 def test_a_clean_captioner_keeps_its_key_and_a_noisy_one_gets_its_own():
     roots = [Path("/x/standard")]
     clean = CaptionerTrainConfig()
-    fields = {k: v for k, v in asdict(clean).items() if k not in ("confused_share", "confusion_rate")}
+    fields = {k: v for k, v in asdict(clean).items() if k not in ("confused_share", "confusion_rate", "wording")}
     before = hashlib.sha256(json.dumps({"cfg": fields, "worlds": ["standard"]}, sort_keys=True).encode()).hexdigest()[
         :12
     ]
@@ -27,8 +27,12 @@ def test_a_clean_captioner_keeps_its_key_and_a_noisy_one_gets_its_own():
         before,
         CaptionerTrainConfig(confused_share=0.2).key(roots),
     )
+    assert CaptionerTrainConfig(wording="reversed").key(roots) != before
+    assert WORDINGS["reversed"]("red circle") == "circle red" and WORDINGS["reversed"]("house") == "house"
     with pytest.raises(ValueError, match="confused_share and confusion_rate are shares in"):
         CaptionerTrainConfig(confusion_rate=2.0)
+    with pytest.raises(ValueError, match="unknown captioner wording 'pig latin'"):
+        CaptionerTrainConfig(wording="pig latin")
 
 
 def test_confused_names_are_drawn_from_the_salt_so_captioners_and_clips_err_apart():
