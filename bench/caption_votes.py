@@ -47,6 +47,7 @@ from bench.labels import (
     _mean,
     _summary,
     _units,
+    caption_engine_groups,
     fit_logistic,
 )
 
@@ -90,10 +91,6 @@ def world_captions(name: str, quality: str, log) -> dict:
     """``labels``: group id -> the caption's short label (None when captioning failed), ``sure``: group id
     -> the captioner's probability of it, for every engine group of a suite world, by its own captioner
     of ``quality``; cached next to the world's network."""
-    from neurflow.labeler.captioning import CaptionerError, caption_group
-    from neurflow.labeler.captioning.transformers_backend import TransformersCaptioner
-    from neurflow.labeler.config import CaptionerSpec
-    from neurflow.labeler.patches import PatchLoader
     from neurflow.world.captioner import ensure_world_captioner
     from neurflow.world.suite import ensure_suite_world
 
@@ -103,37 +100,17 @@ def world_captions(name: str, quality: str, log) -> dict:
     cache = entry.model.directory / f"captions-v2-{folder.name}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    captioner = TransformersCaptioner(folder, max_new_tokens=6)
-    spec = CaptionerSpec(
-        backend="transformers",
-        model=str(folder),
-        max_images=5,
-        image_size=config.image_size,
-        circuit_prompt=None,
-        max_new_tokens=6,
-    )
-    labels: dict[str, str | None] = {}
-    sure: dict[str, float | None] = {}
     started = time.perf_counter()
-    for circuit in entry.circuits.values():
-        loader = PatchLoader(circuit, entry.images)
-        for _, _, group in circuit.iter_groups():
-            gid = f"c{circuit.target.class_index}/{group.id}"
-            try:
-                result = caption_group(captioner, loader, group, [], spec)
-                labels[gid], sure[gid] = result.label, result.confidence
-            except CaptionerError as exc:
-                log(f"{name} {gid}: no caption: {exc}")
-                labels[gid] = None
+    results = caption_engine_groups(entry, folder, config.image_size, log)
     metrics = json.loads((folder / "metrics.json").read_text())
     out = {
         "captioner": folder.name,
         "quality": quality,
         "renamed": metrics.get("renamed", {}),
         "fresh_mosaic_top1": metrics["fresh_mosaic_top1"],
-        "labels": labels,
-        "sure": sure,
-        "ms_per_group": round(1000 * (time.perf_counter() - started) / max(len(labels), 1), 1),
+        "labels": {gid: r.label if r is not None else None for gid, r in results.items()},
+        "sure": {gid: r.confidence for gid, r in results.items() if r is not None},
+        "ms_per_group": round(1000 * (time.perf_counter() - started) / max(len(results), 1), 1),
     }
     cache.write_text(json.dumps(out, indent=1))
     return out

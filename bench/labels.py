@@ -374,7 +374,7 @@ def _reliability(rows: list[dict]) -> str:
 #: L2 weight of the combination's fit: dev labels are a few thousand, and an unpenalised fit pushes the
 #: coefficients towards separating the few hard cases perfectly (overconfident).
 CALIBRATION_L2 = 1.0
-#: Directions of the combination's features (``neurflow.labeler.evidence.FEATURES``): more agreement
+#: Directions of the combination's features (``neurflow.labeler.evidence.CLIP_FEATURES``): more agreement
 #: never lowers the confidence, a stronger second part never raises it.
 CALIBRATION_SIGNS = {"exemplars": 1, "patches": 1, "margin": 1, "clips": 1, "prompts": 1, "split": -1, "top": 1,
                      "entropy": -1, "cosine": 1, "single": 0}
@@ -433,8 +433,7 @@ def run_section(args) -> dict:
 
     from neurflow.labeler import scoring
     from neurflow.labeler.evaluation.metrics import expected_calibration_error, roc_auc
-    from neurflow.labeler.evidence import CLIP_FEATURES as FEATURES
-    from neurflow.labeler.evidence import COMBINATION_FILE, RERANK_CANDIDATES, UNCERTAIN_BELOW, Combination
+    from neurflow.labeler.evidence import CLIP_FEATURES, COMBINATION_FILE, RERANK_CANDIDATES, UNCERTAIN_BELOW, Combination
     from neurflow.world.suite import SUITE
 
     torch.set_num_threads(1)
@@ -482,13 +481,13 @@ def run_section(args) -> dict:
             for rows in per_unit[i].values():
                 for r in rows:
                     if "top1" in r:
-                        feats.append([r["confidence"][f] for f in FEATURES])
+                        feats.append([r["confidence"][f] for f in CLIP_FEATURES])
                         ys.append(float(r["top1"]))
         return feats, ys
 
     def fit(feats: list, ys: list, rounds: str):
-        beta = fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=tuple(CALIBRATION_SIGNS[f] for f in FEATURES))
-        return Combination(tuple(float(b) for b in beta), FEATURES, {
+        beta = fit_logistic(np.array(feats), np.array(ys), l2=CALIBRATION_L2, signs=tuple(CALIBRATION_SIGNS[f] for f in CLIP_FEATURES))
+        return Combination(tuple(float(b) for b in beta), CLIP_FEATURES, {
             "worlds": sorted({u["world"].name for u in dev}), "clip_qualities": qualities,
             "clip_sets": sorted({u["clips"] for u in dev}), "labels": len(ys), "wrong": int(len(ys) - sum(ys)),
             "groups": "engine and constructed mixed (bench/mixed.py)", "l2": CALIBRATION_L2,
@@ -500,7 +499,7 @@ def run_section(args) -> dict:
     if len(set(ys)) == 2:
         fitted = fit(feats, ys, "1: the mosaic score's first concepts")
         print(f"\n  combination fitted on dev, round 1 ({len(ys)} labels, {fitted.fitted_on['wrong']} wrong): "
-              f"b = {[round(b, 3) for b in fitted.coefficients]} over (intercept, {', '.join(FEATURES)})")
+              f"b = {[round(b, 3) for b in fitted.coefficients]} over (intercept, {', '.join(CLIP_FEATURES)})")
         if RERANK_CANDIDATES > 1:
             feats, ys = dev_data([run(u, _labeler(fitted, RERANK_CANDIDATES, *default)) for u in units])
             fitted = fit(feats, ys, f"2: the labels round 1 chose among the mosaic score's {RERANK_CANDIDATES} best")
@@ -615,14 +614,37 @@ def caption_rows(w: WorldData, labels: dict[str, str | None]) -> dict:
             "in_vocabulary": _mean(labels.get(g.gid) in w.names for g in w.groups)}
 
 
-def caption_section(worlds: list[WorldData], log: Callable[[str], None]) -> dict:
-    """Caption every engine group of every world with a captioner trained on the suite's dev worlds
-    only (:mod:`neurflow.world.captioner`), through the labeler's own captioning path (group request,
-    transformers back end, caption parsing, rule-based summary label), and score the labels."""
+def caption_engine_groups(entry, folder: Path, image_size: int, log: Callable[[str], None]) -> dict:
+    """Group id -> the caption of every engine group of a built suite world by the world captioner in
+    ``folder``, through the labeler's own captioning path (group request, transformers back end,
+    caption parsing, rule-based summary label); ``None`` where captioning failed."""
     from neurflow.labeler.captioning import CaptionerError, caption_group
     from neurflow.labeler.captioning.transformers_backend import TransformersCaptioner
     from neurflow.labeler.config import CaptionerSpec
     from neurflow.labeler.patches import PatchLoader
+
+    captioner = TransformersCaptioner(folder, max_new_tokens=6)
+    # One group's own mosaic per request: a plain captioner gets no text, so the multi-level circuit
+    # prompt would only put other groups' patches into its image.
+    spec = CaptionerSpec(backend="transformers", model=str(folder), max_images=5, image_size=image_size,
+                         circuit_prompt=None, max_new_tokens=6)
+    results = {}
+    for circuit in entry.circuits.values():
+        loader = PatchLoader(circuit, entry.images)
+        for _, _, group in circuit.iter_groups():
+            gid = f"c{circuit.target.class_index}/{group.id}"
+            try:
+                results[gid] = caption_group(captioner, loader, group, [], spec)
+            except CaptionerError as exc:
+                log(f"{entry.world.name} {gid}: no caption: {exc}")
+                results[gid] = None
+    return results
+
+
+def caption_section(worlds: list[WorldData], log: Callable[[str], None]) -> dict:
+    """Caption every engine group of every world with a captioner trained on the suite's dev worlds
+    only (:mod:`neurflow.world.captioner`), through the labeler's own captioning path
+    (:func:`caption_engine_groups`), and score the labels."""
     from neurflow.world.captioner import CaptionerTrainConfig, ensure_world_captioner
     from neurflow.world.suite import SUITE, ensure_suite_world
 
@@ -630,28 +652,14 @@ def caption_section(worlds: list[WorldData], log: Callable[[str], None]) -> dict
     config = CaptionerTrainConfig()
     folder = ensure_world_captioner([ensure_suite_world(n, log=log).root for n in dev_names], config, log=log)
     metrics = json.loads((folder / "metrics.json").read_text())
-    captioner = TransformersCaptioner(folder, max_new_tokens=6)
-    # One group's own mosaic per request: a plain captioner gets no text, so the multi-level circuit
-    # prompt would only put other groups' patches into its image.
-    spec = CaptionerSpec(backend="transformers", model=str(folder), max_images=5, image_size=config.image_size,
-                         circuit_prompt=None, max_new_tokens=6)
     out = {"captioner": folder.name, "trained_on": dev_names, "fresh_mosaic_top1": metrics["fresh_mosaic_top1"], "worlds": {}}
     print(f"\ncaption-derived labels (engine groups): captioner {folder.name}, trained on {', '.join(dev_names)} only "
           f"({metrics['parameters']:,} parameters, {metrics['train_seconds']:.0f} s; top-1 {metrics['fresh_mosaic_top1']:.3f} "
           "on fresh train-split mosaics)")
     print(f"  {'world':<26} {'method':<22} {'groups':>6} {'top-1':>6} {'in vocab':>8} {'baseline top-1':>14}")
     for w in worlds:
-        entry = ensure_suite_world(w.name, log=log)
-        labels: dict[str, str | None] = {}
-        for circuit in entry.circuits.values():
-            loader = PatchLoader(circuit, entry.images)
-            for _, _, group in circuit.iter_groups():
-                gid = f"c{circuit.target.class_index}/{group.id}"
-                try:
-                    labels[gid] = caption_group(captioner, loader, group, [], spec).label
-                except CaptionerError as exc:
-                    log(f"{w.name} {gid}: no caption: {exc}")
-                    labels[gid] = None
+        captions = caption_engine_groups(ensure_suite_world(w.name, log=log), folder, config.image_size, log)
+        labels = {gid: r.label if r is not None else None for gid, r in captions.items()}
         row = out["worlds"][w.name] = {**caption_rows(w, labels), "labels": labels}
         tag = f"{w.name} ({'dev' if w.role == 'dev' else 'HELD-OUT'}) engine"
         print(f"  {tag:<26} {'caption (dev-trained)':<22} {row['with_reference']:>6} {_fmt(row['top1']):>6} "
